@@ -1,0 +1,210 @@
+"""The one configuration object, validated in one place.
+
+Sources, lowest precedence first: a TOML file, ``SISA_<SECTION>__<KEY>`` environment
+variables (for example ``SISA_SISA__SHARDS=8``), then CLI overrides (``--set sisa.shards=8``).
+Unknown keys and bad values raise ``ConfigError`` whose message names the field as the user
+typed it (``sisa.shards``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "SISA_"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    source: str = "digits"
+    """``"digits"`` (bundled), ``"synthetic-purchase"``, or a path/URL to .npz, .csv or .parquet."""
+    n: int = Field(10_000, ge=10)
+    """Number of points for ``synthetic-purchase``."""
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    """Share of points held out for evaluation, chosen per ID by a keyed hash."""
+    num_classes: int | None = Field(None, ge=2)
+    """Number of classes for user files; inferred as max(label)+1 when unset."""
+
+
+class SisaConfig(_Section):
+    shards: int = Field(5, ge=1, le=100_000)
+    """S: number of isolated shard models."""
+    slices: int = Field(4, ge=1, le=10_000)
+    """R: number of slices per shard; a checkpoint is kept after each stage."""
+    epochs: float = Field(20.0, gt=0)
+    """e: epochs of a monolithic model; stages share them by ``epoch_schedule``."""
+    epoch_schedule: Literal["equal-cost", "per-stage"] = "equal-cost"
+    """``equal-cost``: every stage trains 2e/(R+1) epochs (fractional epochs are exact), so
+    staged training costs what monolithic training does. ``per-stage``: e epochs per stage."""
+    seed: int = Field(0, ge=0, lt=2**63)
+    """Root of every random draw; a shard's draws depend on (seed, shard) only."""
+    sharding: Literal["uniform", "stratified", "group"] = "uniform"
+    """How a point's shard is derived from its ID (and its label or group)."""
+    aggregation: Literal["average", "vote"] = "average"
+    """Average probabilities, or majority vote of labels (ties go to the lowest class)."""
+
+
+class ModelConfig(_Section):
+    name: str = "mlp"
+    """``mlp``, ``cnn``, or ``"package.module:factory"``, called as
+    ``factory(input_shape, num_classes)`` and returning a ``torch.nn.Module``."""
+    hidden: tuple[int, ...] = (128,)
+    """Hidden layer widths of the MLP (channels of the CNN's conv layers)."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout probability; its masks are drawn per step from the step's position."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in ("mlp", "cnn") and value.count(":") != 1:
+            raise ValueError("must be 'mlp', 'cnn' or 'package.module:factory'")
+        return value
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(w < 1 for w in value):
+            raise ValueError("must be a non-empty list of positive widths")
+        return value
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adam"] = "sgd"
+    """Optimizer; its state (momentum, moments, step counts) is checkpointed every stage."""
+    lr: float = Field(0.05, gt=0)
+    """Learning rate."""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum."""
+    weight_decay: float = Field(0.0, ge=0)
+    """L2 weight decay."""
+    batch_size: int = Field(32, ge=1)
+    """Points per step; batches are cut from the stage's hash order of retained IDs."""
+
+
+class ResourcesConfig(_Section):
+    num_cpus: float = Field(1.0, gt=0)
+    """CPUs reserved per shard task on Ray."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs per shard task on Ray; fractions pack several shards on one GPU."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where shard models train and predict. Bitwise equality holds per device."""
+    threads: int = Field(1, ge=1, le=256)
+    """torch intra-op threads per shard task; fixed, because it is part of the fingerprint."""
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    sisa: SisaConfig = SisaConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    def training_hash(self) -> str:
+        """Hash of everything that determines the weights (resources excluded but threads).
+
+        Checkpoints record it; a checkpoint made under another hash is never reused.
+        """
+        body = self.model_dump(mode="json", exclude={"resources"})
+        body["threads"] = self.resources.threads
+        body["device"] = self.resources.device
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _parse_value(text: str) -> Any:
+    """Parse a CLI/env value as TOML (``8``, ``0.1``, ``[64, 32]``, ``true``), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"{dotted}: expected 'section.key', e.g. sisa.shards")
+    section = tree.setdefault(parts[0], {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{parts[0]}: must be a table of settings")
+    section[parts[1]] = value
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SISA_SECTION__KEY=value`` variables as dotted overrides (``section.key``)."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            section, _, key = name[len(ENV_PREFIX) :].partition("__")
+            out[f"{section.lower()}.{key.lower()}"] = _parse_value(value)
+    return out
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """CLI ``section.key=value`` strings as dotted overrides."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{item}: expected section.key=value")
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def build_config(
+    tree: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Validate a nested mapping plus dotted overrides into a ``Config``."""
+    merged: dict[str, Any] = {
+        k: dict(v) if isinstance(v, Mapping) else v for k, v in (tree or {}).items()
+    }
+    for dotted, value in (overrides or {}).items():
+        _set_path(merged, dotted, value)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            field = _field_name(e["loc"])
+            if e["type"] == "extra_forbidden":
+                problems.append(f"{field}: unknown setting")
+            else:
+                problems.append(f"{field}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read a TOML file (optional), then apply env variables, then CLI overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            tree = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    combined = env_overrides(os.environ if environ is None else environ)
+    combined.update(overrides or {})
+    return build_config(tree, combined)

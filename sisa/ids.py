@@ -1,0 +1,138 @@
+"""Point IDs and the keyed hashes that place, order and split points.
+
+Everything in SISA is keyed by a point's ID, never by its row position. A point's shard,
+slice, train/test side and its place in every epoch's order are functions of a keyed hash
+of its own ID, so removing one point never moves another.
+
+Two hash families live here:
+
+* ``fingerprints`` + ``keyed``: fast, vectorised 64-bit hashes for layout and ordering.
+  An ID is reduced once to a 64-bit fingerprint of its canonical bytes; each use then
+  mixes the fingerprint with a context key (seed, shard, stage, epoch...) by splitmix64.
+* ``salted_hash``: a keyed BLAKE2b digest for records that outlive the data (tombstones,
+  receipts). It is one-way without the salt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+ID = int | str
+
+_INT_TAG = np.uint64(0x9E3779B97F4A7C15)
+
+
+def canonical_id(value: object) -> ID:
+    """Return ``value`` as a plain ``int`` or ``str`` ID, or raise ``TypeError``.
+
+    numpy integers become ``int``; bools, floats and everything else are rejected, since a
+    float ID such as ``1.0`` would silently collide with ``1``.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"ID {value!r} is a bool; IDs are ints or strings")
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, str | np.str_):
+        return str(value)
+    raise TypeError(f"ID {value!r} has type {type(value).__name__}; IDs are ints or strings")
+
+
+def as_id_array(values: Iterable[object] | np.ndarray) -> np.ndarray:
+    """Return IDs as a 1-D numpy array: ``int64`` for integer IDs, unicode for strings.
+
+    Mixed int/str collections are rejected: ``1`` and ``"1"`` would be easy to confuse.
+    """
+    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values))
+    if arr.ndim != 1:
+        raise ValueError(f"IDs must be one-dimensional, got shape {arr.shape}")
+    if arr.size == 0 or arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "U":
+        return arr
+    if arr.dtype.kind == "O":
+        kinds = {type(canonical_id(v)) for v in arr}
+        if len(kinds) > 1:
+            raise TypeError("IDs mix integers and strings; use one type for all IDs")
+        return arr.astype(np.int64) if kinds == {int} else arr.astype(str)
+    raise TypeError(f"IDs have dtype {arr.dtype}; IDs are integers or strings")
+
+
+def id_bytes(value: ID) -> bytes:
+    """Canonical bytes of one ID: type-tagged so that ``7`` and ``"7"`` differ."""
+    value = canonical_id(value)
+    if isinstance(value, int):
+        return b"i" + str(value).encode()
+    return b"s" + value.encode("utf-8")
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def fingerprints(ids: np.ndarray) -> np.ndarray:
+    """Return a uint64 fingerprint per ID. [n] -> [n].
+
+    Integer IDs are mixed in one vectorised pass; string IDs take one BLAKE2b each.
+    """
+    ids = as_id_array(ids)
+    if ids.dtype.kind in "iu":
+        return _splitmix64(ids.astype(np.int64).view(np.uint64) ^ _INT_TAG)
+    out = np.empty(ids.shape[0], dtype=np.uint64)
+    for i, value in enumerate(ids.tolist()):
+        digest = hashlib.blake2b(b"s" + value.encode("utf-8"), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "little")
+    return out
+
+
+def context_key(*parts: object) -> np.uint64:
+    """A 64-bit key for a context such as ``(seed, "order", shard, stage, epoch)``."""
+    text = "\x1f".join(repr(p) for p in parts).encode()
+    return np.uint64(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little"))
+
+
+def keyed(fps: np.ndarray, *context: object) -> np.ndarray:
+    """Keyed 64-bit hash of each fingerprint under ``context``. [n] uint64 -> [n] uint64."""
+    return _splitmix64(_splitmix64(fps ^ context_key(*context)))
+
+
+def bucket(fps: np.ndarray, buckets: int, *context: object) -> np.ndarray:
+    """Assign each fingerprint to one of ``buckets`` buckets under ``context``. -> [n] int64."""
+    return (keyed(fps, *context) % np.uint64(buckets)).astype(np.int64)
+
+
+def unit_interval(fps: np.ndarray, *context: object) -> np.ndarray:
+    """Map each fingerprint to a float in [0, 1) under ``context``. -> [n] float64."""
+    return (keyed(fps, *context) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def hash_order(fps: np.ndarray, *context: object) -> np.ndarray:
+    """The order of points under ``context``: indices sorted by keyed hash, ties by fingerprint.
+
+    The relative order of any two points depends on those two points alone, so removing a
+    point never changes the order of the others (unlike ``randperm(n)``).
+    """
+    return np.lexsort((fps, keyed(fps, *context)))
+
+
+def salted_hash(salt: bytes, value: ID) -> str:
+    """Hex BLAKE2b-128 of an ID keyed by ``salt``: a record of a point that does not hold it."""
+    return hashlib.blake2b(id_bytes(value), key=salt, digest_size=16).hexdigest()
+
+
+def salted_hashes(salt: bytes, values: Sequence[ID] | np.ndarray) -> list[str]:
+    """``salted_hash`` for many IDs."""
+    return [salted_hash(salt, v) for v in as_id_array(values).tolist()]
+
+
+def seed_from(*parts: object) -> int:
+    """A 63-bit seed for ``torch.manual_seed`` derived from a position such as
+    ``(seed, "step", shard, stage, epoch, step)``."""
+    return int(context_key(*parts)) & ((1 << 63) - 1)

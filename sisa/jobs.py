@@ -1,0 +1,284 @@
+"""Shard jobs: the isolated units of work that executors run, one per shard.
+
+A job carries only plain data (store URL, shard, generation, refs), so any executor can
+ship it to another process. Jobs are idempotent and resumable: a job that died after
+committing some stages finds them on retry (same generation folder, same IDs, same parent
+checkpoint) and continues from the last one, and a job whose head is already committed
+returns it. The result is the same whichever executor runs it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from sisa.config import Config, ResourcesConfig
+from sisa.faults import crash_point
+from sisa.partition import assign
+from sisa.store import SisaStore, gen_dir, shard_prefix, stage_ref
+from sisa.trainer import (
+    ShardData,
+    TrainState,
+    checkpoint_payload,
+    environment_fingerprint,
+    fresh_state,
+    restore_state,
+    train_stage,
+)
+from storage import state_hash, tensor_hashes
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+class Progress(Protocol):
+    def __call__(self, units: int) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs ``fn(job, progress)`` for every job; returns results in job order."""
+
+    def map(
+        self,
+        fn: Callable[[J, Progress], R],
+        jobs: Sequence[J],
+        *,
+        resources: ResourcesConfig,
+        units: int,
+        desc: str,
+    ) -> list[R]: ...
+
+
+def run_jobs(
+    executor: Executor | None,
+    fn: Callable[[J, Progress], R],
+    jobs: Sequence[J],
+    *,
+    resources: ResourcesConfig,
+    units: int,
+    desc: str,
+) -> list[R]:
+    """Run jobs on ``executor``, or one after another in this process when None."""
+    if executor is None:
+        return [fn(job, lambda _units: None) for job in jobs]
+    return executor.map(fn, jobs, resources=resources, units=units, desc=desc)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Train ``shard`` into ``generation`` from ``start_stage`` (1-based) on ``data``."""
+
+    url: str
+    storage_options: dict[str, Any]
+    shard: int
+    generation: int
+    start_stage: int
+    data: dict[str, Any]  # ref of the committed data artifact of this generation
+    base: list[dict[str, Any]] = field(default_factory=list)  # refs of stages < start_stage
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    shard: int
+    generation: int
+    start_stage: int
+    trained: list[int]
+    resumed: list[int]
+    samples: int  # samples trained on by this job
+    seconds: float
+    purged: list[str]
+    head: dict[str, Any]
+
+
+def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> ShardData:
+    """A shard's committed data with each point's slice, checked against the layout."""
+    arrays = store.read_data(ref)
+    shard_of, slice_of = assign(
+        arrays["ids"],
+        arrays["y"],
+        arrays.get("groups"),
+        seed=config.sisa.seed,
+        strategy=config.sisa.sharding,
+        shards=config.sisa.shards,
+        slices=config.sisa.slices,
+    )
+    if len(shard_of) and not np.all(shard_of == shard):
+        raise RuntimeError(f"data of shard {shard} holds points of other shards; refusing")
+    return ShardData(arrays["ids"], arrays["X"], arrays["y"], slice_of)
+
+
+def _restore(store: SisaStore, config: Config, job_shard: int, ref: dict) -> TrainState:
+    intent = store.intent() or {}
+    weights, extra = store.read_stage(ref)
+    return restore_state(
+        config, job_shard, tuple(intent["input_shape"]), intent["num_classes"], weights, extra
+    )
+
+
+def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
+    """Train stages ``start_stage..R`` of one shard, commit its head, purge the stale."""
+    started = time.perf_counter()
+    store = SisaStore(job.url, job.storage_options)
+    config, intent = store.config(), store.intent() or {}
+    prefix, slices = shard_prefix(job.shard), config.sisa.slices
+    head = store.latest_head(prefix)
+    if head is not None and head.generation >= job.generation:
+        if head.generation > job.generation:
+            raise RuntimeError(f"shard {job.shard} is already at generation {head.generation}")
+        progress(slices - job.start_stage + 1)
+        return ShardResult(
+            job.shard,
+            job.generation,
+            job.start_stage,
+            [],
+            [],
+            0,
+            time.perf_counter() - started,
+            store.sweep(prefix),
+            head.body,
+        )
+
+    data = load_shard_data(store, config, job.shard, job.data)
+    for ref in job.base:  # stages kept from the old generation must not have seen a change
+        if ref["ids_hash"] != data.ids_hash(ref["stage"]):
+            raise RuntimeError(f"shard {job.shard} stage {ref['stage']} would be reused stale")
+    training_hash, fingerprint = config.training_hash(), environment_fingerprint(config)
+    parent = job.base[-1]["state_hash"] if job.base else None
+    refs: list[dict[str, Any]] = []
+    resumed: list[int] = []
+    for stage in range(job.start_stage, slices + 1):  # resume what an earlier try committed
+        meta = store.stage_meta(f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}")
+        if not meta or (meta["ids_hash"], meta["parent"], meta["training_hash"]) != (
+            data.ids_hash(stage),
+            parent,
+            training_hash,
+        ):
+            break
+        rel = f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}"
+        refs.append(stage_ref(rel, meta["manifest"], meta["weights_sha256"], meta))
+        parent = meta["state_hash"]
+        resumed.append(stage)
+        progress(1)
+
+    first = job.start_stage + len(resumed)
+    trained: list[int] = []
+    samples = 0
+    if first <= slices:
+        previous = (job.base + refs)[-1] if first > 1 else None
+        state = (
+            _restore(store, config, job.shard, previous)
+            if previous is not None
+            else fresh_state(config, job.shard, tuple(intent["input_shape"]), intent["num_classes"])
+        )
+        for stage in range(first, slices + 1):
+            before = state.samples
+            train_stage(state, data, config, job.shard, stage)
+            samples += state.samples - before
+            weights, extra = checkpoint_payload(state)
+            meta = {
+                "stage": stage,
+                "ids_hash": data.ids_hash(stage),
+                "parent": parent,
+                "training_hash": training_hash,
+                "n": int(len(data.stage_rows(stage))),
+                "samples": state.samples,
+                "step": state.step,
+                "fingerprint": fingerprint,
+            }
+            rel = f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}"
+            ref = store.write_stage(rel, weights, extra, meta)
+            refs.append(ref)
+            parent = ref["state_hash"]
+            trained.append(stage)
+            progress(1)
+            crash_point("after-stage-commit")
+
+    body = {
+        "shard": job.shard,
+        "n": len(data),
+        "training_hash": training_hash,
+        "data": job.data,
+        "stages": job.base + refs,
+    }
+    crash_point("before-head-commit")
+    head = store.commit_head(prefix, job.generation, body)
+    crash_point("after-head-commit")
+    purged = store.sweep(prefix)
+    return ShardResult(
+        job.shard,
+        job.generation,
+        job.start_stage,
+        trained,
+        resumed,
+        samples,
+        time.perf_counter() - started,
+        purged,
+        head.body,
+    )
+
+
+@dataclass(frozen=True)
+class VerifyJob:
+    url: str
+    storage_options: dict[str, Any]
+    shard: int
+
+
+@dataclass(frozen=True)
+class StageCheck:
+    stage: int
+    stored_hash: str  # state hash of the committed checkpoint
+    retrained_hash: str  # state hash of the from-scratch retrain
+    ids_match: bool  # the checkpoint was trained on exactly the shard's current IDs
+    mismatched_tensors: list[str]
+
+    @property
+    def identical(self) -> bool:
+        return self.ids_match and not self.mismatched_tensors
+
+
+@dataclass(frozen=True)
+class ShardVerdict:
+    shard: int
+    generation: int
+    n: int
+    stages: list[StageCheck]
+    fingerprint: dict[str, Any]  # of the environment that retrained
+
+    @property
+    def identical(self) -> bool:
+        return all(s.identical for s in self.stages)
+
+
+def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
+    """Retrain one shard from scratch on its current data; compare every stage bitwise."""
+    store = SisaStore(job.url, job.storage_options)
+    config, intent = store.config(), store.intent() or {}
+    head = store.shard_head(job.shard)
+    data = load_shard_data(store, config, job.shard, head.data)
+    state = fresh_state(config, job.shard, tuple(intent["input_shape"]), intent["num_classes"])
+    checks = []
+    for ref in head.stages:
+        train_stage(state, data, config, job.shard, ref["stage"])
+        weights = checkpoint_payload(state)[0]
+        retrained = tensor_hashes(weights)
+        stored_weights, _ = store.read_stage(ref, state=False)  # checksums verified on read
+        stored = tensor_hashes(stored_weights)
+        names = sorted(set(stored) | set(retrained))
+        checks.append(
+            StageCheck(
+                stage=ref["stage"],
+                stored_hash=ref["state_hash"],
+                retrained_hash=state_hash(weights),
+                ids_match=ref["ids_hash"] == data.ids_hash(ref["stage"]),
+                mismatched_tensors=[n for n in names if stored.get(n) != retrained.get(n)],
+            )
+        )
+        progress(1)
+    return ShardVerdict(
+        job.shard, head.generation, len(data), checks, environment_fingerprint(config)
+    )

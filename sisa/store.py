@@ -1,0 +1,276 @@
+"""The layout of a SISA store on top of the storage commit protocol.
+
+```
+config.json                    training intent: config + training hash (written first)
+STORE.json                     the trained marker: fingerprint, shapes, salt (written last)
+shards/00003/g000002.json      head of shard 3, generation 2: its data and stage checkpoints
+shards/00003/g000002/data/     artifact: ids.npz (ids, labels, groups), X.npz (features)
+shards/00003/g000002/stage-004/ artifact: weights.safetensors, state.pt
+test/g000001.json              head of the held-out test data; test/g000001/data/
+tombstones/g000005.json        salted hashes of every deleted ID and group
+```
+
+A head document names every artifact its generation uses; a stage that a retrain did not
+touch is referenced from an older generation's folder. The head with the highest
+generation is the shard's state, and writing it is the commit of a retrain. Everything
+under a shard's prefix that its head does not reference is garbage: checkpoints and data
+of older generations (which may hold deleted points) and uncommitted leftovers. ``sweep``
+deletes it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sisa.config import Config, build_config
+from storage import (
+    StorageError,
+    Store,
+    decode_arrays,
+    decode_state,
+    decode_weights,
+    encode_arrays,
+    encode_state,
+    encode_weights,
+    is_committed,
+    read_doc,
+    read_file,
+    read_manifest,
+    state_hash,
+    tensor_hashes,
+    write_artifact,
+    write_doc,
+)
+
+STORE_DOC = "STORE.json"
+CONFIG_DOC = "config.json"
+TEST = "test"
+TOMBSTONES = "tombstones"
+WEIGHTS, STATE = "weights.safetensors", "state.pt"
+_HEAD = re.compile(r"^g(\d{6})\.json$")
+
+
+class StoreStateError(RuntimeError):
+    """The store is not in a state that allows the operation (untrained, already trained)."""
+
+
+def shard_prefix(shard: int) -> str:
+    return f"shards/{shard:05d}"
+
+
+def gen_dir(prefix: str, generation: int) -> str:
+    return f"{prefix}/g{generation:06d}"
+
+
+@dataclass(frozen=True)
+class Head:
+    """A committed head document of a shard or of the test data."""
+
+    generation: int
+    body: dict[str, Any]
+
+    @property
+    def stages(self) -> list[dict[str, Any]]:
+        return self.body.get("stages", [])
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.body["data"]
+
+
+class SisaStore:
+    """Typed access to one store; all writes follow the commit protocol."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.fs = Store(url, self.storage_options)
+
+    # -- store-level documents -------------------------------------------------------
+
+    def meta(self) -> dict[str, Any] | None:
+        """The trained marker, or None while the store is untrained."""
+        return self._doc(STORE_DOC)
+
+    def require_trained(self) -> dict[str, Any]:
+        meta = self.meta()
+        if meta is None:
+            raise StoreStateError(f"{self.url} is not a trained store (run 'sisa train' first)")
+        return meta
+
+    def intent(self) -> dict[str, Any] | None:
+        return self._doc(CONFIG_DOC)
+
+    def config(self) -> Config:
+        intent = self.intent()
+        if intent is None:
+            raise StoreStateError(f"{self.url} holds no training config")
+        return build_config(intent["config"])
+
+    def write_intent(self, config: Config, info: dict[str, Any]) -> None:
+        body = {"config": config.model_dump(mode="json"), "training_hash": config.training_hash()}
+        write_doc(self.fs, CONFIG_DOC, body | info | {"salt": secrets.token_hex(16)})
+
+    def write_meta(self, body: dict[str, Any]) -> None:
+        write_doc(self.fs, STORE_DOC, body)
+
+    def salt(self) -> bytes:
+        intent = self.intent()
+        if intent is None:
+            raise StoreStateError(f"{self.url} holds no training config")
+        return bytes.fromhex(intent["salt"])
+
+    def _doc(self, rel: str) -> dict[str, Any] | None:
+        try:
+            return read_doc(self.fs, rel)
+        except FileNotFoundError:
+            return None
+
+    # -- heads ------------------------------------------------------------------------
+
+    def latest_head(self, prefix: str) -> Head | None:
+        """The committed head with the highest generation under ``prefix``."""
+        gens = [int(m.group(1)) for n in self.fs.listdir(prefix) if (m := _HEAD.match(n))]
+        if not gens:
+            return None
+        generation = max(gens)
+        return Head(generation, read_doc(self.fs, f"{gen_dir(prefix, generation)}.json"))
+
+    def shard_head(self, shard: int) -> Head:
+        head = self.latest_head(shard_prefix(shard))
+        if head is None:
+            raise StoreStateError(f"shard {shard} of {self.url} has no committed generation")
+        return head
+
+    def commit_head(self, prefix: str, generation: int, body: dict[str, Any]) -> Head:
+        """Write the head document: the commit point of a generation."""
+        body = {"generation": generation} | body
+        write_doc(self.fs, f"{gen_dir(prefix, generation)}.json", body)
+        return Head(generation, body)
+
+    def sweep(self, prefix: str) -> list[str]:
+        """Delete everything under ``prefix`` that its latest head does not reference.
+
+        Returns the URLs of deleted files. Safe to repeat: after a crash mid-sweep the
+        next sweep finishes the job.
+        """
+        head = self.latest_head(prefix)
+        keep: set[str] = set()
+        if head is not None:
+            keep.add(f"{gen_dir(prefix, head.generation)}.json")
+            refs = [head.data] + head.stages
+            keep.update(ref["dir"] + "/" for ref in refs)
+        deleted = []
+        for rel in self.fs.walk(prefix):
+            if rel in keep or any(rel.startswith(k) for k in keep if k.endswith("/")):
+                continue
+            self.fs.delete(rel)
+            deleted.append(self.fs.url_of(rel))
+        return deleted
+
+    # -- data artifacts ---------------------------------------------------------------
+
+    def write_data(self, rel_dir: str, arrays: dict[str, np.ndarray], ids_hash: str) -> dict:
+        """Commit a part's data (or reuse an identical committed one); return its ref."""
+        if is_committed(self.fs, rel_dir):
+            manifest = read_manifest(self.fs, rel_dir)
+            if manifest.meta.get("ids_hash") == ids_hash:
+                return {"dir": rel_dir, "manifest": manifest.sha256, "n": manifest.meta["n"]}
+            self.fs.delete_tree(rel_dir)  # unreferenced leftover of an abandoned attempt
+        small = {k: v for k, v in arrays.items() if k != "X"}
+        files = {"ids.npz": encode_arrays(small), "X.npz": encode_arrays({"X": arrays["X"]})}
+        meta = {"ids_hash": ids_hash, "n": int(len(arrays["ids"]))}
+        manifest = write_artifact(self.fs, rel_dir, files, meta)
+        return {"dir": rel_dir, "manifest": manifest.sha256, "n": meta["n"]}
+
+    def read_data(self, ref: dict[str, Any], features: bool = True) -> dict[str, np.ndarray]:
+        """Verified arrays of a data artifact (``ids``, ``y``, maybe ``groups`` and ``X``)."""
+        manifest = self._manifest(ref)
+        arrays = decode_arrays(read_file(self.fs, ref["dir"], "ids.npz", manifest))
+        if features:
+            arrays.update(decode_arrays(read_file(self.fs, ref["dir"], "X.npz", manifest)))
+        return arrays
+
+    # -- stage checkpoints ------------------------------------------------------------
+
+    def write_stage(
+        self,
+        rel_dir: str,
+        weights: dict[str, torch.Tensor],
+        extra: dict[str, Any],
+        meta: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Commit one stage checkpoint; return its ref for the head."""
+        if is_committed(self.fs, rel_dir):
+            self.fs.delete_tree(rel_dir)  # unreferenced leftover that did not match
+        files = {WEIGHTS: encode_weights(weights), STATE: encode_state(extra)}
+        meta = meta | {"state_hash": state_hash(weights), "tensors": tensor_hashes(weights)}
+        manifest = write_artifact(self.fs, rel_dir, files, meta)
+        return stage_ref(rel_dir, manifest.sha256, manifest.files[WEIGHTS].sha256, meta)
+
+    def stage_meta(self, rel_dir: str) -> dict[str, Any] | None:
+        """Meta of a committed stage artifact, or None when absent/uncommitted."""
+        if not is_committed(self.fs, rel_dir):
+            return None
+        try:
+            manifest = read_manifest(self.fs, rel_dir)
+        except StorageError:
+            return None
+        return manifest.meta | {
+            "manifest": manifest.sha256,
+            "weights_sha256": manifest.files[WEIGHTS].sha256,
+        }
+
+    def read_stage(
+        self, ref: dict[str, Any], state: bool = True
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+        """Verified weights (and optimizer state with counters) of a stage checkpoint."""
+        manifest = self._manifest(ref)
+        weights = decode_weights(read_file(self.fs, ref["dir"], WEIGHTS, manifest))
+        extra = decode_state(read_file(self.fs, ref["dir"], STATE, manifest)) if state else None
+        return weights, extra  # type: ignore[return-value]
+
+    def _manifest(self, ref: dict[str, Any]):  # noqa: ANN202
+        manifest = read_manifest(self.fs, ref["dir"])
+        if manifest.sha256 != ref["manifest"]:
+            raise StorageError(
+                f"{self.fs.url_of(ref['dir'])}: manifest {manifest.sha256[:12]} is not the one "
+                f"its head references ({ref['manifest'][:12]}); refusing to load it"
+            )
+        return manifest
+
+    # -- tombstones -------------------------------------------------------------------
+
+    def tombstones(self) -> Head:
+        head = self.latest_head(TOMBSTONES)
+        return head or Head(-1, {"entries": [], "groups": []})
+
+    def add_tombstones(self, entries: list[dict[str, Any]], groups: list[str]) -> Head:
+        """Record deleted IDs (salted hashes with their part) before any data changes."""
+        current = self.tombstones()
+        body = {
+            "entries": current.body["entries"] + entries,
+            "groups": sorted(set(current.body["groups"]) | set(groups)),
+        }
+        head = self.commit_head(TOMBSTONES, current.generation + 1, body)
+        for old in self.fs.listdir(TOMBSTONES):
+            if _HEAD.match(old) and old != f"g{head.generation:06d}.json":
+                self.fs.delete(f"{TOMBSTONES}/{old}")
+        return head
+
+    def shards(self) -> int:
+        return self.config().sisa.shards
+
+
+def stage_ref(rel_dir: str, manifest: str, weights_sha: str, meta: dict[str, Any]) -> dict:
+    """What a head records about one stage checkpoint."""
+    keys = ("stage", "ids_hash", "parent", "state_hash", "n", "samples", "step", "fingerprint")
+    return {"dir": rel_dir, "manifest": manifest, "weights_sha256": weights_sha} | {
+        k: meta[k] for k in keys if k in meta
+    }
