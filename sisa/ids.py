@@ -136,3 +136,8 @@ def seed_from(*parts: object) -> int:
     """A 63-bit seed for ``torch.manual_seed`` derived from a position such as
     ``(seed, "step", shard, stage, epoch, step)``."""
     return int(context_key(*parts)) & ((1 << 63) - 1)
+
+
+def id_set_hash(ids: np.ndarray) -> str:
+    """sha256 of a set of IDs, independent of their order: what a checkpoint trained on."""
+    return hashlib.sha256(np.sort(fingerprints(ids)).tobytes()).hexdigest()

@@ -18,7 +18,6 @@ The determinism contract. A shard's weights after stage r are a function of
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from collections.abc import Callable
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sisa.config import Config
-from sisa.ids import fingerprints, hash_order, seed_from
+from sisa.ids import fingerprints, hash_order, id_set_hash, seed_from
 from sisa.models import build_model
 from sisa.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
 
@@ -58,7 +57,7 @@ class ShardData:
 
     def ids_hash(self, stage: int) -> str:
         """Hash of the set of IDs that stage ``stage`` trains on."""
-        return hashlib.sha256(np.sort(self.fps[self.stage_rows(stage)]).tobytes()).hexdigest()
+        return id_set_hash(self.ids[self.stage_rows(stage)])
 
 
 @dataclass

@@ -1,0 +1,65 @@
+"""What a store holds, and how well its ensemble does on the held-out data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sisa.aggregate import accuracy, aggregate, decide
+from sisa.ensemble import Ensemble
+from sisa.store import TEST, SisaStore
+
+
+def status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per shard: points, generation, and the URL and sha256 of its final weights."""
+    store = SisaStore(url, storage_options)
+    meta = store.require_trained()
+    config = store.config()
+    shards = []
+    for shard in range(config.sisa.shards):
+        head = store.shard_head(shard)
+        final = head.stages[-1]
+        shards.append(
+            {
+                "shard": shard,
+                "points": head.body["n"],
+                "generation": head.generation,
+                "weights_url": store.fs.url_of(f"{final['dir']}/weights.safetensors"),
+                "weights_sha256": final["weights_sha256"],
+            }
+        )
+    test = store.latest_head(TEST)
+    return {
+        "store": url,
+        "shards": shards,
+        "slices": config.sisa.slices,
+        "points": sum(s["points"] for s in shards),
+        "test_points": test.body["n"] if test else 0,
+        "deleted": len(store.tombstones().body["entries"]),
+        "config": config.model_dump(mode="json"),
+        "fingerprint": meta["fingerprint"],
+    }
+
+
+def evaluate(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Accuracy of each shard model and of the aggregate on the store's test data."""
+    store = SisaStore(url, storage_options)
+    ensemble = Ensemble.load(store)
+    test = store.latest_head(TEST)
+    if test is None or test.body["n"] == 0:
+        raise ValueError("this store has no test data (data.test_fraction = 0)")
+    arrays = store.read_data(test.data)
+    probs = ensemble.shard_proba(arrays["X"])  # [S_live, n, C]
+    y = arrays["y"]
+    per_shard = {
+        shard: accuracy(decide(p), y) for shard, p in zip(ensemble.models, probs, strict=True)
+    }
+    return {
+        "per_shard": per_shard,
+        "average": accuracy(decide(aggregate(probs, "average")), y),
+        "vote": accuracy(decide(aggregate(probs, "vote")), y),
+        "aggregate": accuracy(decide(aggregate(probs, ensemble.config.sisa.aggregation)), y),
+        "test_points": int(len(y)),
+        "mean_shard": float(np.mean(list(per_shard.values()))),
+    }

@@ -1,0 +1,308 @@
+"""One storage location (a URL plus fsspec options) with atomic writes and safe relative paths.
+
+Everything sisa persists goes through a :class:`Store`, so the durability rules live here once:
+
+* Local disk: each write goes to a temp file in the destination directory, is fsynced, and is
+  then renamed over the final name (``os.replace``); the directory is fsynced afterwards where
+  the platform allows. A crash therefore leaves either the old file or the new one, never a torn
+  one. Temp files start with :data:`TEMP_PREFIX` so a sweep can find what a crash left behind.
+* Object stores (s3://, gs://, ...): a single PUT, which the service makes visible atomically.
+* Listings must reflect writes made a moment ago, possibly by another process, so listing caches
+  are switched off for object stores and invalidated after every mutation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+# Names starting with this prefix are in-flight (or crash-orphaned) temp files, never payload.
+# Escaped components cannot start with "." so the prefix never collides with product names.
+TEMP_PREFIX = ".tmp-"
+
+# Object stores whose fsspec drivers cache listings: the cache is disabled so that a reader sees
+# objects another process has just committed.
+_OBJECT_STORES = frozenset(
+    {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oci", "oss", "r2"}
+)
+# Drivers known to implement pipe_file(mode="create") as a real create-if-absent.
+_ATOMIC_CREATE = frozenset({"memory", "s3", "s3a"})
+
+_SAFE_CHAR = re.compile(r"[A-Za-z0-9_-]")
+_ESCAPED = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+")
+
+
+class Store:
+    """A root URL plus storage_options; all paths are relative, '/'-separated."""
+
+    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        self.storage_options: dict = dict(storage_options or {})
+        chained = "::" in url
+        if not chained and "://" not in url:
+            # A bare path means local disk; resolve it now so workers in other cwds agree.
+            url = "file://" + os.path.abspath(os.path.expanduser(url))
+        options = dict(self.storage_options)
+        if not chained and url.split("://", 1)[0] in _OBJECT_STORES:
+            options.setdefault("use_listings_cache", False)
+        fs, root = url_to_fs(url, **options)
+        self.fs: fsspec.AbstractFileSystem = fs
+        self.root: str = root.rstrip("/") or root
+        self._local = isinstance(fs, LocalFileSystem)
+        # Canonical URL: rebuilding a Store from (url, storage_options) reaches the same place.
+        self.url: str = url if chained else self.url_of("")
+
+    def __repr__(self) -> str:
+        # storage_options may hold credentials, so they are never shown.
+        return f"Store({self.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from URL and options on the receiving side instead of shipping a live client.
+        return (Store, (self.url, self.storage_options))
+
+    @property
+    def protocol(self) -> str:
+        """The driver's primary protocol name: "file", "memory", "s3", ..."""
+        proto = self.fs.protocol
+        return proto if isinstance(proto, str) else proto[0]
+
+    def path(self, rel: str) -> str:
+        """Return the fs-native path of ``rel``, refusing anything that could escape the root."""
+        _check_rel(rel)
+        if not rel:
+            return self.root
+        return f"{self.root.rstrip('/')}/{rel}"
+
+    def url_of(self, rel: str) -> str:
+        """Return a full URL for ``rel``, for error messages and reports."""
+        path = self.path(rel)
+        if self.protocol == "memory":
+            return "memory://" + path.lstrip("/")
+        return self.fs.unstrip_protocol(path)
+
+    def write_bytes(self, rel: str, data: bytes, *, exclusive: bool = False) -> None:
+        """Atomically write ``data`` at ``rel``, creating parent directories.
+
+        With ``exclusive`` the write fails with FileExistsError instead of replacing an existing
+        file; commit points (manifests, documents) use it so two writers can never both commit.
+        On drivers without a native create-if-absent the check is best effort.
+        """
+        path = self.path(rel)
+        if not rel:
+            raise ValueError("cannot write to the store root itself")
+        if self._local:
+            _write_local(path, bytes(data), exclusive)
+            return
+        try:
+            if exclusive:
+                if self.fs.exists(path):
+                    raise FileExistsError(f"{self.url_of(rel)} already exists")
+                if self.protocol in _ATOMIC_CREATE:
+                    self.fs.pipe_file(path, data, mode="create")
+                else:
+                    self.fs.pipe_file(path, data)
+            else:
+                self.fs.pipe_file(path, data)
+        finally:
+            self._invalidate(path)
+
+    def read_bytes(self, rel: str) -> bytes:
+        """Return the raw bytes at ``rel``; FileNotFoundError if there is no such file."""
+        path = self.path(rel)
+        try:
+            return bytes(self.fs.cat_file(path))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no file at {self.url_of(rel)}") from None
+
+    def exists(self, rel: str) -> bool:
+        """Whether a file or directory exists at ``rel``."""
+        path = self.path(rel)
+        self._invalidate(path)
+        return bool(self.fs.exists(path))
+
+    def listdir(self, rel: str = "") -> list[str]:
+        """Sorted names of files and directories directly under ``rel``; [] if it is absent."""
+        path = self.path(rel).rstrip("/")
+        self._invalidate(path)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names: set[str] = set()
+        for entry in entries:
+            entry = entry.rstrip("/")
+            # Some drivers report the directory (or a file at `path`) as its own child.
+            if entry == path or not entry.startswith(path + "/"):
+                continue
+            name = entry[len(path) + 1 :]
+            if name and "/" not in name:
+                names.add(name)
+        return sorted(names)
+
+    def walk(self, rel: str = "") -> list[str]:
+        """Sorted paths of all files below ``rel``, relative to ``rel``; [] if it is absent."""
+        path = self.path(rel).rstrip("/")
+        self._invalidate(path)
+        try:
+            found = self.fs.find(path, withdirs=False, detail=False)
+        except FileNotFoundError:
+            return []
+        prefix = path + "/"
+        out = {
+            p[len(prefix) :]
+            for p in found
+            if p.startswith(prefix) and not p.endswith("/")
+        }
+        return sorted(out)
+
+    def delete(self, rel: str) -> None:
+        """Delete one file; a missing file is not an error (sweeps may race each other)."""
+        path = self.path(rel)
+        if not rel:
+            raise ValueError("delete() takes a file; use delete_tree('') to empty the store")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(path)
+        finally:
+            self._invalidate(path)
+
+    def delete_tree(self, rel: str) -> None:
+        """Delete ``rel`` and everything below it; a missing tree is not an error."""
+        path = self.path(rel)
+        try:
+            if self.protocol in _OBJECT_STORES:
+                # Directories are virtual here, so delete the objects themselves; a recursive
+                # rm at a bucket root would also try to delete the bucket.
+                self._invalidate(path)
+                found = self.fs.find(path, withdirs=False, detail=False)
+                inside = path.rstrip("/") + "/"
+                files = [f for f in found if f == path or f.startswith(inside)]
+                if files:
+                    self.fs.rm(files)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(path, recursive=True)
+        finally:
+            self._invalidate(path)
+
+    def _invalidate(self, path: str) -> None:
+        """Drop cached listings for ``path`` so the next read asks the backend."""
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(path)
+
+
+def _check_rel(rel: str) -> None:
+    """Reject relative paths that are ambiguous or could leave the store root."""
+    if not isinstance(rel, str):
+        raise TypeError(f"relative path must be str, not {type(rel).__name__}")
+    if rel == "":
+        return
+    if "\\" in rel or "\x00" in rel:
+        raise ValueError(f"relative path {rel!r} contains a backslash or NUL")
+    if rel.startswith("/"):
+        raise ValueError(f"relative path {rel!r} is absolute")
+    if "://" in rel or "::" in rel:
+        raise ValueError(f"relative path {rel!r} looks like a URL")
+    for part in rel.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"relative path {rel!r} has an empty, '.' or '..' component")
+
+
+def _write_local(path: str, data: bytes, exclusive: bool) -> None:
+    """Temp file in the same directory, fsync, then rename (or hard-link when exclusive)."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    # Keep the target's name in the temp name for debugging, bounded to stay under NAME_MAX.
+    tmp = os.path.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(path)[:80]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            _publish_new(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(parent)
+
+
+def _publish_new(tmp: str, path: str) -> None:
+    """Move ``tmp`` to ``path`` only if nothing is there; link() is atomic create-if-absent."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists") from None
+    except OSError:
+        # Filesystems without hard links: fall back to check-then-rename (best effort).
+        if os.path.lexists(path):
+            raise FileExistsError(f"{path} already exists") from None
+        os.replace(tmp, path)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Persist the rename itself; not every platform lets a directory be opened for fsync."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def escape_component(text: str) -> str:
+    """Encode any string (e.g. a user ID) as exactly one safe path component.
+
+    Only ``[A-Za-z0-9_-]`` pass through; every other character, including '.', '/', '%' and
+    non-ASCII, becomes ``%XX`` per UTF-8 byte. The result can never be '', '.' or '..', and
+    distinct inputs give distinct outputs.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"component must be str, not {type(text).__name__}")
+    if text == "":
+        raise ValueError("cannot escape an empty string into a path component")
+    out: list[str] = []
+    for ch in text:
+        if _SAFE_CHAR.fullmatch(ch):
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+    return "".join(out)
+
+
+def unescape_component(text: str) -> str:
+    """Invert :func:`escape_component`; rejects anything it could not have produced."""
+    if not isinstance(text, str) or not _ESCAPED.fullmatch(text):
+        raise ValueError(f"{text!r} is not an escaped path component")
+    raw = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == "%":
+            raw.append(int(text[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(text[i].encode("ascii"))
+            i += 1
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{text!r} does not decode to UTF-8 text") from exc
+    if escape_component(decoded) != text:
+        raise ValueError(f"{text!r} is not in canonical escaped form")
+    return decoded
