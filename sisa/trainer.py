@@ -74,7 +74,8 @@ class TrainState:
 def configure(threads: int) -> None:
     """Pin the determinism switches for this process."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
+    if not torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(True)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 

@@ -98,8 +98,7 @@ def write_artifact(
         _check_file_name(name)
         payloads[name] = bytes(data)
     entries = {
-        name: FileEntry(sha256=sha256_hex(data), size=len(data))
-        for name, data in payloads.items()
+        name: FileEntry(sha256=sha256_hex(data), size=len(data)) for name, data in payloads.items()
     }
     # Round-trip meta through JSON so the returned Manifest equals what a reader will see.
     meta_json = json.loads(canonical_json({} if meta is None else meta))
@@ -136,8 +135,8 @@ def read_manifest(store: Store, rel_dir: str) -> Manifest:
         raise UncommittedArtifactError(
             f"the artifact at {store.url_of(rel_dir)} is not committed (no {MANIFEST})"
         ) from None
-    body, digest = _parse_signed(raw, store.url_of(manifest_rel))
     where = store.url_of(manifest_rel)
+    body, digest = _parse_signed(raw, where)
     if body.get("version") != _MANIFEST_VERSION:
         raise CorruptArtifactError(f"{where}: unsupported manifest version {body.get('version')!r}")
     files_obj, meta = body.get("files"), body.get("meta")
@@ -271,7 +270,7 @@ def _reject_constant(name: str) -> None:
 
 def _check_file_name(name: str) -> None:
     """Payload names are one plain component, and cannot shadow the manifest or temp files."""
-    if not isinstance(name, str) or not _FILE_NAME.fullmatch(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _FILE_NAME.fullmatch(name):
         raise ValueError(
             f"artifact file name {name!r} must be one component of [A-Za-z0-9._%-] "
             "not starting with '.'"

@@ -146,7 +146,10 @@ class Store:
         return sorted(names)
 
     def walk(self, rel: str = "") -> list[str]:
-        """Sorted paths of all files below ``rel``, relative to ``rel``; [] if it is absent."""
+        """Sorted store-relative paths of all files below ``rel``; [] if it is absent.
+
+        Results start with ``rel + "/"`` so they can be passed straight back to this Store.
+        """
         path = self.path(rel).rstrip("/")
         self._invalidate(path)
         try:
@@ -154,12 +157,10 @@ class Store:
         except FileNotFoundError:
             return []
         prefix = path + "/"
-        out = {
-            p[len(prefix) :]
-            for p in found
-            if p.startswith(prefix) and not p.endswith("/")
-        }
-        return sorted(out)
+        lead = f"{rel}/" if rel else ""
+        return sorted(
+            {lead + p[len(prefix) :] for p in found if p.startswith(prefix) and not p.endswith("/")}
+        )
 
     def delete(self, rel: str) -> None:
         """Delete one file; a missing file is not an error (sweeps may race each other)."""

@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny configs, a digits file with IDs and groups, and real services
+(one session-scoped Ray cluster, one moto S3 server on 127.0.0.1) started only by the
+tests that need them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+TINY = {
+    "data": {"source": "digits", "test_fraction": 0.2},
+    "sisa": {"shards": 3, "slices": 3, "epochs": 3, "seed": 7},
+    "model": {"name": "mlp", "hidden": [16]},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 32},
+}
+
+
+def tiny_config(**overrides):
+    from sisa.config import build_config
+
+    return build_config(TINY, overrides)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config
+
+
+def write_digits_npz(path: Path, *, drop: set[int] = frozenset(), groups: bool = False) -> Path:
+    """Digits as a user file with IDs (and groups of 4 points each), minus ``drop``."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    ids = np.arange(len(d.target), dtype=np.int64) + 1000
+    keep = ~np.isin(ids, list(drop))
+    arrays = {
+        "X": (d.data / 16.0).astype(np.float32)[keep],
+        "y": d.target.astype(np.int64)[keep],
+        "ids": ids[keep],
+    }
+    if groups:
+        arrays["groups"] = np.array([f"person-{i // 4}" for i in ids - 1000])[keep]
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def digits_file(tmp_path):
+    return lambda name="digits.npz", **kw: write_digits_npz(tmp_path / name, **kw)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole session: 2 CPUs, no dashboard, small store."""
+    ray = pytest.importorskip("ray")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=80 * 1024 * 1024,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 for the session: (endpoint URL, storage options)."""
+    pytest.importorskip("s3fs")
+    from tests.s3server import moto_s3
+
+    with moto_s3() as server:
+        yield server

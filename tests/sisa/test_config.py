@@ -1,0 +1,73 @@
+import pytest
+
+from sisa.config import ConfigError, load_config, parse_assignments
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_toml_then_env_then_cli(tmp_path):
+    path = write(tmp_path, "[sisa]\nshards = 3\nslices = 2\n[model]\nhidden = [16]\n")
+    cfg = load_config(path, environ={})
+    assert (cfg.sisa.shards, cfg.sisa.slices, cfg.model.hidden) == (3, 2, (16,))
+    cfg = load_config(path, environ={"SISA_SISA__SHARDS": "7", "SISA_MODEL__HIDDEN": "[8, 4]"})
+    assert cfg.sisa.shards == 7 and cfg.model.hidden == (8, 4)
+    cfg = load_config(
+        path, environ={"SISA_SISA__SHARDS": "7"}, overrides=parse_assignments(["sisa.shards=9"])
+    )
+    assert cfg.sisa.shards == 9
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("[sisa]\nshardz = 3\n", "sisa.shardz"),
+        ("[sisa]\nshards = 0\n", "sisa.shards"),
+        ("[sisa]\nsharding = 'random'\n", "sisa.sharding"),
+        ("[sisa]\naggregation = 'max'\n", "sisa.aggregation"),
+        ("[optim]\nname = 'rmsprop'\n", "optim.name"),
+        ("[optim]\nlr = -1\n", "optim.lr"),
+        ("[data]\ntest_fraction = 1.5\n", "data.test_fraction"),
+        ("[model]\nname = 'resnet'\n", "model.name"),
+        ("[resources]\nnum_gpus = -0.5\n", "resources.num_gpus"),
+        ("[resources]\ndevice = 'tpu'\n", "resources.device"),
+        ("[extra]\nx = 1\n", "extra"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path, text, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_env_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"sisa\.epochs"):
+        load_config(environ={"SISA_SISA__EPOCHS": "lots"})
+
+
+def test_bad_files_and_assignments(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml", environ={})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[sisa\n"), environ={})
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_assignments(["shards"])
+    with pytest.raises(ConfigError, match="section.key"):
+        load_config(environ={}, overrides={"shards": 3})
+
+
+def test_training_hash_ignores_scheduling_resources():
+    a = load_config(environ={})
+    b = load_config(environ={}, overrides={"resources.num_cpus": 2, "resources.num_gpus": 0.5})
+    c = load_config(environ={}, overrides={"optim.lr": 0.01})
+    assert a.training_hash() == b.training_hash() != c.training_hash()
+
+
+def test_shipped_examples_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    for name in ("digits.toml", "purchase.toml"):
+        load_config(root / name, environ={})
