@@ -17,6 +17,7 @@ from sisa.config import Config, build_config
 from sisa.status import evaluate
 from sisa.store import SisaStore
 from sisa.train import train
+from sisa.trainer import configure
 from sisa.unlearn import forget
 from sisa.verify import verify
 
@@ -51,6 +52,7 @@ def run_demo(store: str | None, n_forget: int = 5, out: Callable[[str], None] = 
         mono = build_config(DEMO_CONFIG, {"sisa.shards": 1, "sisa.slices": 1})
         quiet = InProcessExecutor(progress=False)
         s = config.sisa
+        configure(config.resources.threads)  # one-off start-up cost, kept out of the timings
 
         report = train(config, url, executor=quiet, overwrite=True)
         acc = evaluate(url)

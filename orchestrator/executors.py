@@ -49,7 +49,8 @@ class RayExecutor:
 
     ``address`` joins an existing cluster (``"auto"``, ``"ray://..."`` or ``"host:port"``);
     with no address, a local Ray instance starts (unless this process is already connected).
-    ``init_kwargs`` pass through to ``ray.init`` (``num_cpus``, ``object_store_memory``...).
+    ``init_kwargs`` pass through to ``ray.init`` (``num_cpus``, ``object_store_memory``...),
+    ``task_options`` to every task's ``.options`` (``runtime_env``, ``scheduling_strategy``...).
     """
 
     def __init__(
@@ -59,8 +60,10 @@ class RayExecutor:
         max_retries: int = 3,
         progress: bool = True,
         init_kwargs: dict[str, Any] | None = None,
+        task_options: dict[str, Any] | None = None,
     ) -> None:
         self.address = address
+        self.task_options = dict(task_options or {})
         self.max_retries = max_retries
         self.progress = progress
         self.init_kwargs = {"include_dashboard": False, "log_to_driver": False} | (
@@ -102,6 +105,7 @@ class RayExecutor:
             num_gpus=resources.num_gpus,
             max_retries=self.max_retries,
             retry_exceptions=False,
+            **self.task_options,
         )
         refs = [task.remote(fn, job, queue) for job in jobs]
         pending = list(refs)

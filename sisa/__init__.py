@@ -5,7 +5,7 @@ function here runs shard jobs in this process when no executor is given.
 """
 
 from sisa.config import Config, ConfigError, build_config, load_config
-from sisa.data import Dataset, DataError
+from sisa.data import DataError, Dataset
 from sisa.ensemble import Ensemble
 from sisa.status import evaluate, status
 from sisa.store import SisaStore, StoreStateError

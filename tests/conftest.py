@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("TQDM_DISABLE", "1")
 
 TINY = {
     "data": {"source": "digits", "test_fraction": 0.2},

@@ -1,0 +1,191 @@
+"""The ``sisa`` command: a thin map onto the API, with one-line errors for bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from orchestrator.cli import main
+from sisa.ensemble import Ensemble
+from sisa.store import SisaStore
+
+TINY_ARGS = [
+    "--set", "sisa.shards=3", "--set", "sisa.slices=3", "--set", "sisa.epochs=3",
+    "--set", "model.hidden=[16]", "--set", "sisa.seed=7",
+]  # fmt: skip
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("cli") / "store")
+    assert run("train", "--store", url, "--no-progress", *TINY_ARGS) == 0
+    return url
+
+
+def status_json(url, capsys):
+    capsys.readouterr()
+    assert run("status", "--store", url, "--json") == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_status_json_points_generations_and_weight_files(store, capsys):
+    info = status_json(store, capsys)
+    assert len(info["shards"]) == 3 and info["points"] > 1000
+    for shard in info["shards"]:
+        assert shard["generation"] == 0 and shard["points"] > 0
+        with fsspec.open(shard["weights_url"], "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == shard["weights_sha256"]
+
+
+def test_train_refuses_to_overwrite_without_flag(store, capsys):
+    assert run("train", "--store", store, "--no-progress", *TINY_ARGS) == 2
+    assert "already trained" in capsys.readouterr().err
+
+
+def test_forget_predict_verify_roundtrip(tmp_path, capsys):
+    url = str(tmp_path / "s")
+    assert run("train", "--store", url, "--no-progress", *TINY_ARGS) == 0
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("3\n\n4\n")
+    assert run("forget", "--store", url, "--no-progress", "--ids-file", ids_file, "5") == 0
+    assert "forgot" in capsys.readouterr().out
+    assert run("forget", "--store", url, "--json", "--no-progress", "5") == 0
+    assert json.loads(capsys.readouterr().out)["already_deleted"] == [5]
+    assert run("verify", "--store", url, "--no-progress") == 0
+    assert "VERIFIED: bitwise identical" in capsys.readouterr().out
+    assert run("verify", "--store", url, "--shard", "1", "--json", "--no-progress") == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["identical"] and [s["shard"] for s in body["shards"]] == [1]
+
+    X = np.random.default_rng(0).random((6, 64)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", X=X, ids=np.arange(6))
+    out = tmp_path / "pred.csv"
+    assert run("predict", "--store", url, "--input", tmp_path / "in.npz", "--output", out) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,prediction,score" and len(lines) == 7
+    expected = Ensemble.load(SisaStore(url)).predict(X)
+    assert [int(line.split(",")[1]) for line in lines[1:]] == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["forget", "--store", "{store}", "999999"], "unknown IDs"),
+        (["forget", "--store", "{store}", "abc"], "not an integer"),
+        (["forget", "--store", "{store}", "../x"], "not an integer"),
+        (["forget", "--store", "{store}"], "give IDs"),
+        (["forget", "--store", "{store}", "--ids-file", "/nonexistent/ids"], "no such IDs file"),
+        (["forget", "--store", "{store}", "--group", "g1"], "no groups"),
+        (["verify", "--store", "{store}", "--shard", "9"], "does not exist"),
+        (["status", "--store", "{empty}"], "not a trained store"),
+        (["forget", "--store", "{empty}", "1"], "not a trained store"),
+        (["predict", "--store", "{store}", "--input", "/nonexistent.npz"], "no such input"),
+        (["train", "--store", "{empty}", "--set", "sisa.shardz=2"], "sisa.shardz"),
+        (["train", "--store", "{empty}", "--set", "data.source=/no/such.csv"], "no such file"),
+    ],
+)
+def test_bad_input_gives_one_line_error(store, tmp_path, capsys, argv, message):
+    argv = [a.format(store=store, empty=tmp_path / "empty") for a in argv]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sisa: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "empty").exists() or not SisaStore(str(tmp_path / "empty")).fs.walk()
+
+
+def test_predict_rejects_wrong_feature_shape(store, tmp_path, capsys):
+    np.savez(tmp_path / "bad.npz", X=np.zeros((2, 5), np.float32))
+    assert run("predict", "--store", store, "--input", tmp_path / "bad.npz") == 2
+    assert "feature shape" in capsys.readouterr().err
+
+
+def test_corrupted_checkpoint_is_never_loaded(tmp_path, capsys):
+    url = str(tmp_path / "s")
+    assert run("train", "--store", url, "--no-progress", *TINY_ARGS) == 0
+    store = SisaStore(url)
+    final = store.shard_head(0).stages[-1]["dir"]
+    path = Path(url) / final / "weights.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    np.savez(tmp_path / "in.npz", X=np.zeros((1, 64), np.float32))
+    assert run("predict", "--store", url, "--input", tmp_path / "in.npz") == 2
+    assert "weights.safetensors" in capsys.readouterr().err
+    assert run("verify", "--store", url, "--shard", "0", "--no-progress") == 2
+
+
+def test_partial_checkpoint_is_detected(tmp_path, capsys):
+    url = str(tmp_path / "s")
+    assert run("train", "--store", url, "--no-progress", *TINY_ARGS) == 0
+    final = SisaStore(url).shard_head(1).stages[-1]["dir"]
+    (Path(url) / final / "MANIFEST.json").unlink()
+    with pytest.raises(Exception, match="not committed"):
+        Ensemble.load(SisaStore(url))
+
+
+def _sisa(*argv, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | (env or {}),
+    )
+
+
+@pytest.mark.parametrize("point", ["after-stage-commit", "before-head-commit", "after-head-commit"])
+def test_killed_training_resumes_to_the_same_bits(tmp_path, point):
+    url = tmp_path / "killed"
+    crashed = _sisa(
+        "train", "--store", url, "--no-progress", *TINY_ARGS, env={"SISA_CRASH_AT": point}
+    )
+    assert crashed.returncode == 137
+    assert SisaStore(str(url)).meta() is None  # not marked trained
+    assert _sisa("train", "--store", url, "--no-progress", *TINY_ARGS).returncode == 0
+    assert (
+        _sisa("train", "--store", tmp_path / "clean", "--no-progress", *TINY_ARGS).returncode == 0
+    )
+    a = json.loads(_sisa("status", "--store", url, "--json").stdout)
+    b = json.loads(_sisa("status", "--store", tmp_path / "clean", "--json").stdout)
+    assert [s["weights_sha256"] for s in a["shards"]] == [s["weights_sha256"] for s in b["shards"]]
+
+
+def test_killed_forget_is_completed_by_the_next_call(tmp_path):
+    url = tmp_path / "s"
+    assert _sisa("train", "--store", url, "--no-progress", *TINY_ARGS).returncode == 0
+    crashed = _sisa(
+        "forget",
+        "--store",
+        url,
+        "--no-progress",
+        "11",
+        "12",
+        env={"SISA_CRASH_AT": "after-stage-commit"},
+    )
+    assert crashed.returncode == 137
+    again = _sisa("forget", "--store", url, "--no-progress", "--json", "11", "12")
+    assert again.returncode == 0, again.stderr
+    assert _sisa("verify", "--store", url, "--no-progress").returncode == 0
+    store = SisaStore(str(url))
+    for k in range(3):
+        ids = store.read_data(store.shard_head(k).data, features=False)["ids"].tolist()
+        assert 11 not in ids and 12 not in ids
+
+
+def test_entry_point_exit_codes(tmp_path):
+    bad = _sisa("status", "--store", tmp_path / "nothing")
+    assert bad.returncode == 2 and bad.stderr.startswith("sisa: error:")
+    usage = _sisa("frobnicate")
+    assert usage.returncode == 2

@@ -1,0 +1,108 @@
+"""Executors: the same bits in process and on Ray; resources, retries, progress, address."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from orchestrator.executors import InProcessExecutor, RayExecutor, make_executor
+from sisa.config import ResourcesConfig
+from sisa.status import status
+from sisa.train import train
+from sisa.unlearn import forget
+from sisa.verify import verify
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.ray
+
+
+def weights(url):
+    return [s["weights_sha256"] for s in status(url)["shards"]]
+
+
+def _count_twice(job, progress):
+    progress(1)
+    progress(1)
+    return job * 10
+
+
+def _resources(job, progress):
+    import ray
+
+    progress(1)
+    return ray.get_runtime_context().get_assigned_resources()
+
+
+def test_ray_and_in_process_give_identical_shards(ray_cluster, tmp_path):
+    cfg = tiny_config()
+    local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
+    train(cfg, local, executor=InProcessExecutor(progress=False))
+    train(cfg, remote, executor=RayExecutor(progress=False))
+    assert weights(local) == weights(remote)
+    forget(local, [5, 105, 205], executor=InProcessExecutor(progress=False))
+    forget(remote, [5, 105, 205], executor=RayExecutor(progress=False))
+    assert weights(local) == weights(remote)
+    assert verify(remote, executor=RayExecutor(progress=False)).identical
+
+
+@pytest.mark.parametrize("make", [lambda: InProcessExecutor(), lambda: RayExecutor()])
+def test_progress_bar_covers_every_unit(ray_cluster, capsys, make):
+    out = make().map(_count_twice, [1, 2, 3], resources=ResourcesConfig(), units=6, desc="stages")
+    assert out == [10, 20, 30]
+    err = capsys.readouterr().err
+    assert "stages: 100%" in err and "6/6" in err
+
+
+def test_ray_tasks_get_the_configured_resources(ray_cluster):
+    res = ResourcesConfig(num_cpus=0.5, num_gpus=0)
+    out = RayExecutor(progress=False).map(_resources, [0], resources=res, units=1, desc="r")
+    assert out[0]["CPU"] == 0.5
+
+
+def test_a_killed_ray_task_is_retried_and_resumes(ray_cluster, tmp_path):
+    """The worker dies (os._exit) right after committing a stage; Ray retries the task,
+    which resumes from that stage. The result equals an uninterrupted run."""
+    cfg = tiny_config(**{"sisa.shards": 1})
+    marker = tmp_path / "crashed-once"
+    env = {"SISA_CRASH_AT": f"after-stage-commit@{marker}"}
+    flaky = RayExecutor(progress=False, task_options={"runtime_env": {"env_vars": env}})
+    report = train(cfg, str(tmp_path / "flaky"), executor=flaky)
+    assert marker.exists()  # it really died once
+    assert report.shards[0].resumed == [1] and report.shards[0].trained == [2, 3]
+    train(cfg, str(tmp_path / "clean"))
+    assert weights(str(tmp_path / "flaky")) == weights(str(tmp_path / "clean"))
+
+
+def test_joining_a_running_cluster_by_address(ray_cluster, tmp_path):
+    address = ray_cluster.get_runtime_context().gcs_address
+    url = str(tmp_path / "joined")
+    script = textwrap.dedent(
+        f"""
+        import ray
+        from orchestrator.executors import RayExecutor
+        from sisa.train import train
+        from tests.conftest import tiny_config
+        train(tiny_config(), {url!r}, executor=RayExecutor({address!r}, progress=False))
+        assert ray.get_runtime_context().gcs_address == {address!r}
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=180)
+    train(tiny_config(), str(tmp_path / "here"))
+    assert weights(url) == weights(str(tmp_path / "here"))
+
+
+def test_ray_refuses_process_local_stores(ray_cluster):
+    with pytest.raises(ValueError, match="memory://"):
+        train(tiny_config(), "memory://ray-cannot-see-this", executor=RayExecutor(progress=False))
+
+
+def test_make_executor():
+    assert isinstance(make_executor("local"), InProcessExecutor)
+    assert isinstance(make_executor("ray", "auto"), RayExecutor)
+    with pytest.raises(ValueError):
+        make_executor("dask")
+    with pytest.raises(ValueError):
+        make_executor("local", "127.0.0.1:6379")
