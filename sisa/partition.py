@@ -78,6 +78,7 @@ class Locator:
         keys = sorted(parts)
         ids = [as_id_array(parts[k]) for k in keys]
         non_empty = [a for a in ids if len(a)]
+        self._int_ids = not non_empty or non_empty[0].dtype.kind in "iu"
         self._index = pd.Index(np.concatenate(non_empty) if non_empty else np.array([], "int64"))
         self._part = np.concatenate(
             [np.full(len(a), k, dtype=np.int64) for k, a in zip(keys, ids, strict=True)]
@@ -92,13 +93,15 @@ class Locator:
 
     def locate(self, query: np.ndarray) -> Located:
         query = as_id_array(query)
-        if len(self._index) and query.dtype.kind != self._index.dtype.kind and len(query):
-            # An int ID never matches a str ID: everything is missing.
-            pos = np.full(len(query), -1, dtype=np.int64)
+        if len(query) == 0 or (query.dtype.kind in "iu") != self._int_ids:
+            pos = np.full(len(query), -1, dtype=np.int64)  # an int ID never matches a str ID
         else:
-            pos = self._index.get_indexer(query) if len(query) else np.array([], np.int64)
+            pos = self._index.get_indexer(query)
         found = pos >= 0
+        if not found.any():
+            none = np.full(len(query), -1, np.int64)
+            return Located(part=np.full(len(query), MISSING, np.int64), row=none)
         safe = np.where(found, pos, 0)
-        part = np.where(found, self._part[safe], MISSING) if len(self._part) else pos
-        row = np.where(found, self._row[safe], -1) if len(self._row) else pos
+        part = np.where(found, self._part[safe], MISSING)
+        row = np.where(found, self._row[safe], -1)
         return Located(part=part.astype(np.int64), row=row.astype(np.int64))
