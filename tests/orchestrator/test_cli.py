@@ -189,3 +189,14 @@ def test_entry_point_exit_codes(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("sisa: error:")
     usage = _sisa("frobnicate")
     assert usage.returncode == 2
+
+
+def test_evaluate_reports_each_shard_and_the_aggregate(store, capsys):
+    capsys.readouterr()
+    assert run("evaluate", "--store", store, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert sorted(info["per_shard"]) == ["0", "1", "2"]
+    assert info["aggregate"] == info["average"]  # the configured method
+    assert 0.5 < info["aggregate"] <= 1 and 0.5 < info["vote"] <= 1  # 10 classes: chance 0.1
+    assert run("evaluate", "--store", store) == 0
+    assert "aggregate accuracy" in capsys.readouterr().out

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from sisa.config import ModelConfig
+from sisa.models import SmallCNN, build_model, image_shape
+from sisa.train import train
+from sisa.unlearn import forget
+from sisa.verify import verify
+from tests.conftest import tiny_config
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "tests.sisa.factories:tiny_linear"])
+def test_zoo_maps_features_to_logits(name):
+    model = build_model(ModelConfig(name=name, hidden=(8, 8)), (64,), 10)
+    assert model(torch.zeros(4, 64)).shape == (4, 10)
+
+
+def test_cnn_shapes():
+    assert image_shape((64,)) == (1, 8, 8)
+    assert image_shape((28, 28)) == (1, 28, 28)
+    assert image_shape((3, 32, 32)) == (3, 32, 32)
+    with pytest.raises(ValueError, match="cnn"):
+        image_shape((600,))
+    assert SmallCNN((3, 32, 32), 10, (4, 8), 0.1)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("tests.sisa.factories:missing", "cannot load"),
+        ("no_such_module_xyz:f", "cannot load"),
+        ("tests.sisa.factories:not_a_module", "not a Module"),
+    ],
+)
+def test_bad_factories(name, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(ModelConfig(name=name), (64,), 10)
+
+
+@pytest.mark.parametrize("model", ["cnn", "tests.sisa.factories:tiny_linear"])
+def test_forget_is_exact_for_other_models(tmp_path, model):
+    overrides = {"model.name": model, "model.hidden": [4, 8], "sisa.shards": 2}
+    url = str(tmp_path / "s")
+    train(tiny_config(**overrides), url)
+    forget(url, [3, 4, 50])
+    assert verify(url).identical
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="resources.device = 'cuda'"):
+        train(tiny_config(**{"resources.device": "cuda"}), str(tmp_path / "s"))
