@@ -30,11 +30,18 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, help="store URL: a path, file://, s3://, memory://")
     p.add_argument(
         "--storage-options",
-        type=json.loads,
+        type=_options,
         default=None,
         metavar="JSON",
         help="fsspec storage options as JSON, e.g. '{\"anon\": false}'",
     )
+
+
+def _options(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def _exec_args(p: argparse.ArgumentParser) -> None:
@@ -103,15 +110,17 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def parse_ids(values: Sequence[str], id_kind: str) -> list[int | str]:
-    """CLI strings as the store's ID type; integer stores need integer IDs."""
+def parse_ids(values: Sequence[str], id_kind: str, what: str = "ID") -> list[int | str]:
+    """CLI strings as the store's ID (or group) type; integer stores need 64-bit integers."""
     out: list[int | str] = []
     for value in values:
         if value == "" or "\x00" in value:
-            raise CLIError(f"malformed ID {value!r}")
+            raise CLIError(f"malformed {what} {value!r}")
         if id_kind == "int":
-            if not _INT.match(value):
-                raise CLIError(f"ID {value!r} is not an integer; this store's IDs are integers")
+            if not _INT.match(value) or not -(2**63) <= int(value) < 2**63:
+                raise CLIError(
+                    f"{what} {value!r} is not a 64-bit integer; this store's {what}s are integers"
+                )
             out.append(int(value))
         else:
             out.append(value)
@@ -155,9 +164,11 @@ def cmd_forget(args: argparse.Namespace) -> None:
     if intent is None:
         raise CLIError(f"{args.store} is not a trained store (run 'sisa train' first)")
     ids = parse_ids(raw, intent["id_kind"]) if raw else None
-    group: int | str | None = args.group
-    if group is not None and _INT.match(group):
-        group = int(group)
+    group = None
+    if args.group is not None:
+        if intent.get("group_kind") is None:
+            raise CLIError("this store's data has no groups; forget by ID instead")
+        group = parse_ids([args.group], intent["group_kind"], what="group")[0]
     report = forget(
         args.store, ids, group=group, storage_options=args.storage_options, executor=_executor(args)
     )
@@ -184,6 +195,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from sisa.ensemble import Ensemble
     from sisa.store import SisaStore
 
+    if args.output and not args.output.endswith((".csv", ".json")):
+        raise CLIError(f"{args.output}: predictions are written as .csv or .json")
     ids, X = read_features(args.input)
     ensemble = Ensemble.load(SisaStore(args.store, args.storage_options))
     scores = ensemble.predict_proba(X)
@@ -199,7 +212,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         return
     print(
         f"{info['store']}: {len(info['shards'])} shards x {info['slices']} slices, "
-        f"{info['points']} points, {info['test_points']} test points, "
+        f"{info['points']} points, {info['test_points']} test point(s), "
         f"{info['deleted']} deleted"
     )
     for s in info["shards"]:
@@ -270,17 +283,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from storage import StorageError
 
     return (
-        CLIError,
-        ConfigError,
-        DataError,
-        StoreStateError,
-        UnknownIDError,
-        StorageError,
-        ValueError,
-        FileNotFoundError,
-        PermissionError,
-        RuntimeError,
-    )
+        CLIError, ConfigError, DataError, StoreStateError, UnknownIDError, StorageError,
+        ValueError, OSError, OverflowError, RuntimeError, ImportError,
+    )  # fmt: skip
 
 
 USER_ERRORS = _user_errors()

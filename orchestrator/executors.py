@@ -8,6 +8,8 @@ stage.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -16,6 +18,7 @@ from tqdm import tqdm
 
 from sisa.config import ResourcesConfig
 from sisa.jobs import Progress
+from sisa.models import TRUST_ENV
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -62,6 +65,8 @@ class RayExecutor:
         init_kwargs: dict[str, Any] | None = None,
         task_options: dict[str, Any] | None = None,
     ) -> None:
+        if importlib.util.find_spec("ray") is None:
+            raise RuntimeError("the Ray executor needs Ray: pip install 'sisa[ray]'")
         self.address = address
         self.task_options = dict(task_options or {})
         self.max_retries = max_retries
@@ -100,12 +105,17 @@ class RayExecutor:
             return []
         self._connect()
         queue = Queue()
+        options = dict(self.task_options)
+        if os.environ.get(TRUST_ENV):  # workers decide trust the way this process does
+            env = dict(options.get("runtime_env", {}).get("env_vars", {}))
+            env.setdefault(TRUST_ENV, os.environ[TRUST_ENV])
+            options["runtime_env"] = options.get("runtime_env", {}) | {"env_vars": env}
         task = ray.remote(_run_with_queue).options(
             num_cpus=resources.num_cpus,
             num_gpus=resources.num_gpus,
             max_retries=self.max_retries,
             retry_exceptions=False,
-            **self.task_options,
+            **options,
         )
         refs = [task.remote(fn, job, queue) for job in jobs]
         pending = list(refs)

@@ -28,6 +28,14 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # No setting is a boolean; TOML's true/false would otherwise pass as 1/0.
+        if isinstance(value, bool):
+            raise ValueError("must not be true/false")
+        return value
+
 
 class DataConfig(_Section):
     source: str = "digits"

@@ -27,6 +27,7 @@ from sisa.trainer import (
     environment_fingerprint,
     fresh_state,
     restore_state,
+    state_digest,
     train_stage,
 )
 from storage import state_hash, tensor_hashes
@@ -63,6 +64,8 @@ def run_jobs(
     desc: str,
 ) -> list[R]:
     """Run jobs on ``executor``, or one after another in this process when None."""
+    if not jobs:
+        return []
     if executor is None:
         return [fn(job, lambda _units: None) for job in jobs]
     return executor.map(fn, jobs, resources=resources, units=units, desc=desc)
@@ -79,6 +82,7 @@ class ShardJob:
     start_stage: int
     data: dict[str, Any]  # ref of the committed data artifact of this generation
     base: list[dict[str, Any]] = field(default_factory=list)  # refs of stages < start_stage
+    trusted: tuple[str, ...] = ()  # model factories the caller vouches for (see sisa.models)
 
 
 @dataclass(frozen=True)
@@ -111,12 +115,11 @@ def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> 
     return ShardData(arrays["ids"], arrays["X"], arrays["y"], slice_of)
 
 
-def _restore(store: SisaStore, config: Config, job_shard: int, ref: dict) -> TrainState:
+def _restore(store: SisaStore, config: Config, job: ShardJob, ref: dict) -> TrainState:
     intent = store.intent() or {}
     weights, extra = store.read_stage(ref)
-    return restore_state(
-        config, job_shard, tuple(intent["input_shape"]), intent["num_classes"], weights, extra
-    )
+    shape, classes = tuple(intent["input_shape"]), intent["num_classes"]
+    return restore_state(config, job.shard, shape, classes, weights, extra, job.trusted)
 
 
 def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
@@ -170,9 +173,11 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     if first <= slices:
         previous = (job.base + refs)[-1] if first > 1 else None
         state = (
-            _restore(store, config, job.shard, previous)
+            _restore(store, config, job, previous)
             if previous is not None
-            else fresh_state(config, job.shard, tuple(intent["input_shape"]), intent["num_classes"])
+            else fresh_state(
+                config, job.shard, tuple(intent["input_shape"]), intent["num_classes"], job.trusted
+            )
         )
         for stage in range(first, slices + 1):
             before = state.samples
@@ -235,10 +240,11 @@ class StageCheck:
     retrained_hash: str  # state hash of the from-scratch retrain
     ids_match: bool  # the checkpoint was trained on exactly the shard's current IDs
     mismatched_tensors: list[str]
+    state_match: bool  # optimizer state and counters, which later retrains resume from
 
     @property
     def identical(self) -> bool:
-        return self.ids_match and not self.mismatched_tensors
+        return self.ids_match and self.state_match and not self.mismatched_tensors
 
 
 @dataclass(frozen=True)
@@ -264,9 +270,9 @@ def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
     checks = []
     for ref in head.stages:
         train_stage(state, data, config, job.shard, ref["stage"])
-        weights = checkpoint_payload(state)[0]
+        weights, extra = checkpoint_payload(state)
         retrained = tensor_hashes(weights)
-        stored_weights, _ = store.read_stage(ref, state=False)  # checksums verified on read
+        stored_weights, stored_extra = store.read_stage(ref)  # checksums verified on read
         stored = tensor_hashes(stored_weights)
         names = sorted(set(stored) | set(retrained))
         checks.append(
@@ -276,6 +282,7 @@ def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
                 retrained_hash=state_hash(weights),
                 ids_match=ref["ids_hash"] == data.ids_hash(ref["stage"]),
                 mismatched_tensors=[n for n in names if stored.get(n) != retrained.get(n)],
+                state_match=state_digest(stored_extra) == state_digest(extra),
             )
         )
         progress(1)

@@ -3,13 +3,19 @@
 Every model maps a batch of features [B, *input_shape] to logits [B, num_classes].
 Models avoid layers without deterministic kernels (adaptive pooling, scatter-add), so
 ``torch.use_deterministic_algorithms(True)`` holds on CPU and CUDA alike.
+
+A factory name is code to import, and a store's config is data that anyone with write
+access to the store can change. So a factory is imported only when trusted: named by the
+caller who trains (``trusted``), or listed in ``SISA_TRUSTED_FACTORIES`` (comma-separated
+``module:callable`` or ``module:*``) by whoever runs forget, verify or predict.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn
@@ -76,12 +82,30 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(x))
 
 
-def build_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+TRUST_ENV = "SISA_TRUSTED_FACTORIES"
+
+
+def is_trusted(name: str, trusted: Collection[str] = ()) -> bool:
+    allowed = set(trusted) | {n.strip() for n in os.environ.get(TRUST_ENV, "").split(",")}
+    return name in allowed or f"{name.partition(':')[0]}:*" in allowed
+
+
+def build_model(
+    cfg: ModelConfig,
+    input_shape: Sequence[int],
+    num_classes: int,
+    trusted: Collection[str] = (),
+) -> nn.Module:
     """Instantiate the configured model. Call under a seeded RNG: init draws from it."""
     if cfg.name == "mlp":
         return MLP(input_shape, num_classes, cfg.hidden, cfg.dropout)
     if cfg.name == "cnn":
         return SmallCNN(input_shape, num_classes, cfg.hidden, cfg.dropout)
+    if not is_trusted(cfg.name, trusted):
+        raise ValueError(
+            f"model.name: factory {cfg.name!r} is not trusted, so it is not imported; "
+            f"allow it with {TRUST_ENV}={cfg.name}"
+        )
     module_name, _, attr = cfg.name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)

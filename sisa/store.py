@@ -52,8 +52,10 @@ STORE_DOC = "STORE.json"
 CONFIG_DOC = "config.json"
 TEST = "test"
 TOMBSTONES = "tombstones"
+SHARDS = "shards"
+OWN_PATHS = (CONFIG_DOC, STORE_DOC, SHARDS, TEST, TOMBSTONES)  # all a store ever writes
 WEIGHTS, STATE = "weights.safetensors", "state.pt"
-_HEAD = re.compile(r"^g(\d{6})\.json$")
+_HEAD = re.compile(r"^g(\d{6,})\.json$")
 
 
 class StoreStateError(RuntimeError):
@@ -61,7 +63,7 @@ class StoreStateError(RuntimeError):
 
 
 def shard_prefix(shard: int) -> str:
-    return f"shards/{shard:05d}"
+    return f"{SHARDS}/{shard:05d}"
 
 
 def gen_dir(prefix: str, generation: int) -> str:
@@ -105,7 +107,19 @@ class SisaStore:
         return meta
 
     def intent(self) -> dict[str, Any] | None:
-        return self._doc(CONFIG_DOC)
+        """The training record, with the shapes models are built from checked."""
+        intent = self._doc(CONFIG_DOC)
+        if intent is not None:
+            shape, classes = intent.get("input_shape"), intent.get("num_classes")
+            if not (
+                isinstance(shape, list)
+                and 0 < len(shape) <= 4
+                and all(type(d) is int and 0 < d <= 1 << 24 for d in shape)
+                and type(classes) is int
+                and 2 <= classes <= 1 << 20
+            ):
+                raise StorageError(f"{self.fs.url_of(CONFIG_DOC)}: malformed training record")
+        return intent
 
     def config(self) -> Config:
         intent = self.intent()
@@ -173,6 +187,23 @@ class SisaStore:
             self.fs.delete(rel)
             deleted.append(self.fs.url_of(rel))
         return deleted
+
+    def sweep_all(self) -> list[str]:
+        """Sweep every shard and the test data: finishes a purge a crash interrupted."""
+        prefixes = [f"{SHARDS}/{name}" for name in self.fs.listdir(SHARDS)] + [TEST]
+        return [url for prefix in prefixes for url in self.sweep(prefix)]
+
+    def is_empty(self) -> bool:
+        return not self.fs.walk("")
+
+    def foreign_files(self) -> list[str]:
+        """Files at this location that a store does not write (a store never deletes them)."""
+        return [rel for rel in self.fs.walk("") if rel.split("/")[0] not in OWN_PATHS]
+
+    def delete_store(self) -> None:
+        """Delete what a store wrote here, and nothing else."""
+        for rel in OWN_PATHS:
+            self.fs.delete_tree(rel)
 
     # -- data artifacts ---------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from sisa.config import Config
 from sisa.data import Dataset, load_source, split_train_test
-from sisa.ids import id_set_hash
+from sisa.ids import id_set_hash, salted_hashes
 from sisa.jobs import Executor, ShardJob, ShardResult, run_jobs, run_shard_job
 from sisa.partition import assign
 from sisa.store import TEST, SisaStore, StoreStateError, gen_dir, shard_prefix
@@ -50,20 +50,57 @@ def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
     return train_ds, test_ds, shard_of
 
 
-def _check_existing(store: SisaStore, config: Config, data_hash: str, overwrite: bool) -> None:
+def _check_existing(
+    store: SisaStore,
+    config: Config,
+    train_ds: Dataset,
+    test_ds: Dataset,
+    data_hash: str,
+    overwrite: bool,
+) -> None:
+    """Refuse anything that would lose data or undo a deletion; then clear if asked."""
+    foreign = store.foreign_files()
+    if foreign:
+        raise StoreStateError(
+            f"{store.url} holds files that are not part of a store ({foreign[0]}, ...); "
+            "choose an empty location"
+        )
     if overwrite:
-        store.fs.delete_tree("")
+        if store.intent() is not None:
+            _refuse_resurrection(store, np.concatenate([train_ds.ids, test_ds.ids]))
+        store.delete_store()
         return
     if store.meta() is not None:
-        raise StoreStateError(f"{store.url} is already trained; pass overwrite to retrain it")
+        raise StoreStateError(
+            f"{store.url} is already trained; pass --overwrite (overwrite=True) to retrain it"
+        )
     intent = store.intent()
     if intent is not None and (
         intent["training_hash"] != config.training_hash() or intent["data_hash"] != data_hash
     ):
         raise StoreStateError(
             f"{store.url} holds an unfinished training with another config or data; "
-            "pass overwrite to start over"
+            "pass --overwrite (overwrite=True) to start over"
         )
+
+
+def _refuse_resurrection(store: SisaStore, ids: np.ndarray) -> None:
+    """Retraining over a store must not bring back points it was asked to forget."""
+    deleted = {e["hash"] for e in store.tombstones().body["entries"]}
+    if not deleted:
+        return
+    back = sum(h in deleted for h in salted_hashes(store.salt(), ids))
+    if back:
+        raise StoreStateError(
+            f"the source data holds {back} point(s) that were forgotten from {store.url}; "
+            "remove them from the source before retraining over this store"
+        )
+
+
+def _kind(values: np.ndarray | None) -> str | None:
+    if values is None:
+        return None
+    return "int" if values.dtype.kind in "iu" else "str"
 
 
 def train(
@@ -79,7 +116,7 @@ def train(
     train_ds, test_ds, shard_of = prepare(config)
     data_hash = id_set_hash(np.concatenate([train_ds.ids, test_ds.ids]))
     store = SisaStore(url, storage_options)
-    _check_existing(store, config, data_hash, overwrite)
+    _check_existing(store, config, train_ds, test_ds, data_hash, overwrite)
     if store.intent() is None:
         store.write_intent(
             config,
@@ -88,8 +125,8 @@ def train(
                 "input_shape": list(train_ds.feature_shape),
                 "num_classes": train_ds.num_classes,
                 "x_dtype": str(train_ds.X.dtype),
-                "id_kind": "int" if train_ds.ids.dtype.kind in "iu" else "str",
-                "has_groups": train_ds.groups is not None,
+                "id_kind": _kind(train_ds.ids),
+                "group_kind": _kind(train_ds.groups),
             },
         )
     if store.latest_head(TEST) is None:
@@ -106,7 +143,8 @@ def train(
         arrays = train_ds.take(rows).to_arrays()
         rel = f"{gen_dir(shard_prefix(shard), 0)}/data"
         ref = store.write_data(rel, arrays, id_set_hash(arrays["ids"]))
-        jobs.append(ShardJob(url, store.storage_options, shard, 0, 1, ref))
+        trusted = (config.model.name,)  # the caller's own config names it
+        jobs.append(ShardJob(url, store.storage_options, shard, 0, 1, ref, [], trusted))
     results = run_jobs(
         executor,
         run_shard_job,

@@ -18,9 +18,10 @@ The determinism contract. A shard's weights after stage r are a function of
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,13 +113,17 @@ def _optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def fresh_state(
-    config: Config, shard: int, input_shape: tuple[int, ...], num_classes: int
+    config: Config,
+    shard: int,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    trusted: Collection[str] = (),
 ) -> TrainState:
     """A newly initialised model, seeded by (seed, shard) alone."""
     configure(config.resources.threads)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_from(config.sisa.seed, "init", shard))
-        model = build_model(config.model, input_shape, num_classes)
+        model = build_model(config.model, input_shape, num_classes, trusted)
     model = model.to(_device(config))
     return TrainState(model=model, optimizer=_optimizer(config, model))
 
@@ -130,9 +135,10 @@ def restore_state(
     num_classes: int,
     weights: dict[str, torch.Tensor],
     extra: dict[str, Any],
+    trusted: Collection[str] = (),
 ) -> TrainState:
     """Rebuild the state saved by ``checkpoint_payload``."""
-    state = fresh_state(config, shard, input_shape, num_classes)
+    state = fresh_state(config, shard, input_shape, num_classes, trusted)
     state.model.load_state_dict(weights)
     state.optimizer.load_state_dict(extra["optimizer"])
     state.stage, state.step, state.samples = extra["stage"], extra["step"], extra["samples"]
@@ -149,6 +155,33 @@ def checkpoint_payload(state: TrainState) -> tuple[dict[str, torch.Tensor], dict
         "samples": state.samples,
     }
     return weights, extra
+
+
+def state_digest(obj: Any) -> str:
+    """sha256 over a nested optimizer state / counters structure, tensors bit for bit."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key in sorted(value, key=repr):
+                feed(key)
+                feed(value[key])
+            digest.update(b"}")
+        elif isinstance(value, list | tuple):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed(obj)
+    return digest.hexdigest()
 
 
 def _cuda_devices(device: torch.device) -> list[int]:

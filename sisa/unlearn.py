@@ -165,8 +165,8 @@ def forget(
                     "generation": generation.generation,
                 }
             )
-    if entries or plan.group_hash:
-        store.add_tombstones(entries, [plan.group_hash] if plan.group_hash and entries else [])
+    if entries:
+        store.add_tombstones(entries, [plan.group_hash] if plan.group_hash else [])
     results, purged = apply_pending(store, executor)
     removed = [i for part, v in plan.to_remove.items() if part != TEST for i in v]
     return ForgetReport(
@@ -180,32 +180,41 @@ def forget(
 
 
 def pending(store: SisaStore) -> dict[int, set[str]]:
-    """Part -> salted hashes of tombstoned IDs that its current head still holds."""
-    out: dict[int, set[str]] = {}
-    heads: dict[int, int] = {}
+    """Part -> salted hashes of tombstoned IDs that the part's current data still holds.
+
+    Decided by content, not by generation numbers, so a tombstone written while another
+    writer committed the same shard is still applied by the next call.
+    """
+    salt, by_part = store.salt(), {}
     for entry in store.tombstones().body["entries"]:
-        part = entry["part"]
-        if part not in heads:
-            prefix = TEST_PREFIX if part == TEST else shard_prefix(part)
-            head = store.latest_head(prefix)
-            heads[part] = head.generation if head is not None else -1
-        if entry["generation"] >= heads[part]:
-            out.setdefault(part, set()).add(entry["hash"])
+        by_part.setdefault(entry["part"], set()).add(entry["hash"])
+    out: dict[int, set[str]] = {}
+    for part, hashes in by_part.items():
+        head = store.latest_head(TEST_PREFIX if part == TEST else shard_prefix(part))
+        if head is None:
+            continue
+        ids = store.read_data(head.data, features=False)["ids"]
+        held = hashes.intersection(salted_hashes(salt, ids))
+        if held:
+            out[part] = held
     return out
 
 
 def apply_pending(
     store: SisaStore, executor: Executor | None = None
 ) -> tuple[list[ShardResult], list[str]]:
-    """Remove every pending tombstoned point and retrain the shards that held one."""
+    """Remove every pending tombstoned point and retrain the shards that held one.
+
+    Starts with a sweep of every part, which completes a purge that a crash cut short.
+    """
     config, salt = store.config(), store.salt()
-    jobs, purged = [], []
+    jobs, purged = [], store.sweep_all()
     for part, hashes in sorted(pending(store).items()):
         prefix = TEST_PREFIX if part == TEST else shard_prefix(part)
         head = store.latest_head(prefix)
         assert head is not None
         arrays = store.read_data(head.data)
-        drop = np.isin(np.array(salted_hashes(salt, arrays["ids"]), dtype=object), list(hashes))
+        drop = np.array([h in hashes for h in salted_hashes(salt, arrays["ids"])], dtype=bool)
         kept = {k: v[~drop] for k, v in arrays.items()}
         rel = f"{gen_dir(prefix, head.generation + 1)}/data"
         ref = store.write_data(rel, kept, id_set_hash(kept["ids"]))

@@ -83,8 +83,8 @@ def test_forget_predict_verify_roundtrip(tmp_path, capsys):
     "argv, message",
     [
         (["forget", "--store", "{store}", "999999"], "unknown IDs"),
-        (["forget", "--store", "{store}", "abc"], "not an integer"),
-        (["forget", "--store", "{store}", "../x"], "not an integer"),
+        (["forget", "--store", "{store}", "abc"], "not a 64-bit integer"),
+        (["forget", "--store", "{store}", "../x"], "not a 64-bit integer"),
         (["forget", "--store", "{store}"], "give IDs"),
         (["forget", "--store", "{store}", "--ids-file", "/nonexistent/ids"], "no such IDs file"),
         (["forget", "--store", "{store}", "--group", "g1"], "no groups"),
@@ -94,6 +94,14 @@ def test_forget_predict_verify_roundtrip(tmp_path, capsys):
         (["predict", "--store", "{store}", "--input", "/nonexistent.npz"], "no such input"),
         (["train", "--store", "{empty}", "--set", "sisa.shardz=2"], "sisa.shardz"),
         (["train", "--store", "{empty}", "--set", "data.source=/no/such.csv"], "no such file"),
+        (["train", "--store", "{empty}", "--set", "sisa.shards=true"], "sisa.shards"),
+        (["train", "--store", "{empty}", "--config", "/"], "directory"),
+        (["forget", "--store", "{store}", "99999999999999999999"], "64-bit"),
+        (["status", "--store", "/etc/passwd"], "Not a directory"),
+        (
+            ["predict", "--store", "{store}", "--input", "x.npz", "--output", "o.txt"],
+            ".csv or .json",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_error(store, tmp_path, capsys, argv, message):
@@ -201,3 +209,45 @@ def test_evaluate_reports_each_shard_and_the_aggregate(store, capsys):
     assert 0.5 < info["aggregate"] <= 1 and 0.5 < info["vote"] <= 1  # 10 classes: chance 0.1
     assert run("evaluate", "--store", store) == 0
     assert "aggregate accuracy" in capsys.readouterr().out
+
+
+def test_storage_options_must_be_an_object(store, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", "--store", store, "--storage-options", "[1]"])
+    assert exit_.value.code == 2 and "JSON object" in capsys.readouterr().err
+
+
+def test_forget_a_group_from_the_command_line(tmp_path, capsys):
+    """Group keys keep their type: the string group "0007" is not the integer 7."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    n = 400
+    groups = np.array([f"{i // 4:04d}" for i in range(n)])
+    np.savez(
+        tmp_path / "g.npz",
+        X=(d.data[:n] / 16).astype(np.float32),
+        y=d.target[:n],
+        ids=np.arange(n),
+        groups=groups,
+    )
+    url = str(tmp_path / "s")
+    argv = [
+        "train",
+        "--store",
+        url,
+        "--no-progress",
+        *TINY_ARGS,
+        "--set",
+        f"data.source={tmp_path / 'g.npz'}",
+        "--set",
+        "sisa.sharding=group",
+    ]
+    assert run(*argv) == 0
+    capsys.readouterr()
+    assert run("forget", "--store", url, "--group", "0007", "--json", "--no-progress") == 0
+    body = json.loads(capsys.readouterr().out)
+    assert sorted(body["removed"] + body["removed_from_test"]) == [28, 29, 30, 31]
+    assert len(body["shards"]) <= 1
+    assert run("forget", "--store", url, "--group", "7") == 2
+    assert "unknown group: '7'" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from tests.conftest import tiny_config
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "tests.sisa.factories:tiny_linear"])
 def test_zoo_maps_features_to_logits(name):
-    model = build_model(ModelConfig(name=name, hidden=(8, 8)), (64,), 10)
+    model = build_model(ModelConfig(name=name, hidden=(8, 8)), (64,), 10, trusted=[name])
     assert model(torch.zeros(4, 64)).shape == (4, 10)
 
 
@@ -34,14 +34,15 @@ def test_cnn_shapes():
 )
 def test_bad_factories(name, message):
     with pytest.raises(ValueError, match=message):
-        build_model(ModelConfig(name=name), (64,), 10)
+        build_model(ModelConfig(name=name), (64,), 10, trusted=[name])
 
 
 @pytest.mark.parametrize("model", ["cnn", "tests.sisa.factories:tiny_linear"])
-def test_forget_is_exact_for_other_models(tmp_path, model):
+def test_forget_is_exact_for_other_models(tmp_path, monkeypatch, model):
     overrides = {"model.name": model, "model.hidden": [4, 8], "sisa.shards": 2}
     url = str(tmp_path / "s")
-    train(tiny_config(**overrides), url)
+    train(tiny_config(**overrides), url)  # the caller's own config: trusted for training
+    monkeypatch.setenv("SISA_TRUSTED_FACTORIES", "tests.sisa.factories:*")
     forget(url, [3, 4, 50])
     assert verify(url).identical
 
@@ -51,3 +52,48 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="resources.device = 'cuda'"):
         train(tiny_config(**{"resources.device": "cuda"}), str(tmp_path / "s"))
+
+
+def test_a_factory_named_by_a_store_is_not_imported_unless_trusted(tmp_path, monkeypatch):
+    """Whoever can write a store's config.json must not be able to run code."""
+    import json
+    import sys
+
+    from sisa.ensemble import Ensemble
+    from sisa.store import SisaStore
+    from storage import write_doc
+
+    monkeypatch.delenv("SISA_TRUSTED_FACTORIES", raising=False)
+    monkeypatch.delenv("SISA_TEST_EVIL_IMPORTED", raising=False)
+    url = tmp_path / "s"
+    train(tiny_config(**{"sisa.shards": 1}), str(url))
+    store = SisaStore(str(url))
+    body = json.loads((url / "config.json").read_text())["body"]
+    body["config"]["model"]["name"] = "tests.sisa.evil:factory"
+    (url / "config.json").unlink()
+    write_doc(store.fs, "config.json", body)  # a validly re-hashed, tampered config
+    for action in (
+        lambda: Ensemble.load(store),
+        lambda: verify(str(url)),
+        lambda: forget(str(url), [3]),
+    ):
+        with pytest.raises(ValueError, match="not trusted"):
+            action()
+    assert "tests.sisa.evil" not in sys.modules
+    assert "SISA_TEST_EVIL_IMPORTED" not in __import__("os").environ
+
+
+def test_malformed_shapes_in_a_store_are_refused(tmp_path):
+    import json
+
+    from sisa.store import SisaStore
+    from storage import StorageError, write_doc
+
+    url = tmp_path / "s"
+    train(tiny_config(**{"sisa.shards": 1}), str(url))
+    body = json.loads((url / "config.json").read_text())["body"]
+    body["input_shape"] = ["touch", "/tmp/x"]
+    (url / "config.json").unlink()
+    write_doc(SisaStore(str(url)).fs, "config.json", body)
+    with pytest.raises(StorageError, match="malformed training record"):
+        SisaStore(str(url)).intent()
