@@ -18,7 +18,7 @@ import numpy as np
 
 from sisa.config import Config, ResourcesConfig
 from sisa.faults import crash_point
-from sisa.partition import assign
+from sisa.partition import place
 from sisa.store import SisaStore, gen_dir, shard_prefix, stage_ref
 from sisa.trainer import (
     ShardData,
@@ -101,15 +101,7 @@ class ShardResult:
 def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> ShardData:
     """A shard's committed data with each point's slice, checked against the layout."""
     arrays = store.read_data(ref)
-    shard_of, slice_of = assign(
-        arrays["ids"],
-        arrays["y"],
-        arrays.get("groups"),
-        seed=config.sisa.seed,
-        strategy=config.sisa.sharding,
-        shards=config.sisa.shards,
-        slices=config.sisa.slices,
-    )
+    shard_of, slice_of = place(config.sisa, arrays["ids"], arrays["y"], arrays.get("groups"))
     if len(shard_of) and not np.all(shard_of == shard):
         raise RuntimeError(f"data of shard {shard} holds points of other shards; refusing")
     return ShardData(arrays["ids"], arrays["X"], arrays["y"], slice_of)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sisa.config import SisaConfig
 from sisa.ids import as_id_array, bucket, fingerprints
 
 STRATEGIES = ("uniform", "stratified", "group")
@@ -57,6 +58,21 @@ def assign(
             gfps, slices, seed, "slice", "group"
         )
     raise ValueError(f"sisa.sharding: unknown strategy {strategy!r}; use one of {STRATEGIES}")
+
+
+def place(
+    cfg: SisaConfig, ids: np.ndarray, labels: np.ndarray, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``assign`` under a config's seed, strategy, shard and slice counts."""
+    return assign(
+        ids,
+        labels,
+        groups,
+        seed=cfg.seed,
+        strategy=cfg.sharding,
+        shards=cfg.shards,
+        slices=cfg.slices,
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from sisa.config import Config
 from sisa.data import Dataset, load_source, split_train_test
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.jobs import Executor, ShardJob, ShardResult, run_jobs, run_shard_job
-from sisa.partition import assign
+from sisa.partition import place
 from sisa.store import TEST, SisaStore, StoreStateError, gen_dir, shard_prefix
 from sisa.trainer import environment_fingerprint
 
@@ -38,15 +38,7 @@ def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
         config.data.source, config.data.n, config.sisa.seed, config.data.num_classes
     )
     train_ds, test_ds = split_train_test(dataset, config.sisa.seed, config.data.test_fraction)
-    shard_of, _ = assign(
-        train_ds.ids,
-        train_ds.y,
-        train_ds.groups,
-        seed=config.sisa.seed,
-        strategy=config.sisa.sharding,
-        shards=config.sisa.shards,
-        slices=config.sisa.slices,
-    )
+    shard_of, _ = place(config.sisa, train_ds.ids, train_ds.y, train_ds.groups)
     return train_ds, test_ds, shard_of
 
 

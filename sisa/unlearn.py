@@ -26,7 +26,7 @@ import numpy as np
 
 from sisa.ids import ID, as_id_array, canonical_id, id_set_hash, salted_hash, salted_hashes
 from sisa.jobs import Executor, ShardJob, ShardResult, run_jobs, run_shard_job
-from sisa.partition import MISSING, TEST, Locator, assign
+from sisa.partition import MISSING, TEST, Locator, place
 from sisa.store import TEST as TEST_PREFIX
 from sisa.store import Head, SisaStore, gen_dir, shard_prefix
 
@@ -120,14 +120,11 @@ def plan_forget(
         arrays = parts[part]
         to_remove[part] = arrays["ids"][rows].tolist()
         if part != TEST:
-            _, slice_of = assign(
+            _, slice_of = place(
+                config.sisa,
                 arrays["ids"][rows],
                 arrays["y"][rows],
                 arrays["groups"][rows] if "groups" in arrays else None,
-                seed=config.sisa.seed,
-                strategy=config.sisa.sharding,
-                shards=config.sisa.shards,
-                slices=config.sisa.slices,
             )
             slices[part] = slice_of.tolist()
     return ForgetPlan(to_remove, slices, already, group_hash)
@@ -224,14 +221,11 @@ def apply_pending(
             )
             purged += store.sweep(prefix)
             continue
-        _, slice_of = assign(
+        _, slice_of = place(
+            config.sisa,
             arrays["ids"][drop],
             arrays["y"][drop],
             arrays["groups"][drop] if "groups" in arrays else None,
-            seed=config.sisa.seed,
-            strategy=config.sisa.sharding,
-            shards=config.sisa.shards,
-            slices=config.sisa.slices,
         )
         start = int(slice_of.min()) + 1 if len(slice_of) else config.sisa.slices
         base = head.stages[: start - 1]

@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from sisa.partition import assign
+from sisa.partition import place
 from sisa.status import status
 from sisa.store import SisaStore, gen_dir, shard_prefix
 from sisa.train import train
@@ -26,15 +26,7 @@ def layout(url):
     ids, shards, slices = [], [], []
     for k in range(cfg.sisa.shards):
         arrays = store.read_data(store.shard_head(k).data, features=False)
-        _, slice_of = assign(
-            arrays["ids"],
-            arrays["y"],
-            arrays.get("groups"),
-            seed=cfg.sisa.seed,
-            strategy=cfg.sisa.sharding,
-            shards=cfg.sisa.shards,
-            slices=cfg.sisa.slices,
-        )
+        _, slice_of = place(cfg.sisa, arrays["ids"], arrays["y"], arrays.get("groups"))
         ids += arrays["ids"].tolist()
         shards += [k] * len(slice_of)
         slices += slice_of.tolist()
