@@ -82,9 +82,8 @@ def bench_forget(n: int, shards: int, slices: int, epochs: float) -> dict:
         url = str(Path(tmp) / "sisa")
         trained = train(cfg, url, executor=quiet)
         train(mono, str(Path(tmp) / "mono"), executor=quiet)
-        t0 = time.perf_counter()
-        verify(str(Path(tmp) / "mono"), executor=quiet)  # = retraining it from scratch
-        mono_retrain = time.perf_counter() - t0
+        mono_url = str(Path(tmp) / "mono")  # verify = retraining from scratch; best of two
+        mono_retrain = min(_timed(lambda: verify(mono_url, executor=quiet)) for _ in range(2))
         store = SisaStore(url)
         total = sum(store.shard_head(k).stages[-1]["samples"] for k in range(shards))
         ids = store.read_data(store.shard_head(0).data, features=False)["ids"]
@@ -94,9 +93,8 @@ def bench_forget(n: int, shards: int, slices: int, epochs: float) -> dict:
             report = forget(url, [victim], executor=quiet)
             forgets.append(report.seconds)
             samples.append(report.shards[0].samples)
-        t0 = time.perf_counter()
         proof = verify(url, executor=quiet)
-        full_retrain = time.perf_counter() - t0
+        full_retrain = min(_timed(lambda: verify(url, executor=quiet)) for _ in range(2))
     n_train = trained.n_train
     expected = epochs * (n_train / shards) * (2 / 3 + 1 / (3 * slices))
     return {
@@ -143,8 +141,8 @@ def render(lookup: list[dict], forget_rows: list[dict], demo_s: float, cmd: str)
         "",
         "| N train | S | R | e | samples retrained (mean) | paper model | full (all shards) | "
         "forget (s) | retrain all shards (s) | retrain monolithic (s) | speedup vs all shards | "
-        "vs monolithic | verified |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "vs monolithic | paper ideal | verified |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in forget_rows:
         lines.append(
@@ -152,9 +150,29 @@ def render(lookup: list[dict], forget_rows: list[dict], demo_s: float, cmd: str)
             f"{r['forget_samples_mean']:,.0f} | {r['expected_samples']:,.0f} | "
             f"{r['full_samples']:,} | {r['forget_s_mean']:.2f} | {r['full_retrain_s']:.2f} | "
             f"{r['mono_train_s']:.2f} | {r['full_retrain_s'] / r['forget_s_mean']:.1f}x | "
-            f"{r['mono_train_s'] / r['forget_s_mean']:.1f}x | {r['identical']} |"
+            f"{r['mono_train_s'] / r['forget_s_mean']:.1f}x | "
+            f"{r['shards'] / (2 / 3 + 1 / (3 * r['slices'])):.1f}x | {r['identical']} |"
         )
-    lines += ["", f"`sisa demo` wall time: {demo_s:.1f} s (limit: 120 s).", ""]
+    lines += [
+        "",
+        "Reading the figures:",
+        "- Lookup is one hash-table probe per ID. Its cost grows a little with N only",
+        "  because a larger table no longer fits in the CPU caches; per-ID cost stays well",
+        "  under a microsecond. Assigning every point is a vectorised hash for integer IDs",
+        "  and one BLAKE2b per string ID.",
+        "- 'samples retrained' is the mean over five single-point requests at different",
+        "  slices. 'paper model' is e*(N/S)*(2/3 + 1/(3R)); 'paper ideal' is",
+        "  S/(2/3 + 1/(3R)), the speedup over retraining from scratch. Measured times include",
+        "  the fixed costs of a request (reading the shard, checkpoints, purge). Retrain",
+        "  times are the best of two runs; forget times the mean of five requests.",
+        "- 'retrain all shards' is `verify`, which retrains every shard from scratch;",
+        "  'retrain monolithic' retrains a one-shard, one-slice model the same way.",
+        "- 'verified': after the five deletions, every shard is bitwise identical to",
+        "  training from scratch on its remaining points.",
+        "",
+        f"`sisa demo` wall time: {demo_s:.1f} s (limit: 120 s).",
+        "",
+    ]
     return "\n".join(lines)
 
 
