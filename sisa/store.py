@@ -30,6 +30,7 @@ import torch
 
 from sisa.config import Config, build_config
 from storage import (
+    Manifest,
     StorageError,
     Store,
     decode_arrays,
@@ -267,7 +268,7 @@ class SisaStore:
         extra = decode_state(read_file(self.fs, ref["dir"], STATE, manifest)) if state else None
         return weights, extra  # type: ignore[return-value]
 
-    def _manifest(self, ref: dict[str, Any]):  # noqa: ANN202
+    def _manifest(self, ref: dict[str, Any]) -> Manifest:
         manifest = read_manifest(self.fs, ref["dir"])
         if manifest.sha256 != ref["manifest"]:
             raise StorageError(

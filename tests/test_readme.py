@@ -21,8 +21,11 @@ def test_two_setup_commands_demo_and_tests():
     blocks = bash_blocks()
     assert blocks[0].strip().endswith("&& sisa demo")
     assert "python -m pytest" in blocks[1]
-    for block in blocks[:2]:
-        assert "pip install" in block and "torch" not in block.replace("torch==2.13.0", "")
+    for block in blocks[:2]:  # the CPU wheel's release first, nothing that pulls another
+        assert block.strip().startswith(
+            "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && "
+        )
+        assert "torch" not in block.replace("torch==2.13.0", "")
 
 
 def test_ci_runs_the_readme_test_command():
