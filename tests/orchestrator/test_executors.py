@@ -106,3 +106,44 @@ def test_make_executor():
         make_executor("dask")
     with pytest.raises(ValueError):
         make_executor("local", "127.0.0.1:6379")
+
+
+def test_a_local_cluster_starts_when_no_address_is_given(tmp_path):
+    """`sisa train --executor ray` in a fresh process with no cluster to join."""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    url = str(tmp_path / "local-ray")
+    args = [
+        "--set",
+        "sisa.shards=2",
+        "--set",
+        "sisa.slices=2",
+        "--set",
+        "sisa.epochs=2",
+        "--set",
+        "model.hidden=[16]",
+    ]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "train",
+            "--store",
+            url,
+            "--executor",
+            "ray",
+            "--no-progress",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = str(tmp_path / "reference")
+    train(
+        tiny_config(**{"sisa.shards": 2, "sisa.slices": 2, "sisa.epochs": 2, "sisa.seed": 0}),
+        reference,
+    )
+    assert weights(url) == weights(reference)
