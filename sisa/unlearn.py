@@ -147,21 +147,14 @@ def forget(
     store = SisaStore(url, storage_options)
     plan = plan_forget(store, ids, group)
     salt = store.salt()
-    entries = []
     recorded = set(tombs_hashes(store.tombstones().body))  # by a call that crashed midway
+    entries = []
     for part, part_ids in plan.to_remove.items():
-        generation = store.latest_head(TEST_PREFIX if part == TEST else shard_prefix(part))
-        assert generation is not None
-        for value in part_ids:
-            if salted_hash(salt, value) in recorded:
-                continue
-            entries.append(
-                {
-                    "hash": salted_hash(salt, value),
-                    "part": part,
-                    "generation": generation.generation,
-                }
-            )
+        head = store.latest_head(TEST_PREFIX if part == TEST else shard_prefix(part))
+        generation = head.generation if head is not None else -1
+        for hashed in salted_hashes(salt, part_ids):
+            if hashed not in recorded:
+                entries.append({"hash": hashed, "part": part, "generation": generation})
     if entries:
         store.add_tombstones(entries, [plan.group_hash] if plan.group_hash else [])
     results, purged = apply_pending(store, executor)

@@ -13,7 +13,7 @@ from sisa.partition import place
 from sisa.status import status
 from sisa.store import SisaStore, gen_dir, shard_prefix
 from sisa.train import train
-from sisa.unlearn import UnknownIDError, forget
+from sisa.unlearn import UnknownIDError, forget, plan_forget
 from sisa.verify import verify
 from storage import decode_arrays
 from tests.conftest import tiny_config, write_digits_npz
@@ -102,6 +102,9 @@ def test_many_ids_in_several_shards_retrain_each_shard_once(trained):
     url = trained()
     ids, shards, slices = layout(url)
     victims = [int(ids[(shards == k) & (slices == s)][0]) for k in (0, 2) for s in (1, 2)]
+    before = snapshot(url)
+    assert plan_forget(SisaStore(url), victims).start_stages == {0: 2, 2: 2}  # a preview
+    assert snapshot(url) == before
     report = forget(url, victims)
     assert sorted(r.shard for r in report.shards) == [0, 2]
     assert all(r.start_stage == 2 and r.trained == [2, 3] for r in report.shards)
