@@ -32,3 +32,7 @@ def test_bad_input():
     with pytest.raises(ValueError):
         aggregate(np.zeros((0, 1, 2)), "average")
     assert accuracy(np.array([1, 0]), np.array([1, 1])) == 0.5
+
+
+def test_a_tie_within_one_shard_votes_for_the_lowest_class():
+    assert aggregate(np.array([[[0.5, 0.5]]], dtype=np.float32), "vote").tolist() == [[1.0, 0.0]]

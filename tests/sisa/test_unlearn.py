@@ -267,3 +267,17 @@ def test_string_ids_from_csv_are_unlearned_exactly(tmp_path):
     train(tiny_config(**{"data.source": str(tmp_path / "kept.csv")}), scratch)
     assert weights_by_shard(url) == weights_by_shard(scratch)
     assert verify(url).identical
+
+
+def test_global_rng_state_does_not_matter(trained):
+    """Every draw (dropout) comes from the step's position, never from global state."""
+    import torch
+
+    overrides = {"model.dropout": 0.5}
+    torch.manual_seed(1)
+    url = trained(**overrides)
+    victim = int(layout(url)[0][0])
+    torch.manual_seed(2)
+    forget(url, [victim])
+    torch.manual_seed(3)
+    assert_equals_scratch(trained, url, [victim], **overrides)
