@@ -194,9 +194,6 @@ class SisaStore:
         prefixes = [f"{SHARDS}/{name}" for name in self.fs.listdir(SHARDS)] + [TEST]
         return [url for prefix in prefixes for url in self.sweep(prefix)]
 
-    def is_empty(self) -> bool:
-        return not self.fs.walk("")
-
     def foreign_files(self) -> list[str]:
         """Files at this location that a store does not write (a store never deletes them)."""
         return [rel for rel in self.fs.walk("") if rel.split("/")[0] not in OWN_PATHS]
@@ -295,9 +292,6 @@ class SisaStore:
             if _HEAD.match(old) and old != f"g{head.generation:06d}.json":
                 self.fs.delete(f"{TOMBSTONES}/{old}")
         return head
-
-    def shards(self) -> int:
-        return self.config().sisa.shards
 
 
 def stage_ref(rel_dir: str, manifest: str, weights_sha: str, meta: dict[str, Any]) -> dict:

@@ -169,24 +169,25 @@ def forget(
     )
 
 
-def pending(store: SisaStore) -> dict[int, set[str]]:
-    """Part -> salted hashes of tombstoned IDs that the part's current data still holds.
+def pending(store: SisaStore) -> dict[int, tuple[Head, np.ndarray]]:
+    """Part -> (its head, a mask over its data rows that hold a tombstoned ID).
 
     Decided by content, not by generation numbers, so a tombstone written while another
-    writer committed the same shard is still applied by the next call.
+    writer committed the same shard is still applied by the next call. Parts with nothing
+    to remove are left out.
     """
     salt, by_part = store.salt(), {}
     for entry in store.tombstones().body["entries"]:
         by_part.setdefault(entry["part"], set()).add(entry["hash"])
-    out: dict[int, set[str]] = {}
+    out: dict[int, tuple[Head, np.ndarray]] = {}
     for part, hashes in by_part.items():
         head = store.latest_head(TEST_PREFIX if part == TEST else shard_prefix(part))
         if head is None:
             continue
         ids = store.read_data(head.data, features=False)["ids"]
-        held = hashes.intersection(salted_hashes(salt, ids))
-        if held:
-            out[part] = held
+        drop = np.array([h in hashes for h in salted_hashes(salt, ids)], dtype=bool)
+        if drop.any():
+            out[part] = (head, drop)
     return out
 
 
@@ -197,14 +198,11 @@ def apply_pending(
 
     Starts with a sweep of every part, which completes a purge that a crash cut short.
     """
-    config, salt = store.config(), store.salt()
+    config = store.config()
     jobs, purged = [], store.sweep_all()
-    for part, hashes in sorted(pending(store).items()):
+    for part, (head, drop) in sorted(pending(store).items()):
         prefix = TEST_PREFIX if part == TEST else shard_prefix(part)
-        head = store.latest_head(prefix)
-        assert head is not None
-        arrays = store.read_data(head.data)
-        drop = np.array([h in hashes for h in salted_hashes(salt, arrays["ids"])], dtype=bool)
+        arrays = store.read_data(head.data)  # the same verified artifact: rows line up
         kept = {k: v[~drop] for k, v in arrays.items()}
         rel = f"{gen_dir(prefix, head.generation + 1)}/data"
         ref = store.write_data(rel, kept, id_set_hash(kept["ids"]))
@@ -220,7 +218,7 @@ def apply_pending(
             arrays["y"][drop],
             arrays["groups"][drop] if "groups" in arrays else None,
         )
-        start = int(slice_of.min()) + 1 if len(slice_of) else config.sisa.slices
+        start = int(slice_of.min()) + 1
         base = head.stages[: start - 1]
         jobs.append(
             ShardJob(store.url, store.storage_options, part, head.generation + 1, start, ref, base)
