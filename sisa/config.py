@@ -114,19 +114,33 @@ class ResourcesConfig(_Section):
     """torch intra-op threads per shard task; fixed, because it is part of the fingerprint."""
 
 
+class DeletionConfig(_Section):
+    batch_window_s: float = Field(0.0, ge=0, le=7 * 86_400)
+    """Seconds a pending request waits for others to join its batch before retraining
+    starts; requests accepted while a retrain runs join the next batch anyway."""
+    deadline_s: float = Field(86_400.0, gt=0, le=366 * 86_400)
+    """Bound on the time from acceptance to retrained: a batch starts early when waiting
+    longer would, by the calibrated cost model, finish its oldest request after this."""
+    lease_s: float = Field(600.0, ge=1, le=7 * 86_400)
+    """How long a processing lock held by an unreachable process (another host) stays
+    valid without a heartbeat; a dead process on this host frees it at once."""
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     sisa: SisaConfig = SisaConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    deletion: DeletionConfig = DeletionConfig()
 
     def training_hash(self) -> str:
-        """Hash of everything that determines the weights (resources excluded but threads).
+        """Hash of everything that determines the weights (resources excluded but threads;
+        the deletion policy changes when retraining happens, never what it produces).
 
         Checkpoints record it; a checkpoint made under another hash is never reused.
         """
-        body = self.model_dump(mode="json", exclude={"resources"})
+        body = self.model_dump(mode="json", exclude={"resources", "deletion"})
         body["threads"] = self.resources.threads
         body["device"] = self.resources.device
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))

@@ -83,6 +83,7 @@ class ShardJob:
     data: dict[str, Any]  # ref of the committed data artifact of this generation
     base: list[dict[str, Any]] = field(default_factory=list)  # refs of stages < start_stage
     trusted: tuple[str, ...] = ()  # model factories the caller vouches for (see sisa.models)
+    head_extra: dict[str, Any] = field(default_factory=dict)  # more fields for the head
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         "training_hash": training_hash,
         "data": job.data,
         "stages": job.base + refs,
-    }
+    } | job.head_extra
+    body["committed_at"] = time.time()
     crash_point("before-head-commit")
     head = store.commit_head(prefix, job.generation, body)
     crash_point("after-head-commit")

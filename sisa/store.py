@@ -8,6 +8,11 @@ shards/00003/g000002/data/     artifact: ids.npz (ids, labels, groups), X.npz (f
 shards/00003/g000002/stage-004/ artifact: weights.safetensors, state.pt
 test/g000001.json              head of the held-out test data; test/g000001/data/
 tombstones/g000005.json        salted hashes of every deleted ID and group
+journal/r000000007.json        deletion request 7: salted hashes, shard and slice of each
+batches/b000000007.json        the plan of the batch that processes requests up to 7
+serving/g000012.json           the checkpoint each shard serves (rolled back while pending)
+receipts/r000000007.json       receipt of request 7, chained to receipt 6 by hash
+locks/process.json             lease of the one process that retrains
 ```
 
 A head document names every artifact its generation uses; a stage that a retrain did not
@@ -54,7 +59,23 @@ CONFIG_DOC = "config.json"
 TEST = "test"
 TOMBSTONES = "tombstones"
 SHARDS = "shards"
-OWN_PATHS = (CONFIG_DOC, STORE_DOC, SHARDS, TEST, TOMBSTONES)  # all a store ever writes
+JOURNAL = "journal"  # deletion requests, one write-once document each
+BATCHES = "batches"  # the plan of each batch of requests, written before it runs
+SERVING = "serving"  # which checkpoint of each shard predictions use
+RECEIPTS = "receipts"  # one per processed request, chained by hash
+LOCKS = "locks"
+OWN_PATHS = (
+    CONFIG_DOC,
+    STORE_DOC,
+    SHARDS,
+    TEST,
+    TOMBSTONES,
+    JOURNAL,
+    BATCHES,
+    SERVING,
+    RECEIPTS,
+    LOCKS,
+)  # all a store ever writes; fmt: skip
 WEIGHTS, STATE = "weights.safetensors", "state.pt"
 _HEAD = re.compile(r"^g(\d{6,})\.json$")
 

@@ -78,7 +78,9 @@ def _check_existing(
 
 def _refuse_resurrection(store: SisaStore, ids: np.ndarray) -> None:
     """Retraining over a store must not bring back points it was asked to forget."""
-    deleted = {e["hash"] for e in store.tombstones().body["entries"]}
+    from sisa.journal import deleted_or_requested
+
+    deleted, _ = deleted_or_requested(store)
     if not deleted:
         return
     back = sum(h in deleted for h in salted_hashes(store.salt(), ids))
@@ -154,6 +156,8 @@ def train(
             "trained_at": time.time(),
             "n_train": len(train_ds),
             "n_test": len(test_ds),
+            "train_samples": sum(r.samples for r in results),  # calibrates the cost model
+            "train_seconds": sum(r.seconds for r in results),
         }
     )
     return TrainReport(url, results, len(train_ds), len(test_ds), time.perf_counter() - started)

@@ -1,34 +1,41 @@
-"""Exact unlearning: forget points by ID (or by group) and retrain only what saw them.
+"""Forgetting points by ID (or by group): validate, journal, comply, then retrain.
 
-The lifecycle of one ``forget`` call:
+The lifecycle of a request (DESIGN.md, "Deletion lifecycle"):
 
-1. Validate everything first. Unknown IDs raise an error naming them and change nothing;
-   IDs deleted earlier are reported as no-ops.
-2. Record the deletion as tombstones: salted hashes of the IDs, each with the part (shard
-   or test set) and that part's generation. From here the deletion is durable.
-3. Apply every pending tombstone. A tombstone is pending while its part's head is still at
-   the generation it names. For each such shard: write the data without the points as the
-   next generation, then retrain from the earliest affected slice (reusing the checkpoint
-   before it), commit the new head, and sweep: every checkpoint and data file that saw a
-   deleted point is deleted. Many IDs in one shard retrain it once.
+1. **Validate** (``plan_forget``). Unknown IDs raise an error naming them, as do empty
+   requests, duplicates and unknown groups; nothing is written. IDs deleted or requested
+   earlier are reported as no-ops.
+2. **Journal** (``accept``). The request is committed to the journal as salted hashes with
+   each point's shard and slice; only then is its request ID handed out.
+3. **Comply** (``accept``). The serving state is rewritten at once: every shard the request
+   touches serves its checkpoint from before the earliest touched slice, or leaves the
+   aggregate when that slice is the first (``sisa.serving``).
+4. **Plan, retrain, purge, receipt** (``sisa.batch.process``), later and batched with
+   whatever else is pending. ``forget`` does all of it in one call.
 
-A crash anywhere after step 2 leaves pending tombstones; the next ``forget`` (or
-``apply_pending``) completes them, because step 3 depends only on the store.
+A crash after step 2 loses nothing: the request is in the journal, and the next
+``process`` completes it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sisa.ids import ID, as_id_array, canonical_id, id_set_hash, salted_hash, salted_hashes
-from sisa.jobs import Executor, ShardJob, ShardResult, run_jobs, run_shard_job
+from sisa import serving
+from sisa.batch import BatchReport, process
+from sisa.faults import crash_point
+from sisa.ids import ID, as_id_array, canonical_id, salted_hash
+from sisa.jobs import Executor, ShardResult
+from sisa.journal import Entry, Journal, Request, deleted_or_requested
 from sisa.partition import MISSING, TEST, Locator, place
 from sisa.store import TEST as TEST_PREFIX
-from sisa.store import Head, SisaStore, gen_dir, shard_prefix
+from sisa.store import Head, SisaStore
+from storage import LeaseHeldError
 
 
 class UnknownIDError(KeyError):
@@ -54,13 +61,28 @@ class ForgetPlan:
 
 
 @dataclass(frozen=True)
+class Acceptance:
+    """The answer to a request: its ID once journaled, and what it will remove."""
+
+    request_id: str | None  # None when every point was deleted or requested before
+    removed: list[ID]  # training points the request removes
+    removed_from_test: list[ID]
+    already_deleted: list[ID]  # no-ops: deleted, or pending in an earlier request
+    start_stages: dict[int, int]  # shard -> first stage its retrain will train
+    compliance_seconds: float  # from the journal commit to the serving state's commit
+    rolled_back: list[int]  # shards served from an earlier checkpoint (or left out)
+
+
+@dataclass(frozen=True)
 class ForgetReport:
+    request_id: str | None
     removed: list[ID]
     removed_from_test: list[ID]
     already_deleted: list[ID]
     shards: list[ShardResult] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    receipt: dict[str, Any] | None = None
 
 
 def _heads(store: SisaStore, shards: int) -> dict[int, Head]:
@@ -85,7 +107,7 @@ def plan_forget(
         raise ValueError("give either IDs or one group to forget (not both, not neither)")
     heads = _heads(store, config.sisa.shards)
     parts = _part_ids(store, heads)
-    tombs = store.tombstones().body
+    deleted, deleted_groups = deleted_or_requested(store)
     group_hash = None
     if group is not None:
         group = canonical_id(group)
@@ -96,7 +118,7 @@ def plan_forget(
             [a["ids"][a["groups"] == group] for a in parts.values() if "groups" in a]
         )
         if len(query) == 0:
-            if group_hash in tombs["groups"]:
+            if group_hash in deleted_groups:
                 return ForgetPlan({}, {}, [group], group_hash)
             raise UnknownIDError(f"unknown group: {group!r}")
     else:
@@ -105,18 +127,22 @@ def plan_forget(
         if (counts > 1).any():
             raise ValueError(f"duplicate IDs in request: {values[counts > 1].tolist()[:10]}")
     located = Locator({part: a["ids"] for part, a in parts.items()}).locate(query)
-    missing = query[located.part == MISSING].tolist()
-    deleted = set(tombs_hashes(tombs))
-    already = [i for i in missing if salted_hash(salt, i) in deleted]
-    unknown = [i for i in missing if salted_hash(salt, i) not in deleted]
-    if unknown:
+    hashes = [salted_hash(salt, i) for i in query.tolist()]
+    pending = np.array([h in deleted for h in hashes], dtype=bool)
+    missing = (located.part == MISSING) & ~pending
+    if missing.any():
+        unknown = query[missing].tolist()
         shown = ", ".join(repr(i) for i in unknown[:20])
         more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
         raise UnknownIDError(f"unknown IDs (not in the store, never deleted): {shown}{more}")
+    already = query[pending].tolist()
+    if group is not None and not (~pending).any():
+        already = [group]
     to_remove: dict[int, list[ID]] = {}
     slices: dict[int, list[int]] = {}
-    for part in np.unique(located.part[located.part != MISSING]).tolist():
-        rows = located.row[located.part == part]
+    live = ~pending
+    for part in np.unique(located.part[live]).tolist():
+        rows = located.row[live & (located.part == part)]
         arrays = parts[part]
         to_remove[part] = arrays["ids"][rows].tolist()
         if part != TEST:
@@ -130,8 +156,97 @@ def plan_forget(
     return ForgetPlan(to_remove, slices, already, group_hash)
 
 
-def tombs_hashes(tombs: dict[str, Any]) -> list[str]:
-    return [e["hash"] for e in tombs["entries"]]
+_TOKEN = re.compile(r"[^\W_]+|[\w-]+")
+MAX_REASON = 1000
+
+
+def check_reason(reason: str | None, plan: ForgetPlan, group: object | None) -> None:
+    """A reason is kept for good, so it may not name a point (or group) being forgotten."""
+    if reason is None:
+        return
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise ValueError(f"reason must be text of at most {MAX_REASON} characters")
+    if any(ord(c) < 32 for c in reason):
+        raise ValueError("reason must be one line of printable text")
+    named = {str(i) for v in plan.to_remove.values() for i in v}
+    named |= {str(i) for i in plan.already_deleted}
+    if group is not None:
+        named.add(str(group))
+    tokens = set(_TOKEN.findall(reason)) | set(reason.split())
+    if tokens & named:
+        raise ValueError(
+            "reason names a point being forgotten; receipts outlive the data, so the reason "
+            "must not hold the IDs (use a ticket number instead)"
+        )
+
+
+def accept(
+    url: str,
+    ids: list[object] | None = None,
+    *,
+    group: object | None = None,
+    reason: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Acceptance:
+    """Validate, journal and comply: when this returns, predictions no longer use the points.
+
+    Retraining happens later, in ``sisa.batch.process`` (or ``forget``).
+    """
+    store = SisaStore(url, storage_options)
+    plan = plan_forget(store, ids, group)
+    check_reason(reason, plan, group)
+    salt = store.salt()
+    entries = [
+        Entry(salted_hash(salt, point), part, plan.slices[part][i] if part != TEST else None)
+        for part, points in sorted(plan.to_remove.items())
+        for i, point in enumerate(points)
+    ]
+    removed = [i for part, v in plan.to_remove.items() if part != TEST for i in v]
+    if not entries:
+        return Acceptance(None, [], [], plan.already_deleted, {}, 0.0, [])
+    crash_point("before-journal")
+    request: Request = Journal(store).append(entries, plan.group_hash, reason)
+    journaled = time.perf_counter()
+    crash_point("after-journal")
+    state = serving.refresh(store)
+    compliance = time.perf_counter() - journaled
+    crash_point("after-compliance")
+    return Acceptance(
+        request.id,
+        removed,
+        plan.to_remove.get(TEST, []),
+        plan.already_deleted,
+        plan.start_stages,
+        compliance,
+        state.rolled_back,
+    )
+
+
+def wait_purged(
+    store: SisaStore,
+    request_id: str,
+    executor: Executor | None = None,
+    timeout: float | None = None,
+    poll: float = 0.2,
+) -> list[BatchReport]:
+    """Process (or wait for the process that holds the store) until the request is purged."""
+    from sisa import receipts
+
+    seq = Journal(store).find(request_id).seq
+    deadline = None if timeout is None else time.monotonic() + timeout
+    reports = []
+    while not receipts.exists(store, seq):
+        try:
+            report = process(store.url, store.storage_options, executor=executor)
+            if report is not None:
+                reports.append(report)
+            continue
+        except LeaseHeldError:
+            pass  # a service is processing; its batch will include this request
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"request {request_id} is not purged after {timeout}s")
+        time.sleep(poll)
+    return reports
 
 
 def forget(
@@ -139,92 +254,32 @@ def forget(
     ids: list[object] | None = None,
     *,
     group: object | None = None,
+    reason: str | None = None,
     storage_options: dict[str, Any] | None = None,
     executor: Executor | None = None,
 ) -> ForgetReport:
-    """Forget points by ID, or every point of ``group``; return what was done."""
+    """Forget points by ID, or every point of ``group``, and return once they are purged."""
+    from sisa import receipts
+
     started = time.perf_counter()
+    accepted = accept(url, ids, group=group, reason=reason, storage_options=storage_options)
     store = SisaStore(url, storage_options)
-    plan = plan_forget(store, ids, group)
-    salt = store.salt()
-    recorded = set(tombs_hashes(store.tombstones().body))  # by a call that crashed midway
-    entries = []
-    for part, part_ids in plan.to_remove.items():
-        head = store.latest_head(TEST_PREFIX if part == TEST else shard_prefix(part))
-        generation = head.generation if head is not None else -1
-        for hashed in salted_hashes(salt, part_ids):
-            if hashed not in recorded:
-                entries.append({"hash": hashed, "part": part, "generation": generation})
-    if entries:
-        store.add_tombstones(entries, [plan.group_hash] if plan.group_hash else [])
-    results, purged = apply_pending(store, executor)
-    removed = [i for part, v in plan.to_remove.items() if part != TEST for i in v]
+    reports = []
+    if accepted.request_id is None:  # nothing new; still finish what a crash left
+        report = process(url, storage_options, executor=executor)
+        reports = [report] if report else []
+    else:
+        reports = wait_purged(store, accepted.request_id, executor)
+    receipt = None
+    if accepted.request_id is not None:
+        receipt = receipts.read(store, Journal(store).find(accepted.request_id).seq)
     return ForgetReport(
-        removed=removed,
-        removed_from_test=plan.to_remove.get(TEST, []),
-        already_deleted=plan.already_deleted,
-        shards=results,
-        purged=purged + [p for r in results for p in r.purged],
+        request_id=accepted.request_id,
+        removed=accepted.removed,
+        removed_from_test=accepted.removed_from_test,
+        already_deleted=accepted.already_deleted,
+        shards=[r for b in reports for r in b.results],
+        purged=[p for b in reports for p in b.purged],
         seconds=time.perf_counter() - started,
+        receipt=receipt,
     )
-
-
-def pending(store: SisaStore) -> dict[int, tuple[Head, np.ndarray]]:
-    """Part -> (its head, a mask over its data rows that hold a tombstoned ID).
-
-    Decided by content, not by generation numbers, so a tombstone written while another
-    writer committed the same shard is still applied by the next call. Parts with nothing
-    to remove are left out.
-    """
-    salt, by_part = store.salt(), {}
-    for entry in store.tombstones().body["entries"]:
-        by_part.setdefault(entry["part"], set()).add(entry["hash"])
-    out: dict[int, tuple[Head, np.ndarray]] = {}
-    for part, hashes in by_part.items():
-        head = store.latest_head(TEST_PREFIX if part == TEST else shard_prefix(part))
-        if head is None:
-            continue
-        ids = store.read_data(head.data, features=False)["ids"]
-        drop = np.array([h in hashes for h in salted_hashes(salt, ids)], dtype=bool)
-        if drop.any():
-            out[part] = (head, drop)
-    return out
-
-
-def apply_pending(
-    store: SisaStore, executor: Executor | None = None
-) -> tuple[list[ShardResult], list[str]]:
-    """Remove every pending tombstoned point and retrain the shards that held one.
-
-    Starts with a sweep of every part, which completes a purge that a crash cut short.
-    """
-    config = store.config()
-    jobs, purged = [], store.sweep_all()
-    for part, (head, drop) in sorted(pending(store).items()):
-        prefix = TEST_PREFIX if part == TEST else shard_prefix(part)
-        arrays = store.read_data(head.data)  # the same verified artifact: rows line up
-        kept = {k: v[~drop] for k, v in arrays.items()}
-        rel = f"{gen_dir(prefix, head.generation + 1)}/data"
-        ref = store.write_data(rel, kept, id_set_hash(kept["ids"]))
-        if part == TEST:
-            store.commit_head(
-                prefix, head.generation + 1, {"data": ref, "n": int(len(kept["ids"]))}
-            )
-            purged += store.sweep(prefix)
-            continue
-        _, slice_of = place(
-            config.sisa,
-            arrays["ids"][drop],
-            arrays["y"][drop],
-            arrays["groups"][drop] if "groups" in arrays else None,
-        )
-        start = int(slice_of.min()) + 1
-        base = head.stages[: start - 1]
-        jobs.append(
-            ShardJob(store.url, store.storage_options, part, head.generation + 1, start, ref, base)
-        )
-    units = sum(config.sisa.slices - j.start_stage + 1 for j in jobs)
-    results = run_jobs(
-        executor, run_shard_job, jobs, resources=config.resources, units=units, desc="retrain"
-    )
-    return results, purged

@@ -17,6 +17,7 @@ from storage.checkpoint import (
 from storage.commit import (
     MANIFEST,
     CorruptArtifactError,
+    DocumentExistsError,
     FileEntry,
     Manifest,
     StorageError,
@@ -33,12 +34,16 @@ from storage.commit import (
     write_doc,
 )
 from storage.fs import TEMP_PREFIX, Store, escape_component, unescape_component
+from storage.lease import Lease, LeaseHeldError
 
 __all__ = [
     "MANIFEST",
     "TEMP_PREFIX",
     "CorruptArtifactError",
+    "DocumentExistsError",
     "FileEntry",
+    "Lease",
+    "LeaseHeldError",
     "Manifest",
     "StorageError",
     "Store",

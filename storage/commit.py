@@ -41,6 +41,10 @@ class StorageError(Exception):
     """Base class for storage failures callers may want to handle as one."""
 
 
+class DocumentExistsError(StorageError, FileExistsError):
+    """A write-once document is already there: another writer committed first."""
+
+
 class CorruptArtifactError(StorageError):
     """Stored bytes disagree with their manifest, or a manifest/document is unreadable."""
 
@@ -208,7 +212,7 @@ def write_doc(store: Store, rel: str, body: dict) -> str:
     try:
         return _write_signed(store, rel, body)
     except FileExistsError:
-        raise StorageError(
+        raise DocumentExistsError(
             f"document at {store.url_of(rel)} already exists; documents are never overwritten"
         ) from None
 

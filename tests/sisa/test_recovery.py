@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import pytest
 
+import sisa.batch
 import sisa.jobs
+import sisa.unlearn
+from sisa import serving
+from sisa.batch import process
+from sisa.journal import Journal
 from sisa.store import SisaStore, StoreStateError, gen_dir, shard_prefix
 from sisa.train import train
-from sisa.unlearn import apply_pending, forget
+from sisa.unlearn import accept, forget
 from sisa.verify import verify
 from storage import decode_arrays
 from tests.conftest import tiny_config
@@ -26,7 +31,8 @@ def crash_at(monkeypatch, point):
         if name == point:
             raise Crash(name)
 
-    monkeypatch.setattr(sisa.jobs, "crash_point", crash)
+    for module in (sisa.jobs, sisa.batch, sisa.unlearn):
+        monkeypatch.setattr(module, "crash_point", crash)
 
 
 def ids_in_store(url):
@@ -48,28 +54,34 @@ def test_a_forget_that_died_is_completed_and_purged_by_the_next_call(tmp_path, m
     with pytest.raises(Crash):
         forget(url, [victim])
     assert victim in ids_in_store(url)  # the crash left the data behind
-    monkeypatch.setattr(sisa.jobs, "crash_point", lambda name: None)
+    for module in (sisa.jobs, sisa.batch, sisa.unlearn):
+        monkeypatch.setattr(module, "crash_point", lambda name: None)
     report = forget(url, [victim])  # the same request again
     assert victim in report.removed or victim in report.already_deleted
     assert victim not in ids_in_store(url)
     assert verify(url).identical
 
 
-def test_a_tombstone_missed_by_a_concurrent_writer_is_still_applied(tmp_path):
-    """x is tombstoned while another writer commits its shard without removing it."""
+def test_two_requests_that_raced_for_one_point_both_complete(tmp_path):
+    """Two acceptances validated the same point before either was journaled."""
     url = str(tmp_path / "s")
     train(tiny_config(), url)
-    ids, shards, _ = layout(url)
-    x, y = (int(v) for v in ids[shards == 1][:2])
+    ids, shards, slices = layout(url)
+    x = int(ids[(shards == 1) & (slices == 1)][0])
+    accept(url, [x])
     store = SisaStore(url)
-    from sisa.ids import salted_hash
-
-    stale = {"hash": salted_hash(store.salt(), x), "part": 1, "generation": 0}
-    forget(url, [y])  # the other writer: shard 1 moves to generation 1, x still there
-    store.add_tombstones([stale], [])
-    apply_pending(store)
-    assert x not in ids_in_store(url) and y not in ids_in_store(url)
-    assert forget(url, [x]).already_deleted == [x]
+    duplicate = Journal(store).read(1).entries
+    process(url)
+    # the racing writer validated before the first request was processed, journals late
+    Journal(store).append(list(duplicate), None, None)
+    assert serving.refresh(store).shards[1].pending == [2]
+    report = process(url)
+    assert report is not None and report.results == []  # nothing left to retrain
+    assert Journal(store).receipted() == [1, 2]
+    state = serving.current(store)
+    final = store.config().sisa.slices
+    assert state.shards[1].pending == [] and state.shards[1].stage == final  # not held back
+    assert x not in ids_in_store(url)
     assert verify(url).identical
 
 

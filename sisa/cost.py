@@ -1,0 +1,94 @@
+"""The cost of unlearning: the paper's model, the exact count for a plan, and calibration.
+
+The paper (Bourtoule et al., §V-C) counts cost in sample-epochs. With N points, S shards,
+R slices, e epochs and K requests:
+
+- one request, with slicing: ``e·(N/S)·(2/3 + 1/(3R))`` in expectation, against ``e·N``
+  for a monolithic model retrained from scratch, so the ideal speedup is
+  ``S / (2/3 + 1/(3R))``;
+- K requests batched: ``N·(1 − (1 − 1/S)^K)`` points' worth of shards are touched.
+
+A concrete plan knows which shards restart at which stage, so it counts exactly: a retrain
+from stage r trains ``Σ_{s≥r} ceil(2e/(R+1) · n_s)`` samples, ``n_s`` being the points left
+in slices 1..s (``sisa.schedule``). Seconds are that count times the measured seconds per
+sample of this store: from its last processed batch, or from its training.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from fractions import Fraction
+
+from sisa.config import SisaConfig
+from sisa.schedule import stage_epochs, stage_samples
+
+
+def paper_request_cost(n: int, shards: int, slices: int, epochs: float) -> float:
+    """Expected sample-epochs to unlearn one point (paper, with slicing)."""
+    return epochs * (n / shards) * (2 / 3 + 1 / (3 * slices))
+
+
+def paper_speedup(shards: int, slices: int) -> float:
+    """Ideal speedup of one deletion over retraining a monolithic model from scratch."""
+    return shards / (2 / 3 + 1 / (3 * slices))
+
+
+def paper_batched_points(n: int, shards: int, requests: int) -> float:
+    """Expected points in the shards that K uniformly placed requests touch."""
+    return n * (1 - (1 - 1 / shards) ** requests)
+
+
+def retrain_samples(cfg: SisaConfig, slice_counts: list[int], start_stage: int) -> int:
+    """Exact samples a shard trains on when retrained from ``start_stage`` (1-based).
+
+    ``slice_counts[s]`` is the number of points left in slice s (0-based).
+    """
+    epochs = stage_epochs(cfg)
+    seen = itertools.accumulate(slice_counts)  # points in slices 1..r, for r = 1..R
+    return sum(stage_samples(epochs, n) for r, n in enumerate(seen, 1) if r >= start_stage)
+
+
+def full_retrain_samples(cfg: SisaConfig, n: int) -> int:
+    """Samples of one monolithic model trained on ``n`` points for e epochs."""
+    return stage_samples(Fraction(str(cfg.epochs)), n)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    seconds_per_sample: float | None
+    source: str  # "last batch", "training", or "none"
+
+    def seconds(self, samples: int) -> float | None:
+        if self.seconds_per_sample is None:
+            return None
+        return samples * self.seconds_per_sample
+
+
+def calibration(samples: int, seconds: float, source: str) -> Calibration:
+    if samples <= 0 or seconds <= 0:
+        return Calibration(None, "none")
+    return Calibration(seconds / samples, source)
+
+
+@dataclass(frozen=True)
+class Decision:
+    start: bool
+    reason: str  # "window", "deadline", "waiting"
+    wait: float  # seconds until the batch would start on its own
+
+
+def should_start(
+    oldest_age: float, window: float, deadline: float, predicted_seconds: float | None
+) -> Decision:
+    """Whether a batch whose oldest request is ``oldest_age`` seconds old starts now.
+
+    It waits up to ``window`` seconds for more requests to coalesce, but starts early when
+    waiting would finish the oldest request after ``deadline`` (by the calibrated model).
+    """
+    if oldest_age >= window:
+        return Decision(True, "window", 0.0)
+    latest_start = deadline - (predicted_seconds or 0.0)
+    if oldest_age >= latest_start:
+        return Decision(True, "deadline", 0.0)
+    return Decision(False, "waiting", min(window, latest_start) - oldest_age)

@@ -1,0 +1,181 @@
+"""The durable journal of deletion requests.
+
+A request is journaled **before** it is acknowledged: ``append`` returns only after its
+write-once document ``journal/r<seq>.json`` is committed, and only then does the caller
+hand out the request ID. The journal never holds a raw ID. Requests are validated before
+they are journaled, so each is recorded as the salted hash of every point with the part
+(shard, or the test set) and slice it sits in. A point's slice is a pure function of its
+own attributes, so it never changes, whichever generation a shard is at.
+
+Sequence numbers are contiguous: a writer creates ``r<max+1>`` exclusively and retries on
+conflict, so ``r<n+1>`` can only exist once ``r<n>`` does. A batch that has read the
+journal up to ``n`` has therefore seen every request numbered ``n`` or less.
+
+A request's state follows from the store, never from a field that could disagree with it:
+
+- ``accepted``: its document exists;
+- ``compliant``: the serving state covers it (predictions no longer use its points);
+- ``retrained``: every part it touches has a head that applied it;
+- ``purged``: its receipt exists, written after the stale artifacts were deleted.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sisa.store import JOURNAL, RECEIPTS, SisaStore
+from storage import DocumentExistsError, read_doc, write_doc
+
+STATES = ("accepted", "compliant", "retrained", "purged")
+_REQUEST_ID = re.compile(r"^r(\d{9})-([0-9a-f]{8})$")
+_DOC = re.compile(r"^r(\d{9})\.json$")
+
+
+class UnknownRequestError(KeyError):
+    """No request with this ID (or the ID is malformed)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One point of a request: salted hash, part (shard, or -1 for test) and 0-based slice."""
+
+    hash: str
+    part: int
+    slice: int | None  # None for test points
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    seq: int
+    entries: tuple[Entry, ...]
+    group: str | None  # salted hash of the group key, for a group request
+    reason: str | None
+    accepted_at: float
+
+    @property
+    def parts(self) -> set[int]:
+        return {e.part for e in self.entries}
+
+    def slices(self, part: int) -> list[int]:
+        return [e.slice for e in self.entries if e.part == part and e.slice is not None]
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "entries": [[e.hash, e.part, e.slice] for e in self.entries],
+            "group": self.group,
+            "reason": self.reason,
+            "accepted_at": self.accepted_at,
+        }
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Request:
+        return cls(
+            id=body["id"],
+            seq=int(body["seq"]),
+            entries=tuple(Entry(h, int(p), s) for h, p, s in body["entries"]),
+            group=body["group"],
+            reason=body["reason"],
+            accepted_at=float(body["accepted_at"]),
+        )
+
+
+def doc_path(seq: int) -> str:
+    return f"{JOURNAL}/r{seq:09d}.json"
+
+
+def receipt_path(seq: int) -> str:
+    return f"{RECEIPTS}/r{seq:09d}.json"
+
+
+def parse_request_id(request_id: str) -> int:
+    """The sequence number of a well-formed request ID; never used as a path unchecked."""
+    match = _REQUEST_ID.match(request_id) if isinstance(request_id, str) else None
+    if match is None:
+        raise UnknownRequestError(
+            f"malformed request ID {request_id!r}; request IDs look like r000000012-1a2b3c4d"
+        )
+    return int(match.group(1))
+
+
+def _seqs(store: SisaStore, folder: str) -> list[int]:
+    return sorted(int(m.group(1)) for n in store.fs.listdir(folder) if (m := _DOC.match(n)))
+
+
+class Journal:
+    """Append, read and list the deletion requests of one store."""
+
+    def __init__(self, store: SisaStore) -> None:
+        self.store = store
+
+    def seqs(self) -> list[int]:
+        return _seqs(self.store, JOURNAL)
+
+    def receipted(self) -> list[int]:
+        return _seqs(self.store, RECEIPTS)
+
+    def append(self, entries: list[Entry], group: str | None, reason: str | None) -> Request:
+        """Commit a new request document and return it; the commit is the acceptance."""
+        while True:
+            seqs = self.seqs()
+            seq = (seqs[-1] + 1) if seqs else 1
+            request = Request(
+                id=f"r{seq:09d}-{secrets.token_hex(4)}",
+                seq=seq,
+                entries=tuple(entries),
+                group=group,
+                reason=reason,
+                accepted_at=time.time(),
+            )
+            try:
+                write_doc(self.store.fs, doc_path(seq), request.to_body())
+                return request
+            except DocumentExistsError:
+                continue  # another writer took this number; take the next one
+
+    def read(self, seq: int) -> Request:
+        return Request.from_body(read_doc(self.store.fs, doc_path(seq)))
+
+    def find(self, request_id: str) -> Request:
+        """The request with this ID; UnknownRequestError if there is none."""
+        seq = parse_request_id(request_id)
+        try:
+            request = self.read(seq)
+        except FileNotFoundError:
+            request = None
+        if request is None or request.id != request_id:
+            raise UnknownRequestError(f"unknown request {request_id!r}")
+        return request
+
+    def open_requests(self, through: int | None = None) -> list[Request]:
+        """Requests without a receipt (up to ``through``), in sequence order."""
+        done = set(self.receipted())
+        return [
+            self.read(seq)
+            for seq in self.seqs()
+            if seq not in done and (through is None or seq <= through)
+        ]
+
+    def all_requests(self) -> list[Request]:
+        return [self.read(seq) for seq in self.seqs()]
+
+
+def deleted_or_requested(store: SisaStore) -> tuple[set[str], set[str]]:
+    """Salted hashes of every point and group deleted or requested so far."""
+    tombs = store.tombstones().body
+    points = {e["hash"] for e in tombs["entries"]}
+    groups = set(tombs["groups"])
+    for request in Journal(store).open_requests():
+        points.update(e.hash for e in request.entries)
+        if request.group:
+            groups.add(request.group)
+    return points, groups

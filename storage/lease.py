@@ -1,0 +1,146 @@
+"""A lease: at most one live holder of a named lock in a store, and crashes free it.
+
+A lease is taken by an exclusive create of a small JSON file naming its holder (host, pid,
+process start time, a random token) and a heartbeat time. A holder that dies without
+releasing leaves the file behind, so a lease counts as **stale**, and is broken, when:
+
+- its holder ran on this host and that process is gone (or is a different process that
+  reused the pid); this frees a killed holder at once, or
+- its heartbeat is older than ``ttl`` seconds (holders on other hosts, which this host
+  cannot ask). A live holder rewrites its heartbeat every ``ttl / 4`` seconds.
+
+Breaking a stale lease and taking it again is not atomic on every backend; two breakers
+racing can both delete it, but only one exclusive create succeeds. The lease orders
+cooperating processes; the commit protocol's exclusive creates stay the last line of
+defence against a writer that lost its lease.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from storage.commit import StorageError
+from storage.fs import Store
+
+
+class LeaseHeldError(StorageError):
+    """Another live process holds the lease."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (Linux), which tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return None if fields[0] == "Z" else fields[19]  # a zombie is already dead
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    now = _start_time(pid)
+    if Path("/proc").is_dir() and now is None:
+        return False  # gone between the two checks, or a zombie
+    return started is None or now is None or now == started
+
+
+class Lease:
+    """``with Lease(store, "locks/process.json", ttl=600): ...`` holds the lease inside."""
+
+    def __init__(self, store: Store, rel: str, ttl: float = 600.0) -> None:
+        self.store, self.rel, self.ttl = store, rel, float(ttl)
+        self.token = secrets.token_hex(8)
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        pid = os.getpid()
+        holder = {
+            "host": socket.gethostname(),
+            "pid": pid,
+            "started": _start_time(pid),
+            "token": self.token,
+            "heartbeat": time.time(),
+        }
+        return json.dumps(holder, sort_keys=True).encode()
+
+    def holder(self) -> dict[str, Any] | None:
+        """The current holder's record, or None when the lease is free."""
+        try:
+            raw = self.store.read_bytes(self.rel)
+        except FileNotFoundError:
+            return None
+        try:
+            body = json.loads(raw)
+            return body if isinstance(body, dict) else {}
+        except ValueError:
+            return {}  # a torn or foreign file: treated as stale below
+
+    def _stale(self, holder: dict[str, Any]) -> bool:
+        beat = holder.get("heartbeat")
+        if not isinstance(beat, (int, float)) or time.time() - beat > self.ttl:
+            return True
+        pid = holder.get("pid")
+        if holder.get("host") == socket.gethostname() and isinstance(pid, int):
+            return not _alive(pid, holder.get("started"))
+        return False
+
+    def acquire(self, wait: float = 0.0, poll: float = 0.05) -> Lease:
+        """Take the lease, waiting up to ``wait`` seconds for a live holder to let go."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.store.write_bytes(self.rel, self._body(), exclusive=True)
+                break
+            except FileExistsError:
+                holder = self.holder()
+                if holder is None:
+                    continue  # released between our create and our read
+                if self._stale(holder):
+                    self.store.delete(self.rel)
+                    continue
+                if time.monotonic() >= deadline:
+                    raise LeaseHeldError(
+                        f"{self.store.url_of(self.rel)} is held by pid {holder.get('pid')} on "
+                        f"{holder.get('host')}; another process is working on this store"
+                    ) from None
+                time.sleep(poll)
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+        self._beat.start()
+        return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            holder = self.holder()
+            if not holder or holder.get("token") != self.token:
+                return  # broken by someone who judged us dead; stop touching it
+            self.store.write_bytes(self.rel, self._body())
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
+        holder = self.holder()
+        if holder and holder.get("token") == self.token:
+            self.store.delete(self.rel)
+
+    def __enter__(self) -> Lease:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
