@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from sisa.config import Config, build_config
+from sisa.faults import crash_point
 from storage import (
     Manifest,
     StorageError,
@@ -208,6 +209,7 @@ class SisaStore:
                 continue
             self.fs.delete(rel)
             deleted.append(self.fs.url_of(rel))
+            crash_point("mid-sweep")
         return deleted
 
     def sweep_all(self) -> list[str]:
