@@ -69,13 +69,50 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     _exec_args(p)
 
-    p = sub.add_parser("forget", help="forget points by ID or by group, exactly")
+    p = sub.add_parser(
+        "forget",
+        help="request deletion by ID or group: journaled and compliant at once",
+        description="Journal a deletion request and print its ID. Predictions are compliant "
+        "when this returns; retraining happens in 'sisa process' (or here with --wait).",
+    )
     p.add_argument("ids", nargs="*", help="IDs to forget")
     p.add_argument("--ids-file", help="file with one ID per line")
     p.add_argument("--group", help="forget every point of this group")
+    p.add_argument("--reason", help="kept in the receipt; must not contain the IDs")
+    p.add_argument("--wait", action="store_true", help="block until retrained and purged")
     p.add_argument("--json", action="store_true")
     _store_args(p)
     _exec_args(p)
+
+    p = sub.add_parser("requests", help="deletion requests and their states")
+    p.add_argument("id", nargs="?", help="show one request (with its receipt once purged)")
+    p.add_argument("--state", choices=["accepted", "compliant", "retrained", "purged"])
+    p.add_argument("--json", action="store_true")
+    _store_args(p)
+
+    p = sub.add_parser("plan", help="what the next batch will retrain, and its predicted cost")
+    p.add_argument("--json", action="store_true")
+    _store_args(p)
+
+    p = sub.add_parser("process", help="retrain and purge for pending requests, batched")
+    p.add_argument(
+        "--follow", action="store_true", help="keep running: batch requests as they arrive"
+    )
+    p.add_argument("--window", type=float, help="seconds to coalesce requests (--follow)")
+    p.add_argument("--deadline", type=float, help="seconds a request may wait (--follow)")
+    p.add_argument("--json", action="store_true")
+    _store_args(p)
+    _exec_args(p)
+
+    p = sub.add_parser("audit", help="verify the receipt chain and scan the store")
+    p.add_argument("--expect-head", help="receipt chain head hash you recorded earlier")
+    p.add_argument("--json", action="store_true")
+    _store_args(p)
+
+    p = sub.add_parser("receipt", help="the receipt of a purged request")
+    p.add_argument("id", help="request ID, as printed by 'sisa forget'")
+    p.add_argument("--json", action="store_true")
+    _store_args(p)
 
     p = sub.add_parser("predict", help="predict with the aggregated ensemble")
     p.add_argument("--input", required=True, help=".npz (X[, ids]), .csv or .parquet")
@@ -152,11 +189,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_forget(args: argparse.Namespace) -> None:
+def _request_args(args: argparse.Namespace) -> tuple[list[int | str] | None, Any]:
+    """IDs (or a group) from the command line, typed as the store's IDs; checks only."""
     from sisa.store import SisaStore
-    from sisa.unlearn import forget
 
     raw = list(args.ids) + (read_ids_file(args.ids_file) if args.ids_file else [])
+    if args.ids_file and not raw and not args.ids:
+        raise CLIError(f"{args.ids_file}: the IDs file holds no IDs")
     if bool(raw) == bool(args.group):
         raise CLIError("give IDs (arguments or --ids-file) or --group, not both or neither")
     store = SisaStore(args.store, args.storage_options)
@@ -169,26 +208,232 @@ def cmd_forget(args: argparse.Namespace) -> None:
         if intent.get("group_kind") is None:
             raise CLIError("this store's data has no groups; forget by ID instead")
         group = parse_ids([args.group], intent["group_kind"], what="group")[0]
-    report = forget(
-        args.store, ids, group=group, storage_options=args.storage_options, executor=_executor(args)
+    return ids, group
+
+
+def cmd_forget(args: argparse.Namespace) -> None:
+    from sisa.lifecycle import request_status
+    from sisa.store import SisaStore
+    from sisa.unlearn import accept, wait_purged
+
+    ids, group = _request_args(args)
+    accepted = accept(
+        args.store, ids, group=group, reason=args.reason, storage_options=args.storage_options
     )
+    waiting = args.wait and accepted.request_id is not None
+    if not args.json:
+        _print_acceptance(accepted, waiting)
+    if waiting:
+        store = SisaStore(args.store, args.storage_options)
+        wait_purged(store, accepted.request_id, _executor(args))
+        status = request_status(store, accepted.request_id)
     if args.json:
-        body = asdict(report)
-        body["shards"] = [{k: v for k, v in s.items() if k != "head"} for s in body["shards"]]
-        _print_json(body)
+        _print_json(asdict(accepted) | ({"status": status.to_dict()} if waiting else {}))
+    elif waiting:
+        _print_receipt(status.receipt)
+
+
+def _print_acceptance(accepted: Any, waiting: bool) -> None:
+    if accepted.request_id is None:
+        print(f"nothing to do: already deleted or requested: {_shown(accepted.already_deleted)}")
         return
+    print(accepted.request_id, flush=True)  # first line: the request ID, for scripts
     print(
-        f"forgot {len(report.removed)} training points"
-        f" and {len(report.removed_from_test)} test points in {report.seconds:.2f}s"
+        f"  accepted {len(accepted.removed)} training and {len(accepted.removed_from_test)} "
+        f"test point(s); predictions compliant "
+        f"{accepted.compliance_seconds * 1000:.1f} ms after journaling"
     )
-    for s in report.shards:
+    if accepted.rolled_back:
+        print(f"  shards served from an earlier checkpoint until retrained: {accepted.rolled_back}")
+    if accepted.already_deleted:
+        print(f"  already deleted or requested (no-op): {_shown(accepted.already_deleted)}")
+    if not waiting:
+        print("  pending: run 'sisa process' (or forget with --wait) to retrain and purge")
+    sys.stdout.flush()
+
+
+def _shown(values: list[Any]) -> str:
+    return ", ".join(map(str, values[:20])) + (
+        f" and {len(values) - 20} more" if len(values) > 20 else ""
+    )
+
+
+def _print_receipt(receipt: dict[str, Any]) -> None:
+    print(f"receipt of {receipt['request']} (request {receipt['seq']}): purged")
+    for s in receipt["shards"]:
+        stages = s["stages"]
+        what = f"stages {stages[0]}..{stages[-1]}" if stages else "nothing (already removed)"
         print(
-            f"  shard {s.shard}: generation {s.generation}, retrained stages "
-            f"{s.start_stage}..{s.start_stage + len(s.trained) + len(s.resumed) - 1}"
+            f"  shard {s['shard']}: retrained {what}; generation {s['old_generation']} -> "
+            f"{s['new_generation']}; checkpoint {str(s['old_checkpoint'])[:12]} -> "
+            f"{str(s['new_checkpoint'])[:12]}; purged {len(s['purged'])} artifact(s)"
         )
-    print(f"  purged {len(report.purged)} files that had seen a deleted point")
-    if report.already_deleted:
-        print(f"  already deleted (no-op): {', '.join(map(str, report.already_deleted))}")
+    if receipt["test_points"]:
+        print(f"  removed {receipt['test_points']} test point(s)")
+    print(f"  {len(receipt['ids'])} salted ID hash(es); previous receipt {receipt['prev']}")
+
+
+def cmd_requests(args: argparse.Namespace) -> None:
+    from sisa.lifecycle import request_status, request_statuses
+    from sisa.store import SisaStore
+
+    store = SisaStore(args.store, args.storage_options)
+    if args.id is not None:
+        status = request_status(store, args.id)
+        if args.json:
+            _print_json(status.to_dict())
+            return
+        print(f"{status.id}: {status.state}")
+        if status.receipt is not None:
+            _print_receipt(status.receipt)
+        return
+    statuses = [s for s in request_statuses(store) if args.state in (None, s.state)]
+    if args.json:
+        _print_json([s.to_dict() for s in statuses])
+        return
+    if not statuses:
+        print("no requests")
+    for s in statuses:
+        print(
+            f"{s.id}  {s.state:<9}  {s.points} point(s) in shards {s.shards}"
+            + (f", {s.test_points} test" if s.test_points else "")
+            + (f"  reason: {s.reason}" if s.reason else "")
+        )
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from sisa.batch import pending_plan
+    from sisa.store import SisaStore
+
+    plan = pending_plan(SisaStore(args.store, args.storage_options))
+    if args.json:
+        _print_json(None if plan is None else plan.to_body())
+        return
+    if plan is None:
+        print("nothing pending")
+        return
+    _print_plan(plan)
+
+
+def _print_plan(plan: Any) -> None:
+    print(
+        f"batch of {len(plan.seqs)} request(s) (through request {plan.through}): "
+        f"{len(plan.shards)} shard(s) to retrain, {plan.test_removed} test point(s) to drop"
+    )
+    for s in plan.shards:
+        print(
+            f"  shard {s.shard}: stages {s.start_stage}..{len(s.old_checkpoints)}, "
+            f"-{s.removed} point(s), {s.samples} samples"
+        )
+    seconds = "uncalibrated" if plan.predicted_seconds is None else f"{plan.predicted_seconds:.2f}s"
+    print(
+        f"  predicted {plan.samples} samples ({seconds}, calibrated from "
+        f"{plan.calibrated_from}); retraining from scratch: {plan.full_retrain_samples} samples"
+    )
+
+
+def cmd_process(args: argparse.Namespace) -> None:
+    from sisa.batch import process
+
+    executor = _executor(args)
+    if args.follow:
+        _follow(args, executor)
+        return
+    if args.window is not None or args.deadline is not None:
+        raise CLIError("--window and --deadline apply to --follow")
+    reports = []
+    while (report := process(args.store, args.storage_options, executor=executor)) is not None:
+        reports.append(report)
+    if args.json:
+        _print_json([_report_dict(r) for r in reports])
+        return
+    if not reports:
+        print("nothing pending")
+    for r in reports:
+        _print_batch(r)
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    return {
+        "plan": report.plan.to_body(),
+        "actual": {
+            "samples": report.samples,
+            "compute_seconds": report.compute_seconds,
+            "seconds": report.seconds,
+            "resumed": report.resumed,
+        },
+        "receipts": [r["request"] for r in report.receipts],
+        "purged": report.purged,
+    }
+
+
+def _print_batch(report: Any) -> None:
+    plan = report.plan
+    _print_plan(plan)
+    predicted = "-" if plan.predicted_seconds is None else f"{plan.predicted_seconds:.2f}s"
+    print(
+        f"  actual: {report.samples} samples in {report.compute_seconds:.2f}s of compute "
+        f"(predicted {plan.samples} in {predicted}); {report.seconds:.2f}s wall"
+        + (" (resumed after a crash)" if report.resumed else "")
+    )
+    print(f"  purged {len(report.purged)} file(s); receipts: {len(report.receipts)}")
+
+
+def _follow(args: argparse.Namespace, executor: Any) -> None:
+    import threading
+
+    from orchestrator.service import DeletionService
+
+    service = DeletionService(
+        args.store,
+        args.storage_options,
+        executor,
+        window=args.window,
+        deadline=args.deadline,
+        on_batch=(lambda r: _print_json(_report_dict(r))) if args.json else _print_batch,
+    )
+    print(
+        f"processing deletions for {args.store} (window {service.window}s, "
+        f"deadline {service.deadline}s); Ctrl-C to stop",
+        file=sys.stderr,
+    )
+    service.run(threading.Event())
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from sisa.audit import audit
+
+    report = audit(args.store, args.storage_options, expect_head=args.expect_head)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        chain = report.chain
+        print(
+            f"receipt chain: {chain.length} receipt(s), "
+            + ("intact" if chain.ok else "BROKEN")
+            + f"; head {chain.head}"
+        )
+        for problem in chain.problems:
+            print(f"  {problem}")
+        print(f"scanned {report.scanned_files} file(s)")
+        for f in report.findings:
+            print(f"  {f.severity}: {f.kind}: {f.path}: {f.detail}")
+        print("AUDIT PASSED" if report.ok else "AUDIT FAILED")
+    return 0 if report.ok else 1
+
+
+def cmd_receipt(args: argparse.Namespace) -> int:
+    from sisa.lifecycle import request_status
+    from sisa.store import SisaStore
+
+    status = request_status(SisaStore(args.store, args.storage_options), args.id)
+    if status.receipt is None:
+        raise CLIError(f"request {args.id} is {status.state}; its receipt comes once purged")
+    if args.json:
+        _print_json(status.receipt)
+    else:
+        _print_receipt(status.receipt)
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -278,13 +523,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from sisa.config import ConfigError
     from sisa.data import DataError
+    from sisa.journal import UnknownRequestError
     from sisa.store import StoreStateError
     from sisa.unlearn import UnknownIDError
     from storage import StorageError
 
     return (
-        CLIError, ConfigError, DataError, StoreStateError, UnknownIDError, StorageError,
-        ValueError, OSError, OverflowError, RuntimeError, ImportError,
+        CLIError, ConfigError, DataError, StoreStateError, UnknownIDError, UnknownRequestError,
+        StorageError, ValueError, OSError, OverflowError, RuntimeError, ImportError,
     )  # fmt: skip
 
 
@@ -293,6 +539,11 @@ USER_ERRORS = _user_errors()
 COMMANDS = {
     "train": cmd_train,
     "forget": cmd_forget,
+    "requests": cmd_requests,
+    "plan": cmd_plan,
+    "process": cmd_process,
+    "audit": cmd_audit,
+    "receipt": cmd_receipt,
     "predict": cmd_predict,
     "status": cmd_status,
     "evaluate": cmd_evaluate,
