@@ -1,38 +1,38 @@
-"""Audit a store: check from its files alone that every deletion it has receipted holds.
+"""Audit a store: check, from its files alone, that every deletion it receipted holds.
 
-``audit`` reads the whole store once and proves, or reports the first evidence against:
+``audit`` reads the whole store once and reports any evidence against these claims:
 
-1. **The receipt log is intact.** Every receipt's self-hash and its link to the one before
-   are checked (``receipts.verify_chain``). A log whose tail was cut off or rewritten still
-   links up, so pass ``expect_head``, the head hash you anchored outside the store after
-   the last deletion; it must equal the head found. Each receipt must name its journaled
-   request and the salted hashes of exactly that request's points, and no journaled
-   request may lack a receipt while a later one has one (receipts are written in order).
-2. **No live data holds a purged point.** The data every head references is read with its
-   checksums verified, and the salted hash of each ID (and group) is compared with the
-   tombstones and the receipted requests. Points of open requests are expected there
-   until the next ``process``; they are counted as warnings.
-3. **No live checkpoint was trained on a purged point.** Each stage's manifest records the
-   hash of the ID set it trained on; it must equal the hash of the head's data IDs in
-   slices 1..r, and the data holds no purged point (2). Stage r's parent must be stage
-   r-1's state hash, recomputed from the verified weights.
-4. **Nothing stale is left.** Every file under a shard (or the test data) must be
-   referenced by that part's latest head, by the rule ``SisaStore.sweep`` purges with. A
-   stale checkpoint put back after processing is an unreferenced artifact; so is what an
-   interrupted batch left, until the next ``process`` sweeps it.
-5. **Predictions ignore pending points.** Every served checkpoint is a stage of its
-   shard's head, and a shard with open requests serves a stage before their earliest slice.
-6. **No raw ID is left in metadata.** Every string in every JSON document (keys
-   included), every integer-looking string read as an integer ID, and every integer or
-   string array of any other ``.npz`` file is salted-hashed and compared with every
-   deleted or requested point and group. JSON numbers are not compared: counters and
-   sizes would collide with small integer IDs.
+1. **The receipt log is intact.** Each receipt's self-hash and its link to the one before
+   are checked (``receipts.verify_chain``). A log whose tail was cut off or rewritten
+   still links up, so pass ``expect_head``: the head hash you anchored outside the store
+   after the last deletion. Each receipt must name its journaled request and exactly the
+   salted hashes of that request's points, and no journaled request may lack a receipt
+   while a later one has one (receipts are written in order).
+2. **No live data holds a purged point.** The data each head references is read with its
+   checksums verified, and the salted hash of every ID (and group) is compared with the
+   tombstones and the receipted requests. Points of open requests are expected there until
+   the next ``process``; they are counted as "pending deletion" warnings.
+3. **No live checkpoint was trained on a purged point.** A stage's manifest records the
+   hash of the ID set it trained on. It must equal the hash of the head's data IDs in
+   slices 1..r, and that data holds no purged point (claim 2). Stage r's parent must be
+   the state hash of stage r-1, recomputed from its verified weights.
+4. **Nothing stale is left.** Every file under a shard or the test data must be referenced
+   by that part's latest head (the rule ``SisaStore.sweep`` purges by). A stale checkpoint
+   put back after processing is an "unreferenced artifact", and so is what an interrupted
+   batch left behind, until the next ``process`` sweeps it.
+5. **Predictions ignore pending points.** Each served checkpoint is a stage of its shard's
+   head, and a shard with open requests serves a stage before their earliest slice.
+6. **No raw ID is left in metadata.** Every string value in every JSON document (and, read
+   as an integer ID, every string that spells an integer), and every integer or string
+   array of any other ``.npz`` file, is salted-hashed and compared with every deleted or
+   requested point and group. JSON numbers and keys are not compared: counters, sizes and
+   shard numbers would collide with small integer IDs.
 
-What it does not prove: that the weights are what training on the data produces. That is
-``sisa.verify``, which retrains. An attacker who can rewrite the store can forge records
-that agree with each other; the anchored head is what the store alone cannot fake.
+What the audit does not prove: that the weights are what training on the data produces.
+``sisa.verify`` proves that by retraining. Someone who can rewrite the store can forge
+records that agree with each other; only the anchored head is out of their reach.
 Payload files are read once; small documents may be read again by the chain and serving
-checks. Findings never name a raw ID, only salted-hash prefixes and counts.
+checks. Findings never name a raw ID: they give counts.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+import storage
 from sisa import receipts, serving
 from sisa.ids import fingerprints, salted_hash
 from sisa.journal import Journal, Request, receipt_path
@@ -61,23 +62,11 @@ from sisa.store import (
     SisaStore,
     shard_prefix,
 )
-from storage import (
-    MANIFEST,
-    TEMP_PREFIX,
-    StorageError,
-    decode_arrays,
-    decode_state,
-    decode_weights,
-    read_doc,
-    read_file,
-    read_manifest,
-    state_hash,
-)
+from storage import MANIFEST, TEMP_PREFIX, StorageError
 
-TOMBS = TOMBSTONES + "/"
 _HEAD = re.compile(r"^g(\d{6,})\.json$")
 _JOURNAL = re.compile(r"^journal/r(\d{9})\.json$")
-_INT = re.compile(r"^-?[1-9]\d{0,17}$|^0$")  # canonical int64 text: no sign on 0, no zeros
+_INT = re.compile(r"^(-?[1-9]\d{0,17}|0)$")  # an integer as str() writes it, within int64
 
 
 @dataclass(frozen=True)
@@ -105,20 +94,13 @@ class AuditReport:
         return [f for f in self.findings if f.severity == "violation"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "chain": asdict(self.chain) | {"ok": self.chain.ok},
-            "findings": [asdict(f) for f in self.findings],
-            "scanned_files": self.scanned_files,
-            "requests": self.requests,
-            "open_requests": self.open_requests,
-        }
+        return asdict(self) | {"ok": self.ok, "chain": asdict(self.chain) | {"ok": self.chain.ok}}
 
 
 def audit(
     url: str, storage_options: dict[str, Any] | None = None, *, expect_head: str | None = None
 ) -> AuditReport:
-    """Check every promise the store's receipts make; see the module docstring."""
+    """Check the claims of the module docstring on the store at ``url``."""
     store = SisaStore(url, storage_options)
     store.require_trained()
     return _Audit(store).run(expect_head)
@@ -128,55 +110,60 @@ def audit(
 class _Audit:
     store: SisaStore
     findings: list[Finding] = field(default_factory=list)
-    docs: dict[str, Any] = field(default_factory=dict)  # rel -> body of every JSON document
-    _hashes: dict[Any, str] = field(default_factory=dict)
+    docs: dict[str, Any] = field(default_factory=dict)  # path -> body of each JSON document
+    known: dict[Any, str] = field(default_factory=dict)  # ID or group -> salted hash
 
     def flag(self, kind: str, path: str, detail: str, severity: str = "violation") -> None:
         self.findings.append(Finding(kind, path, detail, severity))  # type: ignore[arg-type]
 
-    def hashes(self, values: Any) -> list[str]:
-        """Salted hash of each ID or group value; each distinct value is hashed once."""
-        for v in set(values) - self._hashes.keys():
-            self._hashes[v] = salted_hash(self.salt, v)
-        return [self._hashes[v] for v in values]
+    def hashes(self, values: list[Any]) -> list[str]:
+        for value in set(values) - self.known.keys():  # each distinct value hashed once
+            self.known[value] = salted_hash(self.salt, value)
+        return [self.known[v] for v in values]
 
     def run(self, expect_head: str | None) -> AuditReport:
-        store = self.store
-        self.config, self.salt = store.config(), store.salt()
-        files = store.fs.walk("")
+        self.config, self.salt = self.store.config(), self.store.salt()
+        files = self.store.fs.walk("")
         parts: dict[str, list[str]] = defaultdict(list)
+        npz = []
         for rel in files:
             top, name = rel.split("/")[0], rel.rsplit("/", 1)[-1]
             if top not in OWN_PATHS:
                 self.flag("foreign file", rel, "not written by a store", "warning")
             elif top in (SHARDS, TEST):
                 parts["/".join(rel.split("/")[:2]) if top == SHARDS else TEST].append(rel)
+                if _HEAD.match(name):
+                    self.read_json(rel)
             elif name.startswith(TEMP_PREFIX):
-                self.flag("temp file", rel, "leftover of an interrupted write", "warning")
+                self.flag("temp file", rel, "left by an interrupted write", "warning")
             elif rel.endswith(".json"):
                 self.read_json(rel)
             elif rel.endswith(".npz"):
-                self.check_npz(rel, store.fs.read_bytes(rel))
+                npz.append(rel)
             else:
                 self.flag("unexpected file", rel, "not a document of the store", "warning")
-        for rel in [r for p in parts.values() for r in p if _HEAD.match(r.rsplit("/", 1)[-1])]:
-            self.read_json(rel)
         self.load_requests()
         chain = self.check_receipts(expect_head)
         for rel, body in self.docs.items():
             self.check_strings(rel, body)
+        for rel in npz:
+            if hits := self.npz_hits(rel):
+                self.flag("deleted point in a file", rel, f"{hits} deleted or requested ID(s)")
+        expected = {shard_prefix(k): k for k in range(self.config.sisa.shards)}
         heads = {}
-        expected = {shard_prefix(k): k for k in range(self.config.sisa.shards)} | {TEST: None}
-        for prefix in sorted(parts.keys() | (expected.keys() - {TEST})):
-            if prefix not in expected:
+        for prefix in sorted(parts.keys() | expected.keys()):
+            if prefix not in expected and prefix != TEST:
                 for rel in parts[prefix]:
                     self.flag("unreferenced artifact", rel, "not a part of this store")
                 continue
             try:
-                heads[prefix] = self.check_part(prefix, expected[prefix], parts[prefix])
+                heads[prefix] = self.check_part(prefix, expected.get(prefix), parts[prefix])
             except (KeyError, TypeError, AttributeError) as err:
-                self.flag("malformed document", prefix, f"head of {prefix}: {err!r}")
-        self.check_serving(heads)
+                self.flag("malformed document", prefix, f"the head of {prefix}: {err!r}")
+        try:
+            self.check_serving(heads)
+        except (KeyError, StorageError, TypeError, ValueError) as err:
+            self.flag("unreadable serving state", "serving", repr(err))
         return AuditReport(chain, self.findings, len(files), len(self.requests), len(self.open))
 
     def read_json(self, rel: str) -> None:
@@ -184,58 +171,54 @@ class _Audit:
             if rel.startswith(LOCKS + "/"):  # a lease is plain JSON, rewritten by heartbeats
                 self.docs[rel] = json.loads(self.store.fs.read_bytes(rel))
             else:
-                self.docs[rel] = read_doc(self.store.fs, rel)  # verifies its self-hash
+                self.docs[rel] = storage.read_doc(self.store.fs, rel)  # checks its self-hash
         except (StorageError, ValueError) as err:
             self.flag("tampered document", rel, str(err))
 
     def load_requests(self) -> None:
-        """Requests from the journal; the hashes they and the tombstones make deleted."""
+        """The journal's requests, and which hashes are purged or pending."""
         self.requests: dict[int, Request] = {}
         for rel, body in self.docs.items():
-            if m := _JOURNAL.match(rel):
+            if match := _JOURNAL.match(rel):
                 try:
                     request = Request.from_body(body)
-                    assert request.seq == int(m.group(1)), "numbered as another request"
+                    if request.seq != int(match.group(1)):
+                        raise ValueError(f"it says it is request {request.seq}")
                     self.requests[request.seq] = request
-                except (KeyError, TypeError, ValueError, AssertionError) as err:
+                except (KeyError, TypeError, ValueError) as err:
                     self.flag("malformed document", rel, f"not a deletion request: {err!r}")
         self.receipted = Journal(self.store).receipted()
-        done = set(self.receipted)
-        self.open = [r for s, r in sorted(self.requests.items()) if s not in done]
-        latest = max((r for r in self.docs if _HEAD.match(r.removeprefix(TOMBS))), default="")
-        tombs = self.docs.get(latest) or {"entries": [], "groups": []}
+        receipted = set(self.receipted)
+        done = [r for s, r in sorted(self.requests.items()) if s in receipted]
+        self.open = [r for s, r in sorted(self.requests.items()) if s not in receipted]
+        names = [rel for rel in self.docs if rel.startswith(f"{TOMBSTONES}/g")]
+        tombs = self.docs.get(max(names, default=""), {"entries": [], "groups": []})
         self.tombstoned = {e["hash"] for e in tombs["entries"]}
-        self.deleted = self.tombstoned | {
-            e.hash for s, r in self.requests.items() if s in done for e in r.entries
-        }
-        self.deleted_groups = set(tombs["groups"]) | {
-            r.group for s, r in self.requests.items() if s in done and r.group
-        }
+        self.deleted = self.tombstoned | {e.hash for r in done for e in r.entries}
+        self.deleted_groups = set(tombs["groups"]) | {r.group for r in done if r.group}
         self.pending = {e.hash for r in self.open for e in r.entries} - self.deleted
-        self.any_hash = self.deleted | self.deleted_groups | self.pending
-        self.any_hash |= {r.group for r in self.open if r.group}
+        self.everything = self.deleted | self.deleted_groups | self.pending
+        self.everything |= {r.group for r in self.open if r.group}
 
     def check_receipts(self, expect_head: str | None) -> receipts.ChainReport:
-        chain = receipts.verify_chain(self.store, self.receipted)
-        for problem in chain.problems:
-            self.flag("broken receipt chain", "receipts", problem)
+        chain = receipts.verify_chain(self.store, self.receipted)  # problems stay in chain
         if expect_head is not None and expect_head.strip().lower() != chain.head:
             detail = f"chain head differs from the anchored one (found {chain.head})"
             self.flag("broken receipt chain", "receipts", detail)
         for seq in self.receipted:
-            body, request = self.docs.get(receipt_path(seq)), self.requests.get(seq)
+            rel, request = receipt_path(seq), self.requests.get(seq)
+            body = self.docs.get(rel)
             if body is None:
-                continue  # unreadable: reported as tampered
+                continue  # reported as tampered
             if request is None:
-                self.flag("receipt without request", receipt_path(seq), "no journaled request")
-            elif (body.get("request"), body.get("ids"), body.get("group")) != (
-                request.id,
-                sorted(e.hash for e in request.entries),
-                request.group,
-            ):
-                self.flag("receipt differs from request", receipt_path(seq), f"request {seq}")
-            elif not {e.hash for e in request.entries} <= self.tombstoned:
-                self.flag("missing tombstone", receipt_path(seq), "purged points not tombstoned")
+                self.flag("receipt without request", rel, f"request {seq} is not journaled")
+                continue
+            hashes = sorted(e.hash for e in request.entries)
+            claimed = (body.get("request"), body.get("ids"), body.get("group"))
+            if claimed != (request.id, hashes, request.group):
+                self.flag("receipt differs from its request", rel, f"request {seq}")
+            if not set(hashes) <= self.tombstoned:
+                self.flag("missing tombstone", rel, f"points of request {seq} not tombstoned")
         last = max(self.receipted, default=0)
         for request in self.open:
             if request.seq < last:
@@ -244,90 +227,79 @@ class _Audit:
         return chain
 
     def check_strings(self, rel: str, doc: Any) -> None:
-        strings: set[str] = set()
-        stack = [doc]
+        strings, stack = set(), [doc]
         while stack:
             node = stack.pop()
             if isinstance(node, dict):
-                strings.update(node)
                 stack.extend(node.values())
             elif isinstance(node, list):
                 stack.extend(node)
             elif isinstance(node, str):
                 strings.add(node)
-        values = list(strings) + [int(s) for s in strings if _INT.match(s)]
-        hits = sum(h in self.any_hash for h in self.hashes(values))
-        if hits:
+        values = [*strings, *(int(s) for s in strings if _INT.match(s))]
+        if hits := sum(h in self.everything for h in self.hashes(values)):
             self.flag("raw deleted ID in a document", rel, f"{hits} deleted or requested ID(s)")
 
-    def check_npz(self, rel: str, data: bytes) -> int:
-        """Deleted points in an npz outside live data; flags them and returns how many."""
+    def npz_hits(self, rel: str) -> int:
+        """How many deleted or requested IDs an .npz file outside live data holds."""
         try:
-            arrays = decode_arrays(data)
+            arrays = storage.decode_arrays(self.store.fs.read_bytes(rel))
         except ValueError as err:
             self.flag("unexpected file", rel, str(err), "warning")
             return 0
-        if "ids" in arrays:  # the data layout: only ids and groups hold identifiers
+        if "ids" in arrays:  # the data layout: labels and features are not identifiers
             arrays = {k: arrays[k] for k in ("ids", "groups") if k in arrays}
         values = [v for a in arrays.values() if a.dtype.kind in "iuU" for v in a.ravel().tolist()]
-        hits = sum(h in self.any_hash for h in self.hashes(values))
-        if hits and not rel.startswith((SHARDS + "/", TEST + "/")):
-            self.flag("deleted point in a file", rel, f"{hits} deleted or requested ID(s)")
-        return hits
+        return sum(h in self.everything for h in self.hashes(values))
 
     def check_part(self, prefix: str, shard: int | None, files: list[str]) -> dict | None:
-        """One shard (or the test data): its latest head, what it references, the rest."""
+        """A shard (or the test data): its latest head, what that references, and the rest."""
         gens = [int(m.group(1)) for r in files if (m := _HEAD.match(r[len(prefix) + 1 :]))]
-        head_rel = f"{prefix}/g{max(gens):06d}.json" if gens else None
-        head = self.docs.get(head_rel) if head_rel else None
+        head_rel = f"{prefix}/g{max(gens):06d}.json" if gens else ""
+        head = self.docs.get(head_rel)
         if head is None:
             if shard is not None or files:
-                self.flag("missing head", prefix, "no readable committed head; part not audited")
+                self.flag("missing head", prefix, "no readable head: the part is not audited")
             return None
-        refs = [head["data"]] + head.get("stages", [])
-        listed = {}
-        for ref in refs:
-            if not ref["dir"].startswith(prefix + "/"):
-                self.flag("foreign reference", head_rel, f"{ref['dir']} is not under {prefix}")
-            listed[ref["dir"] + "/"] = self.manifest(ref, head_rel)
+        refs = [head["data"], *head.get("stages", [])]
+        live = {ref["dir"] + "/": self.manifest(ref, head_rel) for ref in refs}
         for rel in files:
-            folder = next((d for d in listed if rel.startswith(d)), None)
+            folder = next((d for d in live if rel.startswith(d)), None)
             name = rel.rsplit("/", 1)[-1]
             if rel == head_rel:
                 continue
             if folder is None:
-                hits = self.check_npz(rel, self.store.fs.read_bytes(rel)) if ".npz" in rel else 0
-                held = f"; it holds {hits} deleted point(s)" if hits else ""
+                hits = self.npz_hits(rel) if rel.endswith(".npz") else 0
+                held = f"; it holds {hits} deleted or requested ID(s)" if hits else ""
                 self.flag("unreferenced artifact", rel, f"not referenced by {head_rel}{held}")
             elif name.startswith(TEMP_PREFIX):
-                self.flag("temp file", rel, "leftover inside a live artifact", "warning")
-            elif listed[folder] and name != MANIFEST and name not in listed[folder].files:
+                self.flag("temp file", rel, "left inside a live artifact", "warning")
+            elif live[folder] and name != MANIFEST and name not in live[folder].files:
                 self.flag("unlisted file", rel, "in a live artifact but not in its manifest")
-        slice_of = self.check_data(prefix, shard, head, listed[head["data"]["dir"] + "/"])
-        if shard is not None and slice_of is not None:
-            self.check_stages(prefix, head, slice_of, listed)
+        data = self.check_data(head["data"]["dir"], live[head["data"]["dir"] + "/"], shard)
+        if data is not None:
+            self.check_stages(prefix, head["stages"], live, *data)
         return head
 
-    def manifest(self, ref: dict, head_rel: str) -> Any:
+    def manifest(self, ref: dict, head_rel: str) -> storage.Manifest | None:
         try:
-            manifest = read_manifest(self.store.fs, ref["dir"])
+            manifest = storage.read_manifest(self.store.fs, ref["dir"])
         except StorageError as err:
             self.flag("corrupt artifact", ref["dir"], str(err))
             return None
         if manifest.sha256 != ref["manifest"]:
-            self.flag("corrupt artifact", ref["dir"], f"manifest is not the one {head_rel} names")
+            self.flag("corrupt artifact", ref["dir"], f"not the manifest {head_rel} names")
             return None
         self.check_strings(f"{ref['dir']}/{MANIFEST}", manifest.meta)
         return manifest
 
-    def check_data(self, prefix: str, shard: int | None, head: dict, manifest: Any):
-        """Verify the part's data; return each point's slice, with its IDs' fingerprints."""
-        rel = head["data"]["dir"]
+    def check_data(self, rel: str, manifest: storage.Manifest | None, shard: int | None):
+        """Verify a part's data; for a shard return each point's slice and fingerprint."""
         if manifest is None:
             return None  # reported with the manifest
-        try:
-            files = {n: read_file(self.store.fs, rel, n, manifest) for n in manifest.files}
-            arrays = decode_arrays(files["ids.npz"])
+        try:  # every file is read (and verified) once; only the IDs are decoded
+            files = {n: storage.read_file(self.store.fs, rel, n, manifest) for n in manifest.files}
+            arrays = storage.decode_arrays(files["ids.npz"])
         except (KeyError, StorageError, ValueError) as err:
             self.flag("corrupt data", rel, repr(err))
             return None
@@ -340,67 +312,51 @@ class _Audit:
             self.flag("deleted point in live data", rel, f"{dead} purged point(s) or group(s)")
         if pending := sum(h in self.pending for h in hashes):
             self.flag("pending deletion", rel, f"{pending} point(s) of open requests", "warning")
-        if len(ids) != head["n"]:
-            self.flag("corrupt data", rel, f"holds {len(ids)} points, its head says {head['n']}")
         if shard is None:
             return None
-        shard_of, slice_of = place(self.config.sisa, ids, arrays["y"], groups)
-        if (shard_of != shard).any():
-            self.flag("corrupt data", rel, f"holds points of shards other than {shard}")
-        return slice_of, fingerprints(ids)
+        return place(self.config.sisa, ids, arrays["y"], groups)[1], fingerprints(ids)
 
-    def check_stages(self, prefix: str, head: dict, data: tuple, listed: dict) -> None:
-        slice_of, fps = data
-        parent, stages = None, head["stages"]
+    def check_stages(self, prefix: str, stages: list, live: dict, slice_of, fps) -> None:
         if len(stages) != self.config.sisa.slices:
-            self.flag("corrupt checkpoint", prefix, f"head lists {len(stages)} stages")
+            self.flag("corrupt checkpoint", prefix, f"its head lists {len(stages)} stages")
+        parent = None
         for r, ref in enumerate(stages, 1):
-            rel, manifest = ref["dir"], listed[ref["dir"] + "/"]
+            rel, manifest = ref["dir"], live[ref["dir"] + "/"]
             if manifest is None:  # reported with the manifest
                 parent = ref.get("state_hash")
                 continue
             try:
-                weights = decode_weights(read_file(self.store.fs, rel, WEIGHTS, manifest))
-                decode_state(read_file(self.store.fs, rel, STATE, manifest))
-                meta = manifest.meta
+                raw = storage.read_file(self.store.fs, rel, WEIGHTS, manifest)
+                storage.decode_state(storage.read_file(self.store.fs, rel, STATE, manifest))
+                weights, meta = storage.decode_weights(raw), manifest.meta
             except (StorageError, ValueError) as err:
                 self.flag("corrupt checkpoint", rel, repr(err))
                 parent = ref.get("state_hash")
                 continue
-            # the hash of the ID set stage r trained on, as sisa.ids.id_set_hash computes it
+            # the hash of the IDs stage r trained on, computed as sisa.ids.id_set_hash does
             trained_on = hashlib.sha256(np.sort(fps[slice_of < r]).tobytes()).hexdigest()
             if not meta.get("ids_hash") == ref.get("ids_hash") == trained_on:
                 self.flag("checkpoint trained on other points", rel, f"stage {r} of {prefix}")
             if (meta.get("stage"), meta.get("parent")) != (r, parent):
                 self.flag("broken lineage", rel, f"not stage {r} continuing stage {r - 1}")
-            parent = state_hash(weights)
+            parent = storage.state_hash(weights)
             if not meta.get("state_hash") == ref.get("state_hash") == parent:
-                self.flag("corrupt checkpoint", rel, "state hash differs from the weights")
-            if meta.get("training_hash") != self.config.training_hash():
-                self.flag("corrupt checkpoint", rel, "trained under another config")
+                self.flag("corrupt checkpoint", rel, "its state hash is not its weights'")
 
     def check_serving(self, heads: dict[str, dict | None]) -> None:
-        try:
-            state = serving.current(self.store)
-        except (KeyError, StorageError, TypeError, ValueError) as err:
-            self.flag("unreadable serving state", "serving", repr(err))
-            return
+        state = serving.current(self.store)
         for k in range(self.config.sisa.shards):
             head, served = heads.get(shard_prefix(k)), state.shards.get(k)
             if head is None:
+                continue  # reported with the part
+            ref = served.ref if served is not None else None
+            stages = {(s["dir"], s["manifest"]) for s in head["stages"]}
+            if served is None or ref is not None and (ref["dir"], ref["manifest"]) not in stages:
+                self.flag("serving a stale checkpoint", "serving", f"shard {k}: {ref}")
                 continue
-            if served is None:
-                self.flag("shard not served", "serving", f"shard {k} has no serving entry")
-                continue
-            ref = served.ref
-            if ref is not None and not any(
-                (s["dir"], s["manifest"]) == (ref.get("dir"), ref.get("manifest"))
-                for s in head["stages"]
-            ):
-                self.flag("serving a stale checkpoint", "serving", f"shard {k}: {ref.get('dir')}")
             applied = int(head.get("journal_seq", 0))
             held = [s for r in self.open if r.seq > applied for s in r.slices(k)]
-            stage = ref.get("stage", 0) if ref is not None else 0
+            stage = ref["stage"] if ref is not None else 0
             if held and stage > min(held):
                 detail = f"shard {k} serves stage {stage}, trained on a pending point"
                 self.flag("serving a pending point", "serving", detail)

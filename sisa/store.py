@@ -210,6 +210,8 @@ class SisaStore:
             self.fs.delete(rel)
             deleted.append(self.fs.url_of(rel))
             crash_point("mid-sweep")
+        if deleted:
+            self.fs.prune_empty_dirs(prefix)
         return deleted
 
     def sweep_all(self) -> list[str]:

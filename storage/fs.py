@@ -173,6 +173,16 @@ class Store:
         finally:
             self._invalidate(path)
 
+    def prune_empty_dirs(self, rel: str) -> None:
+        """Remove empty directories below ``rel`` (local disk; object stores have none)."""
+        if not self._local:
+            return
+        top = self.path(rel)
+        for parent, _, _ in os.walk(top, topdown=False):  # children first
+            if parent != top:
+                with contextlib.suppress(OSError):  # not empty (or refilled): keep it
+                    os.rmdir(parent)
+
     def delete_tree(self, rel: str) -> None:
         """Delete ``rel`` and everything below it; a missing tree is not an error."""
         path = self.path(rel)

@@ -1,0 +1,191 @@
+"""Batched processing: coalescing, plans against what happened, request states, receipts,
+and that no byte of the store keeps a deleted ID."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+import sisa.batch
+from sisa import receipts
+from sisa.batch import pending_plan, process
+from sisa.journal import Journal
+from sisa.lifecycle import request_status, request_statuses
+from sisa.store import SisaStore
+from sisa.train import train
+from sisa.unlearn import accept, forget
+from sisa.verify import verify
+from tests.conftest import tiny_config
+from tests.sisa.test_unlearn import layout, snapshot
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("batch") / "base")
+    train(tiny_config(**{"sisa.slices": 4}), url)
+    return url
+
+
+@pytest.fixture
+def url(base, tmp_path):
+    shutil.copytree(base, tmp_path / "s")
+    return str(tmp_path / "s")
+
+
+def pick(url, shard, slice_, n=1):
+    ids, shards, slices = layout(url)
+    return [int(i) for i in ids[(shards == shard) & (slices == slice_)][:n]]
+
+
+def test_requests_are_coalesced_each_shard_retrained_once_from_its_earliest_slice(url):
+    for victims in ([*pick(url, 0, 3)], [*pick(url, 0, 1)], [*pick(url, 2, 2)]):
+        accept(url, victims)
+    before = snapshot(url)
+    plan = pending_plan(SisaStore(url))
+    assert snapshot(url) == before  # planning writes nothing
+    assert {s.shard: s.start_stage for s in plan.shards} == {0: 2, 2: 3}
+    report = process(url)
+    assert sorted((r.shard, r.start_stage, tuple(r.trained)) for r in report.results) == [
+        (0, 2, (2, 3, 4)),
+        (2, 3, (3, 4)),
+    ]
+    assert report.samples == plan.samples == report.plan.samples  # the plan counted exactly
+    assert [r["seq"] for r in report.receipts] == [1, 2, 3]
+    assert {r["batch"]["through"] for r in report.receipts} == {3}
+    assert process(url) is None  # nothing left
+    assert verify(url).identical
+
+
+def test_the_plan_predicts_seconds_from_this_stores_measured_cost(url):
+    accept(url, pick(url, 1, 0))
+    plan = pending_plan(SisaStore(url))
+    assert plan.calibrated_from == "training" and plan.seconds_per_sample > 0
+    assert plan.predicted_seconds == pytest.approx(plan.samples * plan.seconds_per_sample)
+    assert plan.full_retrain_samples > plan.samples
+    process(url)
+    accept(url, pick(url, 2, 3))
+    again = pending_plan(SisaStore(url))
+    assert again.calibrated_from == "last batch"
+    actual = receipts.read(SisaStore(url), 1)["batch"]["actual"]
+    assert again.seconds_per_sample == pytest.approx(actual["compute_seconds"] / actual["samples"])
+
+
+def test_request_states_move_from_accepted_to_purged(url, monkeypatch):
+    class Stop(Exception):
+        pass
+
+    def stop_at(name):
+        if name == "after-retrain":
+            raise Stop
+
+    request_id = accept(url, pick(url, 1, 2)).request_id
+    store = SisaStore(url)
+    assert request_status(store, request_id).state == "compliant"
+    monkeypatch.setattr(sisa.batch, "crash_point", stop_at)
+    with pytest.raises(Stop):
+        process(url)
+    assert request_status(store, request_id).state == "retrained"
+    monkeypatch.setattr(sisa.batch, "crash_point", lambda name: None)
+    report = process(url)
+    assert report.resumed
+    status = request_status(store, request_id)
+    assert status.state == "purged" and status.receipt["request"] == request_id
+    assert [s.state for s in request_statuses(store)] == ["purged"]
+
+
+def test_a_receipt_records_hashes_stages_checkpoints_and_purged_artifacts(url):
+    store = SisaStore(url)
+    victims = pick(url, 2, 1, n=2)
+    old = store.shard_head(2)
+    report = forget(url, victims, reason="ticket 4411")
+    receipt = report.receipt
+    new = store.shard_head(2)
+    from sisa.ids import salted_hashes
+
+    assert receipt["ids"] == sorted(salted_hashes(store.salt(), victims))
+    assert receipt["reason"] == "ticket 4411"
+    [shard] = receipt["shards"]
+    assert shard["stages"] == [2, 3, 4]
+    assert shard["old_checkpoint"] == old.stages[-1]["state_hash"]
+    assert shard["new_checkpoint"] == new.stages[-1]["state_hash"]
+    assert (shard["old_generation"], shard["new_generation"]) == (0, 1)
+    stale = [old.data["dir"]] + [s["dir"] for s in old.stages[1:]]
+    assert sorted(shard["purged"]) == sorted(stale + ["shards/00002/g000000.json"])
+    for rel in shard["purged"]:
+        assert not store.fs.exists(rel)
+    assert old.stages[0]["dir"] in {s["dir"] for s in new.stages}  # stage 1 reused
+    assert (
+        receipt["accepted_at"]
+        <= receipt["compliant_at"]
+        <= receipt["retrained_at"]
+        <= receipt["purged_at"]
+    )
+    assert receipt["prev"] is None
+    second = forget(url, pick(url, 0, 0)).receipt
+    assert second["prev"] == receipts.digest(receipt)
+
+
+def _all_bytes(url):
+    """Every file's bytes, with .npz members decompressed (they may be deflated)."""
+    store = SisaStore(url)
+    for rel in store.fs.walk():
+        raw = store.fs.read_bytes(rel)
+        yield rel, raw
+        if rel.endswith(".npz"):
+            import io
+
+            with zipfile.ZipFile(io.BytesIO(raw)) as z:
+                for name in z.namelist():
+                    yield f"{rel}:{name}", z.read(name)
+
+
+@pytest.fixture
+def string_store(tmp_path):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    ids = np.array([f"patient-{i:05d}-x" for i in range(len(d.target))])
+    np.savez(tmp_path / "d.npz", X=(d.data / 16).astype(np.float32), y=d.target, ids=ids)
+    url = str(tmp_path / "s")
+    train(tiny_config(**{"data.source": str(tmp_path / "d.npz")}), url)
+    return url
+
+
+def test_no_byte_of_the_store_holds_a_deleted_id_once_processed(string_store):
+    url = string_store
+    ids, shards, _ = layout(url)
+    victims = [str(v) for v in ids[:3]] + [str(ids[shards == 2][5])]
+    test_ids = SisaStore(url).read_data(SisaStore(url).latest_head("test").data, features=False)[
+        "ids"
+    ]
+    victims.append(str(test_ids[0]))
+    accept(url, victims, reason="erasure ticket 12")
+    for rel, raw in _all_bytes(url):
+        if not rel.startswith(("shards/", "test/")):  # journal, serving: hashes only
+            assert not any(v.encode() in raw for v in victims), rel
+    process(url)
+    for rel, raw in _all_bytes(url):
+        for v in victims:
+            assert v.encode() not in raw and v.encode("utf-32-le") not in raw, (rel, v)
+    kept = [str(v) for v in ids if str(v) not in victims][:3]
+    seen = b"".join(raw for _, raw in _all_bytes(url))
+    assert all(k.encode("utf-32-le") in seen for k in kept)  # the scan would see an ID
+
+
+def test_a_reason_naming_a_deleted_id_is_refused_and_nothing_is_written(url):
+    victim = pick(url, 0, 0)[0]
+    before = snapshot(url)
+    with pytest.raises(ValueError, match="reason names a point"):
+        accept(url, [victim], reason=f"user {victim} asked")
+    assert snapshot(url) == before
+
+
+def test_processing_is_idempotent(url):
+    forget(url, pick(url, 1, 3))
+    before = snapshot(url)
+    assert process(url) is None
+    assert snapshot(url) == before
+    assert Journal(SisaStore(url)).receipted() == [1]
