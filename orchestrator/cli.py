@@ -458,12 +458,14 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(
         f"{info['store']}: {len(info['shards'])} shards x {info['slices']} slices, "
         f"{info['points']} points, {info['test_points']} test point(s), "
-        f"{info['deleted']} deleted"
+        f"{info['deleted']} deleted, {len(info['pending_requests'])} request(s) pending"
     )
     for s in info["shards"]:
+        stage = s["served_stage"]
+        served = "" if stage == info["slices"] else f"  serving stage {stage}"
         print(
             f"  shard {s['shard']:>3}  points {s['points']:>7}  generation {s['generation']:>3}"
-            f"  weights {s['weights_sha256'][:16]}"
+            f"  weights {s['weights_sha256'][:16]}{served}"
         )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from sisa import serving
 from sisa.aggregate import accuracy, aggregate, decide
 from sisa.ensemble import Ensemble
 from sisa.store import TEST, SisaStore
@@ -16,6 +17,7 @@ def status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str,
     store = SisaStore(url, storage_options)
     meta = store.require_trained()
     config = store.config()
+    served = serving.current(store)
     shards = []
     for shard in range(config.sisa.shards):
         head = store.shard_head(shard)
@@ -25,6 +27,7 @@ def status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str,
                 "shard": shard,
                 "points": head.body["n"],
                 "generation": head.generation,
+                "served_stage": served.shards[shard].stage,  # < slices while rolled back
                 "weights_url": store.fs.url_of(f"{final['dir']}/weights.safetensors"),
                 "weights_sha256": final["weights_sha256"],
             }
@@ -37,6 +40,7 @@ def status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str,
         "points": sum(s["points"] for s in shards),
         "test_points": test.body["n"] if test else 0,
         "deleted": len(store.tombstones().body["entries"]),
+        "pending_requests": sorted({seq for s in served.shards.values() for seq in s.pending}),
         "config": config.model_dump(mode="json"),
         "fingerprint": meta["fingerprint"],
     }
