@@ -1,8 +1,9 @@
 """``sisa demo``: the product in one minute on the bundled digits.
 
-Trains a SISA ensemble and a monolithic model on the same data, forgets a few points,
-compares the time to forget with the time to retrain from scratch, and verifies that every
-shard is bitwise identical to training from scratch without the forgotten points.
+Trains a SISA ensemble and a monolithic model on the same data, requests the deletion of a
+few points (journaled and compliant at once), processes the request (retrain, purge,
+receipt), compares the time with retraining from scratch, audits the store, and verifies
+that every shard is bitwise identical to training from scratch without the points.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.executors import InProcessExecutor
+from sisa.audit import audit
+from sisa.batch import process
 from sisa.config import Config, build_config
 from sisa.status import evaluate
 from sisa.store import SisaStore
 from sisa.train import train
 from sisa.trainer import configure
-from sisa.unlearn import forget
+from sisa.unlearn import accept
 from sisa.verify import verify
 
 DEMO_CONFIG = {
@@ -74,11 +77,20 @@ def run_demo(store: str | None, n_forget: int = 5, out: Callable[[str], None] = 
         )
 
         ids = pick_ids(url, n_forget)
-        forgot = forget(url, ids, executor=quiet)
-        stages = sum(len(r.trained) for r in forgot.shards)
+        accepted = accept(url, ids, reason="demo")
         out(
-            f"forget {ids}: {forgot.seconds:.2f}s, retrained {len(forgot.shards)} shard(s), "
-            f"{stages} of {s.shards * s.slices} stages; purged {len(forgot.purged)} files"
+            f"forget {ids}: request {accepted.request_id} journaled; predictions compliant "
+            f"{accepted.compliance_seconds * 1000:.1f} ms later (shards "
+            f"{sorted(accepted.rolled_back)} served from earlier checkpoints)"
+        )
+        batch = process(url, executor=quiet)
+        assert batch is not None
+        seconds = batch.seconds
+        stages = sum(len(r.trained) for r in batch.results)
+        out(
+            f"  processed in {seconds:.2f}s: retrained {len(batch.results)} shard(s), {stages} "
+            f"of {s.shards * s.slices} stages ({batch.samples} samples, planned "
+            f"{batch.plan.samples}); purged {len(batch.purged)} files; receipt written"
         )
 
         started = time.perf_counter()
@@ -86,11 +98,16 @@ def run_demo(store: str | None, n_forget: int = 5, out: Callable[[str], None] = 
         full = time.perf_counter() - started
         out(
             f"retraining from scratch without them: whole ensemble {full:.2f}s "
-            f"({full / forgot.seconds:.1f}x the forget), monolithic {mono_report.seconds:.2f}s "
-            f"({mono_report.seconds / forgot.seconds:.1f}x)"
+            f"({full / seconds:.1f}x the forget), monolithic {mono_report.seconds:.2f}s "
+            f"({mono_report.seconds / seconds:.1f}x)"
         )
         after = evaluate(url)
         out(f"  accuracy after forgetting: aggregate {after['aggregate']:.4f}")
+        audited = audit(url)
+        out(
+            f"audit: receipt chain of {audited.chain.length} intact, {audited.scanned_files} "
+            f"files scanned, " + ("no deleted point anywhere" if audited.ok else "PROBLEMS FOUND")
+        )
         fp = proof.fingerprint
         same = sum(v.identical for v in proof.shards)
         out(
@@ -98,5 +115,5 @@ def run_demo(store: str | None, n_forget: int = 5, out: Callable[[str], None] = 
             f"scratch on their remaining points (torch {fp['torch']}, {fp['device']}, "
             f"{fp['dtype']}, {fp['threads']} thread)"
         )
-        out("VERIFIED" if proof.identical else "NOT VERIFIED")
-        return proof.identical
+        out("VERIFIED" if proof.identical and audited.ok else "NOT VERIFIED")
+        return proof.identical and audited.ok
