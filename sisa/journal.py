@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,11 +112,22 @@ def _seqs(store: SisaStore, folder: str) -> list[int]:
     return sorted(int(m.group(1)) for n in store.fs.listdir(folder) if (m := _DOC.match(n)))
 
 
+_CACHE: OrderedDict[tuple[str, bytes, int], Request] = OrderedDict()
+_CACHE_SIZE = 1 << 17
+
+
 class Journal:
-    """Append, read and list the deletion requests of one store."""
+    """Append, read and list the deletion requests of one store.
+
+    Request documents are write-once, so a process keeps the ones it has read (keyed by
+    store URL, the store's salt and the number): listing open requests then costs one
+    listing, not one read per request, however long the backlog. A store trained again
+    over the same URL has a new salt, so its requests never hit the old entries.
+    """
 
     def __init__(self, store: SisaStore) -> None:
         self.store = store
+        self._salt: bytes | None = None
 
     def seqs(self) -> list[int]:
         return _seqs(self.store, JOURNAL)
@@ -143,7 +155,18 @@ class Journal:
                 continue  # another writer took this number; take the next one
 
     def read(self, seq: int) -> Request:
-        return Request.from_body(read_doc(self.store.fs, doc_path(seq)))
+        if self._salt is None:
+            intent = self.store.intent() or {}
+            self._salt = bytes.fromhex(intent.get("salt", ""))
+        key = (self.store.fs.url_of(""), self._salt, seq)
+        request = _CACHE.get(key) if self._salt else None
+        if request is None:
+            request = Request.from_body(read_doc(self.store.fs, doc_path(seq)))
+            if self._salt:
+                _CACHE[key] = request
+            if len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        return request
 
     def find(self, request_id: str) -> Request:
         """The request with this ID; UnknownRequestError if there is none."""
