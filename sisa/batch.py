@@ -139,11 +139,10 @@ def _artifact_dirs(head: Head) -> list[str]:
 
 
 def store_calibration(store: SisaStore) -> Calibration:
-    """Seconds per sample measured by the last batch, else by training."""
-    journal = Journal(store)
-    done = journal.receipted()
-    if done:
-        actual = receipts.read(store, done[-1])["batch"]["actual"]
+    """Seconds per sample measured by the last batch that trained, else by training."""
+    done = Journal(store).receipted()
+    for seq in reversed(done[-64:]):  # a batch resumed after its training trained nothing
+        actual = receipts.read(store, seq)["batch"]["actual"]
         if actual["samples"] > 0:
             return calibration(actual["samples"], actual["compute_seconds"], "last batch")
     meta = store.meta() or {}

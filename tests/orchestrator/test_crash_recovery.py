@@ -40,7 +40,7 @@ from sisa.store import SisaStore
 from sisa.train import train
 from sisa.unlearn import accept
 from storage import decode_arrays, read_doc
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, write_digits_npz
 from tests.sisa.test_unlearn import layout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,8 +109,10 @@ def acknowledged(records):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    url = tmp_path_factory.mktemp("crash") / "base"
-    train(tiny_config(**{"sisa.epochs": 2}), str(url))
+    root = tmp_path_factory.mktemp("crash")
+    source = write_digits_npz(root / "digits.npz", drop=set(range(1600, 1797 + 1000)))
+    url = root / "base"  # 600 digits, 3 shards x 3 slices, a 16-unit MLP
+    train(tiny_config(**{"data.source": str(source), "sisa.epochs": 2}), str(url))
     return url
 
 
@@ -157,6 +159,8 @@ def reference(base, requests, tmp_path_factory):
 # -- the end state, without what legitimately differs (times, random request IDs) ---------
 
 _HEAD_DOC = re.compile(r"^(.*)/g(\d{6,})\.json$")
+# a plan's calibration (seconds per sample, and its source) is measured timing, not state
+_PLAN_KEYS = ("through", "seqs", "shards", "test_removed", "samples", "full_retrain_samples")
 _RECEIPT_DROP = {"request", "accepted_at", "compliant_at", "retrained_at", "purged_at", "prev"}
 
 
@@ -193,11 +197,7 @@ def end_state(url):
     plans = {}
     for name in fs.listdir("batches"):
         body = read_doc(fs, f"batches/{name}")
-        plans[name] = {
-            k: body[k]
-            for k in ("through", "seqs", "shards", "test_removed", "samples")
-            + ("full_retrain_samples", "calibrated_from", "paper")
-        }
+        plans[name] = {k: body[k] for k in _PLAN_KEYS}
     serving_state = serving.current(store)
     receipt_bodies = []
     for seq in journal.receipted():
@@ -234,7 +234,6 @@ def end_state(url):
                 k: (s.generation, s.stage, s.ref["dir"] if s.ref else None, s.pending)
                 for k, s in serving_state.shards.items()
             },
-            "compliant_at": sorted(serving_state.compliant_at),
         },
     }
 
@@ -309,7 +308,9 @@ def test_a_kill_at_any_point_recovers_to_the_uninterrupted_state(
     assert not any(r["op"] == "process" for r in records)
     assert_compliant(url)
 
-    journaled = {r.seq for r in Journal(SisaStore(str(url))).all_requests()}
+    journal = Journal(SisaStore(str(url)))
+    journaled = {r.seq for r in journal.all_requests()}
+    assert journal.receipted() == ([1] if point == "after-receipt" else [])
     if point in ACCEPT_POINTS:  # killed inside the first accept: nothing acknowledged
         assert acked == []
         assert journaled == (set() if point == "before-journal" else {1})
@@ -333,9 +334,7 @@ def test_a_kill_at_any_point_recovers_to_the_uninterrupted_state(
     assert_recovered(url, reference, acked, r1 + r2)
 
 
-@pytest.mark.parametrize(
-    "first,second", [("after-stage-commit", "mid-sweep"), ("after-head-commit", "after-receipt")]
-)
+@pytest.mark.parametrize("first,second", [("after-stage-commit", "mid-sweep")])
 def test_two_kills_in_a_row_still_recover(base, requests, reference, tmp_path, first, second):
     r1, r2, _ = requests
     url = copy_of(base, tmp_path, "s")
@@ -369,7 +368,7 @@ def later_references(base, requests, tmp_path_factory):
     return end_state(two), end_state(one)
 
 
-@pytest.mark.parametrize("point", ["after-plan", "after-stage-commit", "after-receipt"])
+@pytest.mark.parametrize("point", ["after-stage-commit", "after-receipt"])
 def test_a_request_accepted_after_a_kill_waits_for_the_next_batch(
     base, requests, later_references, tmp_path, point
 ):
