@@ -6,8 +6,9 @@
    are checked (``receipts.verify_chain``). A log whose tail was cut off or rewritten
    still links up, so pass ``expect_head``: the head hash you anchored outside the store
    after the last deletion. Each receipt must name its journaled request and exactly the
-   salted hashes of that request's points, and no journaled request may lack a receipt
-   while a later one has one (receipts are written in order).
+   salted hashes of that request's points, which the tombstones must hold (they keep a
+   forgotten point from coming back). No journaled request may lack a receipt while a
+   later one has one: receipts are written in order.
 2. **No live data holds a purged point.** The data each head references is read with its
    checksums verified, and the salted hash of every ID (and group) is compared with the
    tombstones and the receipted requests. Points of open requests are expected there until
@@ -19,7 +20,8 @@
 4. **Nothing stale is left.** Every file under a shard or the test data must be referenced
    by that part's latest head (the rule ``SisaStore.sweep`` purges by). A stale checkpoint
    put back after processing is an "unreferenced artifact", and so is what an interrupted
-   batch left behind, until the next ``process`` sweeps it.
+   batch left behind, until the next ``process`` sweeps it. A file inside a live artifact
+   that its manifest does not list is a violation too: the sweep would keep it.
 5. **Predictions ignore pending points.** Each served checkpoint is a stage of its shard's
    head, and a shard with open requests serves a stage before their earliest slice.
 6. **No raw ID is left in metadata.** Every string value in every JSON document (and, read
@@ -31,6 +33,7 @@
 What the audit does not prove: that the weights are what training on the data produces.
 ``sisa.verify`` proves that by retraining. Someone who can rewrite the store can forge
 records that agree with each other; only the anchored head is out of their reach.
+An audit that runs while a process holds the store's lease may see its work half done.
 Payload files are read once; small documents may be read again by the chain and serving
 checks. Findings never name a raw ID: they give counts.
 """
@@ -38,7 +41,6 @@ checks. Findings never name a raw ID: they give counts.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -64,6 +66,7 @@ from sisa.store import (
 )
 from storage import MANIFEST, TEMP_PREFIX, StorageError
 
+TOMBS = TOMBSTONES + "/"
 _HEAD = re.compile(r"^g(\d{6,})\.json$")
 _JOURNAL = re.compile(r"^journal/r(\d{9})\.json$")
 _INT = re.compile(r"^(-?[1-9]\d{0,17}|0)$")  # an integer as str() writes it, within int64
@@ -136,6 +139,8 @@ class _Audit:
                     self.read_json(rel)
             elif name.startswith(TEMP_PREFIX):
                 self.flag("temp file", rel, "left by an interrupted write", "warning")
+            elif top == LOCKS:  # a lease: host, pid and heartbeat of the process holding it
+                self.flag("store in use", rel, "findings may be transient", "warning")
             elif rel.endswith(".json"):
                 self.read_json(rel)
             elif rel.endswith(".npz"):
@@ -168,10 +173,7 @@ class _Audit:
 
     def read_json(self, rel: str) -> None:
         try:
-            if rel.startswith(LOCKS + "/"):  # a lease is plain JSON, rewritten by heartbeats
-                self.docs[rel] = json.loads(self.store.fs.read_bytes(rel))
-            else:
-                self.docs[rel] = storage.read_doc(self.store.fs, rel)  # checks its self-hash
+            self.docs[rel] = storage.read_doc(self.store.fs, rel)  # checks its self-hash
         except (StorageError, ValueError) as err:
             self.flag("tampered document", rel, str(err))
 
@@ -191,11 +193,17 @@ class _Audit:
         receipted = set(self.receipted)
         done = [r for s, r in sorted(self.requests.items()) if s in receipted]
         self.open = [r for s, r in sorted(self.requests.items()) if s not in receipted]
-        names = [rel for rel in self.docs if rel.startswith(f"{TOMBSTONES}/g")]
-        tombs = self.docs.get(max(names, default=""), {"entries": [], "groups": []})
-        self.tombstoned = {e["hash"] for e in tombs["entries"]}
+        heads = [(r, _HEAD.match(r[len(TOMBS) :])) for r in self.docs if r.startswith(TOMBS)]
+        gens = {int(m.group(1)): r for r, m in heads if m}
+        latest = gens[max(gens)] if gens else ""
+        tombs = self.docs.get(latest, {"entries": [], "groups": []})
+        try:
+            self.tombstoned, groups = {e["hash"] for e in tombs["entries"]}, set(tombs["groups"])
+        except (KeyError, TypeError) as err:
+            self.flag("malformed document", latest, repr(err))
+            self.tombstoned, groups = set(), set()
         self.deleted = self.tombstoned | {e.hash for r in done for e in r.entries}
-        self.deleted_groups = set(tombs["groups"]) | {r.group for r in done if r.group}
+        self.deleted_groups = groups | {r.group for r in done if r.group}
         self.pending = {e.hash for r in self.open for e in r.entries} - self.deleted
         self.everything = self.deleted | self.deleted_groups | self.pending
         self.everything |= {r.group for r in self.open if r.group}

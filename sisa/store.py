@@ -36,6 +36,7 @@ import torch
 from sisa.config import Config, build_config
 from sisa.faults import crash_point
 from storage import (
+    MANIFEST,
     Manifest,
     StorageError,
     Store,
@@ -78,6 +79,8 @@ OWN_PATHS = (
     LOCKS,
 )  # all a store ever writes; fmt: skip
 WEIGHTS, STATE = "weights.safetensors", "state.pt"
+DATA_FILES = (MANIFEST, "ids.npz", "X.npz")
+STAGE_FILES = (MANIFEST, WEIGHTS, STATE)
 _HEAD = re.compile(r"^g(\d{6,})\.json$")
 
 
@@ -187,7 +190,7 @@ class SisaStore:
 
     def commit_head(self, prefix: str, generation: int, body: dict[str, Any]) -> Head:
         """Write the head document: the commit point of a generation."""
-        body = {"generation": generation} | body
+        body = {k: v for k, v in body.items() if k != "generation"} | {"generation": generation}
         write_doc(self.fs, f"{gen_dir(prefix, generation)}.json", body)
         return Head(generation, body)
 
@@ -201,11 +204,11 @@ class SisaStore:
         keep: set[str] = set()
         if head is not None:
             keep.add(f"{gen_dir(prefix, head.generation)}.json")
-            refs = [head.data] + head.stages
-            keep.update(ref["dir"] + "/" for ref in refs)
+            keep.update(f"{head.data['dir']}/{name}" for name in DATA_FILES)
+            keep.update(f"{s['dir']}/{name}" for s in head.stages for name in STAGE_FILES)
         deleted = []
         for rel in self.fs.walk(prefix):
-            if rel in keep or any(rel.startswith(k) for k in keep if k.endswith("/")):
+            if rel in keep:  # only the files a committed artifact consists of
                 continue
             self.fs.delete(rel)
             deleted.append(self.fs.url_of(rel))
@@ -306,7 +309,7 @@ class SisaStore:
         return head or Head(-1, {"entries": [], "groups": []})
 
     def add_tombstones(self, entries: list[dict[str, Any]], groups: list[str]) -> Head:
-        """Record deleted IDs (salted hashes with their part) before any data changes."""
+        """Record deleted IDs (salted hashes with their part) once their batch is purged."""
         current = self.tombstones()
         body = {
             "entries": current.body["entries"] + entries,

@@ -78,9 +78,10 @@ def _check_existing(
 
 def _refuse_resurrection(store: SisaStore, ids: np.ndarray) -> None:
     """Retraining over a store must not bring back points it was asked to forget."""
-    from sisa.journal import deleted_or_requested
+    from sisa.journal import Journal, deleted_or_requested
 
     deleted, _ = deleted_or_requested(store)
+    deleted |= {e.hash for r in Journal(store).all_requests() for e in r.entries}
     if not deleted:
         return
     back = sum(h in deleted for h in salted_hashes(store.salt(), ids))

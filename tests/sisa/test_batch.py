@@ -189,3 +189,13 @@ def test_processing_is_idempotent(url):
     assert process(url) is None
     assert snapshot(url) == before
     assert Journal(SisaStore(url)).receipted() == [1]
+
+
+def test_a_sweep_deletes_files_planted_inside_a_live_artifact(url):
+    store = SisaStore(url)
+    live = store.shard_head(0).stages[-1]["dir"]
+    old = store.fs.read_bytes(f"{live}/weights.safetensors")
+    store.fs.write_bytes(f"{live}/weights-old.safetensors", old)  # hidden stale copy
+    store.fs.write_bytes(f"{live}/.tmp-leftover", b"x")
+    forget(url, pick(url, 1, 3))  # any batch sweeps every part first
+    assert sorted(store.fs.listdir(live)) == ["MANIFEST.json", "state.pt", "weights.safetensors"]
