@@ -390,7 +390,9 @@ def _follow(args: argparse.Namespace, executor: Any) -> None:
         executor,
         window=args.window,
         deadline=args.deadline,
-        on_batch=(lambda r: _print_json(_report_dict(r))) if args.json else _print_batch,
+        on_batch=lambda r: (
+            (_print_json(_report_dict(r)) if args.json else _print_batch(r)) or sys.stdout.flush()
+        ),  # one report per batch, as it ends, even into a pipe
     )
     print(
         f"processing deletions for {args.store} (window {service.window}s, "

@@ -65,8 +65,10 @@ class DeletionService:
         if decision.start:
             try:
                 report = process(self.url, self.storage_options, executor=self.executor)
-            except LeaseHeldError:
-                return decision  # another process is on it; its batches include these
+            except LeaseHeldError:  # another process is on it; its batches include these
+                decision = Decision(False, "busy", self.poll)
+                self.last_decision = decision
+                return decision
             if report is not None:
                 self.batches.append(report)
                 if self.on_batch is not None:

@@ -156,7 +156,6 @@ def plan_forget(
     return ForgetPlan(to_remove, slices, already, group_hash)
 
 
-_TOKEN = re.compile(r"[^\W_]+|[\w-]+")
 MAX_REASON = 1000
 
 
@@ -172,8 +171,9 @@ def check_reason(reason: str | None, plan: ForgetPlan, group: object | None) -> 
     named |= {str(i) for i in plan.already_deleted}
     if group is not None:
         named.add(str(group))
-    tokens = set(_TOKEN.findall(reason)) | set(reason.split())
-    if tokens & named:
+    # An ID counts as named wherever it stands between non-alphanumeric characters:
+    # "user-2" in "erase (user-2)." or "ticket:user-2", but 2 not in "ticket 12".
+    if any(re.search(rf"(?<![^\W_]){re.escape(v)}(?![^\W_])", reason) for v in named):
         raise ValueError(
             "reason names a point being forgotten; receipts outlive the data, so the reason "
             "must not hold the IDs (use a ticket number instead)"

@@ -9,10 +9,11 @@ releasing leaves the file behind, so a lease counts as **stale**, and is broken,
 - its heartbeat is older than ``ttl`` seconds (holders on other hosts, which this host
   cannot ask). A live holder rewrites its heartbeat every ``ttl / 4`` seconds.
 
-Breaking a stale lease and taking it again is not atomic on every backend; two breakers
-racing can both delete it, but only one exclusive create succeeds. The lease orders
-cooperating processes; the commit protocol's exclusive creates stay the last line of
-defence against a writer that lost its lease.
+Breaking a stale lease and taking it again is not atomic on every backend. A breaker
+re-reads the lease just before deleting it and deletes only the stale record it judged,
+which leaves a window of one read between two breakers. The lease orders cooperating
+processes; the commit protocol's exclusive creates stay the last line of defence against
+a writer that lost its lease.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ class Lease:
                 if holder is None:
                     continue  # released between our create and our read
                 if self._stale(holder):
-                    self.store.delete(self.rel)
+                    if self.holder() == holder:  # not replaced by a breaker that was faster
+                        self.store.delete(self.rel)
                     continue
                 if time.monotonic() >= deadline:
                     raise LeaseHeldError(
