@@ -112,25 +112,27 @@ def _seqs(store: SisaStore, folder: str) -> list[int]:
     return sorted(int(m.group(1)) for n in store.fs.listdir(folder) if (m := _DOC.match(n)))
 
 
-_CACHE: OrderedDict[tuple[str, bytes, int], Request] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, int, str], Request] = OrderedDict()
 _CACHE_SIZE = 1 << 17
 
 
 class Journal:
     """Append, read and list the deletion requests of one store.
 
-    Request documents are write-once, so a process keeps the ones it has read (keyed by
-    store URL, the store's salt and the number): listing open requests then costs one
-    listing, not one read per request, however long the backlog. A store trained again
-    over the same URL has a new salt, so its requests never hit the old entries.
+    Request documents are write-once, so a process keeps the ones it has read, keyed by
+    store URL, number and the file's version stamp from the listing (size and mtime, or
+    ETag): listing open requests then costs one listing, not one read per request, however
+    long the backlog. A store replaced at the same URL (retrained, restored from a backup)
+    has other stamps, so its requests never hit the old entries.
     """
 
     def __init__(self, store: SisaStore) -> None:
         self.store = store
-        self._salt: bytes | None = None
+        self._stamps: dict[str, str] = {}
 
     def seqs(self) -> list[int]:
-        return _seqs(self.store, JOURNAL)
+        self._stamps = self.store.fs.versions(JOURNAL)
+        return sorted(int(m.group(1)) for n in self._stamps if (m := _DOC.match(n)))
 
     def receipted(self) -> list[int]:
         return _seqs(self.store, RECEIPTS)
@@ -155,14 +157,16 @@ class Journal:
                 continue  # another writer took this number; take the next one
 
     def read(self, seq: int) -> Request:
-        if self._salt is None:
-            intent = self.store.intent() or {}
-            self._salt = bytes.fromhex(intent.get("salt", ""))
-        key = (self.store.fs.url_of(""), self._salt, seq)
-        request = _CACHE.get(key) if self._salt else None
+        name = doc_path(seq).rsplit("/", 1)[1]
+        if name not in self._stamps:
+            self.seqs()
+        stamp = self._stamps.get(name, "")
+        key = (self.store.fs.url_of(""), seq, stamp)
+        stamped = bool(stamp.split(":")[-1])
+        request = _CACHE.get(key) if stamped else None
         if request is None:
             request = Request.from_body(read_doc(self.store.fs, doc_path(seq)))
-            if self._salt:
+            if stamped:
                 _CACHE[key] = request
             if len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)

@@ -145,6 +145,28 @@ class Store:
                 names.add(name)
         return sorted(names)
 
+    def versions(self, rel: str = "") -> dict[str, str]:
+        """Files directly under ``rel`` -> a version stamp (size and modification time, or
+        the object store's ETag) that changes when a file is replaced; {} if absent."""
+        path = self.path(rel).rstrip("/")
+        self._invalidate(path)
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        out = {}
+        for entry in entries:
+            name = entry["name"].rstrip("/")
+            if entry.get("type") == "directory" or not name.startswith(path + "/"):
+                continue
+            stamp = next(
+                (entry[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "created")
+                 if entry.get(k) is not None),
+                "",
+            )  # fmt: skip
+            out[name[len(path) + 1 :]] = f"{entry.get('size')}:{stamp}"
+        return out
+
     def walk(self, rel: str = "") -> list[str]:
         """Sorted store-relative paths of all files below ``rel``; [] if it is absent.
 

@@ -74,3 +74,28 @@ def test_open_requests_are_those_without_a_receipt(tmp_path):
     store.fs.write_bytes("receipts/r000000001.json", b"{}")
     assert [r.seq for r in journal.open_requests()] == [2, 3]
     assert [r.seq for r in journal.open_requests(through=2)] == [2]
+
+
+def test_a_store_replaced_at_the_same_url_never_serves_cached_requests(tmp_path):
+    """A long-running process sees a store restored from the same template (same salt)."""
+    import shutil
+
+    from sisa.batch import process
+    from sisa.train import train
+    from sisa.unlearn import accept
+    from tests.conftest import tiny_config
+    from tests.sisa.test_unlearn import layout
+
+    template, url = tmp_path / "template", tmp_path / "s"
+    train(tiny_config(), str(template))
+    ids, _, _ = layout(str(template))
+    first, second = int(ids[0]), int(ids[1])
+    shutil.copytree(template, url)
+    accept(str(url), [first])
+    process(str(url))
+    shutil.rmtree(url)
+    shutil.copytree(template, url)  # the same store again: same salt, empty journal
+    accept(str(url), [second])
+    process(str(url))
+    left, _, _ = layout(str(url))
+    assert first in left.tolist() and second not in left.tolist()
