@@ -139,6 +139,7 @@ class Journal:
 
     def append(self, entries: list[Entry], group: str | None, reason: str | None) -> Request:
         """Commit a new request document and return it; the commit is the acceptance."""
+        self.store.fs.require_atomic_create("the deletion journal")
         while True:
             seqs = self.seqs()
             seq = (seqs[-1] + 1) if seqs else 1

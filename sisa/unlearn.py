@@ -70,7 +70,7 @@ class Acceptance:
     already_deleted: list[ID]  # no-ops: deleted, or pending in an earlier request
     start_stages: dict[int, int]  # shard -> first stage its retrain will train
     compliance_seconds: float  # from the journal commit to the serving state's commit
-    rolled_back: list[int]  # shards served from an earlier checkpoint (or left out)
+    rolled_back: list[int]  # shards this request holds back (earlier checkpoint, or left out)
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def accept(
         plan.already_deleted,
         plan.start_stages,
         compliance,
-        state.rolled_back,
+        [s.shard for s in state.shards.values() if request.seq in s.pending],
     )
 
 

@@ -72,6 +72,26 @@ class Store:
         proto = self.fs.protocol
         return proto if isinstance(proto, str) else proto[0]
 
+    @property
+    def atomic_create(self) -> bool:
+        """Whether an exclusive write is a real create-if-absent on this backend.
+
+        True on local disk and on drivers that implement ``mode="create"`` (memory, s3).
+        Elsewhere (gs, azure, ``::`` chains) two writers can both "create" a file, so the
+        deletion journal and the processing lease, which count on it, refuse to run.
+        """
+        return self._local or self.protocol in _ATOMIC_CREATE
+
+    def require_atomic_create(self, what: str) -> None:
+        if not self.atomic_create:
+            from storage.commit import StorageError  # commit builds on this module
+
+            raise StorageError(
+                f"{self.url}: {what} needs an atomic create-if-absent, which this backend "
+                f"({self.protocol}) does not offer through fsspec; use file://, memory:// "
+                "or s3:// for the store"
+            )
+
     def path(self, rel: str) -> str:
         """Return the fs-native path of ``rel``, refusing anything that could escape the root."""
         _check_rel(rel)
@@ -277,8 +297,11 @@ def _publish_new(tmp: str, path: str) -> None:
     except FileExistsError:
         raise FileExistsError(f"{path} already exists") from None
     except OSError:
-        # Filesystems without hard links: fall back to check-then-rename (best effort).
-        if os.path.lexists(path):
+        # Filesystems without hard links: reserve the name with O_EXCL (atomic), then move
+        # the content over it. A reader may see the empty reservation for a moment.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
             raise FileExistsError(f"{path} already exists") from None
         os.replace(tmp, path)
         return

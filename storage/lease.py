@@ -101,6 +101,7 @@ class Lease:
 
     def acquire(self, wait: float = 0.0, poll: float = 0.05) -> Lease:
         """Take the lease, waiting up to ``wait`` seconds for a live holder to let go."""
+        self.store.require_atomic_create("a lease")
         deadline = time.monotonic() + wait
         while True:
             try:

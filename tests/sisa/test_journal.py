@@ -99,3 +99,12 @@ def test_a_store_replaced_at_the_same_url_never_serves_cached_requests(tmp_path)
     process(str(url))
     left, _, _ = layout(str(url))
     assert first in left.tolist() and second not in left.tolist()
+
+
+def test_the_journal_refuses_a_backend_without_atomic_create(tmp_path):
+    from storage import StorageError
+
+    store = SisaStore(f"dir::file://{tmp_path}/chained")
+    with pytest.raises(StorageError, match="atomic create-if-absent"):
+        Journal(store).append([Entry("a", 0, 0)], None, None)
+    assert not (tmp_path / "chained" / "journal").exists()

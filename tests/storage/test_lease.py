@@ -263,3 +263,12 @@ def test_two_breakers_of_one_stale_lease_do_not_both_hold_it(lease_store, monkey
     finally:
         b.release()
         a.release()
+
+
+def test_a_backend_without_atomic_create_is_refused(tmp_path):
+    from storage import StorageError
+
+    chained = Store(f"dir::file://{tmp_path}/chained")
+    assert not chained.atomic_create and Store(str(tmp_path)).atomic_create
+    with pytest.raises(StorageError, match="atomic create-if-absent"):
+        Lease(chained, "locks/process.json").acquire()
