@@ -153,9 +153,12 @@ class SisaStore:
             raise StoreStateError(f"{self.url} holds no training config")
         return build_config(intent["config"])
 
-    def write_intent(self, config: Config, info: dict[str, Any]) -> None:
+    def write_intent(self, config: Config, info: dict[str, Any], salt: bytes | None = None) -> None:
+        """Write the training record; ``salt`` carries an overwritten store's salt over,
+        so its tombstones and receipts keep meaning the same IDs."""
         body = {"config": config.model_dump(mode="json"), "training_hash": config.training_hash()}
-        write_doc(self.fs, CONFIG_DOC, body | info | {"salt": secrets.token_hex(16)})
+        salt_hex = salt.hex() if salt is not None else secrets.token_hex(16)
+        write_doc(self.fs, CONFIG_DOC, body | info | {"salt": salt_hex})
 
     def write_meta(self, body: dict[str, Any]) -> None:
         write_doc(self.fs, STORE_DOC, body)
@@ -229,6 +232,12 @@ class SisaStore:
     def delete_store(self) -> None:
         """Delete what a store wrote here, and nothing else."""
         for rel in OWN_PATHS:
+            self.fs.delete_tree(rel)
+
+    def delete_training(self) -> None:
+        """Delete the trained models and data, keeping the deletion history (journal,
+        plans, receipts, tombstones) that proves what was forgotten."""
+        for rel in (CONFIG_DOC, STORE_DOC, SHARDS, TEST, SERVING):
             self.fs.delete_tree(rel)
 
     # -- data artifacts ---------------------------------------------------------------

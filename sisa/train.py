@@ -21,6 +21,7 @@ from sisa.jobs import Executor, ShardJob, ShardResult, run_jobs, run_shard_job
 from sisa.partition import place
 from sisa.store import TEST, SisaStore, StoreStateError, gen_dir, shard_prefix
 from sisa.trainer import environment_fingerprint
+from storage import Lease
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,11 @@ def _check_existing(
     test_ds: Dataset,
     data_hash: str,
     overwrite: bool,
-) -> None:
-    """Refuse anything that would lose data or undo a deletion; then clear if asked."""
+) -> bytes | None:
+    """Refuse anything that would lose data or undo a deletion; then clear if asked.
+
+    Returns the salt to keep when an overwrite clears a store with a deletion history.
+    """
     foreign = store.foreign_files()
     if foreign:
         raise StoreStateError(
@@ -58,10 +62,26 @@ def _check_existing(
             "choose an empty location"
         )
     if overwrite:
-        if store.intent() is not None:
-            _refuse_resurrection(store, np.concatenate([train_ds.ids, test_ds.ids]))
-        store.delete_store()
-        return
+        if store.intent() is None:
+            store.delete_store()
+            return None
+        from sisa.batch import LOCK
+        from sisa.journal import Journal
+
+        pending = Journal(store).open_requests()
+        if pending:
+            raise StoreStateError(
+                f"{len(pending)} deletion request(s) on {store.url} are not processed yet; "
+                "run 'sisa process' before retraining over this store"
+            )
+        _refuse_resurrection(store, np.concatenate([train_ds.ids, test_ds.ids]))
+        salt = store.salt()
+        if store.fs.atomic_create:  # not while a deletion batch runs
+            with Lease(store.fs, LOCK, store.config().deletion.lease_s):
+                store.delete_training()
+        else:
+            store.delete_training()
+        return salt
     if store.meta() is not None:
         raise StoreStateError(
             f"{store.url} is already trained; pass --overwrite (overwrite=True) to retrain it"
@@ -74,6 +94,7 @@ def _check_existing(
             f"{store.url} holds an unfinished training with another config or data; "
             "pass --overwrite (overwrite=True) to start over"
         )
+    return None
 
 
 def _refuse_resurrection(store: SisaStore, ids: np.ndarray) -> None:
@@ -111,7 +132,7 @@ def train(
     train_ds, test_ds, shard_of = prepare(config)
     data_hash = id_set_hash(np.concatenate([train_ds.ids, test_ds.ids]))
     store = SisaStore(url, storage_options)
-    _check_existing(store, config, train_ds, test_ds, data_hash, overwrite)
+    kept_salt = _check_existing(store, config, train_ds, test_ds, data_hash, overwrite)
     if store.intent() is None:
         store.write_intent(
             config,
@@ -123,6 +144,7 @@ def train(
                 "id_kind": _kind(train_ds.ids),
                 "group_kind": _kind(train_ds.groups),
             },
+            salt=kept_salt,
         )
     if store.latest_head(TEST) is None:
         ref = store.write_data(

@@ -199,3 +199,28 @@ def test_a_sweep_deletes_files_planted_inside_a_live_artifact(url):
     store.fs.write_bytes(f"{live}/.tmp-leftover", b"x")
     forget(url, pick(url, 1, 3))  # any batch sweeps every part first
     assert sorted(store.fs.listdir(live)) == ["MANIFEST.json", "state.pt", "weights.safetensors"]
+
+
+def test_an_overwrite_keeps_the_deletion_history_and_never_resurrects(tmp_path):
+    from sisa.store import StoreStateError
+    from tests.conftest import write_digits_npz
+
+    full = write_digits_npz(tmp_path / "full.npz")
+    url = str(tmp_path / "s")
+    train(tiny_config(**{"data.source": str(full)}), url)
+    first = forget(url, [1000]).receipt
+    open_id = accept(url, [1002]).request_id
+    without = write_digits_npz(tmp_path / "without.npz", drop={1000, 1002})
+    cfg = tiny_config(**{"data.source": str(without)})
+    with pytest.raises(StoreStateError, match="not processed yet"):
+        train(cfg, url, overwrite=True)
+    process(url)
+    train(cfg, url, overwrite=True)
+    store = SisaStore(url)
+    assert receipts.read(store, 1) == first  # the proof survives the overwrite
+    assert request_status(store, open_id).state == "purged"
+    with pytest.raises(StoreStateError, match="forgotten"):
+        train(tiny_config(**{"data.source": str(full)}), url, overwrite=True)
+    from sisa.audit import audit
+
+    assert audit(url).ok
