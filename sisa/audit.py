@@ -50,7 +50,7 @@ import numpy as np
 
 import storage
 from sisa import receipts, serving
-from sisa.ids import fingerprints, salted_hash
+from sisa.ids import fingerprints, id_candidates, salted_hash
 from sisa.journal import Journal, Request, receipt_path
 from sisa.partition import place
 from sisa.store import (
@@ -235,16 +235,19 @@ class _Audit:
         return chain
 
     def check_strings(self, rel: str, doc: Any) -> None:
-        strings, stack = set(), [doc]
+        strings, stack, texts = set(), [doc], []
         while stack:
             node = stack.pop()
             if isinstance(node, dict):
                 stack.extend(node.values())
+                if isinstance(node.get("reason"), str):  # free text: IDs may hide inside
+                    texts.append(node["reason"])
             elif isinstance(node, list):
                 stack.extend(node)
             elif isinstance(node, str):
                 strings.add(node)
         values = [*strings, *(int(s) for s in strings if _INT.match(s))]
+        values += [v for text in texts for v in id_candidates(text)]
         if hits := sum(h in self.everything for h in self.hashes(values)):
             self.flag("raw deleted ID in a document", rel, f"{hits} deleted or requested ID(s)")
 

@@ -16,6 +16,7 @@ Two hash families live here:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -141,3 +142,19 @@ def seed_from(*parts: object) -> int:
 def id_set_hash(ids: np.ndarray) -> str:
     """sha256 of a set of IDs, independent of their order: what a checkpoint trained on."""
     return hashlib.sha256(np.sort(fingerprints(ids)).tobytes()).hexdigest()
+
+
+_WORD = re.compile(r"[^\s()\[\]{}<>\"',;|]+")
+_NUMBER = re.compile(r"(?<![0-9])-?[0-9]+(?![0-9])")
+
+
+def id_candidates(text: str) -> list[ID]:
+    """Every substring of free text that could be an ID: words between spaces, brackets,
+    quotes and separators (with trailing ``.:!?`` stripped), their alphanumeric runs, and
+    every integer. Used to keep IDs out of text a store keeps (reasons) and to find them."""
+    words = set(_WORD.findall(text))
+    words |= {piece for w in words for piece in re.split(r"[:/=#&+]", w)}
+    words |= {w.rstrip(".:!?") for w in words}
+    words |= {run for w in words for run in re.findall(r"[^\W_]+", w)}
+    numbers = {int(n) for n in _NUMBER.findall(text) if -(2**63) <= int(n) < 2**63}
+    return [w for w in words if w] + sorted(numbers)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 from sisa import serving
 from sisa.batch import BatchReport, process
 from sisa.faults import crash_point
-from sisa.ids import ID, as_id_array, canonical_id, salted_hash
+from sisa.ids import ID, as_id_array, canonical_id, id_candidates, salted_hash
 from sisa.jobs import Executor, ShardResult
 from sisa.journal import Entry, Journal, Request, deleted_or_requested
 from sisa.partition import MISSING, TEST, Locator, place
@@ -53,6 +54,9 @@ class ForgetPlan:
     slices: dict[int, list[int]]  # shard -> 0-based slice of each ID in to_remove
     already_deleted: list[ID]
     group_hash: str | None = None
+    # where the store's live IDs are, and every deleted or requested hash (for reasons)
+    locator: Locator | None = field(default=None, repr=False, compare=False)
+    deleted: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def start_stages(self) -> dict[int, int]:
@@ -119,14 +123,15 @@ def plan_forget(
         )
         if len(query) == 0:
             if group_hash in deleted_groups:
-                return ForgetPlan({}, {}, [group], group_hash)
+                return ForgetPlan({}, {}, [group], group_hash, None, frozenset(deleted))
             raise UnknownIDError(f"unknown group: {group!r}")
     else:
         query = as_id_array([canonical_id(v) for v in ids])  # type: ignore[union-attr]
         values, counts = np.unique(query, return_counts=True)
         if (counts > 1).any():
             raise ValueError(f"duplicate IDs in request: {values[counts > 1].tolist()[:10]}")
-    located = Locator({part: a["ids"] for part, a in parts.items()}).locate(query)
+    locator = Locator({part: a["ids"] for part, a in parts.items()})
+    located = locator.locate(query)
     hashes = [salted_hash(salt, i) for i in query.tolist()]
     pending = np.array([h in deleted for h in hashes], dtype=bool)
     missing = (located.part == MISSING) & ~pending
@@ -153,30 +158,37 @@ def plan_forget(
                 arrays["groups"][rows] if "groups" in arrays else None,
             )
             slices[part] = slice_of.tolist()
-    return ForgetPlan(to_remove, slices, already, group_hash)
+    return ForgetPlan(to_remove, slices, already, group_hash, locator, frozenset(deleted))
 
 
 MAX_REASON = 1000
 
 
-def check_reason(reason: str | None, plan: ForgetPlan, group: object | None) -> None:
-    """A reason is kept for good, so it may not name a point (or group) being forgotten."""
+def check_reason(
+    reason: str | None, plan: ForgetPlan, group: object | None, salt: bytes, id_kind: str
+) -> None:
+    """A reason is kept for good (in the receipt), so it may not name any ID of the store:
+    not one being forgotten, not one forgotten before, and not one that may be later."""
     if reason is None:
         return
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         raise ValueError(f"reason must be text of at most {MAX_REASON} characters")
-    if any(ord(c) < 32 for c in reason):
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in reason):
         raise ValueError("reason must be one line of printable text")
     named = {str(i) for v in plan.to_remove.values() for i in v}
     named |= {str(i) for i in plan.already_deleted}
     if group is not None:
         named.add(str(group))
-    # An ID counts as named wherever it stands between non-alphanumeric characters:
-    # "user-2" in "erase (user-2)." or "ticket:user-2", but 2 not in "ticket 12".
-    if any(re.search(rf"(?<![^\W_]){re.escape(v)}(?![^\W_])", reason) for v in named):
+    candidates = [c for c in id_candidates(reason) if isinstance(c, int) == (id_kind == "int")]
+    live = False
+    if plan.locator is not None and candidates:
+        live = bool((plan.locator.locate(as_id_array(candidates)).part != MISSING).any())
+    gone = any(salted_hash(salt, c) in plan.deleted for c in candidates)
+    mentioned = any(re.search(rf"(?<![^\W_]){re.escape(v)}(?![^\W_])", reason) for v in named)
+    if live or gone or mentioned:
         raise ValueError(
-            "reason names a point being forgotten; receipts outlive the data, so the reason "
-            "must not hold the IDs (use a ticket number instead)"
+            "reason names an ID of this store; receipts outlive the data, so the reason "
+            "must not hold IDs (use a ticket number that is not an ID)"
         )
 
 
@@ -194,7 +206,7 @@ def accept(
     """
     store = SisaStore(url, storage_options)
     plan = plan_forget(store, ids, group)
-    check_reason(reason, plan, group)
+    check_reason(reason, plan, group, store.salt(), (store.intent() or {}).get("id_kind", "int"))
     salt = store.salt()
     entries = [
         Entry(salted_hash(salt, point), part, plan.slices[part][i] if part != TEST else None)

@@ -284,25 +284,25 @@ BAD_INPUT = {
         "ints",
         ["forget", "{live0}", "--reason", "customer asked to erase {live0} today"],
         {},
-        "reason names a point",
+        "reason names an ID",
     ),
     "reason names the ID after '='": (
         "ints",
         ["forget", "{live0}", "{live1}", "--reason", "ids={live1}"],
         {},
-        "reason names a point",
+        "reason names an ID",
     ),
     "reason names a string ID": (
         "strings",
         ["forget", "{s0}", "--reason", "erase {s0} please"],
         {},
-        "reason names a point",
+        "reason names an ID",
     ),
     "reason names the group": (
         "grouped",
         ["forget", "--group", "0003", "--reason", "group 0003 left"],
         {},
-        "reason names a point",
+        "reason names an ID",
     ),
     "reason on two lines": (
         "ints",
@@ -408,7 +408,7 @@ def test_a_reason_naming_a_string_id_is_refused(base, tmp_path, capsys, reason):
         reason.format(s0=s0, s1=s1),
     )
     assert (code, out) == (2, ""), out
-    assert err.startswith("sisa: error:") and "reason names a point" in err
+    assert err.startswith("sisa: error:") and "reason names an ID" in err
     assert tree(url) == before
 
 

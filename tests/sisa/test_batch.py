@@ -178,7 +178,7 @@ def test_no_byte_of_the_store_holds_a_deleted_id_once_processed(string_store):
 def test_a_reason_naming_a_deleted_id_is_refused_and_nothing_is_written(url):
     victim = pick(url, 0, 0)[0]
     before = snapshot(url)
-    with pytest.raises(ValueError, match="reason names a point"):
+    with pytest.raises(ValueError, match="reason names an ID"):
         accept(url, [victim], reason=f"user {victim} asked")
     assert snapshot(url) == before
 
@@ -224,3 +224,37 @@ def test_an_overwrite_keeps_the_deletion_history_and_never_resurrects(tmp_path):
     from sisa.audit import audit
 
     assert audit(url).ok
+
+
+def test_a_reason_may_not_name_any_id_of_the_store(string_store):
+    url = string_store
+    ids, _, _ = layout(url)
+    a, b, c = (str(v) for v in ids[:3])
+    before = snapshot(url)
+    for reason in (f"escalation re {b}", f"see ({b}).", f"ticket:{b}"):
+        with pytest.raises(ValueError, match="reason names an ID"):
+            accept(url, [a], reason=reason)  # b is live: it may be deleted later
+    assert snapshot(url) == before
+    forget(url, [c])
+    with pytest.raises(ValueError, match="reason names an ID"):
+        accept(url, [a], reason=f"after {c}")  # c was deleted before
+    assert accept(url, [a], reason="ticket T-77, art. 17").request_id
+
+
+def test_the_audit_finds_an_id_hidden_in_a_reason(string_store):
+    from sisa.audit import audit
+    from sisa.journal import doc_path
+    from storage import read_doc, sha256_hex
+    from storage.commit import canonical_json
+
+    url = string_store
+    ids, _, _ = layout(url)
+    a, b = str(ids[0]), str(ids[1])
+    forget(url, [a], reason="ticket 9")
+    store = SisaStore(url)
+    body = read_doc(store.fs, doc_path(1)) | {"reason": f"also about ({b})"}  # forged
+    doc = {"body": body, "sha256": sha256_hex(canonical_json(body))}
+    store.fs.write_bytes(doc_path(1), canonical_json(doc) + b"\n")
+    assert audit(url).ok  # b is live: mentioning it is not yet a leak
+    forget(url, [b])
+    assert "raw deleted ID in a document" in {f.kind for f in audit(url).findings}
