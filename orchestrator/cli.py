@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--window", type=float, help="seconds to coalesce requests (--follow)")
     p.add_argument("--deadline", type=float, help="seconds a request may wait (--follow)")
+    p.add_argument(
+        "--max-errors",
+        type=int,
+        default=10,
+        help="with --follow: give up after this many failed attempts in a row",
+    )
     p.add_argument("--json", action="store_true")
     _store_args(p)
     _exec_args(p)
@@ -365,6 +371,11 @@ def _report_dict(report: Any) -> dict[str, Any]:
         "receipts": [r["request"] for r in report.receipts],
         "purged": report.purged,
     }
+
+
+def _print_report_line(report: Any) -> None:
+    """One JSON object per line (JSON Lines), for log collectors and ``jq``."""
+    print(json.dumps(_report_dict(report), default=str))
 
 
 def _print_batch(report: Any) -> None:

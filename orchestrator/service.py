@@ -33,6 +33,8 @@ class DeletionService:
     deadline: float | None = None  # default: the store's deletion.deadline_s
     poll: float = 0.2
     on_batch: Callable[[BatchReport], None] | None = None
+    on_error: Callable[[BaseException], None] | None = None
+    max_errors: int | None = None  # consecutive failures before run() gives up
     batches: list[BatchReport] = field(default_factory=list)
     last_decision: Decision | None = None
     errors: list[BaseException] = field(default_factory=list)  # kept, then retried
@@ -76,13 +78,21 @@ class DeletionService:
         return decision
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set."""
+        """Serve until ``stop`` is set; errors go to ``on_error`` and are retried with
+        back-off, and after ``max_errors`` in a row the last one is raised."""
+        failures = 0
         while not stop.is_set():
             try:
                 decision = self.step()
+                failures = 0
             except Exception as err:  # noqa: BLE001 - a service outlives one failed batch
                 self.errors.append(err)
-                stop.wait(min(60.0, self.poll * 2 ** min(len(self.errors), 8)))
+                failures += 1
+                if self.on_error is not None:
+                    self.on_error(err)
+                if self.max_errors is not None and failures >= self.max_errors:
+                    raise
+                stop.wait(min(60.0, self.poll * 2 ** min(failures, 8)))
                 continue
             if decision is not None and decision.start:
                 continue  # look again at once: requests may have arrived meanwhile

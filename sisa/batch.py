@@ -75,6 +75,7 @@ class BatchPlan:
     calibrated_from: str
     predicted_seconds: float | None
     paper: dict[str, float]  # the paper's expectations for this many requests
+    groups: list[str] = field(default_factory=list)  # salted keys of the removed points' groups
     planned_at: float = field(default_factory=time.time)
 
     def to_body(self) -> dict[str, Any]:
@@ -151,9 +152,11 @@ def store_calibration(store: SisaStore) -> Calibration:
 
 def plan_batch(store: SisaStore, requests: list[Request]) -> BatchPlan:
     """What processing these requests will do and cost; reads only."""
-    config = store.config()
-    shards, test_removed = [], 0
+    config, salt = store.config(), store.salt()
+    shards, test_removed, groups = [], 0, set()
     for part, (head, drop, arrays) in removals(store, requests).items():
+        if "groups" in arrays:
+            groups.update(salted_hashes(salt, arrays["groups"][drop]))
         if part == TEST:
             test_removed = int(drop.sum())
             continue
@@ -192,6 +195,7 @@ def plan_batch(store: SisaStore, requests: list[Request]) -> BatchPlan:
             "request_samples": paper_request_cost(points, cfg.shards, cfg.slices, cfg.epochs),
             "touched_points": paper_batched_points(points, cfg.shards, len(requests)),
         },
+        groups=sorted(groups),
     )
 
 
@@ -262,7 +266,7 @@ def _run(store: SisaStore, executor: Executor | None) -> BatchReport | None:
     crash_point("after-serving")
     purged += store.sweep_all()
     purged += [p for r in results for p in r.purged]
-    _tombstone(store, requests)
+    _tombstone(store, requests, set(plan.groups))
     crash_point("after-tombstones")
     samples = sum(r.samples for r in results)
     actual = {
@@ -343,11 +347,16 @@ def _advance_heads(store: SisaStore, requests: list[Request], through: int) -> N
         if head is None or int(head.body.get("journal_seq", 0)) >= through:
             continue
         body = {k: v for k, v in head.body.items() if k != "generation"}
-        store.commit_head(prefix, head.generation + 1, body | {"journal_seq": through})
+        extra = {"journal_seq": through, "committed_at": time.time()}
+        store.commit_head(prefix, head.generation + 1, body | extra)
 
 
-def _tombstone(store: SisaStore, requests: list[Request]) -> None:
-    """Record the batch's hashes for good (idempotent), before any receipt says purged."""
+def _tombstone(store: SisaStore, requests: list[Request], groups: set[str]) -> None:
+    """Record the batch's hashes for good (idempotent), before any receipt says purged.
+
+    ``groups`` are the salted group keys of the removed points: a group whose points were
+    all deleted by ID is then known as deleted, and forgetting it later is a no-op.
+    """
     known = {e["hash"] for e in store.tombstones().body["entries"]}
     entries = [
         {"hash": e.hash, "part": e.part, "request": r.seq}
@@ -355,6 +364,6 @@ def _tombstone(store: SisaStore, requests: list[Request]) -> None:
         for e in r.entries
         if e.hash not in known
     ]
-    groups = [r.group for r in requests if r.group]
-    if entries or set(groups) - set(store.tombstones().body["groups"]):
-        store.add_tombstones(entries, groups)
+    groups |= {r.group for r in requests if r.group}
+    if entries or groups - set(store.tombstones().body["groups"]):
+        store.add_tombstones(entries, sorted(groups))

@@ -199,10 +199,11 @@ class Journal:
 
 def deleted_or_requested(store: SisaStore) -> tuple[set[str], set[str]]:
     """Salted hashes of every point and group deleted or requested so far."""
-    tombs = store.tombstones().body
+    open_requests = Journal(store).open_requests()  # first: a batch tombstones, then
+    tombs = store.tombstones().body  # receipts, so nothing falls between the two reads
     points = {e["hash"] for e in tombs["entries"]}
     groups = set(tombs["groups"])
-    for request in Journal(store).open_requests():
+    for request in open_requests:
         points.update(e.hash for e in request.entries)
         if request.group:
             groups.add(request.group)

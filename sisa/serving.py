@@ -96,6 +96,8 @@ def compute(
         stage = min([config.sisa.slices, *touched])
         if head.body["n"] == 0:
             stage = 0  # an empty shard has nothing to contribute
+        if stage > 0 and head.stages[stage - 1].get("n") == 0:
+            stage = 0  # a rolled-back stage that trained on no point would only add noise
         ref = head.stages[stage - 1] if stage > 0 else None
         shards[shard] = ServedShard(shard, head.generation, stage, ref, [r.seq for r in holding])
     now, before = time.time(), previous.compliant_at if previous else {}

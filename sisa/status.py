@@ -9,6 +9,7 @@ import numpy as np
 from sisa import serving
 from sisa.aggregate import accuracy, aggregate, decide
 from sisa.ensemble import Ensemble
+from sisa.journal import Journal
 from sisa.store import TEST, SisaStore
 
 
@@ -40,7 +41,7 @@ def status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str,
         "points": sum(s["points"] for s in shards),
         "test_points": test.body["n"] if test else 0,
         "deleted": len(store.tombstones().body["entries"]),
-        "pending_requests": sorted({seq for s in served.shards.values() for seq in s.pending}),
+        "pending_requests": [r.seq for r in Journal(store).open_requests()],
         "config": config.model_dump(mode="json"),
         "fingerprint": meta["fingerprint"],
     }

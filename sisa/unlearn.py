@@ -278,7 +278,10 @@ def forget(
     store = SisaStore(url, storage_options)
     reports = []
     if accepted.request_id is None:  # nothing new; still finish what a crash left
-        report = process(url, storage_options, executor=executor)
+        try:
+            report = process(url, storage_options, executor=executor)
+        except LeaseHeldError:  # a service is on it
+            report = None
         reports = [report] if report else []
     else:
         reports = wait_purged(store, accepted.request_id, executor)

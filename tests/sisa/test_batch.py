@@ -258,3 +258,15 @@ def test_the_audit_finds_an_id_hidden_in_a_reason(string_store):
     assert audit(url).ok  # b is live: mentioning it is not yet a leak
     forget(url, [b])
     assert "raw deleted ID in a document" in {f.kind for f in audit(url).findings}
+
+
+def test_a_group_deleted_point_by_point_is_then_already_deleted(tmp_path):
+    from tests.conftest import write_digits_npz
+
+    source = write_digits_npz(tmp_path / "g.npz", groups=True)
+    url = str(tmp_path / "s")
+    train(tiny_config(**{"data.source": str(source), "sisa.sharding": "group"}), url)
+    forget(url, [1040, 1041, 1042, 1043])  # every point of person-10, by ID
+    before = snapshot(url)
+    assert accept(url, group="person-10").already_deleted == ["person-10"]
+    assert snapshot(url) == before
