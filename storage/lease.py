@@ -18,6 +18,7 @@ a writer that lost its lease.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -33,6 +34,16 @@ from storage.fs import Store
 
 class LeaseHeldError(StorageError):
     """Another live process holds the lease."""
+
+
+def _machine() -> str:
+    """Host name plus boot and pid-namespace IDs: a pid is only judged on the machine
+    (and in the container) that issued it, even where containers share a host name."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        with contextlib.suppress(OSError):
+            parts.append(Path(path).read_text().strip() if "boot" in path else os.readlink(path))
+    return "/".join(parts)
 
 
 def _start_time(pid: int) -> str | None:
@@ -71,6 +82,7 @@ class Lease:
         pid = os.getpid()
         holder = {
             "host": socket.gethostname(),
+            "machine": _machine(),
             "pid": pid,
             "started": _start_time(pid),
             "token": self.token,
@@ -95,7 +107,8 @@ class Lease:
         if not isinstance(beat, (int, float)) or time.time() - beat > self.ttl:
             return True
         pid = holder.get("pid")
-        if holder.get("host") == socket.gethostname() and isinstance(pid, int):
+        same_machine = holder.get("machine", _machine()) == _machine()
+        if holder.get("host") == socket.gethostname() and same_machine and isinstance(pid, int):
             return not _alive(pid, holder.get("started"))
         return False
 
@@ -128,10 +141,13 @@ class Lease:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl / 4):
-            holder = self.holder()
-            if not holder or holder.get("token") != self.token:
-                return  # broken by someone who judged us dead; stop touching it
-            self.store.write_bytes(self.rel, self._body())
+            try:
+                holder = self.holder()
+                if not holder or holder.get("token") != self.token:
+                    return  # broken by someone who judged us dead; stop touching it
+                self.store.write_bytes(self.rel, self._body())
+            except Exception:  # noqa: BLE001 - a storage hiccup: try again next beat
+                continue
 
     def release(self) -> None:
         self._stop.set()

@@ -272,3 +272,22 @@ def test_a_backend_without_atomic_create_is_refused(tmp_path):
     assert not chained.atomic_create and Store(str(tmp_path)).atomic_create
     with pytest.raises(StorageError, match="atomic create-if-absent"):
         Lease(chained, "locks/process.json").acquire()
+
+
+def test_a_holder_in_another_container_with_the_same_host_name_is_not_judged_by_pid(tmp_path):
+    """Containers sharing a host name have their own pids: only the heartbeat counts."""
+    import json
+    import socket
+    import time
+
+    store = Store(str(tmp_path))
+    other = {
+        "host": socket.gethostname(),
+        "machine": "another-boot/pid:[1]",
+        "pid": 2**22 - 1,  # no such pid here
+        "token": "t",
+        "heartbeat": time.time(),
+    }
+    store.write_bytes("locks/process.json", json.dumps(other).encode())
+    with pytest.raises(LeaseHeldError):
+        Lease(store, "locks/process.json", ttl=60).acquire()
