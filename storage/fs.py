@@ -303,7 +303,12 @@ def _publish_new(tmp: str, path: str) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             raise FileExistsError(f"{path} already exists") from None
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # our own empty reservation
+            raise
         return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)

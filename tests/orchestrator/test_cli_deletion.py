@@ -53,6 +53,7 @@ PLAN_KEYS = {
     "requests",
     "seqs",
     "shards",
+    "groups",
     "test_removed",
     "samples",
     "full_retrain_samples",
