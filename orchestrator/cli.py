@@ -242,6 +242,8 @@ def cmd_forget(args: argparse.Namespace) -> None:
 def _print_acceptance(accepted: Any, waiting: bool) -> None:
     if accepted.request_id is None:
         print(f"nothing to do: already deleted or requested: {_shown(accepted.already_deleted)}")
+        if accepted.earlier_requests:
+            print(f"  by request(s): {_shown(accepted.earlier_requests)}")
         return
     print(accepted.request_id, flush=True)  # first line: the request ID, for scripts
     print(

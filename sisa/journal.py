@@ -208,3 +208,19 @@ def deleted_or_requested(store: SisaStore) -> tuple[set[str], set[str]]:
         if request.group:
             groups.add(request.group)
     return points, groups
+
+
+def covering_requests(store: SisaStore, hashes: set[str]) -> list[str]:
+    """IDs of the requests that deleted (or will delete) any of these salted hashes.
+
+    Lets a client that lost its acknowledgement (a crash between journal and reply) find
+    its request again by sending the same IDs.
+    """
+    journal, seqs = Journal(store), set()
+    for request in journal.open_requests():
+        if request.group in hashes or any(e.hash in hashes for e in request.entries):
+            seqs.add(request.seq)
+    for entry in store.tombstones().body["entries"]:
+        if entry["hash"] in hashes and "request" in entry:
+            seqs.add(int(entry["request"]))
+    return [journal.read(seq).id for seq in sorted(seqs)]

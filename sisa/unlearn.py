@@ -32,7 +32,7 @@ from sisa.batch import BatchReport, process
 from sisa.faults import crash_point
 from sisa.ids import ID, as_id_array, canonical_id, id_candidates, salted_hash
 from sisa.jobs import Executor, ShardResult
-from sisa.journal import Entry, Journal, Request, deleted_or_requested
+from sisa.journal import Entry, Journal, Request, covering_requests, deleted_or_requested
 from sisa.partition import MISSING, TEST, Locator, place
 from sisa.store import TEST as TEST_PREFIX
 from sisa.store import Head, SisaStore
@@ -75,6 +75,7 @@ class Acceptance:
     start_stages: dict[int, int]  # shard -> first stage its retrain will train
     compliance_seconds: float  # from the journal commit to the serving state's commit
     rolled_back: list[int]  # shards this request holds back (earlier checkpoint, or left out)
+    earlier_requests: list[str] = field(default_factory=list)  # that cover the no-ops
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,12 @@ def accept(
         for i, point in enumerate(points)
     ]
     removed = [i for part, v in plan.to_remove.items() if part != TEST for i in v]
+    earlier = []
+    if plan.already_deleted:
+        hashes = {salted_hash(salt, i) for i in plan.already_deleted}
+        earlier = covering_requests(store, hashes)
     if not entries:
-        return Acceptance(None, [], [], plan.already_deleted, {}, 0.0, [])
+        return Acceptance(None, [], [], plan.already_deleted, {}, 0.0, [], earlier)
     crash_point("before-journal")
     request: Request = Journal(store).append(entries, plan.group_hash, reason)
     journaled = time.perf_counter()
@@ -231,6 +236,7 @@ def accept(
         plan.start_stages,
         compliance,
         [s.shard for s in state.shards.values() if request.seq in s.pending],
+        earlier,
     )
 
 

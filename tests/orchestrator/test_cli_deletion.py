@@ -36,6 +36,7 @@ FORGET_KEYS = {
     "start_stages",
     "compliance_seconds",
     "rolled_back",
+    "earlier_requests",
 }
 STATUS_KEYS = {
     "id",
@@ -418,7 +419,7 @@ def test_forgetting_a_deleted_id_again_is_an_idempotent_no_op(base, capsys):
     code, out, err = cli(capsys, "forget", "--store", base.ints, "--no-progress", base.deleted)
     assert code == 0, err
     assert "already deleted" in out and str(base.deleted) in out
-    assert not REQUEST_ID.search(out)  # no new request
+    assert REQUEST_ID.findall(out) == [base.request]  # the request that did it; no new one
     body = cli_json(capsys, "forget", "--store", base.ints, "--no-progress", base.deleted)
     assert body["request_id"] is None and body["already_deleted"] == [base.deleted]
     code, out, _ = cli(capsys, "forget", "--store", base.ints, "--wait", base.deleted)

@@ -270,3 +270,13 @@ def test_a_group_deleted_point_by_point_is_then_already_deleted(tmp_path):
     before = snapshot(url)
     assert accept(url, group="person-10").already_deleted == ["person-10"]
     assert snapshot(url) == before
+
+
+def test_resending_the_same_ids_finds_the_request_that_covers_them(url):
+    """A client that lost its acknowledgement gets the request ID back."""
+    x, y = pick(url, 0, 1)[0], pick(url, 2, 2)[0]
+    first = accept(url, [x, y]).request_id
+    again = accept(url, [y, x])
+    assert again.request_id is None and again.earlier_requests == [first]
+    process(url)
+    assert accept(url, [x]).earlier_requests == [first]
