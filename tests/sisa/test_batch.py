@@ -3,7 +3,6 @@ and that no byte of the store keeps a deleted ID."""
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 
 import numpy as np
@@ -20,19 +19,6 @@ from sisa.unlearn import accept, forget
 from sisa.verify import verify
 from tests.conftest import tiny_config
 from tests.sisa.test_unlearn import layout, snapshot
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    url = str(tmp_path_factory.mktemp("batch") / "base")
-    train(tiny_config(**{"sisa.slices": 4}), url)
-    return url
-
-
-@pytest.fixture
-def url(base, tmp_path):
-    shutil.copytree(base, tmp_path / "s")
-    return str(tmp_path / "s")
 
 
 def pick(url, shard, slice_, n=1):

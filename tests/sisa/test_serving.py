@@ -4,10 +4,7 @@ touched slice, or left out when that slice is the first)."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
-import pytest
 
 from sisa import serving
 from sisa.aggregate import aggregate
@@ -15,24 +12,9 @@ from sisa.batch import process
 from sisa.ensemble import Ensemble
 from sisa.journal import Entry, Journal
 from sisa.store import SisaStore
-from sisa.train import train
 from sisa.trainer import fresh_state, predict_proba
 from sisa.unlearn import accept
-from tests.conftest import tiny_config
 from tests.sisa.test_unlearn import layout
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    url = str(tmp_path_factory.mktemp("serving") / "base")
-    train(tiny_config(**{"sisa.slices": 4}), url)
-    return url
-
-
-@pytest.fixture
-def url(base, tmp_path):
-    shutil.copytree(base, tmp_path / "s")
-    return str(tmp_path / "s")
 
 
 def pick(url, shard, slice_):
