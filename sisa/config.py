@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "SISA_"
+SECRETS = {"serving.token"}
 
 
 class ConfigError(ValueError):
@@ -126,6 +127,47 @@ class DeletionConfig(_Section):
     valid without a heartbeat; a dead process on this host frees it at once."""
 
 
+class ServingConfig(_Section):
+    """Settings of the prediction server. They belong to whoever runs it, not to the store:
+    they are never written to the store and never change what training produces."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds; only loopback unless you say otherwise (0.0.0.0)."""
+    port: int = Field(8000, ge=1, le=65535)
+    """TCP port of the HTTP server."""
+    token: SecretStr | None = Field(None, exclude=True)
+    """Bearer token that POST /forget requires, at least 16 characters; without one,
+    deletion over HTTP is refused. Prefer the environment (``SISA_SERVING__TOKEN``) to a
+    file; it is never written anywhere."""
+    output: Literal["probabilities", "labels"] = "probabilities"
+    """The most /predict reveals. ``labels`` withholds probabilities, which leak the most
+    to membership inference."""
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+    """Largest request body accepted; larger ones get 413."""
+    max_rows: int = Field(4096, ge=1, le=1_000_000)
+    """Most rows in one /predict call; more get 413."""
+    poll_s: float = Field(1.0, gt=0, le=3600)
+    """How often the ensemble looks for a new serving state it was not told about
+    (requests accepted elsewhere, retrains committed by another process)."""
+    inference: Literal["auto", "loop", "fused"] = "auto"
+    """How the shard models are evaluated: one after another, or stacked into one
+    vectorised call (``auto`` picks what is faster on the device)."""
+    retrain: Literal["background", "external"] = "background"
+    """``background``: the server also retrains and purges for accepted requests;
+    ``external``: a separate ``sisa process`` does."""
+    num_cpus: float = Field(0.5, ge=0, le=1024)
+    """CPUs the ensemble deployment reserves on Ray; all shard models share them."""
+    replicas: int = Field(1, ge=1, le=64)
+    """Replicas of the ensemble deployment, each holding every shard model."""
+
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     sisa: SisaConfig = SisaConfig()
@@ -133,6 +175,11 @@ class Config(_Section):
     optim: OptimConfig = OptimConfig()
     resources: ResourcesConfig = ResourcesConfig()
     deletion: DeletionConfig = DeletionConfig()
+    serving: ServingConfig = ServingConfig()
+
+    def stored(self) -> dict[str, Any]:
+        """What a store records of this config: everything but the server's settings."""
+        return self.model_dump(mode="json", exclude={"serving"})
 
     def training_hash(self) -> str:
         """Hash of everything that determines the weights (resources excluded but threads;
@@ -140,7 +187,7 @@ class Config(_Section):
 
         Checkpoints record it; a checkpoint made under another hash is never reused.
         """
-        body = self.model_dump(mode="json", exclude={"resources", "deletion"})
+        body = self.model_dump(mode="json", exclude={"resources", "deletion", "serving"})
         body["threads"] = self.resources.threads
         body["device"] = self.resources.device
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -171,7 +218,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, value in environ.items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             section, _, key = name[len(ENV_PREFIX) :].partition("__")
-            out[f"{section.lower()}.{key.lower()}"] = _parse_value(value)
+            dotted = f"{section.lower()}.{key.lower()}"
+            out[dotted] = value if dotted in SECRETS else _parse_value(value)
     return out
 
 
@@ -182,7 +230,8 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"{item}: expected section.key=value")
-        out[key.strip()] = _parse_value(value.strip())
+        dotted = key.strip()
+        out[dotted] = value.strip() if dotted in SECRETS else _parse_value(value.strip())
     return out
 
 
@@ -207,6 +256,8 @@ def build_config(
             field = _field_name(e["loc"])
             if e["type"] == "extra_forbidden":
                 problems.append(f"{field}: unknown setting")
+            elif field in SECRETS:  # never echo a secret into a log
+                problems.append(f"{field}: {e['msg']}")
             else:
                 problems.append(f"{field}: {e['msg']} (got {e.get('input')!r})")
         raise ConfigError("; ".join(problems)) from None

@@ -7,6 +7,9 @@ touch are served from an earlier checkpoint, or left out (``sisa.serving``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,9 +18,59 @@ from torch import nn
 from sisa import serving
 from sisa.aggregate import aggregate, decide
 from sisa.config import Config
-from sisa.serving import ServedShard
+from sisa.serving import ServedShard, ServingState
 from sisa.store import SisaStore
 from sisa.trainer import configure, fresh_state, predict_proba
+
+
+class InputError(ValueError):
+    """Rows the models cannot take; the message says what to fix."""
+
+
+def check_features(X: object, input_shape: Sequence[int]) -> np.ndarray:
+    """Validate a batch of rows. [n, *f] or [n, prod(f)] -> [n, *f] float32.
+
+    Rejects, each with its own message: an empty batch, rows of unequal length, values
+    that are not real numbers (text, booleans, complex, null), the wrong feature count,
+    and NaN, infinity or values beyond float32's range.
+    """
+    shape = tuple(input_shape)
+    width = int(np.prod(shape))
+    try:
+        arr = np.asarray(X)
+    except (ValueError, TypeError):
+        raise InputError("rows must all have the same number of features") from None
+    if arr.ndim >= 1 and len(arr) == 0:
+        raise InputError("empty batch: send at least one row")
+    if arr.dtype.kind not in "iuf":
+        kind = "text" if arr.dtype.kind in "US" else str(arr.dtype)
+        raise InputError(f"features must be real numbers, got {kind}")
+    if arr.ndim < 2:
+        raise InputError(
+            f"a batch must be 2-D [rows, {width} features], got shape {arr.shape}; "
+            "wrap a single row in a list"
+        )
+    if arr.shape[1:] != shape:
+        if arr.ndim != 2 or arr.shape[1] != width:
+            got = arr.shape[1] if arr.ndim == 2 else arr.shape[1:]
+            raise InputError(f"each row must have {width} features, got {got}")
+        arr = arr.reshape(len(arr), *shape)
+    with np.errstate(over="ignore"):
+        x = np.ascontiguousarray(arr, dtype=np.float32)
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"row {int(np.argmax(bad))} holds NaN, infinity or a value beyond float32's range"
+        )
+    return x
+
+
+def state_version(state: ServingState) -> str:
+    """Names the ensemble a serving state describes: the checkpoints of its live shards.
+
+    Two states with the same version predict the same, whatever their documents say."""
+    live = sorted((s.shard, s.ref["weights_sha256"]) for s in state.shards.values() if s.ref)
+    return hashlib.sha256(json.dumps(live).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -30,18 +83,24 @@ class Ensemble:
     served: dict[int, ServedShard] = field(default_factory=dict)  # shard -> checkpoint used
 
     @classmethod
-    def load(cls, store: SisaStore, previous: Ensemble | None = None) -> Ensemble:
+    def load(
+        cls,
+        store: SisaStore,
+        previous: Ensemble | None = None,
+        state: ServingState | None = None,
+    ) -> Ensemble:
         """Load the checkpoint the serving state names for each shard, verifying checksums.
 
         Open deletion requests roll their shards back (``sisa.serving``), so the ensemble
         never depends on a point whose deletion was accepted. Models whose checkpoint did
-        not change are taken from ``previous`` instead of being read again.
+        not change are taken from ``previous`` instead of being read again. ``state``
+        defaults to ``serving.current(store)``.
         """
         store.require_trained()
         config, intent = store.config(), store.intent() or {}
         shape, classes = tuple(intent["input_shape"]), int(intent["num_classes"])
         configure(config.resources.threads)
-        state = serving.current(store)
+        state = serving.current(store) if state is None else state
         models = {}
         for shard, served in state.shards.items():
             if served.ref is None:
@@ -56,32 +115,21 @@ class Ensemble:
             models[shard] = model.eval()
         return cls(config, classes, shape, models, state.shards)
 
-    def check_features(self, X: np.ndarray) -> np.ndarray:
+    def check_features(self, X: object) -> np.ndarray:
         """Validate (and un-flatten) input features. [n, *f] or [n, prod(f)] -> [n, *f]."""
-        X = np.asarray(X)
-        if X.ndim < 2:
-            raise ValueError(f"input must be [n, features], got shape {X.shape}")
-        if X.shape[1:] != self.input_shape:
-            if X.ndim != 2 or X.shape[1] != int(np.prod(self.input_shape)):
-                raise ValueError(
-                    f"input has feature shape {X.shape[1:]}, the models expect {self.input_shape}"
-                )
-            X = X.reshape(len(X), *self.input_shape)
-        if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
-            raise ValueError("input features must be finite numbers")
-        return X
+        return check_features(X, self.input_shape)
 
-    def shard_proba(self, X: np.ndarray) -> np.ndarray:
+    def shard_proba(self, X: object) -> np.ndarray:
         """Per-shard probabilities. [n, *f] -> [S_live, n, C]."""
         X = self.check_features(X)
         if not self.models:
             raise RuntimeError("no shard has any training points left; nothing can predict")
         return np.stack([predict_proba(m, X) for m in self.models.values()])
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: object) -> np.ndarray:
         """Aggregated scores. [n, *f] -> [n, C]."""
         return aggregate(self.shard_proba(X), self.config.sisa.aggregation)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: object) -> np.ndarray:
         """Predicted class per row. [n, *f] -> [n]."""
         return decide(self.predict_proba(X))

@@ -42,7 +42,7 @@ def status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str,
         "test_points": test.body["n"] if test else 0,
         "deleted": len(store.tombstones().body["entries"]),
         "pending_requests": [r.seq for r in Journal(store).open_requests()],
-        "config": config.model_dump(mode="json"),
+        "config": config.stored(),
         "fingerprint": meta["fingerprint"],
     }
 

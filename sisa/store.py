@@ -156,7 +156,7 @@ class SisaStore:
     def write_intent(self, config: Config, info: dict[str, Any], salt: bytes | None = None) -> None:
         """Write the training record; ``salt`` carries an overwritten store's salt over,
         so its tombstones and receipts keep meaning the same IDs."""
-        body = {"config": config.model_dump(mode="json"), "training_hash": config.training_hash()}
+        body = {"config": config.stored(), "training_hash": config.training_hash()}
         salt_hex = salt.hex() if salt is not None else secrets.token_hex(16)
         write_doc(self.fs, CONFIG_DOC, body | info | {"salt": salt_hex})
 

@@ -121,7 +121,7 @@ def test_bad_input_gives_one_line_error(store, tmp_path, capsys, argv, message):
 def test_predict_rejects_wrong_feature_shape(store, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", X=np.zeros((2, 5), np.float32))
     assert run("predict", "--store", store, "--input", tmp_path / "bad.npz") == 2
-    assert "feature shape" in capsys.readouterr().err
+    assert "each row must have 64 features, got 5" in capsys.readouterr().err
 
 
 def test_corrupted_checkpoint_is_never_loaded(tmp_path, capsys):
