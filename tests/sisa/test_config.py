@@ -71,3 +71,31 @@ def test_shipped_examples_are_valid():
     root = Path(__file__).resolve().parents[2] / "examples"
     for name in ("digits.toml", "purchase.toml"):
         load_config(root / name, environ={})
+
+
+def test_serving_token_is_secret_raw_and_never_stored(tmp_path):
+    from sisa.store import SisaStore
+    from sisa.train import train
+    from tests.conftest import tiny_config
+
+    token = "1979-05-27" + "0" * 10  # would parse as a TOML date+number, must stay text
+    cfg = load_config(environ={"SISA_SERVING__TOKEN": token, "SISA_SERVING__PORT": "8123"})
+    assert cfg.serving.token.get_secret_value() == token and cfg.serving.port == 8123
+    assert token not in repr(cfg) and "serving" not in cfg.stored()
+    assert cfg.training_hash() == load_config(environ={}).training_hash()
+    cli = load_config(environ={}, overrides=parse_assignments([f"serving.token={token}"]))
+    assert cli.serving.token.get_secret_value() == token
+
+    url = str(tmp_path / "s")
+    stored = tiny_config(**{"serving.token": token, "sisa.slices": 1, "sisa.epochs": 1})
+    train(stored, url)
+    assert token not in "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*.json"))
+    assert SisaStore(url).config().serving.token is None
+
+
+@pytest.mark.parametrize("token", ["short", "0123456789abcde"])
+def test_weak_tokens_are_refused_without_echoing_them(token):
+    with pytest.raises(ConfigError) as err:
+        load_config(environ={"SISA_SERVING__TOKEN": token})
+    assert "serving.token: " in str(err.value) and "at least 16" in str(err.value)
+    assert token not in str(err.value)
