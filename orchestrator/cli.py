@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -19,7 +18,6 @@ from orchestrator.executors import make_executor
 from orchestrator.io import read_features, write_predictions
 
 EXIT_ERROR = 2
-_INT = re.compile(r"^-?\d+$")
 
 
 class CLIError(Exception):
@@ -155,19 +153,12 @@ def _print_json(obj: Any) -> None:
 
 def parse_ids(values: Sequence[str], id_kind: str, what: str = "ID") -> list[int | str]:
     """CLI strings as the store's ID (or group) type; integer stores need 64-bit integers."""
-    out: list[int | str] = []
-    for value in values:
-        if value == "" or "\x00" in value:
-            raise CLIError(f"malformed {what} {value!r}")
-        if id_kind == "int":
-            if not _INT.match(value) or not -(2**63) <= int(value) < 2**63:
-                raise CLIError(
-                    f"{what} {value!r} is not a 64-bit integer; this store's {what}s are integers"
-                )
-            out.append(int(value))
-        else:
-            out.append(value)
-    return out
+    from sisa.ids import typed_ids
+
+    try:
+        return typed_ids(values, id_kind, what)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def read_ids_file(path: str) -> list[str]:

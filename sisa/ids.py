@@ -158,3 +158,31 @@ def id_candidates(text: str) -> list[ID]:
     words |= {run for w in words for run in re.findall(r"[^\W_]+", w)}
     numbers = {int(n) for n in _NUMBER.findall(text) if -(2**63) <= int(n) < 2**63}
     return [w for w in words if w] + sorted(numbers)
+
+
+_INT_TEXT = re.compile(r"^-?\d+$")
+
+
+def typed_ids(values: Iterable[object], id_kind: str, what: str = "ID") -> list[ID]:
+    """IDs as typed by a user (text, or JSON numbers) as the store's ID type.
+
+    Integer stores take 64-bit integers, or text that spells one; text stores take text
+    (a number becomes its decimal text). Booleans, empty text and NUL are refused."""
+    out: list[ID] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"malformed {what} {value!r}: must be an integer or text")
+        if value == "" or (isinstance(value, str) and "\x00" in value):
+            raise ValueError(f"malformed {what} {value!r}")
+        if id_kind != "int":
+            out.append(str(value))
+            continue
+        if isinstance(value, str) and not _INT_TEXT.match(value):
+            raise ValueError(
+                f"{what} {value!r} is not a 64-bit integer; this store's {what}s are integers"
+            )
+        number = int(value)
+        if not -(2**63) <= number < 2**63:
+            raise ValueError(f"{what} {value!r} is not a 64-bit integer")
+        out.append(number)
+    return out

@@ -1,0 +1,278 @@
+"""``sisa serve``: the aggregated ensemble and the deletion API as a Ray Serve application.
+
+Three deployments, one application:
+
+* ``ensemble``: one deployment holding every shard model in a ``Predictor``. It reserves
+  ``serving.num_cpus`` in all, not a CPU per shard, so it fits a two-core machine.
+* ``retrainer`` (``serving.retrain = "background"``): the ``DeletionService``, which
+  batches accepted requests, retrains, purges, and tells the ensemble when models commit.
+* ``api``: the FastAPI ingress (``orchestrator.api``).
+
+How predictions stay available, consistent and compliant while deletions arrive:
+
+1. ``POST /forget`` answers 202 only after ``accept`` committed the compliant serving
+   state **and** the ensemble swapped to it. The ingress then passes the highest request
+   number it acknowledged with every prediction, and an ensemble replica whose snapshot
+   is behind refreshes before predicting: no prediction sent after a 202 uses a point of
+   that request, whichever replica answers it.
+2. When a retrain commits, the retrainer asks the ensemble to refresh, and it swaps to
+   the retrained models; every ``serving.poll_s`` it also looks for states it was not
+   told about (requests accepted by ``sisa forget``, batches of ``sisa process``).
+3. A refresh builds the next snapshot aside and swaps one reference (``sisa.predictor``),
+   so a prediction never sees a half-loaded ensemble, and a failed refresh keeps the
+   snapshot in use: swaps never fail a request.
+
+The token never reaches Ray: the ingress is given its SHA-256 and compares digests in
+constant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from orchestrator.api import build_app
+from orchestrator.executors import InProcessExecutor
+from orchestrator.service import DeletionService
+from sisa.batch import BatchReport
+from sisa.config import ServingConfig
+from sisa.ids import typed_ids
+from sisa.journal import Journal, parse_request_id
+from sisa.lifecycle import request_status
+from sisa.predictor import Predictor
+from sisa.store import SisaStore
+from sisa.unlearn import accept
+
+log = logging.getLogger(__name__)
+APP_NAME = "sisa"
+
+
+def _model(version: str, through: int) -> dict[str, Any]:
+    return {"version": version, "through": through}
+
+
+@serve.deployment(name="ensemble")
+class EnsembleDeployment:
+    """Every shard model of the store, behind one Predictor."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None, settings: dict) -> None:
+        cfg = ServingConfig.model_validate(settings)
+        self.predictor = Predictor(url, storage_options, output=cfg.output, inference=cfg.inference)
+        self.predictor.watch(cfg.poll_s)
+
+    def predict(self, x: np.ndarray, probabilities: bool, at_least: int) -> dict[str, Any]:
+        if at_least > self.predictor.snapshot.through:
+            self.predictor.refresh(at_least)  # behind a request the ingress acknowledged
+        out = self.predictor.predict(x, probabilities=probabilities)
+        body: dict[str, Any] = {
+            "labels": out.labels.tolist(),
+            "model": _model(out.version, out.through),
+        }
+        if out.probabilities is not None:
+            body["probabilities"] = out.probabilities.tolist()
+        return body
+
+    def refresh(self, at_least: int = 0) -> dict[str, Any]:
+        snap = self.predictor.refresh(at_least)
+        return _model(snap.version, snap.through)
+
+    def status(self) -> dict[str, Any]:
+        return self.predictor.status()
+
+    def __del__(self) -> None:
+        self.predictor.close()
+
+
+@serve.deployment(name="retrainer", ray_actor_options={"num_cpus": 0})
+class RetrainerDeployment:
+    """Retrains and purges for accepted requests, in the background."""
+
+    def __init__(
+        self, url: str, storage_options: dict[str, Any] | None, ensemble: DeploymentHandle
+    ) -> None:
+        self.ensemble = ensemble
+        self.last_error: str | None = None
+        self.service = DeletionService(
+            url,
+            storage_options,
+            executor=InProcessExecutor(progress=False),
+            on_batch=self._committed,
+            on_error=self._failed,
+        )
+        self.thread, self.stop = self.service.start()
+
+    def _committed(self, report: BatchReport) -> None:
+        self.last_error = None
+        try:
+            self.ensemble.refresh.remote().result()  # serve the retrained models now
+        except Exception as err:  # noqa: BLE001 - the ensemble's poll will catch up
+            log.warning("could not tell the ensemble about batch %s: %s", report.batch, err)
+
+    def _failed(self, err: BaseException) -> None:
+        self.last_error = f"{type(err).__name__}: {err}"
+        log.warning("deletion batch failed, will retry: %s", err)
+
+    def status(self) -> dict[str, Any]:
+        decision = self.service.last_decision
+        return {
+            "mode": "background",
+            "running": self.thread.is_alive(),
+            "batches": len(self.service.batches),
+            "last_decision": decision.reason if decision is not None else None,
+            "last_error": self.last_error,
+        }
+
+    def __del__(self) -> None:
+        self.stop.set()
+
+
+@serve.deployment(name="api", ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class ApiDeployment:
+    """The HTTP ingress: the ``Backend`` of ``orchestrator.api.build_app``."""
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None,
+        settings: dict,
+        token_sha256: bytes | None,
+        ensemble: DeploymentHandle,
+        retrainer: DeploymentHandle | None,
+    ) -> None:
+        self.url, self.storage_options = url, storage_options
+        self.settings = ServingConfig.model_validate(settings)
+        self.token_sha256 = token_sha256
+        self.ensemble, self.retrainer = ensemble, retrainer
+        intent = SisaStore(url, storage_options).intent() or {}
+        self.input_shape = tuple(intent["input_shape"])
+        self.id_kind, self.group_kind = intent["id_kind"], intent.get("group_kind")
+        self.acknowledged = 0  # highest request number answered 202 by this replica
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_app(self, self.settings, self.token_sha256)
+
+    def _store(self) -> SisaStore:
+        return SisaStore(self.url, self.storage_options)
+
+    async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]:
+        return await self.ensemble.predict.remote(x, probabilities, self.acknowledged)
+
+    async def forget(self, ids: list[Any] | None, group: Any, reason: str | None) -> dict:
+        typed = typed_ids(ids, self.id_kind) if ids is not None else None
+        if group is not None:
+            if self.group_kind is None:
+                raise ValueError("this store's data has no groups; forget by ID instead")
+            group = typed_ids([group], self.group_kind, what="group")[0]
+        accepted = await asyncio.to_thread(
+            accept,
+            self.url,
+            typed,
+            group=group,
+            reason=reason,
+            storage_options=self.storage_options,
+        )
+        model = None
+        if accepted.request_id is not None:
+            seq = parse_request_id(accepted.request_id)
+            self.acknowledged = max(self.acknowledged, seq)
+            model = await self.ensemble.refresh.remote(seq)  # compliant before we answer
+        return {
+            "request_id": accepted.request_id,
+            "state": "compliant" if accepted.request_id else "nothing to do",
+            "removed": len(accepted.removed),
+            "removed_from_test": len(accepted.removed_from_test),
+            "already_deleted": accepted.already_deleted,
+            "earlier_requests": accepted.earlier_requests,
+            "rolled_back": accepted.rolled_back,
+            "compliance_ms": accepted.compliance_seconds * 1000,
+            "model": model,
+        }
+
+    async def request(self, request_id: str) -> dict[str, Any]:
+        status = await asyncio.to_thread(request_status, self._store(), request_id)
+        return status.to_dict()
+
+    async def status(self) -> dict[str, Any]:
+        ensemble = await self.ensemble.status.remote()
+        pending = await asyncio.to_thread(lambda: Journal(self._store()).open_requests())
+        retrainer = (
+            await self.retrainer.status.remote()
+            if self.retrainer is not None
+            else {"mode": "external: run 'sisa process'"}
+        )
+        return {
+            "ensemble": ensemble,
+            "pending_requests": [r.id for r in pending],
+            "retrainer": retrainer,
+            "acknowledged_through": self.acknowledged,
+        }
+
+    async def health(self) -> dict[str, Any]:
+        ensemble = await self.ensemble.status.remote()
+        return {"ok": True, "version": ensemble["version"], "through": ensemble["through"]}
+
+
+def build_application(
+    url: str, storage_options: dict[str, Any] | None, settings: ServingConfig
+) -> serve.Application:
+    """The application, bound to a trained store; fails here if the store is not trained."""
+    store = SisaStore(url, storage_options)
+    store.require_trained()
+    public = settings.model_dump(mode="json")  # the token is excluded from dumps
+    ensemble = EnsembleDeployment.options(
+        num_replicas=settings.replicas, ray_actor_options={"num_cpus": settings.num_cpus}
+    ).bind(url, storage_options, public)
+    retrainer = (
+        RetrainerDeployment.bind(url, storage_options, ensemble)
+        if settings.retrain == "background"
+        else None
+    )
+    digest = (
+        hashlib.sha256(settings.token.get_secret_value().encode()).digest()
+        if settings.token is not None
+        else None
+    )
+    return ApiDeployment.bind(url, storage_options, public, digest, ensemble, retrainer)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running application: its address, and how to stop it."""
+
+    url: str  # http://host:port
+
+    def stop(self) -> None:
+        serve.delete(APP_NAME)
+
+
+def start(
+    url: str,
+    storage_options: dict[str, Any] | None,
+    settings: ServingConfig,
+    *,
+    timeout_s: float = 300.0,
+) -> Server:
+    """Start Serve's HTTP proxy on ``settings.host:port`` (127.0.0.1 by default) and run
+    the application there; returns once it answers. Needs ``ray.init`` (or starts Ray)."""
+    app = build_application(url, storage_options, settings)
+    serve.start(
+        http_options={"host": settings.host, "port": settings.port},
+        logging_config={"enable_access_log": False, "log_level": "WARNING"},
+    )
+    started = time.monotonic()
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    while serve.status().applications[APP_NAME].status != "RUNNING":
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"the sisa application did not start within {timeout_s:.0f}s")
+        time.sleep(0.2)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return Server(f"http://{host}:{settings.port}")
