@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_v
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sisa.config import ServingConfig
-from sisa.ensemble import InputError, check_features
+from sisa.ensemble import InputError, NoModelError, check_features
 from sisa.journal import UnknownRequestError
 from sisa.predictor import StaleStateError
 from sisa.unlearn import MAX_REASON, UnknownIDError
@@ -137,6 +137,7 @@ class BodyLimit:
 def _token_checker(token_sha256: bytes | None) -> Any:
     """A dependency that admits ``Authorization: Bearer <token>`` whose SHA-256 is
     ``token_sha256``; digests are compared in constant time, so timing tells nothing."""
+
     def check(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
@@ -152,6 +153,30 @@ def _token_checker(token_sha256: bytes | None) -> Any:
             )
 
     return check
+
+
+PREDICTION_ERRORS: dict[type[Exception], int] = {
+    InputError: 422,
+    PermissionError: 403,
+    NoModelError: 503,  # every shard waits for a retrain
+    StaleStateError: 503,  # the store does not show an acknowledged request yet
+}
+
+
+def error_body(err: Exception) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """(body, status, headers) for an error a prediction may raise. Backends that run
+    predictions elsewhere send this back as a value, not as an exception."""
+    status = next(code for kind, code in PREDICTION_ERRORS.items() if isinstance(err, kind))
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    return {"detail": str(err).splitlines()[0]}, status, headers
+
+
+class PredictionFailed(Exception):
+    """A prediction error that came back from a backend as ``error_body``'s value."""
+
+    def __init__(self, body: dict[str, Any], status: int, headers: dict[str, str]) -> None:
+        super().__init__(body["detail"])
+        self.response = (body, status, headers)
 
 
 def _error(status: int, err: BaseException) -> JSONResponse:
@@ -174,15 +199,16 @@ def build_app(backend: Backend, settings: ServingConfig, token_sha256: bytes | N
         detail = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in err.errors()]
         return JSONResponse({"detail": detail}, 422)
 
-    @app.exception_handler(InputError)
-    async def _bad_rows(_: Request, err: InputError) -> JSONResponse:
-        return _error(422, err)
+    @app.exception_handler(PredictionFailed)
+    async def _failed(_: Request, err: PredictionFailed) -> JSONResponse:
+        return JSONResponse(*err.response)
 
+    @app.exception_handler(InputError)
+    @app.exception_handler(NoModelError)
     @app.exception_handler(StaleStateError)
-    async def _stale(_: Request, err: StaleStateError) -> JSONResponse:
-        response = _error(503, err)
-        response.headers["Retry-After"] = "1"
-        return response
+    @app.exception_handler(PermissionError)
+    async def _known(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse(*error_body(err))
 
     @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict(body: PredictRequest) -> dict[str, Any]:

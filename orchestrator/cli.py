@@ -137,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(p)
     _exec_args(p)
 
+    p = sub.add_parser(
+        "serve",
+        help="serve predictions and deletion requests over HTTP (Ray Serve)",
+        description="Start the HTTP API on Ray Serve and block until interrupted. Settings "
+        "come from [serving] in --config, SISA_SERVING__* variables, then --set; the token "
+        "for POST /forget is best given as SISA_SERVING__TOKEN.",
+    )
+    p.add_argument("--config", help="TOML file with a [serving] table")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="serving.KEY=VALUE",
+        help="override a serving setting, e.g. --set serving.port=8080",
+    )
+    p.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000)")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: local)")
+    _store_args(p)
+
     p = sub.add_parser("demo", help="train on digits, forget, compare with retraining, verify")
     p.add_argument("--store", default=None, help="keep the demo store here (default: temp dir)")
     p.add_argument("--forget", type=int, default=5, help="how many points to forget")
@@ -522,6 +542,50 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.identical else 1
 
 
+def serving_settings(args: argparse.Namespace) -> Any:
+    """The [serving] settings of ``sisa serve``: file, then environment, then flags."""
+    from sisa.config import load_config, parse_assignments
+
+    overrides = parse_assignments(args.set)
+    if any(not key.startswith("serving.") for key in overrides):
+        raise CLIError("sisa serve takes serving.* settings only; the store fixes the rest")
+    if args.host is not None:
+        overrides["serving.host"] = args.host
+    if args.port is not None:
+        overrides["serving.port"] = args.port
+    return load_config(args.config, overrides=overrides).serving
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import signal
+    import threading
+
+    from sisa.store import SisaStore
+
+    settings = serving_settings(args)
+    SisaStore(args.store, args.storage_options).require_trained()
+    import ray
+    from ray import serve
+
+    from orchestrator.serve import start
+
+    ray.init(address=args.ray_address, include_dashboard=False, configure_logging=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server = start(args.store, args.storage_options, settings)
+        forget = "on" if settings.token is not None else "off (no serving.token)"
+        print(f"serving {args.store} at {server.url}  (docs: {server.url}/docs)", flush=True)
+        print(f"  POST /forget: {forget}; retraining: {settings.retrain}", flush=True)
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    print("sisa: server stopped", file=sys.stderr)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from orchestrator.demo import run_demo
 
@@ -556,6 +620,7 @@ COMMANDS = {
     "status": cmd_status,
     "evaluate": cmd_evaluate,
     "verify": cmd_verify,
+    "serve": cmd_serve,
     "demo": cmd_demo,
 }
 

@@ -39,7 +39,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from orchestrator.api import build_app
+from orchestrator.api import PREDICTION_ERRORS, PredictionFailed, build_app, error_body
 from orchestrator.executors import InProcessExecutor
 from orchestrator.service import DeletionService
 from sisa.batch import BatchReport
@@ -69,9 +69,14 @@ class EnsembleDeployment:
         self.predictor.watch(cfg.poll_s)
 
     def predict(self, x: np.ndarray, probabilities: bool, at_least: int) -> dict[str, Any]:
-        if at_least > self.predictor.snapshot.through:
-            self.predictor.refresh(at_least)  # behind a request the ingress acknowledged
-        out = self.predictor.predict(x, probabilities=probabilities)
+        """Labels (and scores) as a JSON body; a known failure as ``{"error": ...}``,
+        because exceptions lose their type on the way back through Ray."""
+        try:
+            if at_least > self.predictor.snapshot.through:
+                self.predictor.refresh(at_least)  # behind a request the ingress acknowledged
+            out = self.predictor.predict(x, probabilities=probabilities)
+        except tuple(PREDICTION_ERRORS) as err:
+            return {"error": error_body(err)}
         body: dict[str, Any] = {
             "labels": out.labels.tolist(),
             "model": _model(out.version, out.through),
@@ -164,7 +169,10 @@ class ApiDeployment:
         return SisaStore(self.url, self.storage_options)
 
     async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]:
-        return await self.ensemble.predict.remote(x, probabilities, self.acknowledged)
+        body = await self.ensemble.predict.remote(x, probabilities, self.acknowledged)
+        if "error" in body:
+            raise PredictionFailed(*body["error"])
+        return body
 
     async def forget(self, ids: list[Any] | None, group: Any, reason: str | None) -> dict:
         typed = typed_ids(ids, self.id_kind) if ids is not None else None
@@ -244,14 +252,18 @@ def build_application(
     return ApiDeployment.bind(url, storage_options, public, digest, ensemble, retrainer)
 
 
+LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
+
+
 @dataclass(frozen=True)
 class Server:
     """A running application: its address, and how to stop it."""
 
-    url: str  # http://host:port
+    url: str  # http://host:port/prefix, without a trailing slash
+    name: str = APP_NAME
 
     def stop(self) -> None:
-        serve.delete(APP_NAME)
+        serve.delete(self.name)
 
 
 def start(
@@ -259,20 +271,25 @@ def start(
     storage_options: dict[str, Any] | None,
     settings: ServingConfig,
     *,
+    name: str = APP_NAME,
+    route_prefix: str = "/",
     timeout_s: float = 300.0,
 ) -> Server:
     """Start Serve's HTTP proxy on ``settings.host:port`` (127.0.0.1 by default) and run
-    the application there; returns once it answers. Needs ``ray.init`` (or starts Ray)."""
+    the application under ``route_prefix``; returns once it answers.
+
+    Serve has one proxy per cluster: if it already runs, its address stays, and every
+    application started on the cluster must name the same host and port."""
     app = build_application(url, storage_options, settings)
-    serve.start(
-        http_options={"host": settings.host, "port": settings.port},
-        logging_config={"enable_access_log": False, "log_level": "WARNING"},
-    )
+    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=LOGGING)
     started = time.monotonic()
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    while serve.status().applications[APP_NAME].status != "RUNNING":
+    serve.run(app, name=name, route_prefix=route_prefix, blocking=False, logging_config=LOGGING)
+    while serve.status().applications[name].status != "RUNNING":
+        if serve.status().applications[name].status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            message = serve.status().applications[name].message
+            raise RuntimeError(f"the sisa application failed to start: {message}")
         if time.monotonic() - started > timeout_s:
             raise TimeoutError(f"the sisa application did not start within {timeout_s:.0f}s")
         time.sleep(0.2)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return Server(f"http://{host}:{settings.port}")
+    return Server(f"http://{host}:{settings.port}{route_prefix.rstrip('/')}", name)

@@ -27,6 +27,11 @@ class InputError(ValueError):
     """Rows the models cannot take; the message says what to fix."""
 
 
+class NoModelError(RuntimeError):
+    """No shard can predict: every one is empty, or rolled back past its first slice
+    until a retrain commits. Predicting anyway would use deleted points."""
+
+
 def check_features(X: object, input_shape: Sequence[int]) -> np.ndarray:
     """Validate a batch of rows. [n, *f] or [n, prod(f)] -> [n, *f] float32.
 
@@ -123,7 +128,10 @@ class Ensemble:
         """Per-shard probabilities. [n, *f] -> [S_live, n, C]."""
         X = self.check_features(X)
         if not self.models:
-            raise RuntimeError("no shard has any training points left; nothing can predict")
+            raise NoModelError(
+                "no shard model can predict now: every shard is empty or waits for a "
+                "retrain that removes deleted points"
+            )
         return np.stack([predict_proba(m, X) for m in self.models.values()])
 
     def predict_proba(self, X: object) -> np.ndarray:

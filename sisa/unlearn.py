@@ -36,7 +36,7 @@ from sisa.journal import Entry, Journal, Request, covering_requests, deleted_or_
 from sisa.partition import MISSING, TEST, Locator, place
 from sisa.store import TEST as TEST_PREFIX
 from sisa.store import Head, SisaStore
-from storage import LeaseHeldError
+from storage import LeaseHeldError, StorageError
 
 
 class UnknownIDError(KeyError):
@@ -98,8 +98,20 @@ def _heads(store: SisaStore, shards: int) -> dict[int, Head]:
     return heads
 
 
-def _part_ids(store: SisaStore, heads: dict[int, Head]) -> dict[int, dict[str, np.ndarray]]:
-    return {part: store.read_data(h.data, features=False) for part, h in heads.items()}
+def _part_ids(
+    store: SisaStore, shards: int
+) -> tuple[dict[int, Head], dict[int, dict[str, np.ndarray]]]:
+    """The heads and the IDs of each part's data. A batch committing meanwhile may purge
+    the data a head we just read names; then the heads moved on, and we read them again.
+    (Points never change shard or slice, so a plan from any generation is as good.)"""
+    while True:
+        heads = _heads(store, shards)
+        try:
+            return heads, {p: store.read_data(h.data, features=False) for p, h in heads.items()}
+        except (StorageError, FileNotFoundError):
+            now = _heads(store, shards)
+            if [h.generation for h in now.values()] == [h.generation for h in heads.values()]:
+                raise  # not a purge under us: the store is damaged
 
 
 def plan_forget(
@@ -110,8 +122,7 @@ def plan_forget(
     config, salt = store.config(), store.salt()
     if (ids is None or len(ids) == 0) == (group is None):
         raise ValueError("give either IDs or one group to forget (not both, not neither)")
-    heads = _heads(store, config.sisa.shards)
-    parts = _part_ids(store, heads)
+    heads, parts = _part_ids(store, config.sisa.shards)
     deleted, deleted_groups = deleted_or_requested(store)
     group_hash = None
     if group is not None:

@@ -5,6 +5,7 @@ touched slice, or left out when that slice is the first)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sisa import serving
 from sisa.aggregate import aggregate
@@ -101,3 +102,27 @@ def test_serving_documents_are_write_once_and_pruned(url):
         serving.refresh(store)
     names = store.fs.listdir("serving")
     assert names == ["g000002.json", "g000003.json"]  # the newest two
+
+
+def test_accept_reads_heads_again_when_a_batch_purges_their_data_meanwhile(url, monkeypatch):
+    """A request accepted while a batch commits: the data of the heads it read first is
+    purged under it; it reads the new heads and is journaled."""
+    from sisa import unlearn
+
+    stale = unlearn._heads(SisaStore(url), 3)
+    accept(url, [pick(url, 0, 0)])
+    process(url)  # shard 0 moves to a new generation; the old data is purged
+    real, reads = unlearn._heads, iter([stale])
+    monkeypatch.setattr(unlearn, "_heads", lambda store, n: next(reads, None) or real(store, n))
+    accepted = accept(url, [pick(url, 0, 2)])
+    assert accepted.request_id is not None and accepted.start_stages == {0: 3}
+
+
+def test_accept_still_refuses_a_damaged_store(url):
+    from storage import StorageError
+
+    store = SisaStore(url)
+    store.fs.delete(f"{store.shard_head(1).data['dir']}/MANIFEST.json")
+    with pytest.raises(StorageError, match="not committed"):
+        accept(url, [pick(url, 0, 2)])
+    assert Journal(store).seqs() == []

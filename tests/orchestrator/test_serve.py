@@ -1,0 +1,369 @@
+"""``sisa serve`` for real: the Ray Serve application on loopback, called over HTTP.
+
+Two applications share the session's Ray cluster and Serve's one proxy: ``main`` (token
+set, probabilities allowed, background retraining) and ``strict`` under ``/strict``
+(labels only, no token, external retraining, tight limits)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sisa.config import build_config
+from sisa.ids import salted_hash
+from sisa.journal import Journal
+from sisa.predictor import Predictor
+from sisa.store import SisaStore
+from sisa.train import train
+from tests.conftest import tiny_config
+from tests.sisa.test_unlearn import layout
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+requests = pytest.importorskip("requests")
+pytest.importorskip("ray.serve")
+
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROWS = np.random.default_rng(11).random((8, 64)).astype(np.float32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def apps(ray_cluster, tmp_path_factory):
+    """Both applications on one free loopback port; Serve is shut down afterwards."""
+    from ray import serve
+
+    from orchestrator.serve import start
+
+    root = tmp_path_factory.mktemp("serve")
+    main_url, strict_url = str(root / "main"), str(root / "strict")
+    train(tiny_config(**{"sisa.slices": 4}), main_url)
+    shutil.copytree(main_url, strict_url)
+    port = free_port()
+    main_cfg = build_config(
+        {}, {"serving.port": port, "serving.token": TOKEN, "serving.poll_s": 0.2}
+    )
+    strict_cfg = build_config(
+        {},
+        {
+            "serving.port": port,
+            "serving.output": "labels",
+            "serving.retrain": "external",
+            "serving.max_rows": 5,
+            "serving.max_body_bytes": 4096,
+            "serving.num_cpus": 0.25,
+        },
+    )
+    try:
+        main = start(main_url, None, main_cfg.serving)
+        strict = start(strict_url, None, strict_cfg.serving, name="strict", route_prefix="/strict")
+        yield {"main": (main.url, main_url), "strict": (strict.url, strict_url), "port": port}
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def http():
+    with requests.Session() as session:
+        yield session
+
+
+def predict(http, base, rows=ROWS, **extra):
+    return http.post(f"{base}/predict", json={"rows": np.asarray(rows).tolist(), **extra})
+
+
+def pick(url, shard, slice_, skip=0):
+    ids, shards, slices = layout(url)
+    return int(ids[(shards == shard) & (slices == slice_)][skip])
+
+
+def wait_for(check, timeout=120.0, every=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def test_binds_loopback_only(apps):
+    """The proxy's listening socket is on 127.0.0.1 (read from /proc, no traffic)."""
+    port = apps["port"]
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                listening.append(address)
+    assert listening == ["0100007F"]  # 127.0.0.1, and nothing else
+    assert build_config({}).serving.host == "127.0.0.1"
+
+
+def test_predict_gives_the_predictors_labels_and_probabilities(apps, http):
+    base, url = apps["main"]
+    response = predict(http, base, probabilities=True)
+    assert response.status_code == 200
+    body = response.json()
+    expected = Predictor(url).predict(ROWS, probabilities=True)
+    assert body["labels"] == expected.labels.tolist()
+    got = np.asarray(body["probabilities"], dtype=np.float32)
+    np.testing.assert_array_equal(got, expected.probabilities)  # float32 survives JSON
+    assert body["model"] == {"version": expected.version, "through": expected.through}
+    labels_only = predict(http, base).json()
+    assert "probabilities" not in labels_only and labels_only["labels"] == body["labels"]
+
+
+def test_labels_only_server_refuses_probabilities(apps, http):
+    base, url = apps["strict"]
+    response = predict(http, base, rows=ROWS[:3])
+    assert response.status_code == 200
+    assert response.json()["labels"] == Predictor(url).predict(ROWS[:3]).labels.tolist()
+    refused = predict(http, base, rows=ROWS[:3], probabilities=True)
+    assert refused.status_code == 403 and "labels only" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"rows": [[0.5] * 63]}, "each row must have 64 features, got 63"),
+        ({"rows": [[0.5] * 64, [0.5] * 60]}, "same number of features"),
+        ({"rows": []}, "at least 1"),
+        ({"rows": [["0.5"] * 64]}, "valid number"),
+        ({"rows": [[True] * 64]}, "valid number"),
+        ({"rows": [[0.5] * 64], "extra": 1}, "Extra inputs"),
+        ({"rows": [0.5] * 64}, "valid list"),
+        ({"rows": [[1e39] * 64]}, "beyond float32"),
+        ({}, "Field required"),
+    ],
+)
+def test_invalid_predictions_get_422_naming_the_problem(apps, http, body, fragment):
+    response = http.post(f"{apps['main'][0]}/predict", json=body)
+    assert response.status_code == 422
+    assert fragment in response.text
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_json_numbers_get_422(apps, http, literal):
+    body = '{"rows": [[' + ", ".join(["0.5"] * 63 + [literal]) + "]]}"
+    response = http.post(
+        f"{apps['main'][0]}/predict", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422 and "finite number" in response.text
+
+
+def test_malformed_json_gets_422(apps, http):
+    response = http.post(
+        f"{apps['main'][0]}/predict", data="{rows:", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+def test_bodies_and_batches_over_the_limits_get_413(apps, http):
+    base = apps["strict"][0]
+    big = {"rows": [[0.5] * 64] * 20}  # about 5 KB > 4096 bytes
+    assert http.post(f"{base}/predict", json=big).status_code == 413
+
+    def chunks():  # no Content-Length: the body is counted as it streams
+        yield b'{"rows": ['
+        for _ in range(40):
+            yield b"[" + b", ".join([b"0.5"] * 64) + b"],"
+        yield b"[0.5]]}"
+
+    streamed = http.post(
+        f"{base}/predict", data=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413 and "max_body_bytes" in streamed.json()["detail"]
+    many = predict(http, base, rows=np.zeros((6, 64)))  # 6 rows > max_rows 5, under 4 KB
+    assert many.status_code == 413 and "max_rows" in many.json()["detail"]
+    assert predict(http, base, rows=np.zeros((5, 64))).status_code == 200
+
+
+def test_forget_needs_the_bearer_token(apps, http):
+    base, url = apps["main"]
+    body = {"ids": [pick(url, 1, 3)]}
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": TOKEN},
+    ):
+        response = http.post(f"{base}/forget", json=body, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert Journal(SisaStore(url)).seqs() == []  # nothing was journaled
+    disabled = http.post(f"{apps['strict'][0]}/forget", json=body, headers=AUTH)
+    assert disabled.status_code == 403 and "serving.token" in disabled.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"ids": [10**9]}, "unknown IDs"),
+        ({"ids": ["12x"]}, "not a 64-bit integer"),
+        ({"ids": [True]}, "valid"),
+        ({"ids": []}, "at least 1"),
+        ({"ids": [1000], "group": "g"}, "either 'ids' or 'group'"),
+        ({"group": "person-1"}, "no groups"),
+        ({"ids": [1000], "reason": "ticket about 1000"}, "reason names an ID"),
+        ({"ids": [1000], "reason": "two\nlines"}, "one line"),
+    ],
+)
+def test_bad_forget_requests_get_422_and_journal_nothing(apps, http, body, fragment):
+    base, url = apps["main"]
+    before = Journal(SisaStore(url)).seqs()
+    response = http.post(f"{base}/forget", json=body, headers=AUTH)
+    assert response.status_code == 422 and fragment in response.text
+    assert Journal(SisaStore(url)).seqs() == before
+
+
+@pytest.mark.parametrize("request_id", ["r000009999-00000000", "nonsense", "..%2F..%2Fetc"])
+def test_unknown_request_ids_get_404(apps, http, request_id):
+    response = http.get(f"{apps['main'][0]}/requests/{request_id}")
+    assert response.status_code == 404
+
+
+def test_status_healthz_and_openapi(apps, http):
+    base, url = apps["main"]
+    health = http.get(f"{base}/healthz")
+    assert health.status_code == 200 and health.json()["ok"] is True
+    status = http.get(f"{base}/status").json()
+    assert status["ensemble"]["input_shape"] == [64]
+    assert status["retrainer"]["mode"] == "background"
+    assert "external" in http.get(f"{apps['strict'][0]}/status").json()["retrainer"]["mode"]
+    spec = http.get(f"{base}/openapi.json").json()
+    assert {"/predict", "/forget", "/requests/{request_id}", "/status", "/healthz"} <= set(
+        spec["paths"]
+    )
+    assert spec["paths"]["/forget"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "/predict" not in [p for p in spec["paths"] if spec["paths"][p].get("security")]
+    docs = http.get(f"{base}/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_forget_is_compliant_at_once_then_retrained_and_purged(apps, http):
+    base, url = apps["main"]
+    before = predict(http, base, probabilities=True).json()
+    victim = pick(url, 2, 1)
+    response = http.post(f"{base}/forget", json={"ids": [victim]}, headers=AUTH)
+    assert response.status_code == 202
+    accepted = response.json()
+    rid, seq = accepted["request_id"], int(accepted["request_id"][1:10])
+    assert accepted["state"] == "compliant" and accepted["rolled_back"] == [2]
+    assert accepted["model"]["through"] == seq
+    # the very next prediction already uses the rolled-back ensemble
+    after = predict(http, base, probabilities=True).json()
+    assert after["model"] == accepted["model"] and after["model"] != before["model"]
+    state = http.get(f"{base}/requests/{rid}").json()["state"]
+    assert state in ("compliant", "retrained", "purged")
+    # the background retrainer retrains, purges, and the ensemble switches to its models
+    wait_for(lambda: http.get(f"{base}/requests/{rid}").json()["state"] == "purged")
+    final = Predictor(url).predict(ROWS, probabilities=True)
+    served = wait_for(
+        lambda: (
+            (b := predict(http, base, probabilities=True).json())["model"]["version"]
+            == final.version
+            and b
+        )
+    )
+    assert served["labels"] == final.labels.tolist()
+    np.testing.assert_array_equal(np.float32(served["probabilities"]), final.probabilities)
+    receipt = http.get(f"{base}/requests/{rid}").json()["receipt"]
+    assert receipt["request"] == rid  # it holds the salted hash, never the ID
+    assert receipt["ids"] == [salted_hash(SisaStore(url).salt(), victim)]
+    again = http.post(f"{base}/forget", json={"ids": [victim]}, headers=AUTH)
+    assert again.status_code == 200 and again.json()["request_id"] is None
+    assert again.json()["earlier_requests"] == [rid]
+
+
+def test_predictions_alongside_forgets_never_fail_and_stay_consistent(apps, http):
+    """>= 200 predictions from four threads while 12 forgets arrive and retrain."""
+    base, url = apps["main"]
+    # shard 0 keeps its first slice, so some shard can always answer (see the 503 test)
+    targets = [pick(url, k, s, skip=3) for k in range(3) for s in range(4) if (k, s) != (0, 0)]
+    targets.append(pick(url, 0, 3, skip=4))
+    sent_at: dict[str, float] = {}
+    answered_at: dict[int, float] = {}  # request number -> time its 202 arrived
+    results: list[tuple[float, int, dict]] = []  # (sent, status, body)
+    stop = threading.Event()
+
+    def predictor_loop() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                sent = time.monotonic()
+                r = predict(session, base, probabilities=True)
+                results.append((sent, r.status_code, r.json() if r.ok else {"text": r.text}))
+
+    def forget_loop() -> None:
+        with requests.Session() as session:
+            for victim in targets:
+                sent_at[str(victim)] = time.monotonic()
+                r = session.post(f"{base}/forget", json={"ids": [victim]}, headers=AUTH)
+                assert r.status_code == 202, r.text
+                answered_at[int(r.json()["request_id"][1:10])] = time.monotonic()
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=predictor_loop) for _ in range(4)]
+    for t in threads:
+        t.start()
+    forgetter = threading.Thread(target=forget_loop)
+    forgetter.start()
+    forgetter.join()
+    wait_for(lambda: len(results) >= 200, timeout=300)
+    store = SisaStore(url)
+    wait_for(lambda: not Journal(store).open_requests(), timeout=300)  # all retrained
+    final = Predictor(url)
+    wait_for(lambda: predict(http, base).json()["model"]["version"] == final.version)
+    stop.set()
+    for t in threads:
+        t.join()
+
+    assert len(answered_at) == len(targets) and len(results) >= 200
+    assert not [r for r in results if r[1] >= 500], "a prediction failed"
+    assert {r[1] for r in results} == {200}
+    journaled = set(Journal(store).seqs())
+    assert set(answered_at) <= journaled  # every acknowledged forget is journaled
+    by_version: dict[str, tuple] = {}
+    for sent, _, body in results:
+        key = (tuple(body["labels"]), tuple(map(tuple, body["probabilities"])))
+        assert by_version.setdefault(body["model"]["version"], key) == key  # one ensemble each
+        # compliant: answered after a 202 means honouring that request
+        owed = [seq for seq, at in answered_at.items() if at < sent]
+        assert body["model"]["through"] >= max(owed, default=0)
+    assert len(by_version) >= 3  # rolled back and retrained ensembles were both served
+    last = predict(http, base, probabilities=True).json()
+    expected = final.predict(ROWS, probabilities=True)
+    assert last["labels"] == expected.labels.tolist()
+    np.testing.assert_array_equal(np.float32(last["probabilities"]), expected.probabilities)
+
+
+def test_no_live_shard_gives_503_until_an_external_retrain_commits(apps, http):
+    """Every shard rolled back past its first slice: nothing can predict compliantly."""
+    from sisa.batch import process
+    from sisa.unlearn import accept
+
+    base, url = apps["strict"]
+    accept(url, [pick(url, shard, 0) for shard in range(3)])  # as 'sisa forget' would
+    refused = wait_for(lambda: (r := predict(http, base, rows=ROWS[:2])).status_code == 503 and r)
+    assert "waits for a retrain" in refused.json()["detail"]
+    assert refused.headers["Retry-After"] == "1"
+    assert http.get(f"{base}/healthz").status_code == 200  # the server itself is fine
+    process(url)  # as 'sisa process' would
+    answer = wait_for(lambda: (r := predict(http, base, rows=ROWS[:2])).ok and r.json())
+    assert answer["labels"] == Predictor(url).predict(ROWS[:2]).labels.tolist()
+    assert answer["model"]["through"] == 1
