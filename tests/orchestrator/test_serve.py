@@ -359,7 +359,10 @@ def test_no_live_shard_gives_503_until_an_external_retrain_commits(apps, http):
 
     base, url = apps["strict"]
     accept(url, [pick(url, shard, 0) for shard in range(3)])  # as 'sisa forget' would
-    refused = wait_for(lambda: (r := predict(http, base, rows=ROWS[:2])).status_code == 503 and r)
+    # a Response is falsy when not ok: wrap it
+    (refused,) = wait_for(
+        lambda: (r := predict(http, base, rows=ROWS[:2])).status_code == 503 and (r,)
+    )
     assert "waits for a retrain" in refused.json()["detail"]
     assert refused.headers["Retry-After"] == "1"
     assert http.get(f"{base}/healthz").status_code == 200  # the server itself is fine
