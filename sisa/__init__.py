@@ -6,7 +6,8 @@ function here runs shard jobs in this process when no executor is given.
 
 from sisa.config import Config, ConfigError, build_config, load_config
 from sisa.data import DataError, Dataset
-from sisa.ensemble import Ensemble
+from sisa.ensemble import Ensemble, InputError, NoModelError
+from sisa.predictor import Prediction, Predictor
 from sisa.status import evaluate, status
 from sisa.store import SisaStore, StoreStateError
 from sisa.train import train
@@ -19,6 +20,10 @@ __all__ = [
     "DataError",
     "Dataset",
     "Ensemble",
+    "InputError",
+    "NoModelError",
+    "Prediction",
+    "Predictor",
     "SisaStore",
     "StoreStateError",
     "UnknownIDError",
