@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
 from sisa import serving
 from sisa.aggregate import aggregate, decide
 from sisa.config import Config
+from sisa.inference import EnsembleForward, build_forward, model_device
 from sisa.serving import ServedShard, ServingState
 from sisa.store import SisaStore
-from sisa.trainer import configure, fresh_state, predict_proba
+from sisa.trainer import configure, fresh_state
 
 
 class InputError(ValueError):
@@ -62,8 +64,8 @@ def check_features(X: object, input_shape: Sequence[int]) -> np.ndarray:
         arr = arr.reshape(len(arr), *shape)
     with np.errstate(over="ignore"):
         x = np.ascontiguousarray(arr, dtype=np.float32)
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-    if bad.any():
+    if not np.isfinite(x).all():  # one pass; find the row only when something is wrong
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         raise InputError(
             f"row {int(np.argmax(bad))} holds NaN, infinity or a value beyond float32's range"
         )
@@ -86,6 +88,13 @@ class Ensemble:
     models: dict[int, nn.Module]  # shard -> model in eval mode
 
     served: dict[int, ServedShard] = field(default_factory=dict)  # shard -> checkpoint used
+    inference: str = "auto"  # serving.inference: how the models are evaluated together
+    forward: EnsembleForward | None = None  # over ``models`` in shard order; None: no model
+
+    def __post_init__(self) -> None:
+        if self.forward is None and self.models:
+            models = list(self.models.values())
+            self.forward = build_forward(models, self.inference, input_shape=self.input_shape)
 
     @classmethod
     def load(
@@ -93,6 +102,7 @@ class Ensemble:
         store: SisaStore,
         previous: Ensemble | None = None,
         state: ServingState | None = None,
+        inference: str = "auto",
     ) -> Ensemble:
         """Load the checkpoint the serving state names for each shard, verifying checksums.
 
@@ -118,7 +128,7 @@ class Ensemble:
             model = fresh_state(config, shard, shape, classes).model
             model.load_state_dict(weights)
             models[shard] = model.eval()
-        return cls(config, classes, shape, models, state.shards)
+        return cls(config, classes, shape, models, state.shards, inference)
 
     def check_features(self, X: object) -> np.ndarray:
         """Validate (and un-flatten) input features. [n, *f] or [n, prod(f)] -> [n, *f]."""
@@ -126,13 +136,15 @@ class Ensemble:
 
     def shard_proba(self, X: object) -> np.ndarray:
         """Per-shard probabilities. [n, *f] -> [S_live, n, C]."""
-        X = self.check_features(X)
-        if not self.models:
+        x = self.check_features(X)  # [n, *f] float32
+        if self.forward is None:
             raise NoModelError(
                 "no shard model can predict now: every shard is empty or waits for a "
                 "retrain that removes deleted points"
             )
-        return np.stack([predict_proba(m, X) for m in self.models.values()])
+        device = model_device(next(iter(self.models.values())))
+        probs = self.forward(torch.from_numpy(x).to(device))  # [S_live, n, C]
+        return probs.cpu().numpy()
 
     def predict_proba(self, X: object) -> np.ndarray:
         """Aggregated scores. [n, *f] -> [n, C]."""

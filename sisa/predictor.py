@@ -141,7 +141,7 @@ class Predictor:
                 return old
             previous = old.ensemble if old is not None else None
             try:
-                ensemble = Ensemble.load(self.store, previous=previous, state=state)
+                ensemble = Ensemble.load(self.store, previous, state, self.inference)
             except (FileNotFoundError, StorageError):
                 if attempt == LOAD_ATTEMPTS:
                     raise
@@ -196,6 +196,7 @@ class Predictor:
             "num_classes": snap.ensemble.num_classes,
             "input_shape": list(snap.ensemble.input_shape),
             "output": self.output,
+            "inference": forward.strategy if (forward := snap.ensemble.forward) else None,
             "live_shards": sorted(snap.ensemble.models),
             "shards": [
                 {"shard": s.shard, "stage": s.stage, "pending": s.pending}
