@@ -42,6 +42,17 @@ def _options(text: str) -> dict[str, Any]:
     return value
 
 
+def _config_args(p: argparse.ArgumentParser, file_help: str, section: str, example: str) -> None:
+    p.add_argument("--config", help=file_help)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar=f"{section}.KEY=VALUE",
+        help=f"override a config value, e.g. --set {example}",
+    )
+
+
 def _exec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: local)")
@@ -55,14 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a store from a config")
-    p.add_argument("--config", help="TOML config file (defaults apply without one)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config value, e.g. --set sisa.shards=8",
-    )
+    _config_args(p, "TOML config file (defaults apply without one)", "SECTION", "sisa.shards=8")
     p.add_argument("--overwrite", action="store_true", help="replace a trained store")
     _store_args(p)
     _exec_args(p)
@@ -144,14 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "come from [serving] in --config, SISA_SERVING__* variables, then --set; the token "
         "for POST /forget is best given as SISA_SERVING__TOKEN.",
     )
-    p.add_argument("--config", help="TOML file with a [serving] table")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="serving.KEY=VALUE",
-        help="override a serving setting, e.g. --set serving.port=8080",
-    )
+    _config_args(p, "TOML file with a [serving] table", "serving", "serving.port=8080")
     p.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="TCP port (default 8000)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: local)")
