@@ -217,9 +217,12 @@ class ApiDeployment:
             if self.retrainer is not None
             else {"mode": "external: run 'sisa process'"}
         )
+        now = time.time()
         return {
             "ensemble": ensemble,
-            "pending_requests": [r.id for r in pending],
+            # counts, not IDs: a request ID is its requester's handle on the receipt
+            "pending_requests": len(pending),
+            "oldest_pending_s": max((now - r.accepted_at for r in pending), default=None),
             "retrainer": retrainer,
             "acknowledged_through": self.acknowledged,
         }

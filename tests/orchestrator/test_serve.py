@@ -358,7 +358,10 @@ def test_no_live_shard_gives_503_until_an_external_retrain_commits(apps, http):
     from sisa.unlearn import accept
 
     base, url = apps["strict"]
-    accept(url, [pick(url, shard, 0) for shard in range(3)])  # as 'sisa forget' would
+    accepted = accept(url, [pick(url, shard, 0) for shard in range(3)])  # as 'sisa forget'
+    status = http.get(f"{base}/status")
+    assert status.json()["pending_requests"] == 1 and status.json()["oldest_pending_s"] >= 0
+    assert accepted.request_id not in status.text  # the requester's handle stays private
     # a Response is falsy when not ok: wrap it
     (refused,) = wait_for(
         lambda: (r := predict(http, base, rows=ROWS[:2])).status_code == 503 and (r,)
