@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import git_commit, write_results  # noqa: E402
 from orchestrator.executors import InProcessExecutor  # noqa: E402
 from sisa import serving  # noqa: E402
 from sisa.batch import pending_plan, process  # noqa: E402
@@ -241,14 +241,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if isinstance(value, int | float) and key != "k":
             out[key] = median([r[key] for r in rows])
     return out | {"calibrated_from": rows[0]["calibrated_from"]}
-
-
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--short", "--untracked-files=no")
-    return git("rev-parse", "HEAD") + (" (tracked files modified)" if dirty else "")
 
 
 def machine() -> dict[str, Any]:
@@ -522,9 +514,7 @@ def main() -> None:
     text = render(result)
     print(text)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text)
-        Path(out).with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+        write_results(out, text, result)
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ class ServingConfig(_Section):
     output: Literal["probabilities", "labels"] = "probabilities"
     """The most /predict reveals. ``labels`` withholds probabilities, which leak the most
     to membership inference."""
-    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+    max_body_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)
     """Largest request body accepted; larger ones get 413."""
     max_rows: int = Field(4096, ge=1, le=1_000_000)
     """Most rows in one /predict call; more get 413."""
