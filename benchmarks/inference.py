@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cpu_model, git_commit, write_results  # noqa: E402
 from sisa.config import ModelConfig, build_config  # noqa: E402
 from sisa.ensemble import Ensemble  # noqa: E402
 from sisa.inference import auto_strategy, build_forward  # noqa: E402
@@ -177,24 +177,6 @@ def cells(quick: bool, device: str, threads: int) -> list[Cell]:
     else:
         grid = [(m, s, n) for m in WORKLOADS for s in (5, 20, 50) for n in (1, 64, 1024)]
     return [Cell(m, s, n, threads, device) for m, s, n in grid]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
-
-    dirty = git("status", "--short", "--untracked-files=no")
-    return git("rev-parse", "HEAD") + (" (tracked files modified)" if dirty else "")
 
 
 def machine() -> dict[str, Any]:
@@ -419,9 +401,7 @@ def main() -> None:
     text = render(result)
     print(text)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text)
-        Path(out).with_suffix(".json").write_text(json.dumps(result, indent=1))
+        write_results(out, text, result)
 
 
 if __name__ == "__main__":
