@@ -568,7 +568,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     ray.init(address=args.ray_address, include_dashboard=False, configure_logging=False)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background,
+        signal.signal(signum, lambda *_: stop.set())  # where SIGINT arrives ignored
     try:
         server = start(args.store, args.storage_options, settings)
         forget = "on" if settings.token is not None else "off (no serving.token)"

@@ -64,6 +64,8 @@ def check_features(X: object, input_shape: Sequence[int]) -> np.ndarray:
         arr = arr.reshape(len(arr), *shape)
     with np.errstate(over="ignore"):
         x = np.ascontiguousarray(arr, dtype=np.float32)
+    if not x.flags.writeable:  # e.g. deserialised by Ray; torch wants memory it may own
+        x = x.copy()
     if not np.isfinite(x).all():  # one pass; find the row only when something is wrong
         bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         raise InputError(

@@ -50,7 +50,7 @@ def test_an_untrained_store_is_refused(tmp_path, capsys):
 
 @pytest.mark.ray
 @pytest.mark.timeout(600)
-def test_serve_answers_on_loopback_and_stops_on_interrupt(store, ray_cluster):
+def test_serve_answers_on_loopback_and_stops_on_interrupt_in_the_background(store, ray_cluster):
     requests = pytest.importorskip("requests")
     port = free_port()
     env = dict(os.environ, SISA_SERVING__TOKEN=TOKEN, PYTHONPATH=str(ROOT))
@@ -63,6 +63,8 @@ def test_serve_answers_on_loopback_and_stops_on_interrupt(store, ray_cluster):
         text=True,
         env=env,
         cwd=ROOT,
+        # as a shell's background job: SIGINT arrives ignored, and must still stop it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         first = proc.stdout.readline()

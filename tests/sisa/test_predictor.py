@@ -70,6 +70,15 @@ def test_bad_input_gets_a_clear_error(base, rows, message):
     assert message in str(err.value)
 
 
+@pytest.mark.filterwarnings("error")
+def test_read_only_rows_are_taken_without_a_warning(base):
+    rows = X.copy()
+    rows.flags.writeable = False  # as arrays arrive from Ray's object store
+    np.testing.assert_array_equal(
+        Predictor(base).predict(rows).labels, Predictor(base).predict(X).labels
+    )
+
+
 def test_input_may_be_integers_lists_or_shaped(base):
     predictor = Predictor(base)
     expected = predictor.predict(X).labels
