@@ -116,6 +116,12 @@ def test_binds_loopback_only(apps):
     assert build_config({}).serving.host == "127.0.0.1"
 
 
+def test_the_ensembles_reserve_serving_num_cpus_in_all_not_a_cpu_per_shard(apps, ray_cluster):
+    """Both applications hold 3 shard models each on a 2-CPU cluster: 0.5 + 0.25 CPU."""
+    used = ray_cluster.cluster_resources()["CPU"] - ray_cluster.available_resources().get("CPU", 0)
+    assert used == pytest.approx(0.75)
+
+
 def test_predict_gives_the_predictors_labels_and_probabilities(apps, http):
     base, url = apps["main"]
     response = predict(http, base, probabilities=True)
