@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from typing import Annotated, Any, Protocol
 
 import numpy as np
@@ -27,17 +28,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sisa.config import ServingConfig
 from sisa.ensemble import InputError, NoModelError, check_features
 from sisa.journal import UnknownRequestError
-from sisa.predictor import StaleStateError
-from sisa.unlearn import MAX_REASON, UnknownIDError
+from sisa.predictor import LabelsOnlyError, StaleStateError
+from sisa.unlearn import MAX_REASON
+from storage import StorageError
 
-Row = list[Annotated[float, Field(strict=True, allow_inf_nan=False)]]
-AnyID = StrictInt | StrictStr
+log = logging.getLogger(__name__)
+
+# fail_fast: a body of a million bad numbers yields one error, not a million
+Row = Annotated[
+    list[Annotated[float, Field(strict=True, allow_inf_nan=False)]], Field(fail_fast=True)
+]
+AnyID = StrictInt | Annotated[StrictStr, Field(max_length=256)]
+SHOWN_ERRORS = 10  # validation errors returned; the rest are counted
 BEARER = HTTPBearer(auto_error=False, description="serving.token")
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rows: list[Row] = Field(min_length=1, description="feature rows, each a list of numbers")
+    rows: list[Row] = Field(
+        min_length=1, fail_fast=True, description="feature rows, each a list of numbers"
+    )
     probabilities: bool = Field(False, description="also return the aggregate scores")
 
 
@@ -54,7 +64,7 @@ class PredictResponse(BaseModel):
 
 class ForgetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ids: list[AnyID] | None = Field(None, min_length=1, max_length=100_000)
+    ids: list[AnyID] | None = Field(None, min_length=1, max_length=100_000, fail_fast=True)
     group: AnyID | None = None
     reason: str | None = Field(None, max_length=MAX_REASON)
 
@@ -145,7 +155,8 @@ def _token_checker(token_sha256: bytes | None) -> Any:
             raise HTTPException(
                 403, "deletion over HTTP is disabled: start the server with serving.token set"
             )
-        given = credentials.credentials.encode() if credentials is not None else b""
+        # Starlette decodes headers as latin-1; tokens are printable ASCII (serving.token)
+        given = credentials.credentials.encode("latin-1") if credentials is not None else b""
         digest = hashlib.sha256(given).digest()
         if credentials is None or not hmac.compare_digest(digest, token_sha256):
             raise HTTPException(
@@ -157,10 +168,11 @@ def _token_checker(token_sha256: bytes | None) -> Any:
 
 PREDICTION_ERRORS: dict[type[Exception], int] = {
     InputError: 422,
-    PermissionError: 403,
+    LabelsOnlyError: 403,
     NoModelError: 503,  # every shard waits for a retrain
     StaleStateError: 503,  # the store does not show an acknowledged request yet
 }
+UNAVAILABLE = "the model store cannot be read right now; retry shortly"
 
 
 def error_body(err: Exception) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -168,7 +180,17 @@ def error_body(err: Exception) -> tuple[dict[str, Any], int, dict[str, str]]:
     predictions elsewhere send this back as a value, not as an exception."""
     status = next(code for kind, code in PREDICTION_ERRORS.items() if isinstance(err, kind))
     headers = {"Retry-After": "1"} if status == 503 else {}
-    return {"detail": str(err).splitlines()[0]}, status, headers
+    return {"detail": (str(err).splitlines() or [type(err).__name__])[0]}, status, headers
+
+
+def unavailable() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """503 for a store or replica that failed: the cause goes to the log, not the client
+    (it names paths and buckets)."""
+    return {"detail": UNAVAILABLE}, 503, {"Retry-After": "1"}
+
+
+class RejectedRequest(ValueError):
+    """A deletion request that was refused before anything was journaled (422)."""
 
 
 class PredictionFailed(Exception):
@@ -196,8 +218,19 @@ def build_app(backend: Backend, settings: ServingConfig, token_sha256: bytes | N
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         # FastAPI's default echoes the input back, which may be huge, or NaN (not JSON)
-        detail = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in err.errors()]
-        return JSONResponse({"detail": detail}, 422)
+        errors = err.errors()
+        detail = [
+            {"loc": [str(p)[:64] for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in errors[:SHOWN_ERRORS]
+        ]
+        more = {"more_errors": len(errors) - SHOWN_ERRORS} if len(errors) > SHOWN_ERRORS else {}
+        return JSONResponse({"detail": detail, **more}, 422)
+
+    @app.exception_handler(StorageError)
+    @app.exception_handler(OSError)
+    async def _store_down(_: Request, err: Exception) -> JSONResponse:
+        log.warning("store error: %s", err)
+        return JSONResponse(*unavailable())
 
     @app.exception_handler(PredictionFailed)
     async def _failed(_: Request, err: PredictionFailed) -> JSONResponse:
@@ -206,7 +239,7 @@ def build_app(backend: Backend, settings: ServingConfig, token_sha256: bytes | N
     @app.exception_handler(InputError)
     @app.exception_handler(NoModelError)
     @app.exception_handler(StaleStateError)
-    @app.exception_handler(PermissionError)
+    @app.exception_handler(LabelsOnlyError)
     async def _known(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse(*error_body(err))
 
@@ -216,7 +249,7 @@ def build_app(backend: Backend, settings: ServingConfig, token_sha256: bytes | N
         if len(body.rows) > settings.max_rows:
             raise HTTPException(413, f"more than {settings.max_rows} rows (serving.max_rows)")
         if body.probabilities and settings.output == "labels":
-            raise HTTPException(403, "this server releases labels only (serving.output)")
+            raise LabelsOnlyError("this server releases labels only (serving.output)")
         x = check_features(body.rows, backend.input_shape)  # [n, *f] float32
         return await backend.predict(x, body.probabilities)
 
@@ -226,9 +259,7 @@ def build_app(backend: Backend, settings: ServingConfig, token_sha256: bytes | N
         points; retraining and purging follow (see ``GET /requests/{id}``)."""
         try:
             result = await backend.forget(body.ids, body.group, body.reason)
-        except UnknownIDError as err:
-            return _error(422, err)
-        except (ValueError, TypeError) as err:
+        except RejectedRequest as err:
             return _error(422, err)
         if result["request_id"] is None:
             return JSONResponse(ForgetResponse(**result).model_dump(mode="json"), 200)

@@ -554,6 +554,7 @@ def serving_settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    import os
     import signal
     import threading
 
@@ -561,17 +562,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = serving_settings(args)
     SisaStore(args.store, args.storage_options).require_trained()
+    # Ray's processes inherit this environment; the ingress gets the token's digest only
+    os.environ.pop("SISA_SERVING__TOKEN", None)
     import ray
     from ray import serve
 
     from orchestrator.serve import start
 
     ray.init(address=args.ray_address, include_dashboard=False, configure_logging=False)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background,
-        signal.signal(signum, lambda *_: stop.set())  # where SIGINT arrives ignored
+    server = None
     try:
         server = start(args.store, args.storage_options, settings)
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background,
+            signal.signal(signum, lambda *_: stop.set())  # where SIGINT arrives ignored
         forget = "on" if settings.token is not None else "off (no serving.token)"
         print(f"serving {args.store} at {server.url}  (docs: {server.url}/docs)", flush=True)
         print(f"  POST /forget: {forget}; retraining: {settings.retrain}", flush=True)
@@ -579,7 +583,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
+        if args.ray_address is None:
+            serve.shutdown()  # our own cluster: all of it goes
+        elif server is not None:
+            server.stop()  # a shared cluster: only our application
         ray.shutdown()
     print("sisa: server stopped", file=sys.stderr)
 

@@ -39,7 +39,14 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from orchestrator.api import PREDICTION_ERRORS, PredictionFailed, build_app, error_body
+from orchestrator.api import (
+    PREDICTION_ERRORS,
+    PredictionFailed,
+    RejectedRequest,
+    build_app,
+    error_body,
+    unavailable,
+)
 from orchestrator.executors import InProcessExecutor
 from orchestrator.service import DeletionService
 from sisa.batch import BatchReport
@@ -49,7 +56,7 @@ from sisa.journal import Journal, parse_request_id
 from sisa.lifecycle import request_status
 from sisa.predictor import Predictor
 from sisa.store import SisaStore
-from sisa.unlearn import accept
+from sisa.unlearn import UnknownIDError, accept
 
 log = logging.getLogger(__name__)
 APP_NAME = "sisa"
@@ -77,6 +84,9 @@ class EnsembleDeployment:
             out = self.predictor.predict(x, probabilities=probabilities)
         except tuple(PREDICTION_ERRORS) as err:
             return {"error": error_body(err)}
+        except Exception as err:  # noqa: BLE001 - the store failed: no compliant answer now
+            log.warning("cannot refresh to request %d: %s", at_least, err)
+            return {"error": unavailable()}
         body: dict[str, Any] = {
             "labels": out.labels.tolist(),
             "model": _model(out.version, out.through),
@@ -130,7 +140,7 @@ class RetrainerDeployment:
         return {
             "mode": "background",
             "running": self.thread.is_alive(),
-            "batches": len(self.service.batches),
+            "batches": self.service.completed,
             "last_decision": decision.reason if decision is not None else None,
             "last_error": self.last_error,
         }
@@ -139,7 +149,8 @@ class RetrainerDeployment:
         self.stop.set()
 
 
-@serve.deployment(name="api", ray_actor_options={"num_cpus": 0})
+# a bounded queue: Serve's proxy buffers the bodies of queued requests whole
+@serve.deployment(name="api", ray_actor_options={"num_cpus": 0}, max_queued_requests=64)
 @serve.ingress()
 class ApiDeployment:
     """The HTTP ingress: the ``Backend`` of ``orchestrator.api.build_app``."""
@@ -153,49 +164,61 @@ class ApiDeployment:
         ensemble: DeploymentHandle,
         retrainer: DeploymentHandle | None,
     ) -> None:
-        self.url, self.storage_options = url, storage_options
+        self.url, self.options = url, storage_options
         self.settings = ServingConfig.model_validate(settings)
         self.token_sha256 = token_sha256
         self.ensemble, self.retrainer = ensemble, retrainer
         intent = SisaStore(url, storage_options).intent() or {}
         self.input_shape = tuple(intent["input_shape"])
         self.id_kind, self.group_kind = intent["id_kind"], intent.get("group_kind")
-        self.acknowledged = 0  # highest request number answered 202 by this replica
+        # the highest request number a client was told about; from the journal at start,
+        # so a restarted ingress never forgets what an earlier one acknowledged
+        self.acknowledged = max(Journal(SisaStore(url, storage_options)).seqs(), default=0)
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_app(self, self.settings, self.token_sha256)
 
     def _store(self) -> SisaStore:
-        return SisaStore(self.url, self.storage_options)
+        return SisaStore(self.url, self.options)
 
     async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]:
-        body = await self.ensemble.predict.remote(x, probabilities, self.acknowledged)
+        try:
+            body = await self.ensemble.predict.remote(x, probabilities, self.acknowledged)
+        except Exception as err:  # noqa: BLE001 - e.g. the replica died; Serve restarts it
+            log.warning("ensemble unavailable: %s", err)
+            raise PredictionFailed(*unavailable()) from None
         if "error" in body:
             raise PredictionFailed(*body["error"])
         return body
 
     async def forget(self, ids: list[Any] | None, group: Any, reason: str | None) -> dict:
-        typed = typed_ids(ids, self.id_kind) if ids is not None else None
-        if group is not None:
-            if self.group_kind is None:
-                raise ValueError("this store's data has no groups; forget by ID instead")
-            group = typed_ids([group], self.group_kind, what="group")[0]
-        accepted = await asyncio.to_thread(
-            accept,
-            self.url,
-            typed,
-            group=group,
-            reason=reason,
-            storage_options=self.storage_options,
-        )
-        model = None
-        if accepted.request_id is not None:
-            seq = parse_request_id(accepted.request_id)
-            self.acknowledged = max(self.acknowledged, seq)
+        try:
+            typed = typed_ids(ids, self.id_kind) if ids is not None else None
+            if group is not None:
+                if self.group_kind is None:
+                    raise ValueError("this store's data has no groups; forget by ID instead")
+                group = typed_ids([group], self.group_kind, what="group")[0]
+            accepted = await asyncio.to_thread(
+                accept, self.url, typed, group=group, reason=reason, storage_options=self.options
+            )
+        except UnknownIDError as err:
+            raise RejectedRequest(str(err)) from None
+        except (ValueError, TypeError) as err:
+            raise RejectedRequest(str(err)) from None
+        # This request, or (a no-op) the earlier ones that cover it: either way the client
+        # now believes these points are gone, so every later prediction must honour them.
+        covering = [accepted.request_id] if accepted.request_id else accepted.earlier_requests
+        seq = max((parse_request_id(r) for r in covering), default=0)
+        self.acknowledged = max(self.acknowledged, seq)
+        model, state = None, "compliant"
+        try:
             model = await self.ensemble.refresh.remote(seq)  # compliant before we answer
+        except Exception as err:  # noqa: BLE001 - journaled: predictions refresh or answer 503
+            log.warning("journaled request %d, but the ensemble did not refresh: %s", seq, err)
+            state = "accepted"
         return {
             "request_id": accepted.request_id,
-            "state": "compliant" if accepted.request_id else "nothing to do",
+            "state": state if accepted.request_id else "nothing to do",
             "removed": len(accepted.removed),
             "removed_from_test": len(accepted.removed_from_test),
             "already_deleted": accepted.already_deleted,
@@ -218,6 +241,9 @@ class ApiDeployment:
             else {"mode": "external: run 'sisa process'"}
         )
         now = time.time()
+        for part in (ensemble, retrainer):  # the type only: messages name paths and buckets
+            if part.get("last_error"):
+                part["last_error"] = part["last_error"].split(":")[0]
         return {
             "ensemble": ensemble,
             # counts, not IDs: a request ID is its requester's handle on the receipt

@@ -23,6 +23,8 @@ from sisa.journal import Journal
 from sisa.store import SisaStore
 from storage import LeaseHeldError
 
+KEEP = 100  # batch reports and errors a service remembers
+
 
 @dataclass
 class DeletionService:
@@ -35,9 +37,10 @@ class DeletionService:
     on_batch: Callable[[BatchReport], None] | None = None
     on_error: Callable[[BaseException], None] | None = None
     max_errors: int | None = None  # consecutive failures before run() gives up
-    batches: list[BatchReport] = field(default_factory=list)
+    batches: list[BatchReport] = field(default_factory=list)  # the last KEEP
+    completed: int = 0  # batches run, all told
     last_decision: Decision | None = None
-    errors: list[BaseException] = field(default_factory=list)  # kept, then retried
+    errors: list[BaseException] = field(default_factory=list)  # the last KEEP, then retried
     _predicted: tuple[tuple[int, ...], float | None] = ((), None)
 
     def __post_init__(self) -> None:
@@ -73,6 +76,8 @@ class DeletionService:
                 return decision
             if report is not None:
                 self.batches.append(report)
+                self.completed += 1
+                del self.batches[:-KEEP]  # a long-lived service keeps a bounded history
                 if self.on_batch is not None:
                     self.on_batch(report)
         return decision
@@ -87,6 +92,7 @@ class DeletionService:
                 failures = 0
             except Exception as err:  # noqa: BLE001 - a service outlives one failed batch
                 self.errors.append(err)
+                del self.errors[:-KEEP]
                 failures += 1
                 if self.on_error is not None:
                     self.on_error(err)

@@ -142,9 +142,9 @@ class ServingConfig(_Section):
     output: Literal["probabilities", "labels"] = "probabilities"
     """The most /predict reveals. ``labels`` withholds probabilities, which leak the most
     to membership inference."""
-    max_body_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)
+    max_body_bytes: int = Field(4 << 20, ge=1024, le=1 << 30)
     """Largest request body accepted; larger ones get 413."""
-    max_rows: int = Field(4096, ge=1, le=1_000_000)
+    max_rows: int = Field(1024, ge=1, le=1_000_000)
     """Most rows in one /predict call; more get 413."""
     poll_s: float = Field(1.0, gt=0, le=3600)
     """How often the ensemble looks for a new serving state it was not told about
@@ -165,6 +165,8 @@ class ServingConfig(_Section):
     def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
+        if value is not None and not all(33 <= ord(c) < 127 for c in value.get_secret_value()):
+            raise ValueError("must be printable ASCII without spaces (it travels in a header)")
         return value
 
 

@@ -21,6 +21,7 @@ A request's state follows from the store, never from a field that could disagree
 
 from __future__ import annotations
 
+import hmac
 import re
 import secrets
 import time
@@ -180,7 +181,8 @@ class Journal:
             request = self.read(seq)
         except FileNotFoundError:
             request = None
-        if request is None or request.id != request_id:
+        # constant time: the suffix is what makes an ID hard to guess
+        if request is None or not hmac.compare_digest(request.id, request_id):
             raise UnknownRequestError(f"unknown request {request_id!r}")
         return request
 

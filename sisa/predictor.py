@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 LOAD_ATTEMPTS = 3  # a retrain may purge the checkpoints a state named while we read it
 
 
+class LabelsOnlyError(PermissionError):
+    """Probabilities asked of a predictor (or server) that releases labels only."""
+
+
 class StaleStateError(RuntimeError):
     """The store does not yet show a request the caller knows was accepted."""
 
@@ -95,7 +99,7 @@ class Predictor:
         when probabilities are asked of a labels-only predictor.
         """
         if probabilities and self.output == "labels":
-            raise PermissionError("this predictor releases labels only (serving.output)")
+            raise LabelsOnlyError("this predictor releases labels only (serving.output)")
         snap = self._snapshot  # read once: every row below uses this one ensemble
         scores = snap.ensemble.predict_proba(X)  # [n, C]
         return Prediction(

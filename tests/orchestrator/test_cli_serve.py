@@ -86,5 +86,11 @@ def test_serve_answers_on_loopback_and_stops_on_interrupt_in_the_background(stor
         out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-2000:]
     assert "server stopped" in err
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    try:  # on a joined cluster only the application goes; Serve's proxy may stay
+        gone = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code != 200
+    except requests.ConnectionError:
+        gone = True
+    assert gone
+    from ray import serve
+
+    serve.shutdown()  # this test started Serve on the shared cluster; later ones need a new port

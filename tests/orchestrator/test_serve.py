@@ -165,6 +165,13 @@ def test_invalid_predictions_get_422_naming_the_problem(apps, http, body, fragme
     assert fragment in response.text
 
 
+def test_a_body_of_many_bad_values_gets_a_short_422(apps, http):
+    rows = [[None] * 64] * 200  # 12,800 bad numbers
+    response = http.post(f"{apps['main'][0]}/predict", json={"rows": rows})
+    assert response.status_code == 422 and len(response.content) < 2000
+    assert len(response.json()["detail"]) <= 10
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_json_numbers_get_422(apps, http, literal):
     body = '{"rows": [[' + ", ".join(["0.5"] * 63 + [literal]) + "]]}"

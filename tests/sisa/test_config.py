@@ -93,9 +93,11 @@ def test_serving_token_is_secret_raw_and_never_stored(tmp_path):
     assert SisaStore(url).config().serving.token is None
 
 
-@pytest.mark.parametrize("token", ["short", "0123456789abcde"])
+@pytest.mark.parametrize(
+    "token", ["short", "0123456789abcde", "0123456789abcdef\u00e9", "a b c d e f g h i"]
+)
 def test_weak_tokens_are_refused_without_echoing_them(token):
     with pytest.raises(ConfigError) as err:
         load_config(environ={"SISA_SERVING__TOKEN": token})
-    assert "serving.token: " in str(err.value) and "at least 16" in str(err.value)
+    assert "serving.token: " in str(err.value)
     assert token not in str(err.value)
