@@ -97,6 +97,25 @@ class ShardResult:
     seconds: float
     purged: list[str]
     head: dict[str, Any]
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per PHASES entry
+
+
+PHASES = ("load", "train", "checkpoint", "purge")  # where a shard job's time goes
+
+
+class Phases:
+    """Accumulates a job's seconds per phase: reading data and checkpoints (load), the
+    optimizer steps (train), writing stages and the head (checkpoint), and the sweep."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.mark = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the last lap to ``phase``."""
+        now = time.perf_counter()
+        self.seconds[phase] += now - self.mark
+        self.mark = now
 
 
 def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> ShardData:
@@ -118,6 +137,7 @@ def _restore(store: SisaStore, config: Config, job: ShardJob, ref: dict) -> Trai
 def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     """Train stages ``start_stage..R`` of one shard, commit its head, purge the stale."""
     started = time.perf_counter()
+    phases = Phases()
     store = SisaStore(job.url, job.storage_options)
     config, intent = store.config(), store.intent() or {}
     prefix, slices = shard_prefix(job.shard), config.sisa.slices
@@ -139,6 +159,7 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         )
 
     data = load_shard_data(store, config, job.shard, job.data)
+    phases.lap("load")
     for ref in job.base:  # stages kept from the old generation must not have seen a change
         if ref["ids_hash"] != data.ids_hash(ref["stage"]):
             raise RuntimeError(f"shard {job.shard} stage {ref['stage']} would be reused stale")
@@ -172,10 +193,12 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
                 config, job.shard, tuple(intent["input_shape"]), intent["num_classes"], job.trusted
             )
         )
+        phases.lap("load")
         for stage in range(first, slices + 1):
             before = state.samples
             train_stage(state, data, config, job.shard, stage)
             samples += state.samples - before
+            phases.lap("train")
             weights, extra = checkpoint_payload(state)
             meta = {
                 "stage": stage,
@@ -189,6 +212,7 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
             }
             rel = f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}"
             ref = store.write_stage(rel, weights, extra, meta)
+            phases.lap("checkpoint")
             refs.append(ref)
             parent = ref["state_hash"]
             trained.append(stage)
@@ -204,9 +228,12 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     } | job.head_extra
     body["committed_at"] = time.time()
     crash_point("before-head-commit")
+    phases.lap("load")  # since the last lap: resume checks that read stage metadata
     head = store.commit_head(prefix, job.generation, body)
+    phases.lap("checkpoint")
     crash_point("after-head-commit")
     purged = store.sweep(prefix)
+    phases.lap("purge")
     return ShardResult(
         job.shard,
         job.generation,
@@ -217,6 +244,7 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         time.perf_counter() - started,
         purged,
         head.body,
+        phases.seconds,
     )
 
 

@@ -74,6 +74,19 @@ def test_deletion_in_first_slice_retrains_whole_shard(trained):
     assert_equals_scratch(trained, url, [victim])
 
 
+def test_a_shard_job_reports_where_its_time_went(trained):
+    from sisa.jobs import PHASES
+
+    url = trained()
+    ids, shards, slices = layout(url)
+    report = forget(url, [int(ids[(shards == 2) & (slices == 0)][0])])
+    (result,) = report.shards
+    assert tuple(result.phases) == PHASES
+    assert result.phases["train"] > 0 and result.phases["checkpoint"] > 0
+    assert result.phases["load"] > 0 and result.phases["purge"] > 0  # old stages swept
+    assert sum(result.phases.values()) <= result.seconds
+
+
 def test_deletion_in_last_slice_retrains_last_stage_only(trained):
     url = trained()
     ids, shards, slices = layout(url)
