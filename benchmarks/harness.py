@@ -1,0 +1,129 @@
+"""One entry point for the benchmarks: ``python -m benchmarks run --suite quick|full``.
+
+A benchmark is a function of the suite's sizes that returns its figures and a Markdown
+table. The harness wraps every result in the same envelope (the command, the suite, the
+git commit, the machine, when and how long) and writes ``<name>.json`` and ``<name>.md``
+into the output folder (``docs/benchmarks/`` by default).
+
+Rules every benchmark keeps: timings are medians over repeats; comparisons are ratios of
+figures measured in the same run; the quick suite proves the code runs on small sizes and
+asserts no timing; committed results come from the full suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import cpu_model, git_commit, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ("quick", "full")
+# the full suite's results are the committed ones; a quick run never overwrites them
+DEFAULT_OUT = {"full": ROOT / "docs" / "benchmarks", "quick": ROOT / ".benchmarks-quick"}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a benchmark returns: its figures (JSON-ready) and their Markdown."""
+
+    figures: dict[str, Any]
+    markdown: str
+    config: dict[str, Any]  # the sizes and settings it ran with
+
+
+Benchmark = Callable[[str], Report]  # suite name -> report
+
+
+def registry() -> dict[str, Benchmark]:
+    from benchmarks import speedup
+
+    return {"speedup": speedup.run}
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def envelope(name: str, suite: str, report: Report, seconds: float, command: str) -> dict[str, Any]:
+    return {
+        "benchmark": name,
+        "suite": suite,
+        "command": command,
+        "commit": git_commit(),
+        "machine": machine(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": round(seconds, 1),
+        "config": report.config,
+        "figures": report.figures,
+    }
+
+
+def render(result: dict[str, Any], markdown: str) -> str:
+    m = result["machine"]
+    return (
+        f"# {result['benchmark']} ({result['suite']} suite)\n\n"
+        f"Command: `{result['command']}` ({result['seconds']:.0f} s, {result['date']})\n\n"
+        f"Commit: `{result['commit']}`\n\n"
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
+        f"torch {m['torch']} ({m['torch_threads']} threads), device {m['device']}\n\n"
+        f"{markdown.rstrip()}\n"
+    )
+
+
+def run(
+    suite: str, out: Path, only: list[str] | None = None, command: str = ""
+) -> list[dict[str, Any]]:
+    """Run the suite's benchmarks (or ``only`` these) and write their files into ``out``."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; use one of {SUITES}")
+    benchmarks = registry()
+    unknown = sorted(set(only or []) - set(benchmarks))
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; known: {sorted(benchmarks)}")
+    results = []
+    for name, bench in benchmarks.items():
+        if only and name not in only:
+            continue
+        started = time.perf_counter()
+        report = bench(suite)
+        result = envelope(name, suite, report, time.perf_counter() - started, command)
+        write_results(out / f"{name}.md", render(result, report.markdown), result)
+        results.append(result)
+        print(f"{name}: {result['seconds']:.0f} s -> {out / name}.md", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a suite and write JSON and Markdown")
+    p.add_argument("--suite", choices=SUITES, default="quick")
+    p.add_argument(
+        "--out", type=Path, help="folder (default: docs/benchmarks, .benchmarks-quick for quick)"
+    )
+    p.add_argument("--only", action="append", help="run this benchmark only (repeatable)")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    command = "python -m benchmarks " + shlex.join(argv)
+    run(args.suite, args.out or DEFAULT_OUT[args.suite], args.only, command)
+    return 0
