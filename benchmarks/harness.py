@@ -20,7 +20,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,16 @@ class Report:
     figures: dict[str, Any]
     markdown: str
     config: dict[str, Any]  # the sizes and settings it ran with
+    plots: dict[str, Any] = field(default_factory=dict)  # file stem -> matplotlib Figure
 
 
 Benchmark = Callable[[str], Report]  # suite name -> report
 
 
 def registry() -> dict[str, Benchmark]:
-    from benchmarks import speedup
+    from benchmarks import accuracy, speedup
 
-    return {"speedup": speedup.run}
+    return {"speedup": speedup.run, "accuracy": accuracy.run}
 
 
 def machine() -> dict[str, Any]:
@@ -108,6 +109,8 @@ def run(
         report = bench(suite)
         result = envelope(name, suite, report, time.perf_counter() - started, command)
         write_results(out / f"{name}.md", render(result, report.markdown), result)
+        for stem, figure in report.plots.items():
+            figure.savefig(out / f"{stem}.png", dpi=120, bbox_inches="tight")
         results.append(result)
         print(f"{name}: {result['seconds']:.0f} s -> {out / name}.md", flush=True)
     return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 
@@ -40,6 +41,25 @@ def test_speedup_points_carry_the_cost_model_and_the_time_split(quick):
         assert p["of_ideal"] == pytest.approx(p["speedup"] / p["ideal"])
         assert len(p["runs"]) == 2 and p["phases_s"]["train"] > 0
         assert math.isfinite(p["rest_s"])
+
+
+def test_accuracy_summarises_seeds_against_the_monolithic_model_and_plots(quick):
+    result = json.loads((quick / "accuracy.json").read_text())
+    runs, summary = result["figures"]["runs"], result["figures"]["summary"]
+    assert len(runs) == 3 * 2 * 2  # S in {1, 2, 5}, two shardings, two seeds
+    assert len(summary) == 3 * 2 * 2  # S, sharding, aggregation
+    mono = statistics.mean(r["average"] for r in runs if r["shards"] == 1)
+    for s in summary:
+        values = [
+            r[s["aggregation"]]
+            for r in runs
+            if (r["shards"], r["sharding"]) == (s["shards"], s["sharding"])
+        ]
+        assert s["mean"] == pytest.approx(statistics.mean(values)) and s["seeds"] == 2
+        assert s["loss_points"] == pytest.approx((mono - s["mean"]) * 100)
+    png = (quick / "accuracy-shards.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert "](accuracy-shards.png)" in (quick / "accuracy.md").read_text()
 
 
 def test_unknown_suites_and_benchmarks_are_refused(tmp_path):

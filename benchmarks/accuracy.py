@@ -1,0 +1,166 @@
+"""Accuracy against the number of shards: what isolation costs the aggregate.
+
+For each dataset, S of the grid, sharding (uniform, stratified) and seed, a store is
+trained and evaluated on its held-out data; ``sisa.status.evaluate`` scores the same
+shard models aggregated both ways (probability averaging and label voting). S = 1 is the
+monolithic model. Reported: mean and standard deviation over seeds, and the loss against
+the monolithic model in accuracy points (the paper: under 2 points at S = 20 on simple
+tasks; the goal here: at most 1.5 with averaging). The plot mirrors the paper's
+accuracy-vs-shards figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Report
+from orchestrator.executors import InProcessExecutor
+from sisa.config import build_config
+from sisa.status import evaluate
+from sisa.train import train
+from sisa.trainer import configure
+
+QUIET = InProcessExecutor(progress=False)
+DATASETS: dict[str, dict[str, Any]] = {
+    "digits": {"data.source": "digits"},
+    "purchase": {"data.source": "synthetic-purchase", "data.n": 20_000},
+}
+GRIDS: dict[str, dict[str, Any]] = {
+    "quick": {"datasets": ["digits"], "shards": [1, 2, 5], "seeds": [0, 1], "epochs": 10.0},
+    "full": {
+        "datasets": ["digits", "purchase"],
+        "shards": [1, 2, 5, 10, 20, 50],
+        "seeds": [0, 1, 2],
+        "epochs": 20.0,
+    },
+}
+SHARDINGS = ("uniform", "stratified")
+AGGREGATIONS = ("average", "vote")
+
+
+def score(dataset: str, shards: int, sharding: str, seed: int, epochs: float) -> dict:
+    overrides = DATASETS[dataset] | {
+        "sisa.shards": shards,
+        "sisa.slices": 1,  # slicing changes the cost of unlearning, not what is learnt
+        "sisa.sharding": sharding,
+        "sisa.seed": seed,
+        "sisa.epochs": epochs,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        url = str(Path(tmp) / "store")
+        train(build_config({}, overrides), url, executor=QUIET)
+        acc = evaluate(url)
+    return {a: acc[a] for a in AGGREGATIONS} | {"mean_shard": acc["mean_shard"]}
+
+
+def summarise(rows: list[dict[str, Any]], grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mean and spread over seeds per (dataset, S, sharding, aggregation), with the loss
+    against the monolithic model (S = 1) of the same dataset."""
+    out = []
+    for dataset in grid["datasets"]:
+        mono = statistics.mean(
+            r["average"] for r in rows if r["dataset"] == dataset and r["shards"] == 1
+        )
+        for shards in grid["shards"]:
+            for sharding in SHARDINGS:
+                for aggregation in AGGREGATIONS:
+                    values = [
+                        r[aggregation]
+                        for r in rows
+                        if (r["dataset"], r["shards"], r["sharding"]) == (dataset, shards, sharding)
+                    ]
+                    mean = statistics.mean(values)
+                    out.append(
+                        {
+                            "dataset": dataset,
+                            "shards": shards,
+                            "sharding": sharding,
+                            "aggregation": aggregation,
+                            "mean": mean,
+                            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                            "seeds": len(values),
+                            "loss_points": (mono - mean) * 100,
+                        }
+                    )
+    return out
+
+
+def plot(summary: list[dict[str, Any]], datasets: list[str]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for sharding in SHARDINGS:
+            for aggregation in AGGREGATIONS:
+                pts = [
+                    s
+                    for s in summary
+                    if (s["dataset"], s["sharding"], s["aggregation"])
+                    == (dataset, sharding, aggregation)
+                ]
+                ax.errorbar(
+                    [p["shards"] for p in pts],
+                    [p["mean"] for p in pts],
+                    yerr=[p["std"] for p in pts],
+                    marker="o",
+                    capsize=3,
+                    label=f"{aggregation}, {sharding}",
+                )
+        ax.set_xscale("log")
+        shards = sorted({s["shards"] for s in summary})
+        ax.set_xticks(shards, [str(k) for k in shards])
+        ax.minorticks_off()
+        ax.set_xlabel("shards S")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(dataset)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def table(summary: list[dict[str, Any]]) -> str:
+    lines = [
+        "| data | S | sharding | aggregation | accuracy (mean ± std) | seeds | loss (points) |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['dataset']} | {s['shards']} | {s['sharding']} | {s['aggregation']} | "
+            f"{s['mean']:.4f} ± {s['std']:.4f} | {s['seeds']} | {s['loss_points']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(suite: str) -> Report:
+    grid = GRIDS[suite]
+    configure(1)
+    rows = []
+    for dataset in grid["datasets"]:
+        for shards in grid["shards"]:
+            for sharding in SHARDINGS:
+                for seed in grid["seeds"]:
+                    acc = score(dataset, shards, sharding, seed, grid["epochs"])
+                    rows.append(
+                        {"dataset": dataset, "shards": shards, "sharding": sharding, "seed": seed}
+                        | acc
+                    )
+    summary = summarise(rows, grid)
+    markdown = (
+        "Test accuracy of the aggregate for each number of shards, averaging probabilities "
+        "or voting labels, with uniform or label-stratified sharding; S = 1 is the "
+        f"monolithic model. Mean ± standard deviation over {len(grid['seeds'])} seeds; loss "
+        "is in accuracy points against the monolithic model's mean.\n\n"
+        "![accuracy against shards](accuracy-shards.png)\n\n" + table(summary)
+    )
+    return Report(
+        {"summary": summary, "runs": rows},
+        markdown,
+        grid | {"slices": 1},
+        {"accuracy-shards": plot(summary, grid["datasets"])},
+    )
