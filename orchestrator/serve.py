@@ -302,23 +302,15 @@ def start(
     *,
     name: str = APP_NAME,
     route_prefix: str = "/",
-    timeout_s: float = 300.0,
 ) -> Server:
     """Start Serve's HTTP proxy on ``settings.host:port`` (127.0.0.1 by default) and run
-    the application under ``route_prefix``; returns once it answers.
+    the application under ``route_prefix``; returns once it answers (``serve.run`` waits
+    for every deployment, and raises if one fails to start).
 
     Serve has one proxy per cluster: if it already runs, its address stays, and every
     application started on the cluster must name the same host and port."""
     app = build_application(url, storage_options, settings)
     serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=LOGGING)
-    started = time.monotonic()
     serve.run(app, name=name, route_prefix=route_prefix, blocking=False, logging_config=LOGGING)
-    while serve.status().applications[name].status != "RUNNING":
-        if serve.status().applications[name].status in ("DEPLOY_FAILED", "UNHEALTHY"):
-            message = serve.status().applications[name].message
-            raise RuntimeError(f"the sisa application failed to start: {message}")
-        if time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"the sisa application did not start within {timeout_s:.0f}s")
-        time.sleep(0.2)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return Server(f"http://{host}:{settings.port}{route_prefix.rstrip('/')}", name)
