@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import os
 import platform
 import shlex
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import cpu_model, git_commit, write_results
+from orchestrator.executors import InProcessExecutor, RayExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("quick", "full")
@@ -47,10 +49,44 @@ class Report:
 Benchmark = Callable[[str], Report]  # suite name -> report
 
 
-def registry() -> dict[str, Benchmark]:
-    from benchmarks import accuracy, speedup
+# run in this order; a module may name the suites it runs in (``SUITES``, default both)
+BENCHMARKS = ("speedup", "deletion", "accuracy", "training", "inference", "serving")
 
-    return {"speedup": speedup.run, "accuracy": accuracy.run}
+
+def store_executor(ray: bool) -> Any:
+    """Where a benchmark trains the stores it measures in (not timed there): in this
+    process, or on a local Ray instance of 2 CPUs that ``run`` shuts down afterwards."""
+    if not ray:
+        return InProcessExecutor(progress=False)
+    return RayExecutor(
+        progress=False, init_kwargs={"num_cpus": 2, "object_store_memory": 300 << 20}
+    )
+
+
+def registry(suite: str | None = None) -> dict[str, Benchmark]:
+    """Each benchmark module's ``run``, imported on demand (modules not written yet are
+    skipped), keeping those that run in ``suite``."""
+    found = {}
+    for name in BENCHMARKS:
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"benchmarks.{name}":
+                raise
+            continue
+        if hasattr(module, "run") and suite in (None, *getattr(module, "SUITES", SUITES)):
+            found[name] = module.run
+    return found
+
+
+def ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def shutdown_ray() -> None:
+    if ray_running():
+        sys.modules["ray"].shutdown()
 
 
 def machine() -> dict[str, Any]:
@@ -97,16 +133,21 @@ def run(
     """Run the suite's benchmarks (or ``only`` these) and write their files into ``out``."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; use one of {SUITES}")
-    benchmarks = registry()
-    unknown = sorted(set(only or []) - set(benchmarks))
+    known, benchmarks = registry(), registry(suite)
+    unknown = sorted(set(only or []) - set(known))
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {unknown}; known: {sorted(benchmarks)}")
+        raise ValueError(f"unknown benchmark(s) {unknown}; known: {sorted(known)}")
     results = []
     for name, bench in benchmarks.items():
         if only and name not in only:
             continue
         started = time.perf_counter()
-        report = bench(suite)
+        ray_before = ray_running()
+        try:
+            report = bench(suite)
+        finally:
+            if not ray_before:
+                shutdown_ray()  # one the benchmark started, so the next starts clean
         result = envelope(name, suite, report, time.perf_counter() - started, command)
         write_results(out / f"{name}.md", render(result, report.markdown), result)
         for stem, figure in report.plots.items():
