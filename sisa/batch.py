@@ -264,7 +264,10 @@ def _run(store: SisaStore, executor: Executor | None) -> BatchReport | None:
     _advance_heads(store, requests, plan.through)
     state = serving.refresh(store)
     crash_point("after-serving")
-    purged += store.sweep_all()
+    # The batch started by sweeping every part; since then only the parts it touched got
+    # new heads, so only theirs can hold files no head references.
+    for part in sorted({p for r in requests for p in r.parts}):
+        purged += store.sweep(_prefix(part))
     purged += [p for r in results for p in r.purged]
     _tombstone(store, requests, set(plan.groups))
     crash_point("after-tombstones")

@@ -193,13 +193,19 @@ class Store:
         Results start with ``rel + "/"`` so they can be passed straight back to this Store.
         """
         path = self.path(rel).rstrip("/")
+        lead = f"{rel}/" if rel else ""
+        if self._local:  # os.walk: one scandir per directory, not one stat per entry
+            found = []
+            for d, _, files in os.walk(path):
+                sub = d[len(path) + 1 :].replace(os.sep, "/")
+                found += [f"{lead}{sub}/{f}" if sub else lead + f for f in files]
+            return sorted(found)
         self._invalidate(path)
         try:
             found = self.fs.find(path, withdirs=False, detail=False)
         except FileNotFoundError:
             return []
         prefix = path + "/"
-        lead = f"{rel}/" if rel else ""
         return sorted(
             {lead + p[len(prefix) :] for p in found if p.startswith(prefix) and not p.endswith("/")}
         )
