@@ -50,7 +50,7 @@ Benchmark = Callable[[str], Report]  # suite name -> report
 
 
 # run in this order; a module may name the suites it runs in (``SUITES``, default both)
-BENCHMARKS = ("speedup", "deletion", "accuracy", "training", "inference", "serving")
+BENCHMARKS = ("speedup", "deletion", "accuracy", "training", "inference", "serving", "lookup")
 
 
 def store_executor(ray: bool) -> Any:

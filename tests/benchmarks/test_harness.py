@@ -116,3 +116,16 @@ def test_generated_data_is_written_once_and_equals_the_source(tmp_path):
         assert np.array_equal(getattr(loaded, name), getattr(made, name))
     assert loaded.num_classes == made.num_classes == 100
     assert cache.overrides({"data.source": "digits"}) == {"data.source": "digits"}
+
+
+def test_lookup_reports_each_size_against_the_smallest(tmp_path):
+    run("quick", tmp_path, ["lookup"])
+    rows = json.loads((tmp_path / "lookup.json").read_text())["figures"]["rows"]
+    assert [(r["kind"], r["n"]) for r in rows] == [
+        ("int", 10_000),
+        ("int", 100_000),
+        ("str", 10_000),
+    ]
+    assert rows[0]["vs_smallest"] == rows[2]["vs_smallest"] == 1.0
+    assert rows[1]["vs_smallest"] == pytest.approx(rows[1]["lookup_s"] / rows[0]["lookup_s"])
+    assert "| 100,000 | int |" in (tmp_path / "lookup.md").read_text()
