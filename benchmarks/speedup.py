@@ -90,9 +90,9 @@ def victims(url: str, draws: int, rng: random.Random) -> list[int | str]:
     return chosen
 
 
-def deletion(url: str, victim: int | str) -> dict[str, Any]:
+def deletion(url: str, victim: int | str, executor: Any = QUIET) -> dict[str, Any]:
     started = time.perf_counter()
-    report = forget(url, [victim], executor=QUIET)
+    report = forget(url, [victim], executor=executor)
     wall = time.perf_counter() - started
     phases = {p: sum(r.phases.get(p, 0.0) for r in report.shards) for p in PHASES}
     samples = sum(r.samples for r in report.shards)
@@ -105,9 +105,11 @@ def deletion(url: str, victim: int | str) -> dict[str, Any]:
 
 
 def measure(
-    overrides: dict[str, Any], shards: int, slices: int, draws: int, ray: bool
-) -> list[dict]:
-    """Train a store, then time ``draws`` single-point deletions in it, one after another."""
+    overrides: dict[str, Any], shards: int, slices: int, draws: int, ray: bool, on_ray: bool = False
+) -> tuple[list[dict], list[dict]]:
+    """Train a store, then time ``draws`` single-point deletions in it, one after another;
+    with ``on_ray``, then as many again with the retrain as a Ray task (after one untimed
+    deletion that warms a worker up), which adds what scheduling costs."""
     cfg = build_config(
         {}, overrides | {"sisa.shards": shards, "sisa.slices": slices, "sisa.epochs": EPOCHS}
     )
@@ -115,7 +117,12 @@ def measure(
     with tempfile.TemporaryDirectory() as tmp:
         url = str(Path(tmp) / "store")
         train(cfg, url, executor=store_executor(ray))
-        return [deletion(url, v) for v in victims(url, draws, rng)]
+        runs = [deletion(url, v) for v in victims(url, draws, rng)]
+        if not on_ray:
+            return runs, []
+        executor = store_executor(True)
+        deletion(url, victims(url, 1, rng)[0], executor)
+        return runs, [deletion(url, v, executor) for v in victims(url, draws, rng)]
 
 
 def point(shards: int, slices: int, runs: list[dict], mono: dict[str, float]) -> dict[str, Any]:
@@ -171,19 +178,25 @@ def run(suite: str) -> Report:
         data = DataCache(tmp)
         for dataset in grid["datasets"]:
             overrides = data.overrides(DATASETS[dataset])
-            mono_runs = measure(overrides, 1, 1, grid["repeats"], grid["ray"])
+            mono_runs, _ = measure(overrides, 1, 1, grid["repeats"], grid["ray"])
             mono = {
                 "seconds": statistics.median(r["seconds"] for r in mono_runs),
                 "samples": statistics.median(r["samples"] for r in mono_runs),
             }
             for shards in grid["shards"]:
                 for slices in grid["slices"]:
+                    on_ray: list[dict] = []
                     if (shards, slices) == (1, 1):
                         runs = mono_runs  # the monolithic model is this grid point
                     else:
                         draws = grid["repeats"] if shards == 1 else grid["draws"]
-                        runs = measure(overrides, shards, slices, draws, grid["ray"])
+                        headline = (shards, slices) == (max(grid["shards"]), max(grid["slices"]))
+                        runs, on_ray = measure(
+                            overrides, shards, slices, draws, grid["ray"], headline and grid["ray"]
+                        )
                     points.append({"dataset": dataset} | point(shards, slices, runs, mono))
+                    if on_ray:
+                        points[-1]["on_ray"] = point(shards, slices, on_ray, mono)
     markdown = (
         "One random single-point deletion, end to end (`forget`: journal, plan, retrain, "
         "commit, purge, receipt), against retraining a monolithic model (S = R = 1) from "
@@ -196,8 +209,81 @@ def run(suite: str) -> Report:
         "/ mean samples retrained); 'of drawn' = speedup / drawn ideal is the share of the "
         "ideal that the time outside training (checkpoints, loading, the journal) leaves. "
         "Phases are the shard job's own time (mean over draws); rest is everything around "
-        "it (journal, locating the IDs, planning, receipts).\n\n" + table(points)
+        "it (journal, locating the IDs, planning, receipts).\n\n"
+        "![speedup against shards and slices](speedup-grid.png)\n\n"
+        + table(points)
+        + "\n\n"
+        + "\n".join(reading(points))
     )
-    return Report(
-        {"points": points}, markdown, grid | {"epochs": EPOCHS} | {"datasets_config": DATASETS}
-    )
+    config = grid | {"epochs": EPOCHS, "datasets_config": DATASETS}
+    return Report({"points": points}, markdown, config, {"speedup-grid": plot(points)})
+
+
+PAPER = {"purchase": 4.63}  # the paper's measured speedup at S = 20, R = 50 (Purchase-100)
+GOAL = 0.8  # measured / ideal at the largest S and R
+
+
+def reading(points: list[dict[str, Any]]) -> list[str]:
+    """The headline point of each dataset, in sentences computed from the figures."""
+    lines = ["Reading:", ""]
+    for dataset in dict.fromkeys(p["dataset"] for p in points):
+        top = max(
+            (p for p in points if p["dataset"] == dataset), key=lambda p: (p["shards"], p["slices"])
+        )
+        paper = PAPER.get(dataset)
+        verdict = "met" if top["of_ideal"] >= GOAL else "not met"
+        line = (
+            f"- **{dataset}, S={top['shards']}, R={top['slices']}**: one deletion takes "
+            f"{top['deletion_s']:.2f} s against {top['monolithic_s']:.1f} s to retrain the "
+            f"monolithic model, a {top['speedup']:.1f}x speedup; the cost model's ideal is "
+            f"{top['ideal']:.1f}x, so measured / ideal = {top['of_ideal']:.2f} (goal >= {GOAL}: "
+            f"{verdict}). For the IDs drawn the exact count gives {top['drawn_ideal']:.1f}x, "
+            f"of which the time reaches {top['of_drawn_ideal']:.2f}. Training is "
+            f"{top['phases_s']['train'] / top['deletion_s']:.0%} of the deletion, checkpoints "
+            f"{top['phases_s']['checkpoint'] / top['deletion_s']:.0%}, loading "
+            f"{top['phases_s']['load'] / top['deletion_s']:.0%}, the shard's purge "
+            f"{top['phases_s']['purge'] / top['deletion_s']:.0%}, and the rest (journal, "
+            f"locating, planning, sweeps, receipts) {top['rest_s'] / top['deletion_s']:.0%}."
+        )
+        if paper:
+            line += (
+                f" The paper measured {paper}x here; this is {top['speedup'] / paper:.1f}x that."
+            )
+        if "on_ray" in top:
+            ray = top["on_ray"]
+            line += (
+                f" With the retrain as a Ray task a deletion takes {ray['deletion_s']:.2f} s "
+                f"({ray['speedup']:.1f}x, {ray['of_ideal']:.2f} of ideal): scheduling adds "
+                f"{ray['deletion_s'] - top['deletion_s']:+.2f} s."
+            )
+        lines.append(line)
+    return lines
+
+
+def plot(points: list[dict[str, Any]]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    datasets = list(dict.fromkeys(p["dataset"] for p in points))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        mine = [p for p in points if p["dataset"] == dataset]
+        for i, slices in enumerate(sorted({p["slices"] for p in mine})):
+            row = [p for p in mine if p["slices"] == slices]
+            color = f"C{i}"
+            shards = [p["shards"] for p in row]
+            ax.plot(shards, [p["speedup"] for p in row], "o-", color=color, label=f"R={slices}")
+            ax.plot(shards, [p["ideal"] for p in row], "--", color=color, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = sorted({p["shards"] for p in mine})
+        ax.set_xticks(ticks, [str(k) for k in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("shards S")
+        ax.set_ylabel("speedup over retraining (dashed: ideal)")
+        ax.set_title(dataset)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -61,6 +61,10 @@ def test_speedup_points_carry_the_cost_model_and_the_time_split(quick):
     # a monolithic deletion retrains everything; sharding and slicing retrain less
     assert mono["drawn_ideal"] == pytest.approx(1.0, rel=0.01)
     assert all(p["deletion_samples"] < mono["deletion_samples"] for p in points[1:])
+    assert (quick / "speedup-grid.png").read_bytes().startswith(b"\x89PNG")
+    top = points[-1]
+    reading = f"a {top['speedup']:.1f}x speedup; the cost model's ideal is {top['ideal']:.1f}x"
+    assert reading in (quick / "speedup.md").read_text()
 
 
 def test_deletions_are_drawn_one_per_stratum_of_slices(tmp_path):
