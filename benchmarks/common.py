@@ -1,11 +1,15 @@
-"""What every benchmark records beside its figures: the commit measured, the CPU, and
-the Markdown and JSON files written side by side."""
+"""What every benchmark records beside its figures: the commit measured, the CPU, the
+Markdown and JSON files written side by side, and how busy the machine was with other
+work while it ran."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +40,60 @@ def write_results(out: str | Path, text: str, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+
+
+def load_average() -> tuple[float, float, float]:
+    """The machine's 1/5/15-minute load averages: other work skews timings on a shared box,
+    so benchmarks record them before and after their run."""
+    return os.getloadavg()
+
+
+def load_change(before: Sequence[float], after: Sequence[float]) -> str:
+    """``before -> after`` for each of the 1/5/15-minute load averages."""
+    return " / ".join(f"{a:.2f} -> {b:.2f}" for a, b in zip(before, after, strict=True))
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and all its descendants (for a server
+    benchmark: the client, Ray's processes and Serve's replicas, which this one started)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    mine, grew = {os.getpid()}, True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in mine} - mine
+        mine |= more
+        grew = bool(more)
+    return sum(cpu.get(pid, 0.0) for pid in mine)
+
+
+def system_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (``/proc/stat``), every process's."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class Others:
+    """Cores busy with work that is not this benchmark's over a ``with`` block (processes
+    it did not start, and time the hypervisor stole): what makes two timings of the same
+    work differ on a shared machine."""
+
+    cores: float = 0.0
+
+    def __enter__(self) -> Others:
+        self.busy, self.mine, self.t0 = system_busy_s(), tree_cpu_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.t0
+        foreign = (system_busy_s() - self.busy) - (tree_cpu_s() - self.mine)
+        self.cores = max(foreign, 0.0) / max(wall, 1e-9)

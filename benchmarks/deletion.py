@@ -1,57 +1,58 @@
-"""Deletion benchmarks: time to compliance, and the cost of batched processing.
-
-Run:  python benchmarks/deletion.py [--quick] [--repeats N] [--out docs/benchmarks/deletion.md]
-
-Writes Markdown to --out (default docs/benchmarks/deletion.md; a --quick run only prints
-unless --out is given) and the raw figures as JSON next to it.
+"""Deletion: time to compliance, and batched deletions against the cost model.
 
 * compliance: ``accept`` one single-ID request, then refresh a live ensemble with
   ``Ensemble.load(store, previous=...)`` and predict one row. Reported as medians over
   repeats; each repeat is followed by ``process`` so every request meets a fully trained
-  store. The script asserts that the refreshed ensemble serves what ``serving.current``
-  says, that the touched shard is rolled back (or dropped) and that untouched shards keep
-  their loaded models.
-* batched: K random single-ID requests accepted one by one, then one ``process``; the
-  plan's predictions against what the retrain did, and the paper's batched expectation
-  N(1 - (1 - 1/S)^K) against the points in the shards retrained. For small K the same
-  requests are also processed one at a time, for the batching gain.
+  store. It asserts that the refreshed ensemble serves what ``serving.current`` says, that
+  the touched shard is rolled back (or dropped) and that untouched shards keep their
+  loaded models.
+* batched: K random single-ID requests accepted one by one, then one ``process`` on a
+  fresh copy of a trained Purchase store. Measured against the cost model, in the same
+  run: the points in the shards retrained against the paper's N(1 - (1 - 1/S)^K), and the
+  retrain's compute and wall time against the plan's predicted seconds (samples x the
+  seconds per sample the store's training took), with the goal measured <= 1.1 x
+  predicted; deletions per second. The gap is split into the optimizer time and the
+  fixed costs (loading, checkpoint writes, purging), each against training's per sample,
+  beside the other work on the machine during training and during each batch: the plan's
+  one seconds-per-sample figure folds fixed costs in, and a shared machine's speed moves
+  between phases. For small K the same requests are also processed one at a time, for
+  the batching gain.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import os
-import platform
+import math
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import git_commit, write_results  # noqa: E402
-from orchestrator.executors import InProcessExecutor  # noqa: E402
-from sisa import serving  # noqa: E402
-from sisa.batch import pending_plan, process  # noqa: E402
-from sisa.config import build_config  # noqa: E402
-from sisa.ensemble import Ensemble  # noqa: E402
-from sisa.store import TEST, SisaStore  # noqa: E402
-from sisa.train import train  # noqa: E402
-from sisa.trainer import configure  # noqa: E402
-from sisa.unlearn import Acceptance, accept  # noqa: E402
+from benchmarks.common import Others, load_average, load_change
+from benchmarks.harness import Report
+from orchestrator.executors import InProcessExecutor
+from sisa import serving
+from sisa.batch import BatchPlan, BatchReport, pending_plan, process
+from sisa.config import build_config
+from sisa.cost import paper_batched_points
+from sisa.ensemble import Ensemble
+from sisa.jobs import PHASES, ShardResult
+from sisa.store import TEST, SisaStore
+from sisa.train import train
+from sisa.trainer import configure
+from sisa.unlearn import Acceptance, accept
 
 T = TypeVar("T")
-GOAL_S = 0.100  # the issue's goal for accepted -> compliant
-QUIET = InProcessExecutor(progress=False)
+GOAL_S = 0.100  # the deletion-service issue's goal for accepted -> compliant
+GOAL_RATIO = 1.1  # batched deletions: measured <= 1.1 x the cost model's prediction
+QUIET = InProcessExecutor(progress=False)  # in this process: calibration and retrains alike
 COPIES = itertools.count()
 PURCHASE: dict[str, Any] = {
     "data.source": "synthetic-purchase",
@@ -67,6 +68,34 @@ PURCHASE: dict[str, Any] = {
 DIGITS: dict[str, Any] = {"data.source": "digits"}  # the embedded default: S=5, R=4, e=20
 
 
+@dataclass(frozen=True)
+class Sizes:
+    purchase: dict[str, Any]  # overrides of the batched store (compliance runs on it too)
+    ks: tuple[int, ...]  # batch sizes
+    compliance_repeats: int
+    batch_repeats: dict[int, int]  # K -> fresh copies, new random IDs each
+    sequential_repeats: dict[int, int] = field(default_factory=dict)  # K -> one at a time
+    backlog_edges: tuple[int, ...] = (0, 10, 100, 250, 500, 750, 1000)
+
+
+SIZES = {
+    "quick": Sizes(
+        PURCHASE | {"data.n": 4000, "sisa.shards": 5},
+        (1, 10),
+        5,
+        {1: 3, 10: 2},
+        {1: 3, 10: 2},
+    ),
+    "full": Sizes(
+        PURCHASE,
+        (1, 10, 100, 1000),
+        21,
+        {1: 5, 10: 3, 100: 3, 1000: 1},
+        {1: 5, 10: 3, 100: 1},
+    ),
+}
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -75,6 +104,49 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     t0 = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - t0
+
+
+def phase_totals(results: list[ShardResult]) -> dict[str, float]:
+    return {p: sum(r.phases.get(p, 0.0) for r in results) for p in PHASES}
+
+
+def split(
+    samples: int, stages: int, jobs: int, compute_s: float, phases: dict[str, float]
+) -> dict[str, float]:
+    """Where a run's compute went, per unit of what the cost model counts or could count:
+    optimizer time per sample, checkpoint writes per stage, loading and purging per job."""
+    return {
+        "us_per_sample": compute_s / samples * 1e6,
+        "train_us_per_sample": phases["train"] / samples * 1e6,
+        "samples_per_stage": samples / stages,
+        "checkpoint_ms_per_stage": phases["checkpoint"] / stages * 1e3,
+        "load_ms_per_job": phases["load"] / jobs * 1e3,
+        "purge_ms_per_job": phases["purge"] / jobs * 1e3,
+        "not_training_share": 1 - phases["train"] / compute_s,
+    }
+
+
+def calibration_run(root: Path, overrides: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Train the batched store in this process; what its training measured is what every
+    fresh copy's plan calibrates from (``store.meta``), split by phase."""
+    url = str(root / "purchase")
+    with Others() as others:
+        report = train(build_config({}, overrides), url, executor=QUIET)
+    samples = sum(r.samples for r in report.shards)
+    compute = sum(r.seconds for r in report.shards)
+    stages, jobs = sum(len(r.trained) for r in report.shards), len(report.shards)
+    phases = phase_totals(report.shards)
+    return url, {
+        "points": report.n_train,
+        "shards": jobs,
+        "samples": samples,
+        "compute_s": compute,
+        "seconds_per_sample": compute / samples,
+        "stages": stages,
+        "jobs": jobs,
+        "phases_s": phases,
+        "other_cores": others.cores,
+    } | split(samples, stages, jobs, compute, phases)
 
 
 def train_store(root: Path, name: str, overrides: dict[str, Any]) -> str:
@@ -154,23 +226,48 @@ def bench_compliance(url: str, repeats: int, rng: np.random.Generator) -> dict[s
     }
 
 
-def bench_batch(url: str, root: Path, k: int, rng: np.random.Generator) -> dict[str, Any]:
-    """K requests accepted one by one, then one ``process`` on a fresh copy of the store."""
-    copy = copy_store(url, root, f"batch-{k}")
-    store = SisaStore(copy)
-    victims = rng.choice(training_ids(store), k, replace=False).tolist()
-    timings = [timed(lambda v=v: accept(copy, [v])) for v in victims]  # backlog grows
-    accepted = [acc for acc, _ in timings]
-    plan = pending_plan(store)
-    report = process(copy, executor=QUIET)
-    assert plan is not None and report is not None and report.plan.samples == plan.samples
-    starts: dict[int, int] = {}  # each shard restarts once, from its earliest touched slice
+def check_plan(plan: BatchPlan, report: BatchReport, accepted: list[Acceptance]) -> None:
+    """The plan is what ran: its samples were trained, its shards restarted where the
+    requests said (each once, from its earliest touched slice)."""
+    assert report.plan.samples == plan.samples == report.samples
+    starts: dict[int, int] = {}
     for acc in accepted:
         for shard, start in acc.start_stages.items():
             starts[shard] = min(start, starts.get(shard, start))
     assert {s.shard: s.start_stage for s in plan.shards} == starts
+    assert sorted(r.shard for r in report.results) == sorted(starts)
+
+
+def bench_batch(
+    url: str, root: Path, k: int, cal: dict[str, Any], rng: np.random.Generator
+) -> dict[str, Any]:
+    """K requests accepted one by one, then one ``process`` on a fresh copy of the store."""
+    copy = copy_store(url, root, f"batch-{k}")
+    store = SisaStore(copy)
+    slices = store.config().sisa.slices
+    victims = rng.choice(training_ids(store), k, replace=False).tolist()
+    timings = [timed(lambda v=v: accept(copy, [v])) for v in victims]  # backlog grows
+    accepted = [acc for acc, _ in timings]
+    plan = pending_plan(store)
+    assert plan is not None and plan.predicted_seconds is not None
+    # a fresh copy has no batch behind it: the plan calibrates from the training above
+    assert plan.calibrated_from == "training"
+    assert math.isclose(plan.seconds_per_sample or 0.0, cal["seconds_per_sample"], rel_tol=1e-9)
+    with Others() as others:
+        report = process(copy, executor=QUIET)
+    assert report is not None
+    check_plan(plan, report, accepted)
     shutil.rmtree(copy)
     touched = sum(s.removed + s.remaining for s in plan.shards)
+    paper = plan.paper["touched_points"]  # N(1 - (1 - 1/S)^K), N: the points before
+    assert math.isclose(paper, paper_batched_points(cal["points"], cal["shards"], k))
+    stages = sum(slices - s.start_stage + 1 for s in plan.shards)
+    assert stages == sum(len(r.trained) for r in report.results)
+    phases = phase_totals(report.results)
+    # compute / predicted - 1, split: optimizer time and fixed costs, each against what
+    # training spent on them per sample (the two add up to the gap exactly)
+    train_s = cal["phases_s"]["train"] / cal["samples"] * report.samples
+    fixed_s = (cal["compute_s"] - cal["phases_s"]["train"]) / cal["samples"] * report.samples
     return {
         "k": k,
         "victims": victims,
@@ -180,21 +277,28 @@ def bench_batch(url: str, root: Path, k: int, rng: np.random.Generator) -> dict[
         "compliance_each_s": [acc.compliance_seconds for acc in accepted],
         "planned_samples": plan.samples,
         "trained_samples": report.samples,
+        "stages": stages,
+        "jobs": len(plan.shards),
         "predicted_s": plan.predicted_seconds,
         "calibrated_from": plan.calibrated_from,
-        "planned_us_per_sample": (plan.seconds_per_sample or 0.0) * 1e6,
-        "measured_us_per_sample": report.compute_seconds / max(report.samples, 1) * 1e6,
         "compute_s": report.compute_seconds,
         "wall_s": report.seconds,
+        "phases_s": phases,
+        "other_cores": others.cores,
         "shards_retrained": len(report.results),
-        "paper_touched_points": plan.paper["touched_points"],
+        "paper_touched_points": paper,
         "touched_points": touched,
         "full_retrain_samples": plan.full_retrain_samples,
+        "points_ratio": touched / paper,
+        "compute_ratio": report.compute_seconds / plan.predicted_seconds,
+        "wall_ratio": report.seconds / plan.predicted_seconds,
+        "optimizer_gap": (phases["train"] - train_s) / plan.predicted_seconds,
+        "fixed_gap": (report.compute_seconds - phases["train"] - fixed_s) / plan.predicted_seconds,
         "deletions_per_s": k / report.seconds,
-    }
+    } | split(report.samples, stages, len(plan.shards), report.compute_seconds, phases)
 
 
-def backlog(row: dict[str, Any], edges: list[int]) -> list[dict[str, Any]]:
+def backlog(row: dict[str, Any], edges: tuple[int, ...]) -> list[dict[str, Any]]:
     """Acceptance times of one batch run, grouped by how many requests were already open."""
     out = []
     for lo, hi in itertools.pairwise(edges):
@@ -235,24 +339,14 @@ def bench_sequential(url: str, root: Path, batch: dict[str, Any]) -> dict[str, A
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians of the numeric figures over repeats (the repeat itself is kept for JSON)."""
+    """Medians over repeats of every number, ratios included (the median of each repeat's
+    ratio, not the quotient of medians); the repeats themselves are kept for JSON."""
     out: dict[str, Any] = {"k": rows[0]["k"], "repeats": len(rows)}
     for key, value in rows[0].items():
         if isinstance(value, int | float) and key != "k":
             out[key] = median([r[key] for r in rows])
+    out["phases_s"] = {p: median([r["phases_s"][p] for r in rows]) for p in PHASES}
     return out | {"calibrated_from": rows[0]["calibrated_from"]}
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "cpu": platform.machine(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 Column = tuple[str, Callable[[dict[str, Any]], str]]
@@ -273,6 +367,18 @@ def num(key: str, fmt: str = ",.0f") -> Callable[[dict[str, Any]], str]:
     return lambda r: format(r[key], fmt)
 
 
+def ratio(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda r: f"{r[key]:.2f}x"
+
+
+def share(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda r: f"{r[key]:+.0%}"
+
+
+def meets(value: float) -> str:
+    return "yes" if value <= GOAL_RATIO else "no"
+
+
 COMPLIANCE: list[Column] = [
     ("store", lambda r: r["name"]),
     ("N train", num("n_train")),
@@ -291,17 +397,44 @@ COMPLIANCE: list[Column] = [
 BATCHED: list[Column] = [
     ("K", num("k")),
     ("repeats", num("repeats", "d")),
+    ("shards retrained", num("shards_retrained", "g")),
     ("samples planned", num("planned_samples")),
     ("samples trained", num("trained_samples")),
-    ("predicted (s)", num("predicted_s", ".2f")),
     ("compute (s)", num("compute_s", ".2f")),
     ("wall (s)", num("wall_s", ".2f")),
-    ("shards retrained", num("shards_retrained", "g")),
-    ("paper: points touched", num("paper_touched_points")),
-    ("points in retrained shards", num("touched_points")),
     ("deletions/s", num("deletions_per_s", ".1f")),
     ("accepting all K (s)", num("accept_total_s", ".2f")),
     ("last accept's compliance (ms)", ms("last_compliance_s", 0)),
+]
+AGAINST_MODEL: list[Column] = [
+    ("K", num("k")),
+    ("paper: N(1-(1-1/S)^K)", num("paper_touched_points")),
+    ("points in retrained shards", num("touched_points")),
+    ("points: measured / paper", ratio("points_ratio")),
+    ("predicted (s)", num("predicted_s", ".2f")),
+    ("compute (s)", num("compute_s", ".2f")),
+    ("compute / predicted", ratio("compute_ratio")),
+    ("wall / predicted", ratio("wall_ratio")),
+    (
+        f"≤ {GOAL_RATIO}x: points / compute / wall",
+        lambda r: " / ".join(meets(r[k]) for k in ("points_ratio", "compute_ratio", "wall_ratio")),
+    ),
+    ("gap from optimizer time", share("optimizer_gap")),
+    ("gap from fixed costs", share("fixed_gap")),
+]
+SPLIT: list[Column] = [
+    ("run", lambda r: r["run"]),
+    ("samples", num("samples")),
+    ("stages", num("stages")),
+    ("jobs", num("jobs")),
+    ("samples per stage", num("samples_per_stage")),
+    ("compute µs per sample", num("us_per_sample")),
+    ("train phase µs per sample", num("train_us_per_sample")),
+    ("checkpoint ms per stage", num("checkpoint_ms_per_stage", ".1f")),
+    ("load ms per job", num("load_ms_per_job", ".1f")),
+    ("purge ms per job", num("purge_ms_per_job", ".1f")),
+    ("not training (share of compute)", lambda r: f"{r['not_training_share']:.0%}"),
+    ("other work (cores)", num("other_cores", ".2f")),
 ]
 SEQUENTIAL: list[Column] = [
     ("K", num("k", "g")),
@@ -313,8 +446,6 @@ SEQUENTIAL: list[Column] = [
     ("gain in samples", lambda r: f"{r['samples_gain']:.1f}x"),
     ("gain in wall time", lambda r: f"{r['wall_gain']:.1f}x"),
 ]
-
-
 BACKLOG: list[Column] = [
     ("requests open before the accept", lambda r: r["open"]),
     ("accepts", num("accepts", "d")),
@@ -324,25 +455,26 @@ BACKLOG: list[Column] = [
 ]
 
 
-def render(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    compliance = [{"name": name} | c for name, c in result["compliance"].items()]
-    before, after = m["load_before"], m["load_after"]
-    load = " / ".join(f"{a:.2f} -> {b:.2f}" for a, b in zip(before, after, strict=True))
+def split_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    cal = figures["calibration"]
+    rows = [cal | {"run": "training (the plan's calibration)", "samples": cal["samples"]}]
+    for b in figures["batched"]:
+        rows.append(b | {"run": f"K = {b['k']:,} (median)", "samples": b["trained_samples"]})
+    return rows
+
+
+def render(figures: dict[str, Any], sizes: Sizes) -> str:
+    compliance = [{"name": name} | c for name, c in figures["compliance"].items()]
+    cal, average = figures["calibration"], figures["load_average"]
+    load = load_change(average["before"], average["after"])
     return "\n".join(
         [
-            "# Deletion benchmarks",
+            f"Load average (1/5/15 min) before -> after the run: {load}.",
             "",
-            f"Command: `{result['command']}` ({result['total_s'] / 60:.1f} minutes)",
-            "",
-            f"Commit: `{result['commit']}`",
-            "",
-            f"Machine: {m['platform']}, {m['cores']} cores, Python {m['python']}, torch "
-            f"{m['torch']}, numpy {m['numpy']}, {m['torch_threads']} torch thread(s); load "
-            f"average (1/5/15 min) before -> after the run: {load}",
-            "",
-            f"Purchase store: `{json.dumps(result['stores']['purchase'])}`. Digits store: "
-            "`data.source = digits` with the defaults (S=5, R=4, e=20, MLP [128], SGD).",
+            f"Purchase store: `{json.dumps(sizes.purchase)}`. Digits store: "
+            "`data.source = digits` with the defaults (S=5, R=4, e=20, MLP [128], SGD). "
+            "Shard jobs run in this process (`InProcessExecutor`), for training and "
+            "retraining alike.",
             "",
             "## Time to compliance (one single-ID request, nothing else pending)",
             "",
@@ -351,33 +483,71 @@ def render(result: dict[str, Any]) -> str:
             "Medians over the repeats; 'max' is the slowest repeat. 'accepted→compliant",
             "predictions' = journal→serving commit + reload with `previous` + predict.",
             "",
-            "## Batched processing (K single-ID requests, then one `process`; purchase store)",
+            "## Batched deletions (K single-ID requests, then one `process`; purchase store)",
             "",
-            *table(BATCHED, result["batched"]),
+            *table(BATCHED, figures["batched"]),
             "",
-            "Medians over the repeats (fresh copies of the store, new random IDs each).",
+            "Medians over the repeats (fresh copies of the store, new random IDs each). "
+            "Deletions/s = K / `process` wall time.",
             "",
-            "The same requests processed one at a time (accept, process, accept, ...), against",
-            "the batch of the same repeat; medians over the repeats:",
+            f"### Against the cost model (goal: measured ≤ {GOAL_RATIO} x predicted)",
             "",
-            *table(SEQUENTIAL, result["sequential"]),
+            *table(AGAINST_MODEL, figures["batched"]),
             "",
-            f"## Acceptance under a backlog (the K = {result['batched'][-1]['k']:,} run)",
+            "Ratios are medians of each repeat's ratio. Points: the points in the shards the "
+            "batch retrained (before the deletion) against the paper's expectation. Time: "
+            "the plan's `predicted_seconds` = samples planned x the seconds per sample of "
+            f"the store's training ({cal['us_per_sample']:.0f} µs, measured in this process "
+            "before the batches; every copy is fresh, so no earlier batch calibrates it), "
+            "against the shard jobs' summed time (compute) and the whole `process` call "
+            "(wall). The gap, compute / predicted - 1, splits into two parts that add up to it: "
+            "the retrain's optimizer time (the train phase) and its fixed costs (load, "
+            "checkpoint, purge), each against what training spent on it per sample, as a "
+            "share of the prediction.",
             "",
-            *table(BACKLOG, result["backlog"]),
+            "### Where the compute goes",
+            "",
+            *table(SPLIT, split_rows(figures)),
+            "",
+            "From the shard jobs' phases (`sisa.jobs.PHASES`): train = the optimizer steps; "
+            "checkpoint = writing each stage (fsync'd) and the head; load = reading data and "
+            "the checkpoint to resume from; purge = sweeping the replaced generation. "
+            "'other work' = cores busy with processes this benchmark did not start during "
+            "the training or the `process` call.",
+            "",
+            "### One at a time",
+            "",
+            "The same requests processed one at a time (accept, process, accept, ...), "
+            "against the batch of the same repeat; medians over the repeats:",
+            "",
+            *table(SEQUENTIAL, figures["sequential"]),
+            "",
+            f"## Acceptance under a backlog (the K = {figures['batched'][-1]['k']:,} run)",
+            "",
+            *table(BACKLOG, figures["backlog"]),
             "",
             "## Reading",
             "",
-            *result["reading"],
+            *figures["reading"],
             "",
         ]
     )
 
 
-def reading(result: dict[str, Any]) -> list[str]:
+def spread(values: list[float], fmt: str = ".2f") -> str:
+    """``lo-hi`` of some figures (one figure when they agree at this precision)."""
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def per_k(rows: list[dict[str, Any]], key: str, fmt: str = ".2f", unit: str = "x") -> str:
+    return ", ".join(f"K={r['k']:,}: {r[key]:{fmt}}{unit}" for r in rows)
+
+
+def reading(figures: dict[str, Any]) -> list[str]:
     """The honest summary: computed from the figures, with the reasons behind them."""
     lines = []
-    for name, c in result["compliance"].items():
+    for name, c in figures["compliance"].items():
         verdict = (
             "met on every repeat"
             if c["max_end_to_end_s"] < GOAL_S
@@ -401,13 +571,89 @@ def reading(result: dict[str, Any]) -> list[str]:
         "reload without `previous` reads every shard. Validation, the rest of the `accept` "
         "call, reads every shard's ID list to locate the IDs, so it grows with N."
     )
-    big, buckets = result["batched"][-1], result["backlog"]
+    batched, cal = figures["batched"], figures["calibration"]
+    exact = all(b["planned_samples"] == b["trained_samples"] for b in batched)
+    points_met = [b["k"] for b in batched if b["points_ratio"] <= GOAL_RATIO]
+    lines.append(
+        f"- **Points against the paper**: measured / N(1 - (1 - 1/S)^K) = "
+        f"{per_k(batched, 'points_ratio')}; within {GOAL_RATIO}x for "
+        f"{len(points_met)} of {len(batched)} K. The paper's figure is an expectation over "
+        "where the requests land; each repeat is one random draw (and one shard's size for "
+        "K = 1), so small K scatters around it, and from K ≈ 5S every shard is touched."
+    )
+
+    def ks(keys: list[int]) -> str:
+        return ", ".join(f"K={k:,}" for k in keys) or "no K"
+
+    time_met = [b["k"] for b in batched if b["compute_ratio"] <= GOAL_RATIO]
+    close = [b["k"] for b in batched if 1 / GOAL_RATIO <= b["compute_ratio"] <= GOAL_RATIO]
+    lines.append(
+        f"- **Time against the plan**: the planned samples "
+        f"{'equal' if exact else 'differ from'} the samples trained for every K, so the plan "
+        "counts the work exactly and any gap is in the seconds per sample. Compute / "
+        f"predicted: {per_k(batched, 'compute_ratio')}; the goal (≤ {GOAL_RATIO}x) is met "
+        f"for {ks(time_met)}, and the prediction is within {GOAL_RATIO}x either way (not "
+        f"over-predicting either) for {ks(close)}"
+        + f". Wall / predicted: {per_k(batched, 'wall_ratio')}; the model does not predict "
+        "the wall time around the jobs (writing the new data generation, serving refresh, "
+        "tombstones, one fsync'd receipt per request): "
+        + ", ".join(f"K={b['k']:,}: {b['wall_s'] - b['compute_s']:.2f} s" for b in batched)
+        + "."
+    )
+    opt, fixed = (
+        median([abs(b["optimizer_gap"]) for b in batched]),
+        median([abs(b["fixed_gap"]) for b in batched]),
+    )
+    lines.append(
+        "- **Why a retrain's seconds per sample differ from training's**: the gap splits into "
+        "optimizer time and fixed costs (both against training's per sample; the table "
+        "above): "
+        + ", ".join(
+            f"K={b['k']:,}: {b['optimizer_gap']:+.0%} and {b['fixed_gap']:+.0%}" for b in batched
+        )
+        + f". *Fixed costs*: {cal['not_training_share']:.0%} of training's compute and "
+        f"{spread([b['not_training_share'] for b in batched], '.0%')} of the retrains' is "
+        "not optimizer time but loading, fsync'd checkpoint writes and purging, which cost "
+        "per stage and per job, not per sample; the plan folds them into one seconds-per-"
+        "sample figure. Per job, a retrain loads "
+        f"{spread([b['load_ms_per_job'] for b in batched], '.0f')} ms (it also restores "
+        f"the checkpoint it resumes from; training: {cal['load_ms_per_job']:.0f} ms) and "
+        f"purges {spread([b['purge_ms_per_job'] for b in batched], '.0f')} ms (the replaced "
+        f"generation; training replaces nothing: {cal['purge_ms_per_job']:.0f} ms); a "
+        f"checkpoint costs {spread([b['checkpoint_ms_per_stage'] for b in batched], '.1f')} "
+        f"ms per stage against {cal['checkpoint_ms_per_stage']:.1f} ms in training (the "
+        "head's commit, once per job, is part of it, and the disk is shared). Training "
+        f"ran {cal['samples_per_stage']:.0f} samples per stage, the retrains "
+        f"{spread([b['samples_per_stage'] for b in batched], ',.0f')}: a retrain from a "
+        "late slice trains only the big later stages, one that restarts many shards early "
+        "also the small first ones. *Optimizer time*: "
+        f"{cal['train_us_per_sample']:.0f} µs per sample in training, "
+        f"{spread([b['train_us_per_sample'] for b in batched], '.0f')} µs in the retrains, "
+        f"with {cal['other_cores']:.2f} cores of other work on the machine during training "
+        f"and {spread([b['other_cores'] for b in batched])} during the batches. The larger "
+        f"part of the gap, by the median over K, is "
+        + ("the fixed costs." if fixed >= opt else "the optimizer time.")
+    )
+    lines.append(
+        "- **Is the comparison fair?** The calibration is measured the way the product "
+        "measures it: by this process, with the same executor, on the store whose copies "
+        f"are retrained, {spread([b['since_calibration_s'] for b in batched], ',.0f')} s "
+        "before the batches (medians per K). What it cannot share with them is the moment: "
+        "the other work on a shared 2-core machine comes and goes between phases (see the "
+        "table), which moves the optimizer time and the disk-bound checkpoints alike; and "
+        "a single training calibrates all later predictions. The fixed-cost part is the "
+        "model's own: a per-sample figure cannot follow a retrain whose stages and jobs "
+        "per sample differ from training's, and it has no term for the purge. The "
+        "product's model is unchanged by this benchmark."
+    )
+    buckets = figures["backlog"]
+    big = batched[-1]
     slow = [b for b in buckets if b["compliance_s"] >= GOAL_S]
     lines.append(
         f"- **Backlog**: the median journal→serving commit is "
         f"{buckets[0]['compliance_s'] * 1e3:.0f} ms with {buckets[0]['open']} requests open and "
         f"{buckets[-1]['compliance_s'] * 1e3:.0f} ms with {buckets[-1]['open']} open; "
-        f"accepting all {big['k']:,} one by one took {big['accept_total_s']:.0f} s. Validation "
+        f"accepting all {big['k']:,} one by one took {big['accept_total_s']:.1f} s. Validation "
         "(`deleted_or_requested`) and `serving.refresh` both walk every open request, so one "
         "acceptance costs O(open requests). This process reads each journal document once and "
         "then keeps it (`sisa.journal` caches them per process); a fresh process per request, "
@@ -420,102 +666,66 @@ def reading(result: dict[str, Any]) -> list[str]:
             f"journal→serving commit: {max(b['max_compliance_s'] for b in buckets) * 1e3:.0f} ms)."
         )
     )
-    exact = all(b["planned_samples"] == b["trained_samples"] for b in result["batched"])
-    ratios = [b["predicted_s"] / b["compute_s"] for b in result["batched"]]
-    speeds = ", ".join(f"{b['measured_us_per_sample']:.0f}" for b in result["batched"])
-    extra = ", ".join(
-        f"K={b['k']:,}: {b['wall_s'] - b['compute_s']:.1f} s" for b in result["batched"]
-    )
-    lines.append(
-        f"- **Plan**: the planned samples {'equal' if exact else 'differ from'} the samples "
-        f"trained for every K. The predicted seconds are {min(ratios):.2f}-{max(ratios):.2f}x "
-        "the measured compute: each copy is fresh, so the plan calibrates from training, which "
-        f"ran at {big['planned_us_per_sample']:.0f} µs per sample, while the retrains ran at "
-        f"{speeds} µs per sample (K ascending). On a shared machine the speed of one phase "
-        "says little about the next; after a first batch the plan calibrates from it. Wall "
-        f"time minus compute, which the model does not predict: {extra}. It grows with K "
-        "because every request gets its own fsync'd receipt."
-    )
-    paper = ", ".join(
-        f"K={b['k']:,}: {b['touched_points'] / b['paper_touched_points']:.2f}x"
-        for b in result["batched"]
-    )
-    lines.append(
-        f"- **Paper**: points in the shards retrained vs N(1 - (1 - 1/S)^K): {paper}. One random "
-        "draw per repeat, so small K scatters around the expectation."
-    )
     gains = ", ".join(
         f"K={s['k']:g}: {s['samples_gain']:.1f}x the samples, {s['wall_gain']:.1f}x the wall time"
-        for s in result["sequential"]
+        for s in figures["sequential"]
     )
-    rates = ", ".join(f"K={b['k']:,}: {b['deletions_per_s']:.1f}" for b in result["batched"])
     lines.append(
         f"- **Batching**: one at a time vs one batch: {gains}. A batch retrains each touched "
         "shard once, from its earliest touched slice; while K is well below S the requests "
         "rarely share a shard, so batching saves little training, and the gain grows as they "
-        f"pile onto the same shards. Deletions per second of `process` wall time: {rates}."
+        "pile onto the same shards. Deletions per second of `process` wall time: "
+        + per_k(batched, "deletions_per_s", ".1f", "")
+        + "."
     )
     lines.append(
-        "- Timings come from a shared 2-core machine (see the load averages); other work ran "
-        "beside this one, so single figures move by tens of percent between runs."
+        "- Timings come from a shared 2-core machine (see the load averages and the other "
+        "work); single figures move by tens of percent between runs."
     )
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="small store, few repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="compliance repeats")
-    parser.add_argument("--out", default=None, help="Markdown path; JSON goes next to it")
-    args = parser.parse_args()
-    repeats = args.repeats or (5 if args.quick else 21)
-    ks = [1, 10] if args.quick else [1, 10, 100, 1000]
-    batch_repeats = {1: 5, 10: 3, 100: 3, 1000: 1}
-    sequential_repeats = {1: 5, 10: 3, 100: 1}  # the same requests, one process each
-    out = args.out or (None if args.quick else "docs/benchmarks/deletion.md")
-    purchase = PURCHASE | ({"data.n": 4000, "sisa.shards": 5} if args.quick else {})
+def run(suite: str) -> Report:
+    sizes = SIZES[suite]
     configure(1)
     rng = np.random.default_rng(0)
-    started, load_before, commit = time.perf_counter(), os.getloadavg(), git_commit()
+    before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        urls = {"purchase": train_store(root, "purchase", purchase)}
-        urls["digits"] = train_store(root, "digits", DIGITS)
-        compliance = {
-            name: bench_compliance(copy_store(url, root, f"{name}-live"), repeats, rng)
-            for name, url in urls.items()
-        }
+        # the batches come right after the training that calibrates their plans
+        url, cal = calibration_run(root, sizes.purchase)
+        calibrated = time.perf_counter()
         batched, sequential, raw = [], [], []
-        for k in ks:
+        for k in sizes.ks:
             rows, seq = [], []
-            for i in range(batch_repeats[k]):  # one at a time right after, under the same load
-                rows.append(bench_batch(urls["purchase"], root, k, rng))
-                if i < sequential_repeats.get(k, 0):
-                    seq.append(bench_sequential(urls["purchase"], root, rows[-1]))
+            for i in range(sizes.batch_repeats[k]):  # one at a time right after, same load
+                rows.append(bench_batch(url, root, k, cal, rng))
+                rows[-1]["since_calibration_s"] = time.perf_counter() - calibrated
+                if i < sizes.sequential_repeats.get(k, 0):
+                    seq.append(bench_sequential(url, root, rows[-1]))
             raw += rows
             batched.append(summarise(rows))
             if seq:
                 medians = {key: median([r[key] for r in seq]) for key in seq[0]}
                 sequential.append(medians | {"repeats": len(seq)})
-    result: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/deletion.py", *sys.argv[1:]]),
-        "commit": commit if commit == git_commit() else f"{commit}, then {git_commit()}",
-        "machine": machine() | {"load_before": load_before, "load_after": os.getloadavg()},
-        "total_s": time.perf_counter() - started,
+        urls = {"purchase": url, "digits": train_store(root, "digits", DIGITS)}
+        compliance = {
+            name: bench_compliance(
+                copy_store(u, root, f"{name}-live"), sizes.compliance_repeats, rng
+            )
+            for name, u in urls.items()
+        }
+    figures: dict[str, Any] = {
         "goal_s": GOAL_S,
-        "stores": {"purchase": purchase, "digits": DIGITS},
+        "goal_ratio": GOAL_RATIO,
         "compliance": compliance,
+        "calibration": cal,
         "batched": batched,
         "sequential": sequential,
-        "backlog": backlog(raw[-1], [0, 10, 100, 250, 500, 750, 1000]),
+        "backlog": backlog(raw[-1], sizes.backlog_edges),
         "batched_runs": [{k: v for k, v in r.items() if k != "victims"} for r in raw],
+        "load_average": {"before": before, "after": load_average()},
     }
-    result["reading"] = reading(result)
-    text = render(result)
-    print(text)
-    if out:
-        write_results(out, text, result)
-
-
-if __name__ == "__main__":
-    main()
+    figures["reading"] = reading(figures)
+    config = asdict(sizes) | {"digits": DIGITS}
+    return Report(figures, render(figures, sizes), config)

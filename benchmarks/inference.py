@@ -1,9 +1,4 @@
-"""Ensemble inference benchmarks: S shard models evaluated by a loop or by one fused forward.
-
-Run:  python benchmarks/inference.py [--quick] [--out docs/benchmarks/inference.md]
-
-Writes Markdown to --out (default docs/benchmarks/inference.md; a --quick run only prints
-unless --out is given) and the raw figures as JSON next to it.
+"""Aggregated inference: S shard models evaluated by a loop or by one fused forward.
 
 Per cell (model, S shards, batch of n rows, torch threads), all timed interleaved in
 random order, round after round, and reported as medians:
@@ -22,31 +17,23 @@ CUDA (when available) the same cells run again, synchronised after every call.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import cpu_model, git_commit, write_results  # noqa: E402
-from sisa.config import ModelConfig, build_config  # noqa: E402
-from sisa.ensemble import Ensemble  # noqa: E402
-from sisa.inference import auto_strategy, build_forward  # noqa: E402
-from sisa.models import build_model  # noqa: E402
-from sisa.trainer import configure  # noqa: E402
+from benchmarks.common import load_average, load_change
+from benchmarks.harness import Report
+from sisa.config import ModelConfig, build_config
+from sisa.ensemble import Ensemble
+from sisa.inference import auto_strategy, build_forward
+from sisa.models import build_model
+from sisa.trainer import configure
 
 GOAL = 1.25  # end-to-end ensemble time / (S x one model's forward)
 VARIANTS = ("single", "loop", "fused", "e2e_loop", "e2e_fused", "e2e_auto")
@@ -171,25 +158,24 @@ def bench_cell(cell: Cell, budget_s: float, rng: np.random.Generator) -> dict[st
     }
 
 
-def cells(quick: bool, device: str, threads: int) -> list[Cell]:
-    if quick:
-        grid = [(m, s, n) for m in ("digits MLP", "purchase MLP") for s in (5, 20) for n in (1, 64)]
-    else:
-        grid = [(m, s, n) for m in WORKLOADS for s in (5, 20, 50) for n in (1, 64, 1024)]
+@dataclass(frozen=True)
+class Sizes:
+    models: tuple[str, ...]
+    shards: tuple[int, ...]
+    rows: tuple[int, ...]
+    budget_s: float  # seconds of timed rounds per cell
+    two_threads: bool  # also S = 20 MLP cells with 2 torch threads (the serving choice)
+
+
+SIZES = {
+    "quick": Sizes(("digits MLP", "purchase MLP"), (5, 20), (1, 64), 0.5, False),
+    "full": Sizes(tuple(WORKLOADS), (5, 20, 50), (1, 64, 1024), 4.0, True),
+}
+
+
+def cells(sizes: Sizes, device: str, threads: int) -> list[Cell]:
+    grid = [(m, s, n) for m in sizes.models for s in sizes.shards for n in sizes.rows]
     return [Cell(m, s, n, threads, device) for m, s, n in grid]
-
-
-def machine() -> dict[str, Any]:
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "gpu": gpu,
-    }
 
 
 def us(seconds: float) -> str:
@@ -322,21 +308,11 @@ def reading(result: dict[str, Any]) -> list[str]:
 
 
 def render(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    load = " / ".join(
-        f"{a:.2f} -> {b:.2f}" for a, b in zip(m["load_before"], m["load_after"], strict=True)
-    )
+    load = result["load_average"]
     cpu = {t: [r for r in result["cpu"] if r["threads"] == t] for t in result["threads"]}
     parts = [
-        "# Ensemble inference benchmarks",
-        "",
-        f"Command: `{result['command']}` ({result['total_s'] / 60:.1f} minutes, {result['date']})",
-        "",
-        f"Commit: `{result['commit']}`",
-        "",
-        f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
-        f"torch {m['torch']}, numpy {m['numpy']}, GPU: {m['gpu'] or 'none'}; load average "
-        f"(1/5/15 min) before -> after the run: {load}",
+        "Load average (1/5/15 min) before -> after the run: "
+        f"{load_change(load['before'], load['after'])}.",
         "",
         "Models: digits MLP = `MLP((64,), 10, hidden=(128,))`; purchase MLP = "
         "`MLP((600,), 100, hidden=(128,))`; digits CNN = `SmallCNN((64,), 10, channels=(16, "
@@ -363,46 +339,30 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="a few cells, short budgets")
-    parser.add_argument("--out", default=None, help="Markdown path; JSON goes next to it")
-    args = parser.parse_args()
-    out = args.out or (None if args.quick else "docs/benchmarks/inference.md")
-    budget = 0.5 if args.quick else 4.0  # seconds of timed rounds per cell
+def run(suite: str) -> Report:
+    sizes = SIZES[suite]
     rng = np.random.default_rng(0)
-    started, load_before, commit = time.perf_counter(), os.getloadavg(), git_commit()
-    todo = cells(args.quick, "cpu", 1)
+    before, threads_before = load_average(), torch.get_num_threads()
+    todo = cells(sizes, "cpu", 1)
     threads = [1]
-    if not args.quick:  # two threads: the serving choice on a two-core box; a few cells
-        todo += [c for c in cells(False, "cpu", 2) if c.shards == 20 and c.workload != "digits CNN"]
+    if sizes.two_threads:  # the serving choice on a two-core box, on a few cells
+        todo += [c for c in cells(sizes, "cpu", 2) if c.shards == 20 and c.workload != "digits CNN"]
         threads.append(2)
     bench_cell(todo[0], 0.2, rng)  # warm the process up (first-call costs), figures dropped
     cpu = []
     for cell in todo:
-        cpu.append(bench_cell(cell, budget, rng))
-        print(json.dumps({k: cpu[-1][k] for k in ("model", "shards", "n", "threads", "ratio")}))
+        cpu.append(bench_cell(cell, sizes.budget_s, rng))
     cuda = []
     if torch.cuda.is_available():
-        for cell in cells(args.quick, "cuda", 1):
-            cuda.append(bench_cell(cell, budget / 2, rng))
-    result: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/inference.py", *sys.argv[1:]]),
-        "commit": commit if commit == git_commit() else f"{commit}, then {git_commit()}",
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine() | {"load_before": load_before, "load_after": os.getloadavg()},
-        "total_s": time.perf_counter() - started,
+        for cell in cells(sizes, "cuda", 1):
+            cuda.append(bench_cell(cell, sizes.budget_s / 2, rng))
+    torch.set_num_threads(threads_before)  # each cell sets its own; leave the process as found
+    figures: dict[str, Any] = {
         "goal": GOAL,
         "threads": threads,
         "cpu": cpu,
         "cuda": cuda,
+        "load_average": {"before": before, "after": load_average()},
     }
-    result["reading"] = reading(result)
-    text = render(result)
-    print(text)
-    if out:
-        write_results(out, text, result)
-
-
-if __name__ == "__main__":
-    main()
+    figures["reading"] = reading(figures)
+    return Report(figures, render(figures), asdict(sizes) | {"goal": GOAL})

@@ -1,10 +1,9 @@
-"""Serving benchmarks: ``sisa serve`` (Ray Serve on loopback) called over HTTP.
+"""Serving: ``sisa serve`` (Ray Serve on loopback) called over HTTP.
 
-Run:  python benchmarks/serving.py [--quick] [--out docs/benchmarks/serving.md]
-
-Writes Markdown to --out (default docs/benchmarks/serving.md; a --quick run only prints
-unless --out is given) and the raw figures as JSON next to it. A full run takes about
-7 minutes on 2 cores, ``--quick`` (digits only, fewer requests) under 2.
+In the full suite only (``SUITES``): it takes about 7 minutes on 2 cores, and it starts a
+Ray cluster of its own, which cannot share a process with another one (such as a test
+session's). The uvicorn reference runs in a subprocess:
+``python -m benchmarks.serving --plain-server URL PORT``.
 
 Two stores are trained into temporary directories: the bundled digits with the default
 config (S=5, R=4, MLP [128]) and synthetic Purchase (N=20,000, S=20, R=10, 4 epochs).
@@ -39,11 +38,8 @@ for bit against an in-process ``Predictor`` first.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
 import os
-import platform
 import secrets
 import socket
 import subprocess
@@ -52,6 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -67,9 +64,8 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.serve.handle import DeploymentHandle  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import cpu_model, git_commit, write_results  # noqa: E402
+from benchmarks.common import Others, load_average, load_change, tree_cpu_s  # noqa: E402
+from benchmarks.harness import ROOT, Report  # noqa: E402
 from orchestrator.api import PredictRequest  # noqa: E402
 from orchestrator.executors import InProcessExecutor  # noqa: E402
 from sisa.config import build_config  # noqa: E402
@@ -94,6 +90,20 @@ PURCHASE: dict[str, Any] = {
 }
 JSON = {"Content-Type": "application/json"}
 TIMEOUT = (10, 600)
+SUITES = ("full",)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    stores: dict[str, dict[str, Any]]  # name -> overrides
+    requests: int  # one-row requests per target (the references get half)
+    warmup: int  # requests per target before the timed ones
+    block: int  # one-row requests per target per interleaved round
+    duration_s: float  # per throughput cell
+    retrain_max_s: float  # the while-retraining phase stops after this much
+
+
+SIZES = {"full": Sizes({"digits": DIGITS, "purchase": PURCHASE}, 1000, 50, 100, 3.0, 75.0)}
 
 
 # -- trivial Serve applications: the floor under the sisa app --------------------------
@@ -259,8 +269,8 @@ def serve_plain(url: str, port: int) -> None:
 
 def start_plain(url: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--plain-server", url, str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "benchmarks.serving", "--plain-server", url, str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -273,48 +283,6 @@ def start_plain(url: str) -> tuple[subprocess.Popen, str]:
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError("the plain uvicorn server did not start")
-
-
-def tree_cpu_s() -> float:
-    """CPU seconds (user + system) of this process and all its descendants: the client,
-    Ray's processes and Serve's replicas, which this process started."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent, cpu = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    mine, grew = {os.getpid()}, True
-    while grew:
-        more = {pid for pid, ppid in parent.items() if ppid in mine} - mine
-        mine |= more
-        grew = bool(more)
-    return sum(cpu[pid] for pid in mine)
-
-
-def system_busy_s() -> float:
-    """CPU seconds the whole machine has been busy (``/proc/stat``), every process's."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class Others:
-    """Cores busy with work that is not this benchmark's, over a ``with`` block."""
-
-    def __enter__(self) -> Others:
-        self.busy, self.mine, self.t0 = system_busy_s(), tree_cpu_s(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall = time.perf_counter() - self.t0
-        foreign = (system_busy_s() - self.busy) - (tree_cpu_s() - self.mine)
-        self.cores = max(foreign, 0.0) / wall
 
 
 def idle_cores(seconds: float) -> float:
@@ -601,9 +569,7 @@ def while_retraining(
     }
 
 
-def bench_store(
-    name: str, url: str, port: int, token: str, args: argparse.Namespace
-) -> dict[str, Any]:
+def bench_store(name: str, url: str, port: int, token: str, sizes: Sizes) -> dict[str, Any]:
     from orchestrator.serve import start
 
     settings = build_config(
@@ -647,7 +613,7 @@ def bench_store(
     others: dict[str, float] = {}
     try:
         result["idle_cores"] = idle_cores(3.0)
-        n, half = args.requests, args.requests // 2
+        n, half = sizes.requests, sizes.requests // 2
         with Others() as o:
             result["one_row"] = one_row(
                 {
@@ -657,8 +623,8 @@ def bench_store(
                     "hop": (f"{base}/_hop/predict", labels, half),
                     "plain": (f"{plain_base}/predict", labels, half),
                 },
-                args.warmup,
-                args.block,
+                sizes.warmup,
+                sizes.block,
             )
         others["one_row"] = o.cores
     finally:
@@ -666,7 +632,7 @@ def bench_store(
         plain.wait(30)
     for floor in ("echo", "hop", "plain"):
         assert not result["one_row"][floor]["errors"], result["one_row"][floor]["first_errors"]
-    result["in_process"] = in_process_floors(rows, predictor, args.requests)
+    result["in_process"] = in_process_floors(rows, predictor, sizes.requests)
     print(
         f"[{name}] one row: "
         + ", ".join(
@@ -676,11 +642,11 @@ def bench_store(
         flush=True,
     )
     with Others() as o:
-        result["throughput"] = throughput(base, test_x, predictor, args.duration)
+        result["throughput"] = throughput(base, test_x, predictor, sizes.duration_s)
     others["throughput"] = o.cores
     with Others() as o:
         result["retraining"] = while_retraining(
-            base, url, token, rows, args.requests, 20.0 if args.quick else 75.0
+            base, url, token, rows, sizes.requests, sizes.retrain_max_s
         )
     others["retraining"] = o.cores
     result["other_work_cores"] = others
@@ -707,8 +673,8 @@ def bench_store(
 # -- report ---------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    cpu = cpu_model()
+def versions() -> dict[str, Any]:
+    """What the harness's machine facts leave out and the serving stack's speed depends on."""
     ram = 0.0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -723,13 +689,9 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = "missing"
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
         "ram_gib": round(ram, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
         "numpy": np.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "client_torch_threads": torch.get_num_threads(),
         **versions,
     }
 
@@ -814,22 +776,14 @@ def retrain_rows(r: dict[str, Any]) -> list[str]:
 
 
 def render(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    before, after = m["load_before"], m["load_after"]
-    load = " / ".join(f"{a:.2f} -> {b:.2f}" for a, b in zip(before, after, strict=True))
+    v, load = result["versions"], result["load_average"]
     out = [
-        "# Serving benchmarks",
-        "",
-        f"Command: `{result['command']}` ({result['total_s'] / 60:.1f} minutes, {result['date']})",
-        "",
-        f"Commit: `{result['commit']}`",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['platform']}, "
-        f"Python {m['python']}, torch {m['torch']} ({m['torch_threads']} thread(s) in the "
-        f"client process; the ensemble predicts with `resources.threads` = 1), ray "
-        f"{m['ray']}, fastapi {m['fastapi']}, starlette {m['starlette']}, pydantic "
-        f"{m['pydantic']}, uvicorn {m['uvicorn']}, requests {m['requests']}; load average "
-        f"(1/5/15 min) before -> after the run: {load}",
+        f"Also: {v['ram_gib']} GiB RAM, {v['client_torch_threads']} torch thread(s) in the "
+        f"client process (the ensemble predicts with `resources.threads` = 1), ray "
+        f"{v['ray']}, fastapi {v['fastapi']}, starlette {v['starlette']}, pydantic "
+        f"{v['pydantic']}, uvicorn {v['uvicorn']}, requests {v['requests']}, numpy "
+        f"{v['numpy']}; load average (1/5/15 min) before -> after the run: "
+        f"{load_change(load['before'], load['after'])}.",
         "",
         "Setup: one local Ray cluster (`num_cpus=2`, 80 MiB object store), Serve's proxy on "
         "127.0.0.1, the `sisa` application with its defaults (one ensemble replica reserving "
@@ -862,7 +816,7 @@ def render(result: dict[str, Any]) -> str:
             "Cores busy with other work (processes this benchmark did not start, and time "
             "the hypervisor stole) during the one-row, throughput and retraining phases: "
             + " / ".join(f"{v:.2f}" for v in r["other_work_cores"].values())
-            + f" of {result['machine']['cores']}; the benchmark's own processes burn "
+            + f" of {os.cpu_count()}; the benchmark's own processes burn "
             f"{r['idle_cores']:.2f} cores while idle.",
             "",
             "### While a background retrain runs",
@@ -1008,33 +962,20 @@ def reading(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="digits only, fewer requests")
-    parser.add_argument("--out", default=None, help="Markdown path; JSON goes next to it")
-    parser.add_argument("--plain-server", nargs=2, metavar=("URL", "PORT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.plain_server:  # the uvicorn reference, started by the benchmark itself
-        serve_plain(args.plain_server[0], int(args.plain_server[1]))
-        return
-    args.requests = 200 if args.quick else 1000
-    args.warmup = 50
-    args.block = 50 if args.quick else 100
-    args.duration = 1.0 if args.quick else 3.0
-    out = args.out or (None if args.quick else "docs/benchmarks/serving.md")
-    stores = {"digits": DIGITS} if args.quick else {"digits": DIGITS, "purchase": PURCHASE}
-    started, load_before, commit = time.perf_counter(), os.getloadavg(), git_commit()
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
+def run(suite: str) -> Report:
     import ray
 
+    from orchestrator.serve import LOGGING
+
+    sizes = SIZES[suite]
+    before = load_average()
     token = secrets.token_urlsafe(24)
     results: dict[str, Any] = {}
     train_s: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         urls = {}
-        for name, overrides in stores.items():
+        for name, overrides in sizes.stores.items():
             urls[name], train_s[name] = train_store(root, name, overrides)
             print(f"[{name}] trained in {train_s[name]:.1f} s", flush=True)
         ray.init(
@@ -1046,44 +987,32 @@ def main() -> None:
         )
         try:
             port = free_port()
-            for i, (name, url) in enumerate(urls.items()):
-                if i == 0:
-                    from orchestrator.serve import LOGGING
-
-                    serve.start(
-                        http_options={"host": "127.0.0.1", "port": port}, logging_config=LOGGING
-                    )
-                    serve.run(Echo.bind(), name="bench-echo", route_prefix="/_echo")
-                    serve.run(
-                        Echo.bind(Constant.bind()),
-                        name="bench-hop",
-                        route_prefix="/_hop",
-                    )
-                results[name] = bench_store(name, url, port, token, args)
+            serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=LOGGING)
+            serve.run(Echo.bind(), name="bench-echo", route_prefix="/_echo")
+            serve.run(Echo.bind(Constant.bind()), name="bench-hop", route_prefix="/_hop")
+            for name, url in urls.items():
+                results[name] = bench_store(name, url, port, token, sizes)
         finally:
             serve.shutdown()
             ray.shutdown()
-    result: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/serving.py", *sys.argv[1:]]),
-        "date": date,
-        "commit": commit if commit == git_commit() else f"{commit}, then {git_commit()}",
-        "machine": machine() | {"load_before": load_before, "load_after": os.getloadavg()},
-        "total_s": time.perf_counter() - started,
+    figures: dict[str, Any] = {
         "goal_s": GOAL_S,
-        "overrides": stores,
+        "overrides": sizes.stores,
         "train_s": train_s,
-        "requests": args.requests,
-        "warmup": args.warmup,
-        "block": args.block,
-        "duration_s": args.duration,
+        "requests": sizes.requests,
+        "warmup": sizes.warmup,
+        "block": sizes.block,
+        "duration_s": sizes.duration_s,
         "stores": results,
+        "versions": versions(),
+        "load_average": {"before": before, "after": load_average()},
     }
-    result["reading"] = reading(result)
-    text = render(result)
-    print(text)
-    if out:
-        write_results(out, text, result)
+    figures["reading"] = reading(figures)
+    config = asdict(sizes) | {"max_body_bytes": MAX_BODY, "batches": BATCHES, "clients": CLIENTS}
+    return Report(figures, render(figures), config)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the uvicorn reference, started by ``start_plain``
+    if len(sys.argv) != 4 or sys.argv[1] != "--plain-server":
+        sys.exit("usage: python -m benchmarks.serving --plain-server URL PORT")
+    serve_plain(sys.argv[2], int(sys.argv[3]))
