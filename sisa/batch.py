@@ -33,6 +33,7 @@ from sisa import receipts, serving
 from sisa.cost import (
     Calibration,
     calibration,
+    calibration_totals,
     full_retrain_samples,
     paper_batched_points,
     paper_request_cost,
@@ -77,6 +78,9 @@ class BatchPlan:
     paper: dict[str, float]  # the paper's expectations for this many requests
     groups: list[str] = field(default_factory=list)  # salted keys of the removed points' groups
     planned_at: float = field(default_factory=time.time)
+    stages: int = 0  # stages the retrains write, summed over shards
+    seconds_per_stage: float = 0.0  # the calibration's fixed costs (see sisa.cost)
+    seconds_per_job: float = 0.0
 
     def to_body(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,9 +149,23 @@ def store_calibration(store: SisaStore) -> Calibration:
     for seq in reversed(done[-64:]):  # a batch resumed after its training trained nothing
         actual = receipts.read(store, seq)["batch"]["actual"]
         if actual["samples"] > 0:
-            return calibration(actual["samples"], actual["compute_seconds"], "last batch")
+            return calibration(
+                actual["samples"],
+                actual["compute_seconds"],
+                "last batch",
+                phases=actual.get("phases"),
+                stages=actual.get("stages", 0),
+                jobs=actual.get("jobs", 0),
+            )
     meta = store.meta() or {}
-    return calibration(meta.get("train_samples", 0), meta.get("train_seconds", 0.0), "training")
+    return calibration(
+        meta.get("train_samples", 0),
+        meta.get("train_seconds", 0.0),
+        "training",
+        phases=meta.get("train_phases"),
+        stages=meta.get("train_stages", 0),
+        jobs=meta.get("train_jobs", 0),
+    )
 
 
 def plan_batch(store: SisaStore, requests: list[Request]) -> BatchPlan:
@@ -180,6 +198,7 @@ def plan_batch(store: SisaStore, requests: list[Request]) -> BatchPlan:
     cal = store_calibration(store)
     samples = sum(s.samples for s in shards)
     cfg = config.sisa
+    stages = sum(cfg.slices - s.start_stage + 1 for s in shards)
     return BatchPlan(
         through=max((r.seq for r in requests), default=0),
         requests=[r.id for r in requests],
@@ -190,12 +209,15 @@ def plan_batch(store: SisaStore, requests: list[Request]) -> BatchPlan:
         full_retrain_samples=full_retrain_samples(cfg, remaining),
         seconds_per_sample=cal.seconds_per_sample,
         calibrated_from=cal.source,
-        predicted_seconds=cal.seconds(samples),
+        predicted_seconds=cal.seconds(samples, stages, len(shards)),
         paper={
             "request_samples": paper_request_cost(points, cfg.shards, cfg.slices, cfg.epochs),
             "touched_points": paper_batched_points(points, cfg.shards, len(requests)),
         },
         groups=sorted(groups),
+        stages=stages,
+        seconds_per_stage=cal.seconds_per_stage,
+        seconds_per_job=cal.seconds_per_job,
     )
 
 
@@ -275,6 +297,7 @@ def _run(store: SisaStore, executor: Executor | None) -> BatchReport | None:
     actual = {
         "samples": samples,
         "compute_seconds": sum(r.seconds for r in results),
+        **calibration_totals(results),
         "wall_seconds": time.perf_counter() - started,
         "resumed": resumed,
     }

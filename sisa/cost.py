@@ -10,17 +10,23 @@ R slices, e epochs and K requests:
 
 A concrete plan knows which shards restart at which stage, so it counts exactly: a retrain
 from stage r trains ``Σ_{s≥r} ceil(2e/(R+1) · n_s)`` samples, ``n_s`` being the points left
-in slices 1..s (``sisa.schedule``). Seconds are that count times the measured seconds per
-sample of this store: from its last processed batch, or from its training.
+in slices 1..s (``sisa.schedule``). Seconds are predicted from what this store measured,
+in its last processed batch or else in its training: optimizer time per sample, plus the
+costs a sample count does not show, writing one stage's checkpoint and, per shard job,
+loading its data and checkpoint and purging what it replaced. A retrain from a late slice
+trains few samples per stage it writes, so a rate per sample alone would under-predict it.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from sisa.config import SisaConfig
+from sisa.jobs import PHASES, ShardResult
 from sisa.schedule import stage_epochs, stage_samples
 
 
@@ -56,19 +62,50 @@ def full_retrain_samples(cfg: SisaConfig, n: int) -> int:
 
 @dataclass(frozen=True)
 class Calibration:
-    seconds_per_sample: float | None
-    source: str  # "last batch", "training", or "none"
+    """Measured unit costs. Stores and batches recorded before their phases were only
+    calibrate per sample (the stage and job terms are then 0)."""
 
-    def seconds(self, samples: int) -> float | None:
+    seconds_per_sample: float | None  # optimizer time (all compute, without phases)
+    source: str  # "last batch", "training", or "none"
+    seconds_per_stage: float = 0.0  # writing one stage's checkpoint
+    seconds_per_job: float = 0.0  # the rest of a shard job: loading, purging
+
+    def seconds(self, samples: int, stages: int = 0, jobs: int = 0) -> float | None:
         if self.seconds_per_sample is None:
             return None
-        return samples * self.seconds_per_sample
+        return (
+            samples * self.seconds_per_sample
+            + stages * self.seconds_per_stage
+            + jobs * self.seconds_per_job
+        )
 
 
-def calibration(samples: int, seconds: float, source: str) -> Calibration:
+def calibration_totals(results: Sequence[ShardResult]) -> dict[str, Any]:
+    """What a run records for ``calibration`` beyond samples and seconds: its phases summed
+    over jobs, the stages it wrote, and its jobs."""
+    phases = {p: sum(r.phases.get(p, 0.0) for r in results) for p in PHASES}
+    return {"phases": phases, "stages": sum(len(r.trained) for r in results), "jobs": len(results)}
+
+
+def calibration(
+    samples: int,
+    seconds: float,
+    source: str,
+    *,
+    phases: dict[str, float] | None = None,
+    stages: int = 0,
+    jobs: int = 0,
+) -> Calibration:
+    """Unit costs from a run's totals: ``seconds`` of compute over its jobs, split by
+    ``phases`` (``sisa.jobs.PHASES``) when known, so that the run itself is predicted
+    exactly: samples·train/samples + stages·checkpoint/stages + jobs·rest/jobs."""
     if samples <= 0 or seconds <= 0:
         return Calibration(None, "none")
-    return Calibration(seconds / samples, source)
+    train, checkpoint = (phases or {}).get("train", 0.0), (phases or {}).get("checkpoint", 0.0)
+    if train <= 0 or stages <= 0 or jobs <= 0:
+        return Calibration(seconds / samples, source)
+    rest = max(seconds - train - checkpoint, 0.0)
+    return Calibration(train / samples, source, checkpoint / stages, rest / jobs)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from sisa.config import Config
+from sisa.cost import calibration_totals
 from sisa.data import Dataset, load_source, split_train_test
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.jobs import Executor, ShardJob, ShardResult, run_jobs, run_shard_job
@@ -181,6 +182,7 @@ def train(
             "n_test": len(test_ds),
             "train_samples": sum(r.samples for r in results),  # calibrates the cost model
             "train_seconds": sum(r.seconds for r in results),
+            **{f"train_{k}": v for k, v in calibration_totals(results).items()},
         }
     )
     return TrainReport(url, results, len(train_ds), len(test_ds), time.perf_counter() - started)

@@ -72,7 +72,15 @@ def test_compliance_adds_up_and_keeps_every_repeat(figures: dict[str, Any]) -> N
 def test_the_calibration_is_the_stores_training(figures: dict[str, Any]) -> None:
     cal = figures["calibration"]
     assert cal["shards"] == cal["jobs"] == 5 and cal["stages"] == 5 * 10
-    assert cal["seconds_per_sample"] == pytest.approx(cal["compute_s"] / cal["samples"])
+    assert cal["seconds_per_sample"] == pytest.approx(cal["phases_s"]["train"] / cal["samples"])
+    assert cal["seconds_per_stage"] == pytest.approx(cal["phases_s"]["checkpoint"] / cal["stages"])
+    # the three unit costs reproduce the training they were measured on
+    predicted = (
+        cal["seconds_per_sample"] * cal["samples"]
+        + cal["seconds_per_stage"] * cal["stages"]
+        + cal["seconds_per_job"] * cal["jobs"]
+    )
+    assert predicted == pytest.approx(cal["compute_s"])
     assert sum(cal["phases_s"].values()) <= cal["compute_s"]
     assert cal["not_training_share"] == pytest.approx(
         1 - cal["phases_s"]["train"] / cal["compute_s"]
@@ -85,7 +93,11 @@ def test_each_batch_is_measured_against_the_plan_and_the_paper(figures: dict[str
     for r in runs:
         assert r["calibrated_from"] == "training"
         assert r["planned_samples"] == r["trained_samples"] > 0
-        assert r["predicted_s"] == pytest.approx(r["planned_samples"] * cal["seconds_per_sample"])
+        assert r["predicted_s"] == pytest.approx(
+            r["planned_samples"] * cal["seconds_per_sample"]
+            + r["stages"] * cal["seconds_per_stage"]
+            + r["jobs"] * cal["seconds_per_job"]
+        )
         paper = paper_batched_points(cal["points"], cal["shards"], r["k"])
         assert r["paper_touched_points"] == pytest.approx(paper)
         assert r["points_ratio"] == pytest.approx(r["touched_points"] / paper)

@@ -63,6 +63,9 @@ PLAN_KEYS = {
     "predicted_seconds",
     "paper",
     "planned_at",
+    "stages",
+    "seconds_per_stage",
+    "seconds_per_job",
 }
 SHARD_PLAN_KEYS = {
     "shard",
@@ -498,7 +501,8 @@ def test_forget_plan_process_receipt_audit(tmp_path, capsys):
     report = reports[0]
     assert set(report) == {"plan", "actual", "receipts", "purged"}
     assert set(report["actual"]) == {"samples", "compute_seconds", "seconds", "resumed"}
-    ignore = {"planned_at", "seconds_per_sample", "predicted_seconds", "calibrated_from"}
+    ignore = {"planned_at", "predicted_seconds", "calibrated_from"}
+    ignore |= {"seconds_per_sample", "seconds_per_stage", "seconds_per_job"}
     assert {k: v for k, v in report["plan"].items() if k not in ignore} == {
         k: v for k, v in plan.items() if k not in ignore
     }

@@ -11,6 +11,7 @@ import pytest
 import sisa.batch
 from sisa import receipts
 from sisa.batch import pending_plan, process
+from sisa.cost import calibration
 from sisa.journal import Journal
 from sisa.lifecycle import request_status, request_statuses
 from sisa.store import SisaStore
@@ -49,14 +50,42 @@ def test_the_plan_predicts_seconds_from_this_stores_measured_cost(url):
     accept(url, pick(url, 1, 0))
     plan = pending_plan(SisaStore(url))
     assert plan.calibrated_from == "training" and plan.seconds_per_sample > 0
-    assert plan.predicted_seconds == pytest.approx(plan.samples * plan.seconds_per_sample)
+    assert plan.seconds_per_stage > 0 and plan.seconds_per_job >= 0
+    slices = SisaStore(url).config().sisa.slices
+    assert plan.stages == sum(slices - s.start_stage + 1 for s in plan.shards)
+    assert plan.predicted_seconds == pytest.approx(
+        plan.samples * plan.seconds_per_sample
+        + plan.stages * plan.seconds_per_stage
+        + len(plan.shards) * plan.seconds_per_job
+    )
     assert plan.full_retrain_samples > plan.samples
-    process(url)
+    report = process(url)
     accept(url, pick(url, 2, 3))
     again = pending_plan(SisaStore(url))
     assert again.calibrated_from == "last batch"
     actual = receipts.read(SisaStore(url), 1)["batch"]["actual"]
-    assert again.seconds_per_sample == pytest.approx(actual["compute_seconds"] / actual["samples"])
+    assert actual["stages"] == plan.stages and actual["jobs"] == len(report.results) == 1
+    phases = actual["phases"]
+    assert again.seconds_per_sample == pytest.approx(phases["train"] / actual["samples"])
+    assert again.seconds_per_stage == pytest.approx(phases["checkpoint"] / actual["stages"])
+    # the last batch, predicted by its own unit costs, takes what it took
+    assert again.seconds_per_sample * actual["samples"] + again.seconds_per_stage * actual[
+        "stages"
+    ] + again.seconds_per_job * actual["jobs"] == pytest.approx(actual["compute_seconds"])
+
+
+def test_a_calibration_without_phases_falls_back_to_seconds_per_sample():
+    old = calibration(1000, 2.0, "training")  # a store trained before phases were recorded
+    assert (old.seconds_per_sample, old.seconds_per_stage, old.seconds_per_job) == (0.002, 0, 0)
+    assert old.seconds(500, stages=7, jobs=3) == pytest.approx(1.0)
+    split = calibration(
+        1000, 2.0, "training", phases={"train": 1.0, "checkpoint": 0.5}, stages=10, jobs=5
+    )
+    assert (split.seconds_per_sample, split.seconds_per_stage) == (0.001, 0.05)
+    assert split.seconds_per_job == pytest.approx(0.1)
+    assert split.seconds(1000, 10, 5) == pytest.approx(2.0)
+    assert split.seconds(100, 10, 5) == pytest.approx(1.1)  # few samples, the same stages
+    assert calibration(0, 2.0, "training").seconds(10) is None
 
 
 def test_request_states_move_from_accepted_to_purged(url, monkeypatch):
