@@ -8,6 +8,7 @@ stage.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -92,7 +93,6 @@ class RayExecutor:
         desc: str,
     ) -> list[R]:
         import ray
-        from ray.util.queue import Queue
 
         for job in jobs:
             url = getattr(job, "url", "")
@@ -104,41 +104,58 @@ class RayExecutor:
         if not jobs:
             return []
         self._connect()
-        queue = Queue()
+        counter = _progress_counter_class().remote()
         options = dict(self.task_options)
         if os.environ.get(TRUST_ENV):  # workers decide trust the way this process does
             env = dict(options.get("runtime_env", {}).get("env_vars", {}))
             env.setdefault(TRUST_ENV, os.environ[TRUST_ENV])
             options["runtime_env"] = options.get("runtime_env", {}) | {"env_vars": env}
-        task = ray.remote(_run_with_queue).options(
+        task = ray.remote(_run_reporting).options(
             num_cpus=resources.num_cpus,
             num_gpus=resources.num_gpus,
             max_retries=self.max_retries,
             retry_exceptions=False,
             **options,
         )
-        refs = [task.remote(fn, job, queue) for job in jobs]
+        refs = [task.remote(fn, job, counter) for job in jobs]
         pending = list(refs)
         with _bar(units, desc, self.progress) as bar:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
-                bar.update(_drain(queue))
-            bar.update(_drain(queue))
-        try:
-            return ray.get(refs)
-        finally:
-            queue.shutdown()
+                bar.update(ray.get(counter.take.remote()))
+            try:
+                return ray.get(refs)
+            finally:
+                # the last reports may still be on their way; every job has finished
+                bar.update(max(0, units - bar.n))
+                ray.kill(counter)
 
 
-def _drain(queue: Any) -> int:
-    total = 0
-    while not queue.empty():
-        total += sum(queue.get_nowait_batch(queue.qsize()))
-    return total
+@functools.cache
+def _progress_counter_class() -> Any:
+    """An actor that sums the units tasks report (reserving no CPU)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class ProgressCounter:
+        def __init__(self) -> None:
+            self.units = 0
+
+        def add(self, units: int) -> None:
+            self.units += units
+
+        def take(self) -> int:
+            units, self.units = self.units, 0
+            return units
+
+    return ProgressCounter
 
 
-def _run_with_queue(fn: Callable[[Any, Progress], Any], job: Any, queue: Any) -> Any:
-    return fn(job, lambda units: queue.put_nowait(units))
+def _run_reporting(fn: Callable[[Any, Progress], Any], job: Any, counter: Any) -> Any:
+    # Fire and forget: waiting for the actor would be a ray.get inside the task, during
+    # which Ray lends the task's CPU to the next task, on a fresh worker that pays the
+    # trainer's start-up again; more jobs would then run at once than there are CPUs.
+    return fn(job, lambda units: counter.add.remote(units))
 
 
 def make_executor(kind: str, address: str | None = None, progress: bool = True) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -54,6 +55,24 @@ def test_progress_bar_covers_every_unit(ray_cluster, capsys, make):
     assert out == [10, 20, 30]
     err = capsys.readouterr().err
     assert "stages: 100%" in err and "6/6" in err
+
+
+def _report_often(job, progress):
+    started = time.monotonic()
+    for _ in range(20):
+        progress(1)
+        time.sleep(0.01)
+    return started, time.monotonic()
+
+
+def test_reporting_progress_never_lets_more_jobs_run_than_cpus(ray_cluster):
+    """A report that waited on the counter would lend the task's CPU to the next job."""
+    spans = RayExecutor(progress=False).map(
+        _report_often, list(range(6)), resources=ResourcesConfig(num_cpus=1), units=120, desc="p"
+    )
+    starts = sorted(s for s, _ in spans)
+    running = [sum(s <= t < e for s, e in spans) for t in starts]
+    assert max(running) <= ray_cluster.cluster_resources()["CPU"] == 2
 
 
 def test_ray_tasks_get_the_configured_resources(ray_cluster):
