@@ -64,17 +64,11 @@ def store_executor(ray: bool) -> Any:
 
 
 def registry(suite: str | None = None) -> dict[str, Benchmark]:
-    """Each benchmark module's ``run``, imported on demand (modules not written yet are
-    skipped), keeping those that run in ``suite``."""
+    """Each benchmark module's ``run``, keeping those that run in ``suite`` (all if None)."""
     found = {}
     for name in BENCHMARKS:
-        try:
-            module = importlib.import_module(f"benchmarks.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"benchmarks.{name}":
-                raise
-            continue
-        if hasattr(module, "run") and suite in (None, *getattr(module, "SUITES", SUITES)):
+        module = importlib.import_module(f"benchmarks.{name}")
+        if suite in (None, *getattr(module, "SUITES", SUITES)):
             found[name] = module.run
     return found
 
@@ -137,6 +131,9 @@ def run(
     unknown = sorted(set(only or []) - set(known))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; known: {sorted(known)}")
+    elsewhere = sorted(set(only or []) - set(benchmarks))
+    if elsewhere:
+        raise ValueError(f"{', '.join(elsewhere)} not in the {suite} suite; try --suite full")
     results = []
     for name, bench in benchmarks.items():
         if only and name not in only:

@@ -9,6 +9,7 @@ returns it. The result is the same whichever executor runs it.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,33 @@ class ShardResult:
     purged: list[str]
     head: dict[str, Any]
     phases: dict[str, float] = field(default_factory=dict)  # seconds per PHASES entry
+    # Peak resident memory of the process that ran the job, up to the job's end: what a
+    # task needs reserved. A reused worker (Ray) carries the peaks of its earlier jobs,
+    # and an in-process executor the caller's own, so it is an upper bound for this job.
+    # 0 where the platform cannot tell.
+    peak_rss_bytes: int = 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far, in bytes; 0 where unknown.
+
+    Linux: ``VmHWM``, the high-water mark of this process image. Not ``ru_maxrss``, which
+    a process inherits across exec from whoever spawned it (a big driver's children would
+    all report its peak). Elsewhere ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # "VmHWM:  123 kB"
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 PHASES = ("load", "train", "checkpoint", "purge")  # where a shard job's time goes
@@ -156,6 +184,7 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
             time.perf_counter() - started,
             store.sweep(prefix),
             head.body,
+            peak_rss_bytes=peak_rss_bytes(),
         )
 
     data = load_shard_data(store, config, job.shard, job.data)
@@ -245,6 +274,7 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         purged,
         head.body,
         phases.seconds,
+        peak_rss_bytes(),
     )
 
 

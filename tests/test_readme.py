@@ -47,3 +47,10 @@ def test_every_cli_command_in_the_readme_exists():
             if "sisa" in words:
                 shown.add(words[words.index("sisa") + 1])
     assert shown and shown <= commands, shown - commands
+
+
+def test_the_benchmark_table_names_every_benchmark():
+    from benchmarks.harness import BENCHMARKS
+
+    section = README[README.index("## Benchmarks") : README.index("## More")]
+    assert re.findall(r"^\| `(\w+)` \|", section, flags=re.M) == list(BENCHMARKS)

@@ -1,12 +1,16 @@
-"""The trainer and shard jobs: initialisation per shard, and resuming only what matches."""
+"""The trainer and shard jobs: initialisation per shard, resuming only what matches, and
+the peak memory a job reports for sizing its task."""
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
 import torch
 
 import sisa.jobs
-from sisa.jobs import ShardJob, run_shard_job
+from sisa.jobs import ShardJob, peak_rss_bytes, run_shard_job
 from sisa.store import SisaStore, gen_dir, shard_prefix
 from sisa.train import train
 from sisa.trainer import fresh_state
@@ -59,3 +63,22 @@ def test_a_retry_resumes_only_stages_trained_on_the_same_ids(tmp_path, monkeypat
     other = attempt(job(2, 3), crashing=False)  # ...retried on another
     assert other.resumed == [] and other.trained == [1, 2, 3]
     assert other.head["stages"][0]["ids_hash"] != same.head["stages"][0]["ids_hash"]
+
+
+def test_a_shard_job_reports_the_peak_memory_of_its_process(tmp_path):
+    """In bytes, at least what the process holds during the job and at most the machine's
+    memory (a KiB/bytes mix-up fails one bound or the other), on both ways out of a job:
+    training, and finding the head already committed."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    before = peak_rss_bytes()
+    ballast = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB touched, alive during the jobs
+    url = str(tmp_path / "s")
+    report = train(tiny_config(**{"sisa.shards": 2}), url)
+    store = SisaStore(url)
+    done = run_shard_job(ShardJob(url, {}, 0, 0, 1, store.shard_head(0).data), lambda _: None)
+    assert done.trained == [] and done.samples == 0  # the early return
+    peaks = [r.peak_rss_bytes for r in [*report.shards, done]]
+    for peak in peaks:
+        assert isinstance(peak, int)
+        assert max(before, ballast.nbytes) <= peak <= physical
+    assert peaks == sorted(peaks)  # a peak never falls within one process
