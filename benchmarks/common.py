@@ -15,12 +15,13 @@ from typing import Any
 
 
 def git_commit() -> str:
-    """HEAD, marked when tracked files differ from it (the figures are then not HEAD's)."""
+    """HEAD, marked when tracked code differs from it (the figures are then not HEAD's)."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
 
-    dirty = git("status", "--short", "--untracked-files=no")
+    # the results a run writes are not the code measured
+    dirty = git("status", "--short", "--untracked-files=no", "--", ".", ":!docs/benchmarks")
     return git("rev-parse", "HEAD") + (" (tracked files modified)" if dirty else "")
 
 
