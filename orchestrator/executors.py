@@ -8,6 +8,7 @@ stage.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -29,6 +30,11 @@ def _bar(units: int, desc: str, show: bool) -> tqdm:
     return tqdm(total=units, desc=desc, unit="stage", disable=not show, file=sys.stderr)
 
 
+def _advance(bar: tqdm, units: int) -> None:
+    """Move the bar on, never past its total (a resumed job may report work twice)."""
+    bar.update(max(0, min(units, bar.total - bar.n)))
+
+
 class InProcessExecutor:
     """Runs shard jobs one after another in the calling process."""
 
@@ -45,7 +51,7 @@ class InProcessExecutor:
         desc: str,
     ) -> list[R]:
         with _bar(units, desc, self.progress) as bar:
-            return [fn(job, bar.update) for job in jobs]
+            return [fn(job, functools.partial(_advance, bar)) for job in jobs]
 
 
 class RayExecutor:
@@ -119,16 +125,31 @@ class RayExecutor:
         )
         refs = [task.remote(fn, job, counter) for job in jobs]
         pending = list(refs)
-        with _bar(units, desc, self.progress) as bar:
-            while pending:
-                _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
-                bar.update(ray.get(counter.take.remote()))
-            try:
-                return ray.get(refs)
-            finally:
-                # the last reports may still be on their way; every job has finished
-                bar.update(max(0, units - bar.n))
+        try:
+            with _bar(units, desc, self.progress) as bar:
+                while pending:
+                    _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
+                    _advance(bar, _take(counter))
+                results = ray.get(refs)
+                _advance(bar, units)  # the last reports may still be on their way
+                return results
+        finally:
+            # Interrupted or failed: no job keeps running unwatched. Cancelled jobs lose
+            # nothing; each resumes from its last committed stage on the next run.
+            for ref in pending:
+                ray.cancel(ref)
+            with contextlib.suppress(Exception):
                 ray.kill(counter)
+
+
+def _take(counter: Any) -> int:
+    """Units reported since the last call; 0 if the counter cannot answer (display only)."""
+    import ray
+
+    try:
+        return int(ray.get(counter.take.remote(), timeout=5))
+    except Exception:  # a lost progress actor must never fail the jobs it counts
+        return 0
 
 
 @functools.cache

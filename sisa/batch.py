@@ -24,7 +24,7 @@ only, whatever arrived since), and ends bitwise where an uninterrupted run would
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -87,8 +87,15 @@ class BatchPlan:
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> BatchPlan:
-        shards = [ShardPlan(**s) for s in body["shards"]]
-        return cls(**(body | {"shards": shards}))
+        """Read a stored plan; fields this version does not know (a newer writer's
+        estimates) are dropped, while a missing field without a default is an error."""
+        shards = [ShardPlan(**_known(ShardPlan, s)) for s in body["shards"]]
+        return cls(**(_known(cls, body) | {"shards": shards}))
+
+
+def _known(kind: type, body: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in body.items() if k in names}
 
 
 @dataclass(frozen=True)

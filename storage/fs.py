@@ -196,9 +196,13 @@ class Store:
         lead = f"{rel}/" if rel else ""
         if self._local:  # os.walk: one scandir per directory, not one stat per entry
             found = []
-            for d, _, files in os.walk(path):
+            for d, dirs, files in os.walk(path, onerror=_raise_unless_missing):
+                # A symlinked directory is listed, not entered (as fsspec lists it), so an
+                # audit never passes on a tree that a link made to look complete.
+                links = [x for x in dirs if os.path.islink(os.path.join(d, x))]
+                dirs[:] = [x for x in dirs if x not in links]
                 sub = d[len(path) + 1 :].replace(os.sep, "/")
-                found += [f"{lead}{sub}/{f}" if sub else lead + f for f in files]
+                found += [f"{lead}{sub}/{f}" if sub else lead + f for f in files + links]
             return sorted(found)
         self._invalidate(path)
         try:
@@ -254,6 +258,12 @@ class Store:
         """Drop cached listings for ``path`` so the next read asks the backend."""
         with contextlib.suppress(Exception):
             self.fs.invalidate_cache(path)
+
+
+def _raise_unless_missing(error: OSError) -> None:
+    """os.walk error hook: a tree removed mid-walk is empty; any other error is real."""
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 def _check_rel(rel: str) -> None:

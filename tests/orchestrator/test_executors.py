@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -73,6 +74,43 @@ def test_reporting_progress_never_lets_more_jobs_run_than_cpus(ray_cluster):
     starts = sorted(s for s, _ in spans)
     running = [sum(s <= t < e for s, e in spans) for t in starts]
     assert max(running) <= ray_cluster.cluster_resources()["CPU"] == 2
+
+
+def _over_report(job, progress):
+    progress(2)
+    time.sleep(0.5)  # the reports reach the counter before the job ends
+    return job
+
+
+@pytest.mark.parametrize("make", [lambda: InProcessExecutor(), lambda: RayExecutor()])
+def test_progress_bar_never_passes_its_total(ray_cluster, capsys, make):
+    out = make().map(_over_report, [1, 2], resources=ResourcesConfig(), units=2, desc="s")
+    assert out == [1, 2]
+    err = capsys.readouterr().err
+    assert "2/2" in err and "4/2" not in err and "3/2" not in err
+
+
+def _sleep_then_mark(path, progress):
+    time.sleep(3)
+    with open(path, "w") as f:
+        f.write("ran to the end")
+
+
+def test_an_interrupted_map_cancels_the_jobs_it_started(ray_cluster, tmp_path, monkeypatch):
+    """Ctrl-C in the driver stops the shard jobs instead of leaving them writing unwatched."""
+    marks = [str(tmp_path / f"job{i}") for i in range(2)]
+
+    def interrupted_wait(*args, **kwargs):
+        time.sleep(0.5)  # the jobs have started
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray_cluster, "wait", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        RayExecutor(progress=False).map(
+            _sleep_then_mark, marks, resources=ResourcesConfig(), units=2, desc="c"
+        )
+    time.sleep(4)
+    assert not [m for m in marks if os.path.exists(m)]
 
 
 def test_ray_tasks_get_the_configured_resources(ray_cluster):

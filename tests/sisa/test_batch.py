@@ -10,7 +10,7 @@ import pytest
 
 import sisa.batch
 from sisa import receipts
-from sisa.batch import pending_plan, process
+from sisa.batch import BatchPlan, pending_plan, process
 from sisa.cost import calibration
 from sisa.journal import Journal
 from sisa.lifecycle import request_status, request_statuses
@@ -72,6 +72,16 @@ def test_the_plan_predicts_seconds_from_this_stores_measured_cost(url):
     assert again.seconds_per_sample * actual["samples"] + again.seconds_per_stage * actual[
         "stages"
     ] + again.seconds_per_job * actual["jobs"] == pytest.approx(actual["compute_seconds"])
+
+
+def test_a_stored_plan_with_fields_from_a_newer_writer_still_reads(url):
+    accept(url, pick(url, 1, 0))
+    plan = pending_plan(SisaStore(url))
+    body = plan.to_body()
+    newer = body | {"gpu_seconds": 1.5, "shards": [s | {"node": "n1"} for s in body["shards"]]}
+    assert BatchPlan.from_body(newer) == plan
+    with pytest.raises(TypeError, match="through"):
+        BatchPlan.from_body({k: v for k, v in body.items() if k != "through"})
 
 
 def test_a_calibration_without_phases_falls_back_to_seconds_per_sample():

@@ -173,3 +173,38 @@ def test_escape_rejects_empty() -> None:
 def test_unescape_rejects_non_canonical(bad: str) -> None:
     with pytest.raises(ValueError):
         unescape_component(bad)
+
+
+def test_walk_lists_a_symlinked_directory_without_entering_it(tmp_path: Path) -> None:
+    """The fast local walk agrees with fsspec: a linked directory is an entry, not a subtree."""
+    elsewhere = tmp_path / "elsewhere" / "x"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "f").write_bytes(b"1")
+    store = Store(str(tmp_path / "store"))
+    store.write_bytes("shards/a", b"a")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "store" / "shards" / "link")
+    generic = store.fs.find(store.path("shards"), withdirs=False, detail=False)
+    assert (
+        store.walk("shards")
+        == sorted("shards/" + p.rsplit("/", 1)[-1] for p in generic)
+        == ["shards/a", "shards/link"]
+    )
+
+
+def test_walk_reports_an_unreadable_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory that cannot be read fails the walk; it does not vanish from an audit."""
+    store = Store(str(tmp_path / "store"))
+    store.write_bytes("shards/s0/f", b"1")
+    locked = str(tmp_path / "store" / "shards" / "s0")
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PermissionError):
+        store.walk("shards")
