@@ -1,0 +1,41 @@
+"""Evidence for a store: its ensemble against a from-scratch reference on what it holds."""
+
+from __future__ import annotations
+
+import pytest
+
+from sisa.evidence.report import EvidenceError, forgetting_evidence
+from sisa.train import prepare, train
+from sisa.unlearn import forget
+from tests.conftest import tiny_config
+
+TRAIN_IDS = prepare(tiny_config())[0].ids  # [n_train]
+FORGOTTEN = [int(i) for i in TRAIN_IDS[::200]]  # [8]
+HELD = int(TRAIN_IDS[1])
+
+
+@pytest.fixture
+def forgotten_store(tmp_path):
+    url = str(tmp_path / "store")
+    train(tiny_config(), url)
+    forget(url, FORGOTTEN)
+    return url
+
+
+def test_a_sisa_store_is_its_own_reference(forgotten_store):
+    report = forgetting_evidence(forgotten_store, FORGOTTEN)
+    assert report["identical"] is True and report["forgotten"] == len(FORGOTTEN) == 8
+    f = report["figures"]
+    assert f["tow"] == 1.0 and f["tow_mia"] == 1.0
+    assert f["gap_forget"] == f["gap_retain"] == f["gap_test"] == 0.0
+    for k in ("mia_auc", "svc_mia", "lr_mia"):
+        assert f[k] == f[f"{k}_reference"]
+
+
+def test_ids_still_held_or_unknown_are_refused(forgotten_store):
+    with pytest.raises(EvidenceError, match="still in the store"):
+        forgetting_evidence(forgotten_store, [FORGOTTEN[0], HELD])
+    with pytest.raises(EvidenceError, match="not training points"):
+        forgetting_evidence(forgotten_store, [FORGOTTEN[0], 99_999])
+    with pytest.raises(EvidenceError, match="at least one"):
+        forgetting_evidence(forgotten_store, [])
