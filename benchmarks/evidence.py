@@ -57,8 +57,21 @@ DATASETS: dict[str, dict[str, Any]] = {
     "purchase": {"source": "synthetic-purchase", "n": 10_000},
 }
 GRIDS: dict[str, dict[str, Any]] = {
-    "quick": {"datasets": ["digits"], "seeds": 3, "epochs": 8, "unlearn_epochs": 2},
-    "full": {"datasets": ["digits", "purchase"], "seeds": 5, "epochs": 20, "unlearn_epochs": 5},
+    # the interval tests of forgetting quality cost ~20 ms per example: full suite only
+    "quick": {
+        "datasets": ["digits"],
+        "seeds": 3,
+        "epochs": 8,
+        "unlearn_epochs": 2,
+        "intervals": False,
+    },
+    "full": {
+        "datasets": ["digits", "purchase"],
+        "seeds": 5,
+        "epochs": 20,
+        "unlearn_epochs": 5,
+        "intervals": True,
+    },
 }
 FRACTION = 0.05  # of the training set, for the random and memorisation scenarios
 SHARDS, SLICES = 5, 4  # the SISA store beside the monolithic models
@@ -245,7 +258,7 @@ def dataset_rows(name: str, grid: dict, root: Path) -> list[dict[str, Any]]:
             cost = {"seconds": seconds, "samples": samples}
             runs.record("sisa", outputs(unlearned, parts), outputs(reference, parts), cost, seed)
         for method, figures in runs.figures.items():
-            quality = runs.quality(method, grid.get("intervals", True))
+            quality = runs.quality(method, grid["intervals"])
             row: dict[str, Any] = {
                 "dataset": name,
                 "scenario": sc.name,
@@ -322,10 +335,71 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+APPROXIMATE = tuple(METHODS) + ("rum",)
+
+
+def _mean(row: dict[str, Any], key: str) -> float:
+    return row[key]["mean"] if isinstance(row.get(key), dict) else math.nan
+
+
+def reading(rows: list[dict[str, Any]]) -> list[str]:
+    """What the table says, in sentences computed from its figures."""
+    lines = ["## Reading", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for sc in dict.fromkeys(r["scenario"] for r in rows if r["dataset"] == dataset):
+            by = {r["method"]: r for r in rows if (r["dataset"], r["scenario"]) == (dataset, sc)}
+            sisa, retrain, original = by["sisa"], by["retrain"], by["original"]
+            approx = [by[m] for m in APPROXIMATE]
+            best = max(approx, key=lambda r: _mean(r, "tow"))
+            best_mia = max(approx, key=lambda r: _mean(r, "tow_mia"))
+            cost = _mean(sisa, "seconds") / _mean(retrain, "seconds")
+            samples = _mean(sisa, "samples") / _mean(retrain, "samples")
+            text = (
+                f"- **{dataset}, {sc}** ({sisa['goal']}): SISA equals its retrain, so ToW = "
+                f"{_mean(sisa, 'tow'):.3f} and F = {sisa['forgetting_quality']:.2f}; it retrains "
+                f"{samples:.0%} of the samples a full retrain trains, in {cost:.2f}x its "
+                f"seconds. Without unlearning ToW is {_mean(original, 'tow'):.3f}; two "
+                f"retrains of different seeds differ by ToW {_mean(retrain, 'tow'):.3f} (the "
+                f"noise floor). The best approximate method by ToW is {best['method']} "
+                f"({_mean(best, 'tow'):.3f}, ToW-MIA {_mean(best, 'tow_mia'):.3f}); by ToW-MIA "
+                f"{best_mia['method']} ({_mean(best_mia, 'tow_mia'):.3f})."
+            )
+            if sisa["goal"] == "unlearning":
+                gone = [
+                    r["method"]
+                    for r in approx
+                    if _mean(r, "acc_class_test") <= _mean(retrain, "acc_class_test") + 0.05
+                ]
+                text += (
+                    " The measure here is accuracy on the class's held-out points, "
+                    f"{_mean(retrain, 'acc_class_test_reference'):.3f} for the retrain and "
+                    f"{_mean(sisa, 'acc_class_test'):.3f} for SISA; approximate methods within "
+                    f"0.05 of the retrain: {', '.join(gone) or 'none'}."
+                )
+            lines.append(text)
+    lines += [
+        "",
+        "Where SISA stands apart is proof, not a better score: its figures equal its "
+        "reference's because its weights do, which `verify` checks bitwise, while an "
+        "approximate method's ToW near 1 is a measurement on a few seeds and splits, with the "
+        "interval shown. Where it loses is cost, here: a forget set of 5% of the points, "
+        "deleted at once, lands in the first slice of every shard, so SISA retrains every "
+        "shard from scratch (as many samples as a full retrain) and writes checkpoints on "
+        "top, on data that retrains in seconds. SISA saves where requests are few against "
+        "the number of shards (the speedup and deletion benchmarks), not on bulk deletions. "
+        "Membership figures on random forget sets sit near "
+        "the reference's for every method, since a model that generalises gives little away "
+        "about typical points: there the metrics cannot tell methods apart, and the "
+        "memorisation scenarios and forgetting quality are what separate them. On the class "
+        "scenario (unlearning, not untraining) the retrain gap is the wrong yardstick: the "
+        "question is whether the class is gone from held-out data.",
+    ]
+    return lines
+
+
 def run(suite: str) -> Report:
     grid = GRIDS[suite]
     configure(1)
-    torch.use_deterministic_algorithms(True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in grid["datasets"]:
@@ -338,7 +412,10 @@ def run(suite: str) -> Report:
         "t-interval over seeds; F is the challenge's forgetting quality over the N models "
         "of the seeds. `original` is the model before unlearning; `retrain` compares two "
         "retrained models of consecutive seeds, the noise floor. Samples are rows through a "
-        "forward pass (methods) or trained on (retrain, SISA).\n\n" + table(rows)
+        "forward pass (methods) or trained on (retrain, SISA).\n\n"
+        + table(rows)
+        + "\n"
+        + "\n".join(reading(rows))
     )
     config = grid | {
         "fraction": FRACTION,

@@ -50,7 +50,16 @@ Benchmark = Callable[[str], Report]  # suite name -> report
 
 
 # run in this order; a module may name the suites it runs in (``SUITES``, default both)
-BENCHMARKS = ("speedup", "deletion", "accuracy", "training", "inference", "serving", "lookup")
+BENCHMARKS = (
+    "speedup",
+    "deletion",
+    "accuracy",
+    "training",
+    "inference",
+    "serving",
+    "lookup",
+    "evidence",
+)
 
 
 def store_executor(ray: bool) -> Any:

@@ -131,9 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _store_args(p)
 
-    p = sub.add_parser("evaluate", help="accuracy per shard and aggregated, on the test data")
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy on the test data; with --forgotten, evidence that points are forgotten",
+        description="Without --forgotten: accuracy per shard and aggregated on the test data. "
+        "With it: membership-inference and Tug-of-War figures of the store against a store "
+        "trained from scratch on what it holds now (one full training), for an auditor.",
+    )
+    p.add_argument("--forgotten", nargs="+", metavar="ID", help="IDs the store has forgotten")
+    p.add_argument("--forgotten-file", help="file with one forgotten ID per line")
+    p.add_argument(
+        "--source", help="where the forgotten points' features are (default: the store's source)"
+    )
     p.add_argument("--json", action="store_true")
     _store_args(p)
+    _exec_args(p)
 
     p = sub.add_parser("verify", help="prove shards equal training from scratch, bitwise")
     p.add_argument("--shard", type=int, default=None)
@@ -495,6 +507,8 @@ def cmd_status(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from sisa.status import evaluate
 
+    if args.forgotten or args.forgotten_file:
+        return cmd_evidence(args)
     info = evaluate(args.store, args.storage_options)
     if args.json:
         _print_json(info)
@@ -504,6 +518,60 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         f"vote {info['vote']:.4f}, mean shard {info['mean_shard']:.4f}) "
         f"on {info['test_points']} test points"
     )
+
+
+EVIDENCE_LINES = (
+    ("accuracy on the forgotten points", "acc_forget"),
+    ("accuracy on the remaining training points", "acc_retain"),
+    ("accuracy on the test points", "acc_test"),
+    ("loss-threshold MIA, AUC (forgotten vs test)", "mia_auc"),
+    ("SVC-MIA efficacy (share of forgotten points that look unseen)", "svc_mia"),
+    ("logistic-regression MIA accuracy (forgotten vs test)", "lr_mia"),
+)
+
+
+def cmd_evidence(args: argparse.Namespace) -> None:
+    from sisa.evidence.report import EvidenceError, forgetting_evidence
+    from sisa.store import SisaStore
+
+    intent = SisaStore(args.store, args.storage_options).intent()
+    if intent is None:
+        raise CLIError(f"{args.store} is not a trained store (run 'sisa train' first)")
+    raw = list(args.forgotten or []) + (
+        read_ids_file(args.forgotten_file) if args.forgotten_file else []
+    )
+    ids = parse_ids(raw, intent["id_kind"])
+    try:
+        report = forgetting_evidence(
+            args.store,
+            ids,
+            source=args.source,
+            storage_options=args.storage_options,
+            executor=_executor(args),
+        )
+    except EvidenceError as err:
+        raise CLIError(str(err)) from None
+    if args.json:
+        _print_json(report)
+        return
+    f = report["figures"]
+    print(
+        f"{report['forgotten']} forgotten points against a reference trained from scratch on "
+        f"the {report['retain']} remaining ({report['test']} test points)"
+    )
+    if report["held_out"]:
+        n = report["held_out"]
+        print(
+            f"  ({n} forgotten ID{' was a' if n == 1 else 's were'} test point"
+            f"{'' if n == 1 else 's'}, never trained on)"
+        )
+    print(f"  weights identical to the reference: {'yes' if report['identical'] else 'NO'}")
+    print(f"  Tug-of-War {f['tow']:.4f}, ToW-MIA {f['tow_mia']:.4f} (1 = the reference)")
+    for label, key in EVIDENCE_LINES:
+        value = "n/a" if f[key] is None else f"{f[key]:.4f}"
+        ref = f.get(f"{key}_reference")
+        ref_text = "n/a" if ref is None else f"{ref:.4f}"
+        print(f"  {label}: {value} (reference {ref_text})")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

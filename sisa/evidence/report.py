@@ -41,16 +41,21 @@ def _current(store: SisaStore) -> dict[str, np.ndarray]:
 
 def _forgotten_rows(
     source: str, config: Any, ids: Sequence[object], remaining: np.ndarray
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], int]:
+    """The forgotten training points' arrays from ``source``, and how many forgotten IDs
+    were held-out test points (never trained on, so nothing to measure)."""
     dataset = load_source(source, config.data.n, config.sisa.seed, config.data.num_classes)
-    train, _ = split_train_test(dataset, config.sisa.seed, config.data.test_fraction)
-    wanted = np.asarray(list(ids), dtype=train.ids.dtype)
-    missing = wanted[~np.isin(wanted, train.ids)]
-    if len(missing):
+    train, test = split_train_test(dataset, config.sisa.seed, config.data.test_fraction)
+    wanted = np.unique(np.asarray(list(ids), dtype=train.ids.dtype))
+    held_out = np.isin(wanted, test.ids)
+    unknown = wanted[~held_out & ~np.isin(wanted, train.ids)]
+    if len(unknown):
         raise EvidenceError(
-            f"{len(missing)} ID(s) are not training points of {source}: "
-            f"{', '.join(map(str, missing[:5]))}"
+            f"{len(unknown)} ID(s) are not points of {source}: {', '.join(map(str, unknown[:5]))}"
         )
+    wanted = wanted[~held_out]
+    if not len(wanted):
+        raise EvidenceError("every ID named is a held-out test point; none was trained on")
     kept = wanted[np.isin(wanted, remaining)]
     if len(kept):
         raise EvidenceError(
@@ -58,7 +63,7 @@ def _forgotten_rows(
             f"{', '.join(map(str, kept[:5]))}; forget them first"
         )
     rows = np.isin(train.ids, wanted)
-    return {"ids": train.ids[rows], "X": train.X[rows], "y": train.y[rows]}
+    return {"ids": train.ids[rows], "X": train.X[rows], "y": train.y[rows]}, int(held_out.sum())
 
 
 def _reference(store: SisaStore, folder: Path, executor: Executor | None) -> str:
@@ -99,7 +104,9 @@ def forgetting_evidence(
     if test_head is None or test_head.body["n"] == 0:
         raise EvidenceError("this store has no test data (data.test_fraction = 0)")
     current = _current(store)
-    lost = _forgotten_rows(source or config.data.source, config, forgotten, current["ids"])
+    lost, held_out = _forgotten_rows(
+        source or config.data.source, config, forgotten, current["ids"]
+    )
     test = store.read_data(test_head.data)
     features = {"forget": lost["X"], "retain": current["X"], "test": test["X"]}
     labels = {"forget": lost["y"], "retain": current["y"], "test": test["y"]}
@@ -117,6 +124,7 @@ def forgetting_evidence(
         )
     return {
         "forgotten": len(lost["ids"]),
+        "held_out": held_out,  # forgotten IDs that were test points: never trained on
         "retain": len(current["ids"]),
         "test": len(test["ids"]),
         "identical": identical,

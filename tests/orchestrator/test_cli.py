@@ -84,6 +84,28 @@ def test_forget_predict_verify_roundtrip(tmp_path, capsys):
     assert [int(line.split(",")[1]) for line in lines[1:]] == expected.tolist()
 
 
+def test_evaluate_gives_the_evidence_that_forgotten_points_are_forgotten(tmp_path, capsys):
+    url = str(tmp_path / "s")
+    assert run("train", "--store", url, "--no-progress", *TINY_ARGS) == 0
+    assert run("forget", "--store", url, "--no-progress", "--wait", "3", "4", "5", "7") == 0
+    capsys.readouterr()
+    assert run("evaluate", "--store", url, "--no-progress", "--forgotten", "3", "4", "5", "7") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 forgotten points against a reference trained from scratch")
+    assert "(1 forgotten ID was a test point, never trained on)" in out
+    assert "weights identical to the reference: yes" in out
+    assert "Tug-of-War 1.0000, ToW-MIA 1.0000" in out
+    ids_file = tmp_path / "forgotten.txt"
+    ids_file.write_text("3\n4\n5\n7\n")
+    argv = ["evaluate", "--store", url, "--no-progress", "--json", "--forgotten-file", ids_file]
+    assert run(*argv) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["identical"] is True and (body["forgotten"], body["held_out"]) == (3, 1)
+    assert body["figures"]["mia_auc"] == body["figures"]["mia_auc_reference"]
+    assert run("evaluate", "--store", url, "--no-progress", "--forgotten", "3", "6") == 2
+    assert "still in the store" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

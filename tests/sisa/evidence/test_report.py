@@ -12,6 +12,7 @@ from tests.conftest import tiny_config
 TRAIN_IDS = prepare(tiny_config())[0].ids  # [n_train]
 FORGOTTEN = [int(i) for i in TRAIN_IDS[::200]]  # [8]
 HELD = int(TRAIN_IDS[1])
+TEST_ID = int(prepare(tiny_config())[1].ids[0])
 
 
 @pytest.fixture
@@ -25,6 +26,7 @@ def forgotten_store(tmp_path):
 def test_a_sisa_store_is_its_own_reference(forgotten_store):
     report = forgetting_evidence(forgotten_store, FORGOTTEN)
     assert report["identical"] is True and report["forgotten"] == len(FORGOTTEN) == 8
+    assert report["held_out"] == 0
     f = report["figures"]
     assert f["tow"] == 1.0 and f["tow_mia"] == 1.0
     assert f["gap_forget"] == f["gap_retain"] == f["gap_test"] == 0.0
@@ -35,7 +37,9 @@ def test_a_sisa_store_is_its_own_reference(forgotten_store):
 def test_ids_still_held_or_unknown_are_refused(forgotten_store):
     with pytest.raises(EvidenceError, match="still in the store"):
         forgetting_evidence(forgotten_store, [FORGOTTEN[0], HELD])
-    with pytest.raises(EvidenceError, match="not training points"):
+    with pytest.raises(EvidenceError, match="not points of digits: 99999"):
         forgetting_evidence(forgotten_store, [FORGOTTEN[0], 99_999])
+    with pytest.raises(EvidenceError, match="held-out test point"):
+        forgetting_evidence(forgotten_store, [TEST_ID])
     with pytest.raises(EvidenceError, match="at least one"):
         forgetting_evidence(forgotten_store, [])
