@@ -3,7 +3,9 @@
 A benchmark is a function of the suite's sizes that returns its figures and a Markdown
 table. The harness wraps every result in the same envelope (the command, the suite, the
 git commit, the machine, when and how long) and writes ``<name>.json`` and ``<name>.md``
-into the output folder (``docs/benchmarks/`` by default).
+into the output folder (``docs/benchmarks/`` by default). Where that folder has a
+``README.md``, its headline table is then regenerated from all the JSON there
+(``benchmarks.summary``; ``python -m benchmarks summary`` does only that).
 
 Rules every benchmark keeps: timings are medians over repeats; comparisons are ratios of
 figures measured in the same run; the quick suite proves the code runs on small sizes and
@@ -160,6 +162,11 @@ def run(
             figure.savefig(out / f"{stem}.png", dpi=120, bbox_inches="tight")
         results.append(result)
         print(f"{name}: {result['seconds']:.0f} s -> {out / name}.md", flush=True)
+    if results and (out / "README.md").exists():
+        from benchmarks.summary import update_readme  # imports the benchmarks it reads
+
+        update_readme(out)
+        print(f"headline table -> {out / 'README.md'}", flush=True)
     return results
 
 
@@ -172,8 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="folder (default: docs/benchmarks, .benchmarks-quick for quick)"
     )
     p.add_argument("--only", action="append", help="run this benchmark only (repeatable)")
+    p = sub.add_parser("summary", help="rewrite the headline table of README.md from the JSON")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT["full"], help="results folder")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.command == "summary":
+        from benchmarks.summary import update_readme
+
+        update_readme(args.out)
+        return 0
     command = "python -m benchmarks " + shlex.join(argv)
     run(args.suite, args.out or DEFAULT_OUT[args.suite], args.only, command)
     return 0
