@@ -22,7 +22,7 @@ from sisa.evidence.metrics import (
     tug_of_war,
     tug_of_war_mia,
 )
-from sisa.evidence.mia import logistic_loss_attack, loss_threshold_attack, svc_mia
+from sisa.evidence.mia import LR_MIA_MIN, logistic_loss_attack, loss_threshold_attack, svc_mia
 
 SPLITS = ("forget", "retain", "test")
 CLASS_SPLITS = ("class_test", "other_test")  # unlearning a class: its test points, the rest
@@ -39,6 +39,9 @@ class Outputs:
         missing = [s for s in SPLITS if s not in self.proba or s not in self.labels]
         if missing:
             raise ValueError(f"outputs lack the split(s) {missing}")
+        unlabelled = sorted(set(self.proba) - set(self.labels))
+        if unlabelled:
+            raise ValueError(f"probabilities without labels for {unlabelled}")
         for split, p in self.proba.items():
             if len(p) != len(self.labels[split]):
                 raise ValueError(
@@ -61,17 +64,19 @@ def outputs_of(
     return Outputs({s: predict(X) for s, X in features.items()}, dict(labels))
 
 
-def _mia(out: Outputs, seed: int) -> dict[str, float]:
+def _mia(out: Outputs, seed: int) -> dict[str, float | None]:
     threshold = loss_threshold_attack(out.loss("forget"), out.loss("test"))
-    figures = {
+    figures: dict[str, float | None] = {
         "mia_auc": threshold.auc,
         "mia_balanced_accuracy": threshold.balanced_accuracy,
         "svc_mia": svc_mia(out.pair("retain"), out.pair("test"), out.pair("forget"), seed=seed),
     }
-    n = min(len(out.labels["forget"]), len(out.labels["test"]))
-    figures["lr_mia"] = (
-        logistic_loss_attack(out.loss("forget"), out.loss("test"), seed=seed) if n >= 5 else None
-    )
+    # SCRUB's attack compares with test points of the forget set's classes only, so that
+    # it learns membership, not the classes (a forgotten class would be told apart anyway)
+    same = np.isin(out.labels["test"], np.unique(out.labels["forget"]))  # [n_test]
+    forget_loss, test_loss = out.loss("forget"), out.loss("test")[same]
+    enough = min(len(forget_loss), len(test_loss)) >= LR_MIA_MIN
+    figures["lr_mia"] = logistic_loss_attack(forget_loss, test_loss, seed=seed) if enough else None
     return figures
 
 

@@ -61,6 +61,9 @@ def loss_threshold_attack(member_loss: np.ndarray, nonmember_loss: np.ndarray) -
     return ThresholdAttack(auc, float((tpr[best] + 1 - fpr[best]) / 2), float(-thresholds[best]))
 
 
+LR_MIA_MIN = 6  # per side: a 10% hold-out of 2n examples must hold one of each (n >= 6)
+
+
 def logistic_loss_attack(
     forget_loss: np.ndarray, test_loss: np.ndarray, *, splits: int = 5, seed: int = 0
 ) -> float:
@@ -74,12 +77,17 @@ def logistic_loss_attack(
 
     About 0.5 means the losses do not give the forget set away. The reference's own figure
     is the target, since a model that never saw F can still fit it better than unseen data
-    (or worse, for a class it never saw). forget_loss [m], test_loss [n].
+    (or worse, for a class it never saw). Pass test examples of the forget set's classes
+    only (``evidence`` does), or the attack learns the classes instead of membership.
+    forget_loss [m], test_loss [n]; needs ``LR_MIA_MIN`` of each.
     """
     forget, test = _check(forget_loss, test_loss)
     n = min(len(forget), len(test))
-    if n < splits:
-        raise ValueError(f"{splits} splits need at least {splits} examples of each set")
+    if n < LR_MIA_MIN:
+        raise ValueError(
+            f"the logistic-regression attack needs at least {LR_MIA_MIN} examples of each set, "
+            f"got {len(forget)} forget and {len(test)} test"
+        )
     rng = np.random.default_rng(seed)
     forget = rng.choice(forget, n, replace=False)
     test = rng.choice(test, n, replace=False)

@@ -24,6 +24,7 @@ from sisa.config import build_config
 from sisa.data import load_source, split_train_test
 from sisa.ensemble import Ensemble
 from sisa.evidence.evaluation import Outputs, evidence
+from sisa.ids import as_id_array
 from sisa.jobs import Executor
 from sisa.status import status
 from sisa.store import TEST, SisaStore
@@ -46,7 +47,9 @@ def _forgotten_rows(
     were held-out test points (never trained on, so nothing to measure)."""
     dataset = load_source(source, config.data.n, config.sisa.seed, config.data.num_classes)
     train, test = split_train_test(dataset, config.sisa.seed, config.data.test_fraction)
-    wanted = np.unique(np.asarray(list(ids), dtype=train.ids.dtype))
+    wanted = np.unique(as_id_array(list(ids)))  # no cast to the data's width: no truncation
+    if (wanted.dtype.kind == "U") != (train.ids.dtype.kind == "U"):
+        raise EvidenceError(f"the IDs named are not of the kind {source}'s IDs are")
     held_out = np.isin(wanted, test.ids)
     unknown = wanted[~held_out & ~np.isin(wanted, train.ids)]
     if len(unknown):

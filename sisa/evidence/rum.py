@@ -27,16 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sisa.evidence.baselines import (
-    BaselineConfig,
-    Examples,
-    Method,
-    _batches,
-    _sgd,
-    _tensors,
-    finetune,
-    neggrad_plus,
-)
+from sisa.evidence.baselines import Method, finetune, neggrad_plus
+from sisa.evidence.training import BaselineConfig, Examples, batches, sgd, tensors
 
 GROUPS = ("low", "mid", "high")
 
@@ -48,12 +40,17 @@ def fit_tracking_confidence(
     each example's memorisation proxy, 1 − C with C the C-proxy of RUM's code: the mean,
     over epochs, of the true-class probability in the training forward pass that each
     example's batch takes (train mode, before that step's update).  -> [n] in [0, 1]."""
+    if epochs < 1 or len(data) == 0:
+        raise ValueError(
+            f"the proxy needs at least one epoch over data; got {epochs} "
+            f"epochs over {len(data)} examples"
+        )
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    opt = _sgd(model, cfg)
+    opt = sgd(model, cfg)
     total = np.zeros(len(data))  # [n]
-    for idx in _batches(len(data), cfg.batch_size, epochs, gen):
-        xb, yb = _tensors(data, idx)
+    for idx in batches(len(data), cfg.batch_size, epochs, gen):
+        xb, yb = tensors(data, idx)
         logits = model(xb)  # [B, C]
         with torch.no_grad():
             total[idx.numpy()] += torch.softmax(logits, 1).gather(1, yb[:, None])[:, 0].numpy()
@@ -103,6 +100,8 @@ class RUM:
     def __call__(
         self, model: nn.Module, forget: Examples, retain: Examples, cfg: BaselineConfig
     ) -> nn.Module:
+        if len(forget) == 0:
+            raise ValueError("the forget set is empty: there is nothing to unlearn")
         if len(self.memorization) != len(forget):
             raise ValueError(
                 f"{len(self.memorization)} memorisation scores for {len(forget)} forget examples"

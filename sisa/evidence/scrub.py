@@ -19,30 +19,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sisa.evidence.baselines import (
-    BaselineConfig,
-    Examples,
-    _sgd,
-    _start,
-    _tensors,
-    kl_teacher,
-)
+from sisa.evidence.baselines import kl_teacher
+from sisa.evidence.training import BaselineConfig, Examples, sgd, tensors, trainable_copy
 
 
 def scrub(model: nn.Module, forget: Examples, retain: Examples, cfg: BaselineConfig) -> nn.Module:
-    student, gen = _start(model, cfg)
+    """SCRUB's student after ``cfg.epochs`` epochs (max-steps in the first
+    ``cfg.scrub_max_epochs``), with the original model as the frozen teacher."""
+    student, gen = trainable_copy(model, cfg, forget)
     teacher = copy.deepcopy(model).eval()
-    opt = _sgd(student, cfg)
+    opt = sgd(student, cfg)
     for epoch in range(cfg.epochs):
         if epoch < cfg.scrub_max_epochs and len(forget):
             for idx in torch.randperm(len(forget), generator=gen).split(cfg.batch_size):
-                xb, _ = _tensors(forget, idx)
+                xb, _ = tensors(forget, idx)
                 kl, _ = kl_teacher(student, teacher, xb, cfg.scrub_temperature)
                 opt.zero_grad(set_to_none=True)
                 (-kl).backward()
                 opt.step()
         for idx in torch.randperm(len(retain), generator=gen).split(cfg.batch_size):
-            xb, yb = _tensors(retain, idx)
+            xb, yb = tensors(retain, idx)
             kl, logits = kl_teacher(student, teacher, xb, cfg.scrub_temperature)
             loss = cfg.scrub_gamma * F.cross_entropy(logits, yb) + cfg.scrub_alpha * kl
             opt.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sisa.evidence.baselines import BaselineConfig, Examples, _start, _tensors
+from sisa.evidence.training import BaselineConfig, Examples, tensors, trainable_copy
 
 
 def importances(model: nn.Module, data: Examples, batch_size: int) -> list[torch.Tensor]:
@@ -25,7 +25,7 @@ def importances(model: nn.Module, data: Examples, batch_size: int) -> list[torch
     total = [torch.zeros_like(p) for p in params]
     batches = torch.arange(len(data)).split(batch_size)
     for idx in batches:
-        xb, yb = _tensors(data, idx)
+        xb, yb = tensors(data, idx)
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(xb), yb).backward()
         for acc, p in zip(total, params, strict=True):
@@ -36,7 +36,10 @@ def importances(model: nn.Module, data: Examples, batch_size: int) -> list[torch
 
 
 def ssd(model: nn.Module, forget: Examples, retain: Examples, cfg: BaselineConfig) -> nn.Module:
-    out, _ = _start(model, cfg)
+    """A dampened copy of ``model``: importances on D = F ∪ R and on F (batches of
+    ``cfg.batch_size``, the model in eval mode), selection by ``ssd_alpha``, scaling by
+    ``ssd_lambda``."""
+    out, _ = trainable_copy(model, cfg, forget)
     out.eval()  # importances of the model as it predicts (no dropout)
     everything = Examples(np.concatenate([forget.X, retain.X]), np.r_[forget.y, retain.y])
     on_all = importances(out, everything, cfg.batch_size)

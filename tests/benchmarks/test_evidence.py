@@ -65,5 +65,13 @@ def test_summaries_are_the_means_of_the_runs(quick):
             if method in ("retrain", "original"):
                 continue
             assert row["samples"]["mean"] > 0  # every method processes rows
-    assert rows_of(quick, "random")["retrain"]["forgetting_quality"] is None
-    assert 0.0 <= rows_of(quick, "random")["finetune"]["forgetting_quality"] <= 1.0
+    for scenario in SCENARIOS:
+        for method, row in rows_of(quick, scenario).items():
+            assert row["fq_models"] == 3 and 0.0 <= row["forgetting_quality"] <= 1.0, method
+            assert row["utility"]["test"] == pytest.approx(
+                row["acc_test"]["mean"] / row["acc_test_reference"]["mean"]
+            )
+    # the forgotten class: before unlearning the model knows it, the retrain does not
+    cls = rows_of(quick, "class")
+    assert cls["original"]["acc_class_test"]["mean"] > 0.8
+    assert cls["retrain"]["acc_class_test"]["mean"] == 0.0

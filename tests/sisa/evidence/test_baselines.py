@@ -12,9 +12,6 @@ from torch import nn
 
 from sisa.config import ConfigError
 from sisa.evidence.baselines import (
-    Examples,
-    _ce,
-    baseline_config,
     catastrophic_forgetting_k,
     exact_unlearning_k,
     finetune,
@@ -24,12 +21,13 @@ from sisa.evidence.baselines import (
     neggrad_plus,
     prune_finetune,
     random_labels,
-    train_on,
 )
 from sisa.evidence.methods import METHODS
 from sisa.evidence.metrics import accuracy, cross_entropy
+from sisa.evidence.rum import RUM
 from sisa.evidence.scrub import scrub
 from sisa.evidence.ssd import ssd
+from sisa.evidence.training import Examples, baseline_config, cross_entropy_loss, train_on
 from sisa.models import MLP
 
 
@@ -51,7 +49,7 @@ def trained() -> tuple[nn.Module, Examples, Examples]:
     model = MLP((8,), 3, (64,), 0.0)
     both = Examples(np.r_[forget.X, retain.X], np.r_[forget.y, retain.y])
     cfg = baseline_config({"epochs": 150, "lr": 0.05, "batch_size": 32})
-    train_on(model, both, cfg, _ce, torch.Generator().manual_seed(0))
+    train_on(model, both, cfg, cross_entropy_loss, torch.Generator().manual_seed(0))
     return model.eval(), forget, retain
 
 
@@ -74,15 +72,26 @@ def same(a: nn.Module, b: nn.Module) -> bool:
 CFG = baseline_config({"epochs": 3, "lr": 0.05, "batch_size": 16})
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+ALL = dict(METHODS) | {"rum": RUM(np.linspace(0, 1, 30))}
+
+
+def hooks_of(model: nn.Module) -> list[object]:
+    return [h for m in model.modules() for h in (*m._forward_pre_hooks, *m._forward_hooks)] + [
+        h for p in model.parameters() for h in (p._backward_hooks or {})
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
 def test_every_method_leaves_the_original_alone_and_is_deterministic(trained, name) -> None:
     model, forget, retain = trained
     before = copy.deepcopy(model)
-    first = METHODS[name](model, forget, retain, CFG)
-    assert same(model, before)
+    first = ALL[name](model, forget, retain, CFG)
+    assert same(model, before) and not model.training and not hooks_of(model)
     assert first is not model
-    assert same(first, METHODS[name](model, forget, retain, CFG))
-    assert not first.training
+    assert same(first, ALL[name](model, forget, retain, CFG))
+    assert not first.training and not hooks_of(first)  # nothing left attached
+    with pytest.raises(ValueError, match="forget set is empty"):
+        ALL[name](model, Examples(forget.X[:0], forget.y[:0]), retain, CFG)
 
 
 def test_the_model_remembers_its_forget_set_to_begin_with(trained) -> None:

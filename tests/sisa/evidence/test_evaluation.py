@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sisa.evidence.evaluation import Outputs, evidence, outputs_of
+from sisa.evidence.mia import logistic_loss_attack
 
 
 def confident(y: np.ndarray, p: float, rng: np.random.Generator, classes: int = 4) -> np.ndarray:
@@ -67,8 +68,30 @@ def test_class_splits_are_reported_when_given(reference: Outputs) -> None:
 def test_outputs_are_checked(reference: Outputs) -> None:
     with pytest.raises(ValueError, match=r"lack the split\(s\) \['test'\]"):
         Outputs({k: v for k, v in reference.proba.items() if k != "test"}, reference.labels)
+    with pytest.raises(ValueError, match=r"probabilities without labels for \['extra'\]"):
+        Outputs(dict(reference.proba, extra=reference.proba["test"]), reference.labels)
     with pytest.raises(ValueError, match="forget: 3 rows of probabilities for 60 labels"):
         Outputs(dict(reference.proba, forget=reference.proba["forget"][:3]), reference.labels)
     X = {s: np.zeros((len(y), 2)) for s, y in reference.labels.items()}
     out = outputs_of(lambda x: np.full((len(x), 4), 0.25), X, reference.labels)
     assert out.proba["retain"].shape == (400, 4)
+
+
+def test_the_logistic_attack_compares_with_test_points_of_the_forget_sets_classes() -> None:
+    """Forget set: class 0, whose losses are high everywhere (a hard class); other test
+    classes have low losses. Against class-0 test points the forget set looks unseen;
+    against the whole test set the attack would learn the class, not membership."""
+    rng = np.random.default_rng(3)
+    forget_y, test_y = np.zeros(300, int), np.r_[np.zeros(300, int), rng.integers(1, 4, 300)]
+    proba = {
+        "forget": confident(forget_y, 0.4, rng),
+        "retain": confident(rng.integers(0, 4, 200), 0.95, rng),
+        "test": np.r_[confident(test_y[:300], 0.4, rng), confident(test_y[300:], 0.95, rng)],
+    }
+    labels = {"forget": forget_y, "retain": rng.integers(0, 4, 200), "test": test_y}
+    out = Outputs(proba, labels)
+    assert abs(evidence(out, out)["lr_mia"] - 0.5) < 0.12
+    unfiltered = logistic_loss_attack(out.loss("forget"), out.loss("test"))
+    assert unfiltered > 0.6  # the whole test set gives the class away
+    few = Outputs(dict(proba, forget=proba["forget"][:5]), dict(labels, forget=forget_y[:5]))
+    assert evidence(few, few)["lr_mia"] is None  # too few forget points for the attack

@@ -41,8 +41,10 @@ def test_logistic_attack_finds_separable_losses_and_not_identical_ones() -> None
     assert logistic_loss_attack(rng.uniform(0, 1, 200), rng.uniform(2, 3, 500)) == 1.0
     chance = logistic_loss_attack(rng.exponential(1, 2000), rng.exponential(1, 2000))
     assert abs(chance - 0.5) < 0.05
-    with pytest.raises(ValueError, match="at least 5 examples"):
-        logistic_loss_attack(np.ones(3), np.ones(10))
+    with pytest.raises(ValueError, match="at least 6 examples of each set, got 5 forget"):
+        logistic_loss_attack(np.ones(5), np.ones(10))
+    # 6 of each is the fewest a 10% hold-out can split with one of each side held out
+    assert 0.0 <= logistic_loss_attack(rng.uniform(0, 1, 6), rng.uniform(0, 1, 6)) <= 1.0
 
 
 def test_confidence_features_by_hand() -> None:

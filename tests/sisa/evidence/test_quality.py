@@ -9,6 +9,7 @@ import pytest
 
 from sisa.evidence.quality import (
     EPSILON_CAP,
+    _bounds,
     example_epsilon,
     example_score,
     forgetting_quality,
@@ -78,3 +79,10 @@ def test_forgetting_quality_averages_the_example_scores() -> None:
         forgetting_quality(unlearned[:, :2], retrained)
     with pytest.raises(ValueError, match="empty forget set"):
         forgetting_quality(np.zeros((5, 0)), np.zeros((5, 0)))
+
+
+def test_a_test_with_both_rates_one_bounds_nothing() -> None:
+    """log(1 - δ - 1) is undefined: such a test is dropped, not allowed to poison the max."""
+    bounds = _bounds(np.array([1.0, 0.1, 0.0, 0.0]), np.array([1.0, 0.4, 0.0, 0.5]))
+    assert bounds[0] == -np.inf and bounds[2] == np.inf and bounds[3] == -np.inf
+    assert bounds[1] == pytest.approx(math.log(1 - 1e-5 - 0.4) - math.log(0.1))

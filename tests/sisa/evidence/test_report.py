@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from sisa.evidence.report import EvidenceError, forgetting_evidence
@@ -43,3 +45,20 @@ def test_ids_still_held_or_unknown_are_refused(forgotten_store):
         forgetting_evidence(forgotten_store, [TEST_ID])
     with pytest.raises(EvidenceError, match="at least one"):
         forgetting_evidence(forgotten_store, [])
+
+
+def test_a_reference_that_differs_is_reported(forgotten_store, monkeypatch):
+    """Were the store not what training from scratch gives, the report says so: here the
+    reference is trained with another seed."""
+    module = sys.modules["sisa.train"]  # the package exports a function of that name
+    real = module.train
+
+    def other_seed(config, url, *args, **kwargs):
+        changed = config.model_copy(update={"sisa": config.sisa.model_copy(update={"seed": 8})})
+        return real(changed, url, *args, **kwargs)
+
+    monkeypatch.setattr(module, "train", other_seed)
+    report = forgetting_evidence(forgotten_store, FORGOTTEN)
+    f = report["figures"]
+    assert report["identical"] is False
+    assert (f["gap_retain"], f["gap_test"]) != (0.0, 0.0) and f["tow"] < 1.0

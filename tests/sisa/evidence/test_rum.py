@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from sisa.evidence.baselines import Examples, baseline_config
 from sisa.evidence.rum import RUM, fit_tracking_confidence, memorization_groups
+from sisa.evidence.training import Examples, baseline_config
 from sisa.models import MLP
 from tests.sisa.evidence.test_baselines import blobs, same
 
