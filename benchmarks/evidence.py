@@ -58,7 +58,7 @@ from sisa.unlearn import forget
 QUIET = InProcessExecutor(progress=False)
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {"source": "digits", "n": 0},
-    "purchase": {"source": "synthetic-purchase", "n": 10_000},
+    "purchase": {"source": "synthetic-purchase", "n": 5_000},
 }
 GRIDS: dict[str, dict[str, Any]] = {
     # the interval tests of forgetting quality cost ~20 ms per example: full suite only
