@@ -36,16 +36,18 @@ def speedup(f: dict[str, Any]) -> list[Row]:
     for p in f["points"]:
         if (p["shards"], p["slices"]) != (top_s, top_r):
             continue
+        # the goal is set where the paper measured (Purchase, N ≈ 200k); on small data the
+        # fixed costs of a deletion are the story, reported without a verdict
         paper = speedup_bench.PAPER.get(p["dataset"])
         vs_paper = f"; the paper measured {paper}x" if paper else ""
         rows.append(
             (
                 f"Unlearning speedup, one deletion, {p['dataset']} S={top_s} R={top_r}",
-                f"≥ {speedup_bench.GOAL} of ideal",
+                f"≥ {speedup_bench.GOAL} of ideal" if paper else "",
                 f"{p['speedup']:.1f}x against retraining ({p['deletion_s']:.2f} s vs "
                 f"{p['monolithic_s']:.1f} s); ideal {p['ideal']:.1f}x, so "
                 f"{p['of_ideal']:.2f} of ideal{vs_paper}",
-                p["of_ideal"] >= speedup_bench.GOAL,
+                p["of_ideal"] >= speedup_bench.GOAL if paper else None,
             )
         )
         if "on_ray" in p:
