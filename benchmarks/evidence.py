@@ -223,6 +223,8 @@ class Runs:
 
 def dataset_rows(name: str, grid: dict, root: Path) -> list[dict[str, Any]]:
     spec = DATASETS[name]
+    root = root / name  # the SISA stores of each dataset in their own folder
+    root.mkdir(parents=True, exist_ok=True)
     ds = load_source(spec["source"], spec["n"], 0)
     train_ds, test_ds = split_train_test(ds, 0, 0.2)
     train_set, test = Examples(train_ds.X, train_ds.y), Examples(test_ds.X, test_ds.y)
