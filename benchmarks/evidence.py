@@ -52,7 +52,7 @@ from sisa.models import build_model
 from sisa.status import status
 from sisa.store import SisaStore
 from sisa.train import train
-from sisa.trainer import configure
+from sisa.trainer import configure, predict_proba
 from sisa.unlearn import forget
 
 QUIET = InProcessExecutor(progress=False)
@@ -116,11 +116,6 @@ def drop_counting_hook(model: nn.Module, count: RowCount) -> None:
     """Remove the counting hook from a copy, which its handle (the original's) cannot."""
     for module in model.modules():
         module._forward_pre_hooks.pop(count.hook_id, None)
-
-
-def proba(model: nn.Module, X: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return torch.softmax(model.eval()(torch.as_tensor(X, dtype=torch.float32)), 1).numpy()
 
 
 def fresh(shape: tuple[int, ...], classes: int, seed: int) -> nn.Module:
@@ -249,17 +244,17 @@ def dataset_rows(name: str, grid: dict, root: Path) -> list[dict[str, Any]]:
         )
         parts = splits(train_set, test, sc)
         references = [fit(parts["retain"], seed) for seed in seeds]
-        ref_out = [outputs(lambda X, m=m: proba(m, X), parts) for m, _, _ in references]
+        ref_out = [outputs(lambda X, m=m: predict_proba(m, X), parts) for m, _, _ in references]
         # a second, independent set of retrains (other seeds): the noise floor of every
         # figure, forgetting quality included, for models that never saw the forget set
         others = [fit(parts["retain"], len(seeds) + seed) for seed in seeds]
         runs = Runs(parts["forget"].y)
         for seed in seeds:
             original = originals[seed][0]
-            mine = outputs(lambda X, m=original: proba(m, X), parts)
+            mine = outputs(lambda X, m=original: predict_proba(m, X), parts)
             runs.record("original", mine, ref_out[seed], {"seconds": 0.0, "samples": 0}, seed)
             other = others[seed][0]
-            other_out = outputs(lambda X, m=other: proba(m, X), parts)
+            other_out = outputs(lambda X, m=other: predict_proba(m, X), parts)
             runs.record("retrain", other_out, ref_out[seed], others[seed][2], seed)
             cfg = baseline_config(UNLEARN | {"epochs": grid["unlearn_epochs"], "seed": seed})
             # RUM refines by the proxy recorded while this seed's original trained
@@ -270,7 +265,7 @@ def dataset_rows(name: str, grid: dict, root: Path) -> list[dict[str, Any]]:
                     model = fn(original, parts["forget"], parts["retain"], cfg)
                     cost = {"seconds": time.perf_counter() - started, "samples": seen.rows}
                     drop_counting_hook(model, seen)
-                out = outputs(lambda X, m=model: proba(m, X), parts)
+                out = outputs(lambda X, m=model: predict_proba(m, X), parts)
                 runs.record(method, out, ref_out[seed], cost, seed)
             unlearned, reference, seconds, samples = sisa_run(
                 root, train_ds.ids, train_set, sc, seed, grid

@@ -135,9 +135,11 @@ class RayExecutor:
                 return results
         finally:
             # Interrupted or failed: no job keeps running unwatched. Cancelled jobs lose
-            # nothing; each resumes from its last committed stage on the next run.
+            # nothing; each resumes from its last committed stage on the next run. Forced:
+            # a polite cancel is a SIGINT to the worker, which a worker ignores when the
+            # driver was started with SIGINT ignored (a background job of a shell script).
             for ref in pending:
-                ray.cancel(ref)
+                ray.cancel(ref, force=True)
             with contextlib.suppress(Exception):
                 ray.kill(counter)
 

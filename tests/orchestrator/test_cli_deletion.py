@@ -528,7 +528,8 @@ def test_forget_plan_process_receipt_audit(tmp_path, capsys):
     assert receipt["batch"]["planned"]["shards"] == {"0": 2, "1": 1}
     assert receipt["batch"]["actual"]["samples"] == plan["samples"]
     assert {s["shard"]: s["stages"] for s in receipt["shards"]} == {0: [2, 3], 1: [1, 2, 3]}
-    assert str(a) not in json.dumps(receipt["ids"])
+    # the receipt names IDs by salted hash only (a hash may contain the ID's digits)
+    assert receipt["ids"] and all(h not in (a, str(a)) for h in receipt["ids"])
     code, out, _ = cli(capsys, "receipt", "--store", url, second)
     assert code == 0 and out.startswith(f"receipt of {second} (request 2): purged")
     shown = cli_json(capsys, "requests", "--store", url, second)

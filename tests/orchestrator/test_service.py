@@ -306,6 +306,9 @@ class Follow:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            # as from a terminal: a shell runs background jobs with SIGINT ignored, and a
+            # child would inherit that and never see the Ctrl-C this test sends
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.out: list[str] = []
         self.reader = threading.Thread(target=lambda: self.out.extend(self.proc.stdout))
