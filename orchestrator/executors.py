@@ -61,6 +61,9 @@ class RayExecutor:
     with no address, a local Ray instance starts (unless this process is already connected).
     ``init_kwargs`` pass through to ``ray.init`` (``num_cpus``, ``object_store_memory``...),
     ``task_options`` to every task's ``.options`` (``runtime_env``, ``scheduling_strategy``...).
+    A task that no node of the cluster can hold (a GPU asked of a CPU-only cluster) is
+    refused before it is submitted, since Ray would leave it pending forever; a cluster
+    that adds nodes on demand (an autoscaler) wants ``check_resources=False``.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class RayExecutor:
         progress: bool = True,
         init_kwargs: dict[str, Any] | None = None,
         task_options: dict[str, Any] | None = None,
+        check_resources: bool = True,
     ) -> None:
         if importlib.util.find_spec("ray") is None:
             raise RuntimeError("the Ray executor needs Ray: pip install 'sisa[ray]'")
@@ -78,6 +82,7 @@ class RayExecutor:
         self.task_options = dict(task_options or {})
         self.max_retries = max_retries
         self.progress = progress
+        self.check_resources = check_resources
         self.init_kwargs = {"include_dashboard": False, "log_to_driver": False} | (
             init_kwargs or {}
         )
@@ -110,6 +115,8 @@ class RayExecutor:
         if not jobs:
             return []
         self._connect()
+        if self.check_resources:
+            _require_a_node_that_fits(resources)
         counter = _progress_counter_class().remote()
         options = dict(self.task_options)
         if os.environ.get(TRUST_ENV):  # workers decide trust the way this process does
@@ -152,6 +159,29 @@ def _take(counter: Any) -> int:
         return int(ray.get(counter.take.remote(), timeout=5))
     except Exception:  # a lost progress actor must never fail the jobs it counts
         return 0
+
+
+def _require_a_node_that_fits(resources: ResourcesConfig) -> None:
+    """Raise if no alive node has the CPUs and GPUs one shard task asks for."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(
+        n.get("CPU", 0) >= resources.num_cpus and n.get("GPU", 0) >= resources.num_gpus
+        for n in nodes
+    ):
+        return
+    largest = (
+        ", ".join(f"{n.get('CPU', 0):g} CPU / {n.get('GPU', 0):g} GPU" for n in nodes)
+        or "none alive"
+    )
+    raise RuntimeError(
+        f"no node of the Ray cluster can run a shard task: it asks for "
+        f"resources.num_cpus = {resources.num_cpus:g} and resources.num_gpus = "
+        f"{resources.num_gpus:g}, and the nodes have {largest}. Lower those settings, or "
+        "join a cluster that has them (RayExecutor(check_resources=False) for a cluster "
+        "that adds nodes on demand)"
+    )
 
 
 @functools.cache

@@ -151,6 +151,20 @@ def test_joining_a_running_cluster_by_address(ray_cluster, tmp_path):
     assert weights(url) == weights(str(tmp_path / "here"))
 
 
+@pytest.mark.parametrize(
+    "resources, message",
+    [
+        (ResourcesConfig(num_gpus=0.5), "resources.num_gpus = 0.5"),
+        (ResourcesConfig(num_cpus=3), "resources.num_cpus = 3"),
+    ],
+)
+def test_a_task_no_node_can_hold_is_refused_not_left_pending(ray_cluster, resources, message):
+    """A GPU asked of a CPU-only cluster (or more CPUs than any node has) would wait forever."""
+    with pytest.raises(RuntimeError, match=message) as err:
+        RayExecutor(progress=False).map(_count_twice, [1], resources=resources, units=2, desc="g")
+    assert "2 CPU / 0 GPU" in str(err.value)
+
+
 def test_ray_refuses_process_local_stores(ray_cluster):
     with pytest.raises(ValueError, match="memory://"):
         train(tiny_config(), "memory://ray-cannot-see-this", executor=RayExecutor(progress=False))
