@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import json
 import os
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -21,13 +23,17 @@ from tqdm import tqdm
 from sisa.config import ResourcesConfig
 from sisa.jobs import Progress
 from sisa.models import TRUST_ENV
+from storage import Store
 
 J = TypeVar("J")
 R = TypeVar("R")
 
 
 def _bar(units: int, desc: str, show: bool) -> tqdm:
-    return tqdm(total=units, desc=desc, unit="stage", disable=not show, file=sys.stderr)
+    """A bar over ``units`` stages; none for work that counts no stages (``units=0``)."""
+    return tqdm(
+        total=units, desc=desc, unit="stage", disable=not show or units == 0, file=sys.stderr
+    )
 
 
 def _advance(bar: tqdm, units: int) -> None:
@@ -63,7 +69,8 @@ class RayExecutor:
     ``task_options`` to every task's ``.options`` (``runtime_env``, ``scheduling_strategy``...).
     A task that no node of the cluster can hold (a GPU asked of a CPU-only cluster) is
     refused before it is submitted, since Ray would leave it pending forever; a cluster
-    that adds nodes on demand (an autoscaler) wants ``check_resources=False``.
+    that adds nodes on demand (an autoscaler) wants ``check_resources=False``. A store on
+    local disk is used only once every node that could run a job was seen to share it.
     """
 
     def __init__(
@@ -83,6 +90,8 @@ class RayExecutor:
         self.max_retries = max_retries
         self.progress = progress
         self.check_resources = check_resources
+        self._shared: set[tuple[str, Any]] = set()  # local stores every node was seen to share
+        self.placements: list[str] = []  # the node ID that ran each job of the last map
         self.init_kwargs = {"include_dashboard": False, "log_to_driver": False} | (
             init_kwargs or {}
         )
@@ -117,6 +126,13 @@ class RayExecutor:
         self._connect()
         if self.check_resources:
             _require_a_node_that_fits(resources)
+        stores = {(getattr(j, "url", ""), _frozen(j)): j for j in jobs if getattr(j, "url", "")}
+        for key, job in stores.items():
+            if key not in self._shared:
+                _require_shared_local_store(
+                    job.url, job.storage_options, resources, self.task_options
+                )
+                self._shared.add(key)
         counter = _progress_counter_class().remote()
         options = dict(self.task_options)
         if os.environ.get(TRUST_ENV):  # workers decide trust the way this process does
@@ -137,9 +153,17 @@ class RayExecutor:
                 while pending:
                     _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
                     _advance(bar, _take(counter))
-                results = ray.get(refs)
+                try:
+                    placed = ray.get(refs)
+                except ray.exceptions.RayTaskError as err:
+                    # The job's own error (bad data, a refused store), as the in-process
+                    # executor raises it; the remote traceback stays attached as the cause.
+                    if isinstance(err.cause, Exception):
+                        raise err.cause from err
+                    raise
                 _advance(bar, units)  # the last reports may still be on their way
-                return results
+                self.placements = [node for _, node in placed]
+                return [result for result, _ in placed]
         finally:
             # Interrupted or failed: no job keeps running unwatched. Cancelled jobs lose
             # nothing; each resumes from its last committed stage on the next run. Forced:
@@ -163,9 +187,7 @@ def _take(counter: Any) -> int:
 
 def _require_a_node_that_fits(resources: ResourcesConfig) -> None:
     """Raise if no alive node has the CPUs and GPUs one shard task asks for."""
-    import ray
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes = [n.get("Resources", {}) for n in ray_nodes()]
     if any(
         n.get("CPU", 0) >= resources.num_cpus and n.get("GPU", 0) >= resources.num_gpus
         for n in nodes
@@ -182,6 +204,86 @@ def _require_a_node_that_fits(resources: ResourcesConfig) -> None:
         "join a cluster that has them (RayExecutor(check_resources=False) for a cluster "
         "that adds nodes on demand)"
     )
+
+
+def _frozen(job: Any) -> str:
+    """A job's storage options as a hashable key."""
+    return json.dumps(job.storage_options, sort_keys=True, default=str)
+
+
+def _fitting_nodes(resources: ResourcesConfig) -> list[dict[str, Any]]:
+    return [
+        n
+        for n in ray_nodes()
+        if n.get("Resources", {}).get("CPU", 0) >= resources.num_cpus
+        and n.get("Resources", {}).get("GPU", 0) >= resources.num_gpus
+    ]
+
+
+def ray_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _require_shared_local_store(
+    url: str, options: dict[str, Any], resources: ResourcesConfig, task_options: dict[str, Any]
+) -> None:
+    """Refuse a store on local disk that some node able to run a job does not share.
+
+    Jobs on a node that sees another disk (another machine, a container) would write
+    their checkpoints there, where no other process ever finds them. So: write a marker
+    with a random token into the store, and read it back from every such node, through
+    the jobs' own runtime environment.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    store = Store(url, options)
+    if store.protocol not in ("file", "local"):
+        return
+    token = secrets.token_hex(16)
+    rel = f"locks/probe-{token}"
+    fresh = not store.exists("")
+    store.write_bytes(rel, token.encode())
+    try:
+        nodes = _fitting_nodes(resources)
+        probe = ray.remote(_read_token)
+        extra = {k: v for k, v in task_options.items() if k in ("runtime_env",)}
+        refs = [
+            probe.options(
+                num_cpus=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                **extra,
+            ).remote(store.path(rel))
+            for n in nodes
+        ]
+        seen = ray.get(refs, timeout=120)
+    finally:
+        store.delete(rel)
+        if fresh:  # leave no trace where nothing was (empty folders only: rmdir)
+            for folder in (store.path("locks"), store.path("")):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+    blind = [n for n, got in zip(nodes, seen, strict=True) if got != token]
+    if blind:
+        where = ", ".join(sorted({n.get("NodeManagerAddress", "?") for n in blind}))
+        raise ValueError(
+            f"the store {store.url} is on local disk, and {len(blind)} of the {len(nodes)} "
+            f"Ray nodes that would run its jobs ({where}) do not see this process's copy of "
+            "it: their checkpoints would be written where no other process finds them. "
+            "Use a path every node shares (NFS), or an object store such as s3:// with "
+            "--storage-options"
+        )
+
+
+def _read_token(path: str) -> str | None:
+    """What a node sees at ``path``: the driver's token, if it shares the disk."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 @functools.cache
@@ -204,11 +306,15 @@ def _progress_counter_class() -> Any:
     return ProgressCounter
 
 
-def _run_reporting(fn: Callable[[Any, Progress], Any], job: Any, counter: Any) -> Any:
+def _run_reporting(fn: Callable[[Any, Progress], Any], job: Any, counter: Any) -> tuple[Any, str]:
+    """The job's result and the ID of the node that ran it."""
+    import ray
+
     # Fire and forget: waiting for the actor would be a ray.get inside the task, during
     # which Ray lends the task's CPU to the next task, on a fresh worker that pays the
     # trainer's start-up again; more jobs would then run at once than there are CPUs.
-    return fn(job, lambda units: counter.add.remote(units))
+    result = fn(job, lambda units: counter.add.remote(units))
+    return result, ray.get_runtime_context().get_node_id()
 
 
 def make_executor(kind: str, address: str | None = None, progress: bool = True) -> Any:

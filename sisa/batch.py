@@ -40,11 +40,19 @@ from sisa.cost import (
     retrain_samples,
 )
 from sisa.faults import crash_point
-from sisa.ids import id_set_hash, salted_hashes
-from sisa.jobs import Executor, ShardJob, ShardResult, run_jobs, run_shard_job
+from sisa.ids import salted_hashes
+from sisa.jobs import (
+    Executor,
+    ShardJob,
+    ShardResult,
+    TestDataJob,
+    run_jobs,
+    run_shard_job,
+    run_test_data_job,
+)
 from sisa.journal import Journal, Request
 from sisa.partition import TEST, place
-from sisa.store import BATCHES, LOCKS, Head, SisaStore, gen_dir, shard_prefix
+from sisa.store import BATCHES, LOCKS, Head, SisaStore, shard_prefix
 from sisa.store import TEST as TEST_PREFIX
 from storage import DocumentExistsError, Lease, read_doc, write_doc
 
@@ -333,15 +341,12 @@ def _retrain(
     config = store.config()
     jobs = []
     for part, (head, drop, small) in removals(store, requests).items():
-        prefix = _prefix(part)
-        arrays = store.read_data(head.data)  # the same verified artifact: rows line up
-        kept = {k: v[~drop] for k, v in arrays.items()}
-        rel = f"{gen_dir(prefix, head.generation + 1)}/data"
-        ref = store.write_data(rel, kept, id_set_hash(kept["ids"]))
-        crash_point("after-data-commit")
+        rows = tuple(np.flatnonzero(drop).tolist())  # the job derives the kept data itself
         if part == TEST:
-            body = {"data": ref, "n": int(len(kept["ids"])), "journal_seq": through}
-            store.commit_head(prefix, head.generation + 1, body | {"committed_at": time.time()})
+            args = (store.url, store.storage_options, head.generation + 1, head.data, rows)
+            test = TestDataJob(*args, head_extra={"journal_seq": through})
+            resources = config.resources.for_data()
+            run_jobs(executor, run_test_data_job, [test], resources=resources, units=0, desc="")
             continue
         _, slice_of = place(config.sisa, small["ids"][drop], small["y"][drop], _g(small, drop))
         start = int(slice_of.min()) + 1
@@ -352,9 +357,10 @@ def _retrain(
                 part,
                 head.generation + 1,
                 start,
-                ref,
+                head.data,
                 head.stages[: start - 1],
                 head_extra={"journal_seq": through},
+                drop_rows=rows,
             )
         )
     units = sum(config.sisa.slices - j.start_stage + 1 for j in jobs)

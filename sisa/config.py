@@ -114,6 +114,10 @@ class ResourcesConfig(_Section):
     threads: int = Field(1, ge=1, le=256)
     """torch intra-op threads per shard task; fixed, because it is part of the fingerprint."""
 
+    def for_data(self) -> ResourcesConfig:
+        """What a job that only moves data (ingest, held-out data) reserves: no GPU."""
+        return ResourcesConfig(num_cpus=self.num_cpus)
+
 
 class DeletionConfig(_Section):
     batch_window_s: float = Field(0.0, ge=0, le=7 * 86_400)

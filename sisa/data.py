@@ -21,7 +21,6 @@ from sisa.ids import as_id_array, fingerprints, unit_interval
 
 _MAX_EXAMPLES = 5
 _CHUNK = 32_768  # rows per chunk where a whole-matrix temporary would be too large
-_KMEANS_FIT_MAX = 20_000  # points k-means is fitted on; the rest are only predicted
 _NPZ_REQUIRED = ("ids", "X", "y")
 _NPZ_OPTIONAL = ("groups",)
 _INT_TEXT = r"-?(0|[1-9][0-9]*)"
@@ -206,42 +205,17 @@ def load_digits_dataset() -> Dataset:
 def synthetic_purchase(
     n: int, seed: int, num_features: int = 600, num_classes: int = 100
 ) -> Dataset:
-    """A synthetic stand-in for Purchase-100 (Shokri et al.): binary purchase vectors.
+    """A synthetic stand-in for Purchase-100 (see ``sisa.purchase``), held in memory."""
+    from sisa.purchase import SyntheticPurchase
 
-    Shoppers are drawn from ``num_classes`` sparse profiles (a few favourite items bought
-    often, the rest rarely); as in the original, labels then come from k-means on the vectors.
-    K-means is fitted on a bounded subsample and predicted in chunks, so n can be millions.
-    """
-    if n < 1 or num_features < 1 or num_classes < 2:
-        raise DataError(
-            f"need n >= 1, num_features >= 1, num_classes >= 2; got "
-            f"{n}, {num_features}, {num_classes}"
-        )
-    from sklearn.cluster import MiniBatchKMeans
-
-    rng = np.random.default_rng(seed)
-    probs = rng.beta(0.5, 80.0, size=(num_classes, num_features))  # [C, F] background rates
-    favourites = max(1, min(num_features, round(num_features * 0.05)))
-    for k in range(num_classes):
-        items = rng.choice(num_features, size=favourites, replace=False)
-        probs[k, items] = rng.beta(6.0, 3.0, size=favourites)
-    probs = probs.astype(np.float32)
-    weights = rng.dirichlet(np.full(num_classes, 5.0))  # [C] profile popularity
-    profile = rng.choice(num_classes, size=n, p=weights)  # [n]
+    try:
+        gen = SyntheticPurchase(n, seed, num_features, num_classes)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     X = np.empty((n, num_features), dtype=np.uint8)  # [n, F]
-    for s in range(0, n, _CHUNK):
-        e = min(n, s + _CHUNK)
-        X[s:e] = rng.random((e - s, num_features), dtype=np.float32) < probs[profile[s:e]]
-
-    m = min(n, _KMEANS_FIT_MAX)
-    fit_rows = np.sort(np.random.default_rng([seed, 1]).choice(n, size=m, replace=False))
-    kmeans = MiniBatchKMeans(n_clusters=min(num_classes, m), n_init=3, random_state=seed % 2**32)
-    kmeans.fit(X[fit_rows].astype(np.float32))  # [m, F] float32
-    clusters = np.empty(n, dtype=np.int64)  # [n]
-    for s in range(0, n, _CHUNK):
-        clusters[s : s + _CHUNK] = kmeans.predict(X[s : s + _CHUNK].astype(np.float32))
-    _, y = np.unique(clusters, return_inverse=True)  # dense labels, in cluster index order
-    return validate(Dataset(np.arange(n, dtype=np.int64), X, y.astype(np.int64), num_classes))
+    for start, chunk in gen.chunks():
+        X[start : start + len(chunk)] = chunk
+    return validate(Dataset(gen.ids, X, gen.labels(), num_classes))
 
 
 def _column_ids(col: pd.Series, what: str, *, from_text: bool) -> np.ndarray:
@@ -381,7 +355,12 @@ def split_train_test(ds: Dataset, seed: int, test_fraction: float) -> tuple[Data
 
     Each side keeps the original relative order; either side may be empty.
     """
+    is_test = split_mask(ds.ids, seed, test_fraction)  # [n]
+    return ds.take(~is_test), ds.take(is_test)
+
+
+def split_mask(ids: np.ndarray, seed: int, test_fraction: float) -> np.ndarray:
+    """[n] bool: which IDs are held out, each by a keyed hash of the ID alone."""
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    is_test = unit_interval(fingerprints(ds.ids), seed, "test-split") < test_fraction  # [n]
-    return ds.take(~is_test), ds.take(is_test)
+    return unit_interval(fingerprints(ids), seed, "test-split") < test_fraction

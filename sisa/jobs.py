@@ -19,8 +19,9 @@ import numpy as np
 
 from sisa.config import Config, ResourcesConfig
 from sisa.faults import crash_point
+from sisa.ids import id_set_hash
 from sisa.partition import place
-from sisa.store import SisaStore, gen_dir, shard_prefix, stage_ref
+from sisa.store import TEST, SisaStore, gen_dir, shard_prefix, stage_ref
 from sisa.trainer import (
     ShardData,
     TrainState,
@@ -74,17 +75,63 @@ def run_jobs(
 
 @dataclass(frozen=True)
 class ShardJob:
-    """Train ``shard`` into ``generation`` from ``start_stage`` (1-based) on ``data``."""
+    """Train ``shard`` into ``generation`` from ``start_stage`` (1-based) on ``data``.
+
+    With ``drop_rows``, ``data`` is the previous generation's and the job first derives
+    its own from it (``derive_data``): the rows a deletion keeps never pass through the
+    process that plans the deletion.
+    """
 
     url: str
     storage_options: dict[str, Any]
     shard: int
     generation: int
     start_stage: int
-    data: dict[str, Any]  # ref of the committed data artifact of this generation
+    data: dict[str, Any]  # ref of the committed data artifact (see drop_rows)
     base: list[dict[str, Any]] = field(default_factory=list)  # refs of stages < start_stage
     trusted: tuple[str, ...] = ()  # model factories the caller vouches for (see sisa.models)
     head_extra: dict[str, Any] = field(default_factory=dict)  # more fields for the head
+    drop_rows: tuple[int, ...] = ()  # rows of ``data`` this generation no longer holds
+
+
+@dataclass(frozen=True)
+class TestDataJob:
+    """Commit generation ``generation`` of the held-out data: ``data`` less ``drop_rows``."""
+
+    url: str
+    storage_options: dict[str, Any]
+    generation: int
+    data: dict[str, Any]  # ref of the previous generation's data
+    drop_rows: tuple[int, ...]
+    head_extra: dict[str, Any] = field(default_factory=dict)
+
+
+def derive_data(
+    store: SisaStore, prefix: str, generation: int, parent: dict[str, Any], drop_rows: Sequence[int]
+) -> dict[str, Any]:
+    """Commit a generation's data: its parent's rows less ``drop_rows``, in order.
+
+    Idempotent: a retry finds the identical committed artifact and returns its ref.
+    """
+    arrays = store.read_data(parent)  # verified against the parent's manifest: rows line up
+    keep = np.ones(len(arrays["ids"]), dtype=bool)  # [n]
+    keep[list(drop_rows)] = False
+    kept = {k: v[keep] for k, v in arrays.items()}
+    rel = f"{gen_dir(prefix, generation)}/data"
+    ref = store.write_data(rel, kept, id_set_hash(kept["ids"]))
+    crash_point("after-data-commit")
+    return ref
+
+
+def run_test_data_job(job: TestDataJob, progress: Progress) -> dict[str, Any]:
+    """Derive and commit the held-out data's next generation; return its head body."""
+    store = SisaStore(job.url, job.storage_options)
+    head = store.latest_head(TEST)
+    if head is not None and head.generation >= job.generation:
+        return head.body  # committed by an earlier try
+    ref = derive_data(store, TEST, job.generation, job.data, job.drop_rows)
+    body = {"data": ref, "n": ref["n"]} | job.head_extra | {"committed_at": time.time()}
+    return store.commit_head(TEST, job.generation, body).body
 
 
 @dataclass(frozen=True)
@@ -187,7 +234,10 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
             peak_rss_bytes=peak_rss_bytes(),
         )
 
-    data = load_shard_data(store, config, job.shard, job.data)
+    data_ref = job.data
+    if job.drop_rows:
+        data_ref = derive_data(store, prefix, job.generation, job.data, job.drop_rows)
+    data = load_shard_data(store, config, job.shard, data_ref)
     phases.lap("load")
     for ref in job.base:  # stages kept from the old generation must not have seen a change
         if ref["ids_hash"] != data.ids_hash(ref["stage"]):
@@ -252,7 +302,7 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         "shard": job.shard,
         "n": len(data),
         "training_hash": training_hash,
-        "data": job.data,
+        "data": data_ref,
         "stages": job.base + refs,
     } | job.head_extra
     body["committed_at"] = time.time()

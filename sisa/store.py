@@ -37,6 +37,7 @@ from sisa.config import Config, build_config
 from sisa.faults import crash_point
 from storage import (
     MANIFEST,
+    ArtifactWriter,
     Manifest,
     StorageError,
     Store,
@@ -79,7 +80,6 @@ OWN_PATHS = (
     LOCKS,
 )  # all a store ever writes; fmt: skip
 WEIGHTS, STATE = "weights.safetensors", "state.pt"
-DATA_FILES = (MANIFEST, "ids.npz", "X.npz")
 STAGE_FILES = (MANIFEST, WEIGHTS, STATE)
 _HEAD = re.compile(r"^g(\d{6,})\.json$")
 
@@ -207,7 +207,8 @@ class SisaStore:
         keep: set[str] = set()
         if head is not None:
             keep.add(f"{gen_dir(prefix, head.generation)}.json")
-            keep.update(f"{head.data['dir']}/{name}" for name in DATA_FILES)
+            data_files = (MANIFEST, "ids.npz", *x_files(head.data))
+            keep.update(f"{head.data['dir']}/{name}" for name in data_files)
             keep.update(f"{s['dir']}/{name}" for s in head.stages for name in STAGE_FILES)
         deleted = []
         for rel in self.fs.walk(prefix):
@@ -244,23 +245,34 @@ class SisaStore:
 
     def write_data(self, rel_dir: str, arrays: dict[str, np.ndarray], ids_hash: str) -> dict:
         """Commit a part's data (or reuse an identical committed one); return its ref."""
-        if is_committed(self.fs, rel_dir):
-            manifest = read_manifest(self.fs, rel_dir)
-            if manifest.meta.get("ids_hash") == ids_hash:
-                return {"dir": rel_dir, "manifest": manifest.sha256, "n": manifest.meta["n"]}
-            self.fs.delete_tree(rel_dir)  # unreferenced leftover of an abandoned attempt
-        small = {k: v for k, v in arrays.items() if k != "X"}
-        files = {"ids.npz": encode_arrays(small), "X.npz": encode_arrays({"X": arrays["X"]})}
-        meta = {"ids_hash": ids_hash, "n": int(len(arrays["ids"]))}
-        manifest = write_artifact(self.fs, rel_dir, files, meta)
-        return {"dir": rel_dir, "manifest": manifest.sha256, "n": meta["n"]}
+        ref = self.committed_data(rel_dir, ids_hash)
+        if ref is not None:
+            return ref
+        writer = DataWriter(self, rel_dir, {k: v[:0] for k, v in arrays.items()}, single=True)
+        writer.append(arrays)
+        return writer.commit(ids_hash)
+
+    def committed_data(self, rel_dir: str, ids_hash: str) -> dict | None:
+        """The ref of committed data at ``rel_dir`` holding exactly ``ids_hash``'s IDs; any
+        other artifact there is an unreferenced leftover of an abandoned attempt, removed."""
+        if not is_committed(self.fs, rel_dir):
+            return None
+        manifest = read_manifest(self.fs, rel_dir)
+        if manifest.meta.get("ids_hash") == ids_hash:
+            return data_ref(rel_dir, manifest)
+        self.fs.delete_tree(rel_dir)
+        return None
 
     def read_data(self, ref: dict[str, Any], features: bool = True) -> dict[str, np.ndarray]:
         """Verified arrays of a data artifact (``ids``, ``y``, maybe ``groups`` and ``X``)."""
         manifest = self._manifest(ref)
         arrays = decode_arrays(read_file(self.fs, ref["dir"], "ids.npz", manifest))
         if features:
-            arrays.update(decode_arrays(read_file(self.fs, ref["dir"], "X.npz", manifest)))
+            parts = [
+                decode_arrays(read_file(self.fs, ref["dir"], name, manifest))["X"]
+                for name in x_files(ref)
+            ]
+            arrays["X"] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return arrays
 
     # -- stage checkpoints ------------------------------------------------------------
@@ -337,3 +349,68 @@ def stage_ref(rel_dir: str, manifest: str, weights_sha: str, meta: dict[str, Any
     return {"dir": rel_dir, "manifest": manifest, "weights_sha256": weights_sha} | {
         k: meta[k] for k in keys if k in meta
     }
+
+
+def x_files(ref: dict[str, Any]) -> list[str]:
+    """The feature files of a data artifact, in row order."""
+    return list(ref.get("x_files", ["X.npz"]))
+
+
+def data_ref(rel_dir: str, manifest: Manifest) -> dict[str, Any]:
+    """What a head records of a committed data artifact."""
+    ref = {"dir": rel_dir, "manifest": manifest.sha256, "n": manifest.meta["n"]}
+    names = manifest.meta.get("x_files", ["X.npz"])
+    return ref if names == ["X.npz"] else ref | {"x_files": names}
+
+
+class DataWriter:
+    """One part's data, written as it streams in: each appended chunk's features become
+    a file ``X-00000.npz``, ``X-00001.npz``...; IDs, labels and groups (a few bytes per
+    point) are kept and written with the manifest by ``commit``. Readers concatenate the
+    feature files in order, so the rows are those of one ``write_data`` of the same arrays.
+    """
+
+    def __init__(
+        self,
+        store: SisaStore,
+        rel_dir: str,
+        empty: dict[str, np.ndarray],
+        *,
+        single: bool = False,
+    ) -> None:
+        self.rel_dir = rel_dir
+        self._writer = ArtifactWriter(store.fs, rel_dir)
+        self._small: dict[str, list[np.ndarray]] = {k: [v] for k, v in empty.items() if k != "X"}
+        self._empty_x = empty["X"]  # [0, *feature_shape]
+        self._single = single  # one append, named X.npz as write_data always did
+        self._names: list[str] = []
+
+    def append(self, arrays: dict[str, np.ndarray]) -> None:
+        """Add rows (``ids``, ``y``, ``X``, maybe ``groups``); an empty chunk adds nothing."""
+        if set(arrays) != set(self._small) | {"X"}:
+            raise ValueError(f"expected arrays {sorted(self._small) + ['X']}, got {sorted(arrays)}")
+        if self._single and self._names:
+            raise ValueError("a single-file data writer takes one append")
+        if len(arrays["ids"]) == 0 and not self._single:
+            return
+        name = "X.npz" if self._single else f"X-{len(self._names):05d}.npz"
+        self._writer.add(name, encode_arrays({"X": arrays["X"]}))
+        self._names.append(name)
+        for key, chunks in self._small.items():
+            chunks.append(arrays[key])
+
+    def commit(self, ids_hash: str) -> dict[str, Any]:
+        """Write the IDs and the manifest (the commit); return the data's ref."""
+        if not self._names:
+            self._append_empty()
+        small = {k: np.concatenate(v) for k, v in self._small.items()}
+        self._writer.add("ids.npz", encode_arrays(small))
+        meta: dict[str, Any] = {"ids_hash": ids_hash, "n": int(len(small["ids"]))}
+        if self._names != ["X.npz"]:
+            meta["x_files"] = self._names
+        return data_ref(self.rel_dir, self._writer.commit(meta))
+
+    def _append_empty(self) -> None:
+        name = "X.npz" if self._single else "X-00000.npz"
+        self._writer.add(name, encode_arrays({"X": self._empty_x}))
+        self._names.append(name)

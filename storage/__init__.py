@@ -16,6 +16,7 @@ from storage.checkpoint import (
 )
 from storage.commit import (
     MANIFEST,
+    ArtifactWriter,
     CorruptArtifactError,
     DocumentExistsError,
     FileEntry,
@@ -39,6 +40,7 @@ from storage.lease import Lease, LeaseHeldError
 __all__ = [
     "MANIFEST",
     "TEMP_PREFIX",
+    "ArtifactWriter",
     "CorruptArtifactError",
     "DocumentExistsError",
     "FileEntry",

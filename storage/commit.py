@@ -96,38 +96,75 @@ def write_artifact(
     Raises StorageError if ``rel_dir`` is already committed (or gets committed concurrently).
     A leftover uncommitted attempt in ``rel_dir`` is simply replaced file by file.
     """
-    store.path(rel_dir)  # validate before doing any work
-    payloads: dict[str, bytes] = {}
-    for name, data in files.items():
+    meta_json = _meta_json(meta)  # a bad meta fails before anything touches the store
+    for name in files:
         _check_file_name(name)
-        payloads[name] = bytes(data)
-    entries = {
-        name: FileEntry(sha256=sha256_hex(data), size=len(data)) for name, data in payloads.items()
-    }
-    # Round-trip meta through JSON so the returned Manifest equals what a reader will see.
+    writer = ArtifactWriter(store, rel_dir)
+    for name, data in files.items():
+        writer.add(name, data)
+    return writer.commit(meta_json)
+
+
+class ArtifactWriter:
+    """Writes one artifact a payload file at a time, for artifacts too large to hold at once.
+
+    The commit protocol is ``write_artifact``'s: each payload is written atomically and its
+    sha256 and size recorded; ``commit`` writes the manifest last, and until then the
+    directory is uncommitted garbage that no reader trusts. A leftover uncommitted attempt
+    is replaced file by file; a file it had and this one does not stays out of the manifest.
+    """
+
+    def __init__(self, store: Store, rel_dir: str) -> None:
+        store.path(rel_dir)  # validate before doing any work
+        self.store, self.rel_dir = store, rel_dir
+        self.entries: dict[str, FileEntry] = {}
+        self._manifest_rel = _join(rel_dir, MANIFEST)
+        self._refuse_committed()
+
+    def _refuse_committed(self) -> None:
+        if self.store.exists(self._manifest_rel):
+            raise StorageError(
+                f"artifact at {self.store.url_of(self.rel_dir)} is already committed; "
+                "committed artifacts are never overwritten"
+            )
+
+    def add(self, name: str, data: bytes) -> FileEntry:
+        """Write one payload file (atomically) and remember its checksum for the manifest."""
+        _check_file_name(name)
+        if name in self.entries:
+            raise ValueError(f"{name!r} was already written to this artifact")
+        data = bytes(data)
+        entry = FileEntry(sha256=sha256_hex(data), size=len(data))
+        self.store.write_bytes(_join(self.rel_dir, name), data)
+        self.entries[name] = entry
+        return entry
+
+    def commit(self, meta: dict | None = None) -> Manifest:
+        """Write the manifest: from here on the artifact exists and never changes."""
+        meta_json = _meta_json(meta)
+        body = {
+            "version": _MANIFEST_VERSION,
+            "files": {
+                n: {"sha256": e.sha256, "size": e.size} for n, e in sorted(self.entries.items())
+            },
+            "meta": meta_json,
+        }
+        self._refuse_committed()
+        try:
+            digest = _write_signed(self.store, self._manifest_rel, body)
+        except FileExistsError:
+            raise StorageError(
+                f"artifact at {self.store.url_of(self.rel_dir)} was committed by another writer"
+            ) from None
+        return Manifest(files=dict(self.entries), meta=meta_json, sha256=digest)
+
+
+def _meta_json(meta: dict | None) -> dict:
+    """Meta round-tripped through JSON, so the Manifest returned equals what readers see."""
     meta_json = json.loads(canonical_json({} if meta is None else meta))
     if not isinstance(meta_json, dict):
         raise TypeError("meta must be a dict")
-    body = {
-        "version": _MANIFEST_VERSION,
-        "files": {n: {"sha256": e.sha256, "size": e.size} for n, e in sorted(entries.items())},
-        "meta": meta_json,
-    }
-    manifest_rel = _join(rel_dir, MANIFEST)
-    if store.exists(manifest_rel):
-        raise StorageError(
-            f"artifact at {store.url_of(rel_dir)} is already committed; "
-            "committed artifacts are never overwritten"
-        )
-    for name, data in payloads.items():
-        store.write_bytes(_join(rel_dir, name), data)
-    try:
-        digest = _write_signed(store, manifest_rel, body)
-    except FileExistsError:
-        raise StorageError(
-            f"artifact at {store.url_of(rel_dir)} was committed by another writer"
-        ) from None
-    return Manifest(files=entries, meta=meta_json, sha256=digest)
+    return meta_json
 
 
 def read_manifest(store: Store, rel_dir: str) -> Manifest:

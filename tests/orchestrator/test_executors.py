@@ -165,6 +165,37 @@ def test_a_task_no_node_can_hold_is_refused_not_left_pending(ray_cluster, resour
     assert "2 CPU / 0 GPU" in str(err.value)
 
 
+def _refuse(job, progress):
+    from sisa.data import DataError
+
+    raise DataError(f"no such file: {job!r}")
+
+
+def test_a_job_error_surfaces_as_itself(ray_cluster):
+    """The job's own error, as in process: callers (the CLI) catch it by type and print
+    its one-line message; Ray's wrapper and the remote traceback stay behind as the cause."""
+    from sisa.data import DataError
+
+    with pytest.raises(DataError) as err:
+        RayExecutor(progress=False).map(
+            _refuse, ["x.npz"], resources=ResourcesConfig(), units=1, desc="e"
+        )
+    assert type(err.value) is DataError and str(err.value) == "no such file: 'x.npz'"
+
+
+def test_ray_reports_where_each_job_ran(ray_cluster):
+    executor = RayExecutor(progress=False)
+    executor.map(_count_twice, [1, 2], resources=ResourcesConfig(), units=4, desc="p")
+    assert executor.placements == [ray_cluster.get_runtime_context().get_node_id()] * 2
+
+
+def test_a_shared_local_store_is_probed_and_left_clean(ray_cluster, tmp_path):
+    """On one node the disk is shared: training runs, and the probe's marker is gone."""
+    url = str(tmp_path / "fresh")
+    train(tiny_config(**{"sisa.shards": 1}), url, executor=RayExecutor(progress=False))
+    assert not [p for p in (tmp_path / "fresh").rglob("*") if "probe" in p.name]
+
+
 def test_ray_refuses_process_local_stores(ray_cluster):
     with pytest.raises(ValueError, match="memory://"):
         train(tiny_config(), "memory://ray-cannot-see-this", executor=RayExecutor(progress=False))

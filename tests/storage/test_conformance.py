@@ -11,6 +11,7 @@ import torch
 
 from storage import (
     MANIFEST,
+    ArtifactWriter,
     CorruptArtifactError,
     StorageError,
     Store,
@@ -235,6 +236,30 @@ def test_uncommitted_without_manifest(store: Store) -> None:
     # The retry replaces the leftovers and commits.
     write_artifact(store, "art", FILES)
     assert read_artifact(store, "art")[1] == FILES
+
+
+def test_artifact_written_file_by_file(store: Store) -> None:
+    """A large artifact streams in one payload at a time; until the manifest it is garbage,
+    and then it reads back exactly as one ``write_artifact`` of the same files would."""
+    writer = ArtifactWriter(store, "big")
+    for name, data in FILES.items():
+        writer.add(name, data)
+        assert not is_committed(store, "big")  # readers trust nothing yet
+    with pytest.raises(ValueError, match="already written"):
+        writer.add("extra", b"again")
+    manifest = writer.commit({"parts": 2})
+    assert read_artifact(store, "big") == (manifest, FILES)
+    assert manifest == write_artifact(store, "same", FILES, meta={"parts": 2})
+    with pytest.raises(StorageError, match="already committed"):
+        ArtifactWriter(store, "big")
+    # Two writers of one artifact: the second manifest loses, the first stays.
+    first, second = ArtifactWriter(store, "race"), ArtifactWriter(store, "race")
+    first.add("f", b"1")
+    second.add("f", b"1")  # a retry writes the same bytes
+    kept = first.commit()
+    with pytest.raises(StorageError, match="committed"):
+        second.commit()
+    assert read_artifact(store, "race") == (kept, {"f": b"1"})
 
 
 def test_detects_tampered_manifest(store: Store) -> None:

@@ -1,0 +1,106 @@
+"""Ingest: the source streamed into the store part by part, the same rows as an in-memory
+split, however it is chunked; generated data that never exists whole in one array."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sisa.data import DataError, synthetic_purchase
+from sisa.ingest import IngestJob, run_ingest_job
+from sisa.purchase import SyntheticPurchase
+from sisa.sources import PurchaseSource, open_source
+from sisa.status import status
+from sisa.store import TEST, SisaStore
+from sisa.train import prepare, train
+from tests.conftest import tiny_config
+
+PURCHASE = {"data.source": "synthetic-purchase", "data.n": 2000, "sisa.shards": 3}
+
+
+def _ingest(config, url: str, chunk_rows: int):
+    job = IngestJob(url, {}, config.stored(), chunk_rows=chunk_rows)
+    return run_ingest_job(job, lambda units: None)
+
+
+@pytest.mark.parametrize("chunk_rows", [150, 65_536])
+def test_parts_hold_the_rows_of_an_in_memory_split(tmp_path, chunk_rows):
+    config = tiny_config(**PURCHASE)
+    train_ds, test_ds, shard_of = prepare(config)
+    ingested = _ingest(config, str(tmp_path / "s"), chunk_rows)
+    store = SisaStore(str(tmp_path / "s"))
+    assert (ingested.n_train, ingested.n_test) == (len(train_ds), len(test_ds))
+    test = store.read_data(store.latest_head(TEST).data)
+    assert np.array_equal(test["ids"], test_ds.ids) and np.array_equal(test["X"], test_ds.X)
+    assert [j.shard for j in ingested.jobs] == [0, 1, 2]
+    for job in ingested.jobs:
+        rows = shard_of == job.shard
+        got = store.read_data(job.data)
+        for key, want in (("ids", train_ds.ids), ("y", train_ds.y), ("X", train_ds.X)):
+            assert got[key].dtype == want.dtype
+            assert np.array_equal(got[key], want[rows]), key
+        parts = len(job.data.get("x_files", ["X.npz"]))
+        assert parts == (1 if chunk_rows > 2000 else len(range(0, 2000, chunk_rows)))
+
+
+def test_chunking_changes_no_bit_of_the_trained_store(tmp_path):
+    """Trained from many feature files or one, and swept after every shard's head: the
+    stores are identical, and every file a head names is still there."""
+    config = tiny_config(**PURCHASE)
+    chunked, whole = str(tmp_path / "chunked"), str(tmp_path / "whole")
+    _ingest(config, chunked, 100)  # train() finds the parts committed and reuses them
+    train(config, chunked)
+    train(config, whole)
+    assert [s["weights_sha256"] for s in status(chunked)["shards"]] == [
+        s["weights_sha256"] for s in status(whole)["shards"]
+    ]
+    store = SisaStore(chunked)
+    for shard in range(3):
+        head = store.shard_head(shard)
+        assert len(head.data["x_files"]) > 1
+        assert len(store.read_data(head.data)["X"]) == head.body["n"]  # not swept away
+
+
+def test_a_rerun_writes_only_the_missing_parts(tmp_path):
+    config = tiny_config(**PURCHASE)
+    url = str(tmp_path / "s")
+    first = _ingest(config, url, 500)
+    store = SisaStore(url)
+    lost = first.jobs[1].data["dir"]
+    store.fs.delete_tree(lost)  # as if the ingest died before this part's commit
+    kept = {j.shard: j.data["manifest"] for j in first.jobs}
+    again = _ingest(config, url, 500)
+    assert {j.shard: j.data["manifest"] for j in again.jobs} == kept  # same bytes
+    assert store.read_data(again.jobs[1].data)["ids"].size == again.jobs[1].data["n"]
+
+
+def test_another_source_over_an_unfinished_store_is_refused(tmp_path):
+    url = str(tmp_path / "s")
+    _ingest(tiny_config(**PURCHASE), url, 65_536)
+    other = tiny_config(**(PURCHASE | {"data.n": 2001}))
+    with pytest.raises(Exception, match="unfinished training with another config or data"):
+        _ingest(other, url, 65_536)
+
+
+@pytest.mark.parametrize("rows", [1, 1000, 8192, 20_000])
+def test_generated_chunks_are_the_in_memory_dataset(rows):
+    whole = synthetic_purchase(3000, seed=5, num_classes=10)
+    gen = SyntheticPurchase(3000, seed=5, num_classes=10)
+    X = np.concatenate([chunk for _, chunk in gen.chunks(rows)])
+    starts = [start for start, _ in gen.chunks(rows)]
+    assert starts == list(range(0, 3000, rows))
+    assert np.array_equal(X, whole.X) and np.array_equal(gen.labels(), whole.y)
+    assert max(len(c) for _, c in gen.chunks(rows)) == min(rows, 3000)
+
+
+def test_purchase_source_index_has_no_features():
+    index = PurchaseSource(500, 1).index()
+    assert index.feature_shape == (600,) and index.x_dtype == np.uint8
+    assert np.array_equal(index.ids, np.arange(500)) and index.y.shape == (500,)
+
+
+def test_bad_sizes_are_data_errors():
+    with pytest.raises(DataError, match="need n >= 1"):
+        PurchaseSource(0, 0)
+    with pytest.raises(DataError, match="no such file"):
+        open_source(tiny_config(**{"data.source": "/no/such.npz"}).data, 0)
