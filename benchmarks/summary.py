@@ -187,6 +187,20 @@ def lookup(f: dict[str, Any]) -> list[Row]:
     ]
 
 
+def scale(f: dict[str, Any]) -> list[Row]:
+    n = f["n_train"] + f["n_test"]
+    verdict = "bitwise identical" if f["verified"] else "NOT identical"
+    return [
+        (
+            f"N = {n:,}: driver peak RSS over training, one deletion and its verify",
+            f"≤ {f['goal_mb']} MB",
+            f"{f['driver_peak_mb']:.0f} MB; trained in {f['train_s']:.0f} s, forgot one ID "
+            f"in {f['forget_s']:.1f} s, retrained shard {verdict}",
+            f["goal_met"] and f["verified"],
+        )
+    ]
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "speedup": speedup,
     "deletion": deletion,
@@ -195,6 +209,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "inference": inference,
     "serving": serving,
     "lookup": lookup,
+    "scale": scale,
 }
 
 
