@@ -5,6 +5,7 @@ config.json                    training intent: config + training hash (written 
 STORE.json                     the trained marker: fingerprint, shapes, salt (written last)
 shards/00003/g000002.json      head of shard 3, generation 2: its data and stage checkpoints
 shards/00003/g000002/data/     artifact: ids.npz (ids, labels, groups), X.npz (features)
+                               or, as ingested in chunks, X-00000.npz, X-00001.npz, ...
 shards/00003/g000002/stage-004/ artifact: weights.safetensors, state.pt
 test/g000001.json              head of the held-out test data; test/g000001/data/
 tombstones/g000005.json        salted hashes of every deleted ID and group
