@@ -18,10 +18,9 @@ from sisa.config import Config
 from sisa.cost import calibration_totals
 from sisa.data import Dataset, load_source, split_train_test
 from sisa.ids import id_set_hash, salted_hashes
-from sisa.jobs import Executor, ShardJob, ShardResult, run_jobs, run_shard_job
+from sisa.jobs import Executor, ShardJob, ShardResult, preflight, run_jobs, run_shard_job
 from sisa.partition import place
 from sisa.store import TEST, SisaStore, StoreStateError, gen_dir, shard_prefix
-from sisa.trainer import environment_fingerprint
 from storage import Lease
 
 
@@ -130,6 +129,7 @@ def train(
 ) -> TrainReport:
     """Train every shard slice by slice into the store at ``url``."""
     started = time.perf_counter()
+    preflight(executor, config.resources)  # no GPU where one is asked: before any write
     train_ds, test_ds, shard_of = prepare(config)
     data_hash = id_set_hash(np.concatenate([train_ds.ids, test_ds.ids]))
     store = SisaStore(url, storage_options)
@@ -171,9 +171,10 @@ def train(
         units=len(jobs) * config.sisa.slices,
         desc="train",
     )
-    fingerprint = (
-        results[0].head["stages"][-1]["fingerprint"] if results else environment_fingerprint(config)
-    )
+    # where the shards trained (the workers, not necessarily this process); every shard
+    # records its own in each stage
+    head = results[0].head if results else store.shard_head(0).body  # all committed earlier
+    fingerprint = head["stages"][-1]["fingerprint"]
     store.write_meta(
         {
             "fingerprint": fingerprint,
