@@ -196,8 +196,8 @@ def _require_same_environment(job: ShardJob, fingerprint: dict[str, Any]) -> Non
                 f"shard {job.shard} stage {ref['stage']} was trained in another environment "
                 f"({'; '.join(differences)}); retraining from it here would mix the two and "
                 "break bitwise equality with training from scratch. Run this where the store "
-                "was trained (on Ray: pin the GPU type, e.g. a custom resource in "
-                "task_options), or retrain the store in this environment"
+                "was trained (on Ray: pin the GPU type, RayExecutor(task_options="
+                "{'accelerator_type': ...})), or retrain the store in this environment"
             )
 
 
