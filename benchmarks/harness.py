@@ -9,7 +9,9 @@ into the output folder (``docs/benchmarks/`` by default). Where that folder has 
 
 Rules every benchmark keeps: timings are medians over repeats; comparisons are ratios of
 figures measured in the same run; the quick suite proves the code runs on small sizes and
-asserts no timing; committed results come from the full suite.
+asserts no timing; committed results come from the full suite. A benchmark that needs
+what a machine lacks (a GPU) raises ``BenchmarkUnavailable``: it writes nothing, and the
+run exits non-zero after the others.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class Report:
 Benchmark = Callable[[str], Report]  # suite name -> report
 
 
+class BenchmarkUnavailable(RuntimeError):
+    """This machine cannot run the benchmark (no GPU for ``gpu``); it writes nothing."""
+
+
 # run in this order; a module may name the suites it runs in (``SUITES``, default both)
 BENCHMARKS = (
     "speedup",
@@ -62,6 +68,7 @@ BENCHMARKS = (
     "lookup",
     "evidence",
     "scale",
+    "gpu",
 )
 
 
@@ -136,7 +143,10 @@ def render(result: dict[str, Any], markdown: str) -> str:
 def run(
     suite: str, out: Path, only: list[str] | None = None, command: str = ""
 ) -> list[dict[str, Any]]:
-    """Run the suite's benchmarks (or ``only`` these) and write their files into ``out``."""
+    """Run the suite's benchmarks (or ``only`` these) and write their files into ``out``.
+
+    A benchmark this machine cannot run (``BenchmarkUnavailable``) writes nothing; the
+    others run, and then ``BenchmarkUnavailable`` names what was left out."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; use one of {SUITES}")
     known, benchmarks = registry(), registry(suite)
@@ -146,7 +156,7 @@ def run(
     elsewhere = sorted(set(only or []) - set(benchmarks))
     if elsewhere:
         raise ValueError(f"{', '.join(elsewhere)} not in the {suite} suite; try --suite full")
-    results = []
+    results, unavailable = [], []
     for name, bench in benchmarks.items():
         if only and name not in only:
             continue
@@ -154,6 +164,10 @@ def run(
         ray_before = ray_running()
         try:
             report = bench(suite)
+        except BenchmarkUnavailable as err:
+            print(f"{name}: not run: {err}", file=sys.stderr, flush=True)
+            unavailable.append(name)
+            continue
         finally:
             if not ray_before:
                 shutdown_ray()  # one the benchmark started, so the next starts clean
@@ -168,6 +182,8 @@ def run(
 
         update_readme(out)
         print(f"headline table -> {out / 'README.md'}", flush=True)
+    if unavailable:  # after the others wrote theirs: the suite did not run whole
+        raise BenchmarkUnavailable(f"not run on this machine: {', '.join(unavailable)}")
     return results
 
 
@@ -190,5 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         update_readme(args.out)
         return 0
     command = "python -m benchmarks " + shlex.join(argv)
-    run(args.suite, args.out or DEFAULT_OUT[args.suite], args.only, command)
+    try:
+        run(args.suite, args.out or DEFAULT_OUT[args.suite], args.only, command)
+    except BenchmarkUnavailable as err:
+        print(f"python -m benchmarks: {err}", file=sys.stderr)
+        return 1
     return 0

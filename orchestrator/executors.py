@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from sisa.config import ResourcesConfig
+from sisa.environment import require_device
 from sisa.jobs import Progress
 from sisa.models import TRUST_ENV
 from storage import Store
@@ -47,6 +48,10 @@ class InProcessExecutor:
     def __init__(self, progress: bool = True) -> None:
         self.progress = progress
 
+    def check(self, resources: ResourcesConfig) -> None:
+        """Shard jobs run here: ``resources.device`` must be usable in this process."""
+        require_device(resources.device)
+
     def map(
         self,
         fn: Callable[[J, Progress], R],
@@ -71,6 +76,12 @@ class RayExecutor:
     refused before it is submitted, since Ray would leave it pending forever; a cluster
     that adds nodes on demand (an autoscaler) wants ``check_resources=False``. A store on
     local disk is used only once every node that could run a job was seen to share it.
+
+    GPUs: ``resources.device = "cuda"`` needs ``resources.num_gpus > 0``; a fraction packs
+    several shard tasks on one GPU (0.25: four). Ray gives each task the GPU it assigned
+    as ``CUDA_VISIBLE_DEVICES``, so "cuda" in the task is that GPU. A GPU task runs in a
+    fresh worker process (Ray's ``max_calls=1`` for GPU tasks): a reused worker would keep
+    the CUDA context of the GPU an earlier task was given, and its cached memory.
     """
 
     def __init__(
@@ -103,6 +114,20 @@ class RayExecutor:
             return
         ray.init(address=self.address, **self.init_kwargs)
 
+    def check(self, resources: ResourcesConfig) -> None:
+        """Refuse, before anything is submitted, shard tasks that would never run or would
+        use a GPU Ray did not give them. Connects to the cluster."""
+        if resources.device == "cuda" and resources.num_gpus == 0:
+            raise RuntimeError(
+                "resources.device = 'cuda' on Ray needs resources.num_gpus > 0: a task that "
+                "reserves no GPU is not assigned one, and would train on whatever GPU its "
+                "node shows first, beside tasks Ray did give it to. A fraction packs shard "
+                "tasks on one GPU (resources.num_gpus = 0.25: four per GPU)"
+            )
+        self._connect()
+        if self.check_resources:
+            require_a_node_that_fits(resources.num_cpus, resources.num_gpus)
+
     def map(
         self,
         fn: Callable[[J, Progress], R],
@@ -123,9 +148,7 @@ class RayExecutor:
                 )
         if not jobs:
             return []
-        self._connect()
-        if self.check_resources:
-            _require_a_node_that_fits(resources)
+        self.check(resources)
         stores = {(getattr(j, "url", ""), _frozen(j)): j for j in jobs if getattr(j, "url", "")}
         for key, job in stores.items():
             if key not in self._shared:
@@ -139,13 +162,14 @@ class RayExecutor:
             env = dict(options.get("runtime_env", {}).get("env_vars", {}))
             env.setdefault(TRUST_ENV, os.environ[TRUST_ENV])
             options["runtime_env"] = options.get("runtime_env", {}) | {"env_vars": env}
-        task = ray.remote(_run_reporting).options(
+        # the resources go to ray.remote, not .options: only there does a GPU task get
+        # max_calls=1 (a fresh worker per task; see the class docstring)
+        task = ray.remote(
             num_cpus=resources.num_cpus,
             num_gpus=resources.num_gpus,
             max_retries=self.max_retries,
             retry_exceptions=False,
-            **options,
-        )
+        )(_run_reporting).options(**options)
         refs = [task.remote(fn, job, counter) for job in jobs]
         pending = list(refs)
         try:
@@ -185,22 +209,23 @@ def _take(counter: Any) -> int:
         return 0
 
 
-def _require_a_node_that_fits(resources: ResourcesConfig) -> None:
-    """Raise if no alive node has the CPUs and GPUs one shard task asks for."""
+def require_a_node_that_fits(
+    num_cpus: float, num_gpus: float, names: tuple[str, str] = ("resources", "shard task")
+) -> None:
+    """Raise if no alive node of the connected cluster has the CPUs and GPUs one task asks
+    for; ``names``: the config section that sets them, and what the task is."""
     nodes = [n.get("Resources", {}) for n in ray_nodes()]
-    if any(
-        n.get("CPU", 0) >= resources.num_cpus and n.get("GPU", 0) >= resources.num_gpus
-        for n in nodes
-    ):
+    if any(n.get("CPU", 0) >= num_cpus and n.get("GPU", 0) >= num_gpus for n in nodes):
         return
     largest = (
         ", ".join(f"{n.get('CPU', 0):g} CPU / {n.get('GPU', 0):g} GPU" for n in nodes)
         or "none alive"
     )
+    section, task = names
     raise RuntimeError(
-        f"no node of the Ray cluster can run a shard task: it asks for "
-        f"resources.num_cpus = {resources.num_cpus:g} and resources.num_gpus = "
-        f"{resources.num_gpus:g}, and the nodes have {largest}. Lower those settings, or "
+        f"no node of the Ray cluster can run a {task}: it asks for "
+        f"{section}.num_cpus = {num_cpus:g} and {section}.num_gpus = "
+        f"{num_gpus:g}, and the nodes have {largest}. Lower those settings, or "
         "join a cluster that has them (RayExecutor(check_resources=False) for a cluster "
         "that adds nodes on demand)"
     )

@@ -47,10 +47,10 @@ from orchestrator.api import (
     error_body,
     unavailable,
 )
-from orchestrator.executors import InProcessExecutor
+from orchestrator.executors import InProcessExecutor, require_a_node_that_fits
 from orchestrator.service import DeletionService
 from sisa.batch import BatchReport
-from sisa.config import ServingConfig
+from sisa.config import ResourcesConfig, ServingConfig
 from sisa.ids import typed_ids
 from sisa.journal import Journal, parse_request_id
 from sisa.lifecycle import request_status
@@ -258,18 +258,46 @@ class ApiDeployment:
         return {"ok": True, "version": ensemble["version"], "through": ensemble["through"]}
 
 
+def replica_gpus(resources: ResourcesConfig, settings: ServingConfig) -> tuple[float, float]:
+    """GPUs an ensemble replica and the background retrainer reserve.
+
+    A store whose models run on cuda needs both to reserve a GPU: a Ray actor that
+    reserves none is not assigned one, and would load its models onto whatever GPU its
+    node shows first. The retrainer trains in its own process, as a shard task would.
+    """
+    if resources.device != "cuda":
+        return settings.num_gpus, 0.0
+    if settings.num_gpus == 0:
+        raise ValueError(
+            "this store's models run on cuda (resources.device): set serving.num_gpus > 0 "
+            "for the ensemble replicas (a fraction shares a GPU)"
+        )
+    if settings.retrain == "background" and resources.num_gpus == 0:
+        raise ValueError(
+            "this store trains on cuda (resources.device) but resources.num_gpus = 0, so the "
+            "background retrainer would get no GPU: set resources.num_gpus in the store's "
+            "config, or serving.retrain = 'external' and run 'sisa process' where a GPU is"
+        )
+    return settings.num_gpus, resources.num_gpus
+
+
 def build_application(
     url: str, storage_options: dict[str, Any] | None, settings: ServingConfig
 ) -> serve.Application:
-    """The application, bound to a trained store; fails here if the store is not trained."""
+    """The application, bound to a trained store; fails here if the store is not trained
+    or its models need a GPU the settings do not reserve."""
     store = SisaStore(url, storage_options)
     store.require_trained()
+    ensemble_gpus, retrainer_gpus = replica_gpus(store.config().resources, settings)
     public = settings.model_dump(mode="json")  # the token is excluded from dumps
     ensemble = EnsembleDeployment.options(
-        num_replicas=settings.replicas, ray_actor_options={"num_cpus": settings.num_cpus}
+        num_replicas=settings.replicas,
+        ray_actor_options={"num_cpus": settings.num_cpus, "num_gpus": ensemble_gpus},
     ).bind(url, storage_options, public)
     retrainer = (
-        RetrainerDeployment.bind(url, storage_options, ensemble)
+        RetrainerDeployment.options(
+            ray_actor_options={"num_cpus": 0, "num_gpus": retrainer_gpus}
+        ).bind(url, storage_options, ensemble)
         if settings.retrain == "background"
         else None
     )
@@ -310,6 +338,10 @@ def start(
     Serve has one proxy per cluster: if it already runs, its address stays, and every
     application started on the cluster must name the same host and port."""
     app = build_application(url, storage_options, settings)
+    gpus = replica_gpus(SisaStore(url, storage_options).config().resources, settings)
+    require_a_node_that_fits(settings.num_cpus, gpus[0], ("serving", "ensemble replica"))
+    if gpus[1]:
+        require_a_node_that_fits(0, gpus[1], ("resources", "background retrainer"))
     serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=LOGGING)
     serve.run(app, name=name, route_prefix=route_prefix, blocking=False, logging_config=LOGGING)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host

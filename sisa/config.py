@@ -161,6 +161,9 @@ class ServingConfig(_Section):
     ``external``: a separate ``sisa process`` does."""
     num_cpus: float = Field(0.5, ge=0, le=1024)
     """CPUs the ensemble deployment reserves on Ray; all shard models share them."""
+    num_gpus: float = Field(0.0, ge=0, le=64)
+    """GPUs each ensemble replica reserves on Ray; must be > 0 for a store whose models
+    run on cuda (``resources.device``), and a fraction shares a GPU."""
     replicas: int = Field(1, ge=1, le=64)
     """Replicas of the ensemble deployment, each holding every shard model."""
 

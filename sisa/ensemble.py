@@ -116,7 +116,7 @@ class Ensemble:
         store.require_trained()
         config, intent = store.config(), store.intent() or {}
         shape, classes = tuple(intent["input_shape"]), int(intent["num_classes"])
-        configure(config.resources.threads)
+        configure(config.resources.threads, config.resources.device)  # before any CUDA work
         state = serving.current(store) if state is None else state
         models = {}
         for shard, served in state.shards.items():

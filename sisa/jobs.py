@@ -18,6 +18,12 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from sisa.config import Config, ResourcesConfig
+from sisa.environment import (
+    configure,
+    environment_differences,
+    environment_fingerprint,
+    require_device,
+)
 from sisa.faults import crash_point
 from sisa.ids import id_set_hash
 from sisa.partition import place
@@ -26,7 +32,6 @@ from sisa.trainer import (
     ShardData,
     TrainState,
     checkpoint_payload,
-    environment_fingerprint,
     fresh_state,
     restore_state,
     state_digest,
@@ -43,7 +48,11 @@ class Progress(Protocol):
 
 
 class Executor(Protocol):
-    """Runs ``fn(job, progress)`` for every job; returns results in job order."""
+    """Runs ``fn(job, progress)`` for every job; returns results in job order.
+
+    An executor may also have ``check(resources)``, which raises when it cannot run a
+    task asking for ``resources`` (a GPU nowhere to be found); ``preflight`` calls it.
+    """
 
     def map(
         self,
@@ -54,6 +63,20 @@ class Executor(Protocol):
         units: int,
         desc: str,
     ) -> list[R]: ...
+
+
+class EnvironmentMismatchError(RuntimeError):
+    """Continuing a checkpoint here would mix two training environments in one shard."""
+
+
+def preflight(executor: Executor | None, resources: ResourcesConfig) -> None:
+    """Raise now, before anything is written, if ``executor`` cannot run shard tasks with
+    ``resources``: no executor (this process) needs the device here."""
+    check = getattr(executor, "check", None)
+    if check is not None:
+        check(resources)
+    elif executor is None:
+        require_device(resources.device)
 
 
 def run_jobs(
@@ -68,6 +91,7 @@ def run_jobs(
     """Run jobs on ``executor``, or one after another in this process when None."""
     if not jobs:
         return []
+    preflight(executor, resources)
     if executor is None:
         return [fn(job, lambda _units: None) for job in jobs]
     return executor.map(fn, jobs, resources=resources, units=units, desc=desc)
@@ -209,6 +233,21 @@ def _restore(store: SisaStore, config: Config, job: ShardJob, ref: dict) -> Trai
     return restore_state(config, job.shard, shape, classes, weights, extra, job.trusted)
 
 
+def _require_same_environment(job: ShardJob, fingerprint: dict[str, Any]) -> None:
+    """Refuse to continue stages trained in another environment (another GPU model, torch,
+    CUDA...): the shard would then equal no training from scratch in either."""
+    for ref in job.base:
+        differences = environment_differences(ref.get("fingerprint", {}), fingerprint)
+        if differences:
+            raise EnvironmentMismatchError(
+                f"shard {job.shard} stage {ref['stage']} was trained in another environment "
+                f"({'; '.join(differences)}); retraining from it here would mix the two and "
+                "break bitwise equality with training from scratch. Run this where the store "
+                "was trained (on Ray: pin the GPU type, RayExecutor(task_options="
+                "{'accelerator_type': ...})), or retrain the store in this environment"
+            )
+
+
 def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     """Train stages ``start_stage..R`` of one shard, commit its head, purge the stale."""
     started = time.perf_counter()
@@ -242,18 +281,21 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     for ref in job.base:  # stages kept from the old generation must not have seen a change
         if ref["ids_hash"] != data.ids_hash(ref["stage"]):
             raise RuntimeError(f"shard {job.shard} stage {ref['stage']} would be reused stale")
+    configure(config.resources.threads, config.resources.device)  # before any CUDA work
     training_hash, fingerprint = config.training_hash(), environment_fingerprint(config)
+    _require_same_environment(job, fingerprint)
     parent = job.base[-1]["state_hash"] if job.base else None
     refs: list[dict[str, Any]] = []
     resumed: list[int] = []
     for stage in range(job.start_stage, slices + 1):  # resume what an earlier try committed
         meta = store.stage_meta(f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}")
-        if not meta or (meta["ids_hash"], meta["parent"], meta["training_hash"]) != (
-            data.ids_hash(stage),
-            parent,
-            training_hash,
+        if (
+            not meta
+            or (meta["ids_hash"], meta["parent"], meta["training_hash"])
+            != (data.ids_hash(stage), parent, training_hash)
+            or environment_differences(meta.get("fingerprint", {}), fingerprint)
         ):
-            break
+            break  # train again from here: a stage is continued only in its own environment
         rel = f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}"
         refs.append(stage_ref(rel, meta["manifest"], meta["weights_sha256"], meta))
         parent = meta["state_hash"]
@@ -356,6 +398,9 @@ class ShardVerdict:
     n: int
     stages: list[StageCheck]
     fingerprint: dict[str, Any]  # of the environment that retrained
+    # how the environments that trained the stored stages differ from this one (empty:
+    # the same); bitwise equality is promised only when empty
+    environment_differences: list[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -366,6 +411,8 @@ def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
     """Retrain one shard from scratch on its current data; compare every stage bitwise."""
     store = SisaStore(job.url, job.storage_options)
     config, intent = store.config(), store.intent() or {}
+    configure(config.resources.threads, config.resources.device)  # before any CUDA work
+    fingerprint = environment_fingerprint(config)
     head = store.shard_head(job.shard)
     data = load_shard_data(store, config, job.shard, head.data)
     state = fresh_state(config, job.shard, tuple(intent["input_shape"]), intent["num_classes"])
@@ -388,6 +435,11 @@ def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
             )
         )
         progress(1)
-    return ShardVerdict(
-        job.shard, head.generation, len(data), checks, environment_fingerprint(config)
+    differences = sorted(
+        {
+            d
+            for ref in head.stages
+            for d in environment_differences(ref.get("fingerprint", {}), fingerprint)
+        }
     )
+    return ShardVerdict(job.shard, head.generation, len(data), checks, fingerprint, differences)

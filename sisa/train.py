@@ -20,10 +20,9 @@ from sisa.config import Config
 from sisa.cost import calibration_totals
 from sisa.data import Dataset, load_source, split_train_test
 from sisa.ingest import IngestJob, run_ingest_job
-from sisa.jobs import Executor, ShardResult, run_jobs, run_shard_job
+from sisa.jobs import Executor, ShardResult, preflight, run_jobs, run_shard_job
 from sisa.partition import place
 from sisa.store import SisaStore
-from sisa.trainer import environment_fingerprint
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,7 @@ def train(
 ) -> TrainReport:
     """Train every shard slice by slice into the store at ``url``."""
     started = time.perf_counter()
+    preflight(executor, config.resources)  # no GPU where one is asked: before any write
     store = SisaStore(url, storage_options)
     ingest = IngestJob(url, store.storage_options, config.stored(), overwrite)
     (ingested,) = run_jobs(
@@ -75,9 +75,10 @@ def train(
         units=len(jobs) * config.sisa.slices,
         desc="train",
     )
-    fingerprint = (
-        results[0].head["stages"][-1]["fingerprint"] if results else environment_fingerprint(config)
-    )
+    # where the shards trained (the workers, not necessarily this process); every shard
+    # records its own in each stage
+    head = results[0].head if results else store.shard_head(0).body  # all committed earlier
+    fingerprint = head["stages"][-1]["fingerprint"]
     store.write_meta(
         {
             "fingerprint": fingerprint,

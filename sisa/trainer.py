@@ -12,15 +12,15 @@ The determinism contract. A shard's weights after stage r are a function of
   (seed, shard, stage, epoch, step) under ``fork_rng``; global RNG state is never read.
 * The optimizer state (momentum, Adam moments, step counts) and the counters travel with
   every checkpoint, so resuming from a checkpoint equals never having stopped.
-* ``torch.use_deterministic_algorithms(True)`` and a fixed thread count; the fingerprint
-  of this environment is recorded, and bitwise equality is promised only within it.
+* The process is configured by ``sisa.environment.configure`` before anything touches
+  CUDA (deterministic algorithms, no cuDNN benchmarking or TF32, a deterministic cuBLAS
+  workspace, a fixed thread count); every checkpoint records the environment's
+  fingerprint, and bitwise equality is promised only within one fingerprint.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import platform
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sisa.config import Config
+from sisa.environment import configure
 from sisa.ids import fingerprints, hash_order, id_set_hash, seed_from
 from sisa.models import build_model
 from sisa.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
@@ -72,37 +73,6 @@ class TrainState:
     samples: int = 0  # samples trained on in total
 
 
-def configure(threads: int) -> None:
-    """Pin the determinism switches for this process."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if not torch.are_deterministic_algorithms_enabled():
-        torch.use_deterministic_algorithms(True)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
-def environment_fingerprint(config: Config) -> dict[str, Any]:
-    """What bitwise equality depends on beyond the config."""
-    device = config.resources.device
-    name = torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else ""
-    return {
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "device": device,
-        "device_name": name or platform.processor() or platform.machine(),
-        "machine": platform.machine(),
-        "dtype": "float32",
-        "threads": config.resources.threads,
-        "deterministic": True,
-    }
-
-
-def _device(config: Config) -> torch.device:
-    if config.resources.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("resources.device = 'cuda' but no CUDA device is available")
-    return torch.device(config.resources.device)
-
-
 def _optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     o = config.optim
     if o.name == "sgd":
@@ -120,11 +90,12 @@ def fresh_state(
     trusted: Collection[str] = (),
 ) -> TrainState:
     """A newly initialised model, seeded by (seed, shard) alone."""
-    configure(config.resources.threads)
+    configure(config.resources.threads, config.resources.device)  # before any CUDA work
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_from(config.sisa.seed, "init", shard))
         model = build_model(config.model, input_shape, num_classes, trusted)
-    model = model.to(_device(config))
+    # "cuda" is the current device: inside a Ray task, the GPU Ray assigned to it
+    model = model.to(torch.device(config.resources.device))
     return TrainState(model=model, optimizer=_optimizer(config, model))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sisa.jobs import Executor, ShardVerdict, VerifyJob, run_jobs, run_verify_job
+from sisa.jobs import Executor, ShardVerdict, VerifyJob, preflight, run_jobs, run_verify_job
 from sisa.store import SisaStore
 
 
@@ -25,8 +25,8 @@ class VerifyReport:
 
     @property
     def same_environment(self) -> bool:
-        keys = ("torch", "device", "dtype", "threads", "machine")
-        return all(self.recorded_fingerprint.get(k) == self.fingerprint.get(k) for k in keys)
+        """Every verified stage was trained where it was retrained (same fingerprint)."""
+        return not any(v.environment_differences for v in self.shards)
 
     @property
     def identical(self) -> bool:
@@ -46,6 +46,7 @@ def verify(
     config = store.config()
     if shard is not None and not 0 <= shard < config.sisa.shards:
         raise ValueError(f"shard {shard} does not exist (this store has {config.sisa.shards})")
+    preflight(executor, config.resources)  # a GPU store needs a GPU to retrain on
     shards = [shard] if shard is not None else list(range(config.sisa.shards))
     jobs = [VerifyJob(url, store.storage_options, k) for k in shards]
     verdicts = run_jobs(

@@ -196,6 +196,33 @@ def test_a_shared_local_store_is_probed_and_left_clean(ray_cluster, tmp_path):
     assert not [p for p in (tmp_path / "fresh").rglob("*") if "probe" in p.name]
 
 
+def test_cuda_on_ray_without_a_gpu_share_is_refused(ray_cluster, tmp_path):
+    """A task that reserves no GPU is given none by Ray, yet would see its node's GPUs."""
+    cfg = tiny_config(**{"resources.device": "cuda", "resources.num_gpus": 0})
+    url = tmp_path / "s"
+    with pytest.raises(RuntimeError, match="needs resources.num_gpus > 0"):
+        train(cfg, str(url), executor=RayExecutor(progress=False))
+    assert not url.exists()  # refused before anything was written
+
+
+def test_a_gpu_store_on_a_cluster_without_gpus_is_refused_before_writing(ray_cluster, tmp_path):
+    cfg = tiny_config(**{"resources.device": "cuda", "resources.num_gpus": 0.25})
+    url = tmp_path / "s"
+    with pytest.raises(RuntimeError, match="resources.num_gpus = 0.25, and the nodes have"):
+        train(cfg, str(url), executor=RayExecutor(progress=False))
+    assert not url.exists()
+
+
+def test_the_in_process_executor_refuses_cuda_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="resources.device = 'cuda' but"):
+        InProcessExecutor(progress=False).check(ResourcesConfig(device="cuda"))
+    InProcessExecutor(progress=False).check(ResourcesConfig())
+
+
 def test_ray_refuses_process_local_stores(ray_cluster):
     with pytest.raises(ValueError, match="memory://"):
         train(tiny_config(), "memory://ray-cannot-see-this", executor=RayExecutor(progress=False))

@@ -386,3 +386,24 @@ def test_no_live_shard_gives_503_until_an_external_retrain_commits(apps, http):
     answer = wait_for(lambda: (r := predict(http, base, rows=ROWS[:2])).ok and r.json())
     assert answer["labels"] == Predictor(url).predict(ROWS[:2]).labels.tolist()
     assert answer["model"]["through"] == 1
+
+
+def test_a_gpu_store_is_served_only_by_replicas_that_reserve_a_gpu():
+    """Without a reservation Ray assigns no GPU, and a replica would load its models onto
+    whatever GPU its node shows first; the settings must say what to reserve."""
+    from orchestrator.serve import replica_gpus
+
+    cpu = tiny_config().resources
+    gpu = tiny_config(**{"resources.device": "cuda", "resources.num_gpus": 0.25}).resources
+
+    def serving(**overrides):
+        return build_config({}, {f"serving.{k}": v for k, v in overrides.items()}).serving
+
+    assert replica_gpus(cpu, serving()) == (0.0, 0.0)
+    assert replica_gpus(gpu, serving(num_gpus=0.5)) == (0.5, 0.25)
+    with pytest.raises(ValueError, match="set serving.num_gpus > 0"):
+        replica_gpus(gpu, serving())
+    no_share = tiny_config(**{"resources.device": "cuda"}).resources
+    with pytest.raises(ValueError, match="background retrainer would get no GPU"):
+        replica_gpus(no_share, serving(num_gpus=1))
+    assert replica_gpus(no_share, serving(num_gpus=1, retrain="external")) == (1.0, 0.0)
