@@ -13,6 +13,7 @@ part and writes only the missing ones.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from sisa.data import split_mask
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.jobs import ShardJob
 from sisa.partition import place
-from sisa.sources import CHUNK_ROWS, SourceIndex, open_source
+from sisa.sources import BUILTIN_SOURCES, CHUNK_ROWS, SourceIndex, open_source
 from sisa.store import TEST, DataWriter, SisaStore, StoreStateError, gen_dir, shard_prefix
 from storage import Lease
 
@@ -39,6 +40,7 @@ class IngestJob:
     config: dict[str, Any]  # Config.stored()
     overwrite: bool = False
     chunk_rows: int = CHUNK_ROWS
+    source: str | None = None  # where to read ``data.source`` from, if not as written there
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,10 @@ class Ingested:
 def run_ingest_job(job: IngestJob, progress: Any) -> Ingested:
     """Index the source, check the store, write the intent, then stream the parts."""
     config = build_config(job.config)
-    source = open_source(config.data, config.sisa.seed)
+    data = (
+        config.data if job.source is None else config.data.model_copy(update={"source": job.source})
+    )
+    source = open_source(data, config.sisa.seed)
     index = source.index()
     part_of = _parts(config, index)  # [n] TEST_PART or shard
     store = SisaStore(job.url, job.storage_options)
@@ -93,6 +98,15 @@ def run_ingest_job(job: IngestJob, progress: Any) -> Ingested:
         for shard in sorted(refs)
     ]
     return Ingested(jobs, len(index) - n_test, n_test)
+
+
+def source_location(source: str) -> str:
+    """``data.source`` as a job elsewhere must read it: a relative local path made absolute
+    here, since a worker's working directory is not the caller's. (The config keeps what
+    the user wrote: it is part of the training hash.)"""
+    if source in BUILTIN_SOURCES or "://" in source or "::" in source:
+        return source
+    return os.path.abspath(os.path.expanduser(source))
 
 
 def _parts(config: Config, index: SourceIndex) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from sisa.config import DataConfig
 from sisa.data import DataError, Dataset, load_digits_dataset, load_file
 
+BUILTIN_SOURCES = ("digits", "synthetic-purchase")
 CHUNK_ROWS = 65_536  # rows of features in flight at once (39 MB of Purchase's 600 bits)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from sisa.config import Config
 from sisa.cost import calibration_totals
 from sisa.data import Dataset, load_source, split_train_test
-from sisa.ingest import IngestJob, run_ingest_job
+from sisa.ingest import IngestJob, run_ingest_job, source_location
 from sisa.jobs import Executor, ShardResult, preflight, run_jobs, run_shard_job
 from sisa.partition import place
 from sisa.store import SisaStore
@@ -57,7 +57,8 @@ def train(
     started = time.perf_counter()
     preflight(executor, config.resources)  # no GPU where one is asked: before any write
     store = SisaStore(url, storage_options)
-    ingest = IngestJob(url, store.storage_options, config.stored(), overwrite)
+    source = source_location(config.data.source)
+    ingest = IngestJob(url, store.storage_options, config.stored(), overwrite, source=source)
     (ingested,) = run_jobs(
         executor,
         run_ingest_job,

@@ -104,3 +104,12 @@ def test_bad_sizes_are_data_errors():
         PurchaseSource(0, 0)
     with pytest.raises(DataError, match="no such file"):
         open_source(tiny_config(**{"data.source": "/no/such.npz"}).data, 0)
+
+
+def test_a_relative_source_is_read_where_the_caller_meant(tmp_path, monkeypatch):
+    from sisa.ingest import source_location
+
+    monkeypatch.chdir(tmp_path)
+    assert source_location("data/points.npz") == str(tmp_path / "data" / "points.npz")
+    for kept in ("digits", "synthetic-purchase", "s3://b/p.parquet", "simplecache::s3://b/x"):
+        assert source_location(kept) == kept
