@@ -21,8 +21,8 @@ from sisa.ids import as_id_array, fingerprints, unit_interval
 
 _MAX_EXAMPLES = 5
 _CHUNK = 32_768  # rows per chunk where a whole-matrix temporary would be too large
-_NPZ_REQUIRED = ("ids", "X", "y")
-_NPZ_OPTIONAL = ("groups",)
+NPZ_REQUIRED = ("ids", "X", "y")
+NPZ_OPTIONAL = ("groups",)
 _INT_TEXT = r"-?(0|[1-9][0-9]*)"
 
 
@@ -93,10 +93,10 @@ class Dataset:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], num_classes: int) -> Dataset:
         """Build and validate a dataset from ``to_arrays`` output."""
-        missing = [k for k in _NPZ_REQUIRED if k not in arrays]
+        missing = [k for k in NPZ_REQUIRED if k not in arrays]
         if missing:
             raise DataError(f"missing arrays: {', '.join(missing)}")
-        extra = sorted(set(arrays) - set(_NPZ_REQUIRED) - set(_NPZ_OPTIONAL))
+        extra = sorted(set(arrays) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
         if extra:
             raise DataError(f"unknown arrays: {', '.join(extra)} (expected ids, X, y, groups)")
         ds = cls(arrays["ids"], arrays["X"], arrays["y"], num_classes, arrays.get("groups"))
@@ -273,17 +273,18 @@ def _from_frame(df: pd.DataFrame, num_classes: int | None, *, from_text: bool) -
         y = label.to_numpy(dtype=np.float64, na_value=np.nan)  # [n], NaN named by validate
     else:
         y = label.to_numpy()  # [n]
-    return _finish(ids, X, y, num_classes, groups)
+    return checked_index(ids, X, y, num_classes, groups)
 
 
-def _finish(
+def checked_index(
     ids: np.ndarray,
     X: np.ndarray,
     y: np.ndarray,
     num_classes: int | None,
     groups: np.ndarray | None,
 ) -> Dataset:
-    """Infer ``num_classes`` when not given, then validate."""
+    """Infer ``num_classes`` when not given, then validate (``X`` may be a one-column
+    stand-in where the caller checks the real features itself)."""
     if num_classes is None:
         y_arr = np.asarray(y)
         finite = y_arr[np.isfinite(y_arr)] if y_arr.dtype.kind == "f" else y_arr
@@ -296,10 +297,10 @@ def _load_npz(f: BinaryIO, num_classes: int | None) -> Dataset:
     """Arrays from an .npz file object; object arrays are refused, never unpickled."""
     with np.load(f, allow_pickle=False) as npz:
         names = set(npz.files)
-        missing = [k for k in _NPZ_REQUIRED if k not in names]
+        missing = [k for k in NPZ_REQUIRED if k not in names]
         if missing:
             raise DataError(f"npz file is missing arrays: {', '.join(missing)}")
-        extra = sorted(names - set(_NPZ_REQUIRED) - set(_NPZ_OPTIONAL))
+        extra = sorted(names - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
         if extra:
             raise DataError(f"npz file has unknown arrays: {', '.join(extra)}")
         arrays = {}
@@ -308,7 +309,7 @@ def _load_npz(f: BinaryIO, num_classes: int | None) -> Dataset:
                 arrays[k] = npz[k]
             except ValueError as exc:
                 raise DataError(f"npz array {k!r} cannot be loaded safely: {exc}") from exc
-    return _finish(arrays["ids"], arrays["X"], arrays["y"], num_classes, arrays.get("groups"))
+    return checked_index(arrays["ids"], arrays["X"], arrays["y"], num_classes, arrays.get("groups"))
 
 
 def _read(path: str, ext: str, num_classes: int | None) -> Dataset:
