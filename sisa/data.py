@@ -293,16 +293,21 @@ def checked_index(
     return validate(Dataset(ids, X, y, num_classes, groups))
 
 
+def check_npz_names(names: set[str]) -> None:
+    """Refuse an archive without ``ids``, ``X`` and ``y``, or with arrays we do not know."""
+    missing = [k for k in NPZ_REQUIRED if k not in names]
+    if missing:
+        raise DataError(f"npz file is missing arrays: {', '.join(missing)}")
+    extra = sorted(names - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
+    if extra:
+        raise DataError(f"npz file has unknown arrays: {', '.join(extra)}")
+
+
 def _load_npz(f: BinaryIO, num_classes: int | None) -> Dataset:
     """Arrays from an .npz file object; object arrays are refused, never unpickled."""
     with np.load(f, allow_pickle=False) as npz:
         names = set(npz.files)
-        missing = [k for k in NPZ_REQUIRED if k not in names]
-        if missing:
-            raise DataError(f"npz file is missing arrays: {', '.join(missing)}")
-        extra = sorted(names - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
-        if extra:
-            raise DataError(f"npz file has unknown arrays: {', '.join(extra)}")
+        check_npz_names(names)
         arrays = {}
         for k in sorted(names):
             try:

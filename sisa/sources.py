@@ -21,11 +21,10 @@ import numpy as np
 
 from sisa.config import DataConfig
 from sisa.data import (
-    NPZ_OPTIONAL,
-    NPZ_REQUIRED,
     DataError,
     Dataset,
     _examples,
+    check_npz_names,
     checked_index,
     load_digits_dataset,
     load_file,
@@ -112,12 +111,7 @@ class NpzSource:
     def _read_index(self) -> SourceIndex:
         with self._member_reader() as zf:
             names = {n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")}
-            missing = [k for k in NPZ_REQUIRED if k not in names]
-            if missing:
-                raise DataError(f"npz file is missing arrays: {', '.join(missing)}")
-            extra = sorted(names - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
-            if extra:
-                raise DataError(f"npz file has unknown arrays: {', '.join(extra)}")
+            check_npz_names(names)
             small = {k: _read_member(zf, k) for k in ("ids", "y", "groups") if k in names}
             with zf.open("X.npy") as member:
                 shape, _, dtype = _npy_header(member)
