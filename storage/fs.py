@@ -174,7 +174,7 @@ class Store:
         if self._local:
             return bool(self.fs.exists(path))
         # info, not exists: a driver's exists() may answer False for any error at all
-        with self._io("check", rel):
+        with self._io("look up", rel):
             try:
                 self.fs.info(path)
             except FileNotFoundError:
