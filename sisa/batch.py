@@ -271,12 +271,9 @@ def process(
     store = SisaStore(url, storage_options)
     store.require_trained()
     config = store.config()
-    lease = Lease(store.fs, LOCK, config.deletion.lease_s).acquire(wait)
-    try:
+    with Lease(store.fs, LOCK, config.deletion.lease_s).acquire(wait):
         crash_point("process-locked")
         return _run(store, executor)
-    finally:
-        lease.release()
 
 
 def _run(store: SisaStore, executor: Executor | None) -> BatchReport | None:

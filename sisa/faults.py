@@ -2,28 +2,40 @@
 
 ``SISA_CRASH_AT=name`` makes ``crash_point(name)`` kill the process at once with SIGKILL
 (no cleanup, no flush, no ``finally``), the way the kernel's OOM killer or a lost machine
-would. ``SISA_CRASH_AT=name@/path/marker`` crashes only the first time: the marker file is
-created just before dying, so a retried task or a restarted process runs through.
+would. ``SISA_CRASH_AT=name#N`` dies at the N-th time this process reaches the point (a
+point inside a loop, such as ``mid-stage``, is reached once per stage). A ``@/path/marker``
+suffix crashes only the first time: the marker file is created just before dying, so a
+retried task or a restarted process runs through.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from pathlib import Path
 
 ENV = "SISA_CRASH_AT"
 EXIT_CODE = 137  # what a shell reports for a process killed by SIGKILL (128 + 9)
 
+_reached: Counter[str] = Counter()  # times this process reached each armed point
+
 
 def crash_point(name: str) -> None:
-    """Die here if ``SISA_CRASH_AT`` names this point."""
+    """Die here if ``SISA_CRASH_AT`` names this point (and this is the arrival it names)."""
     spec = os.environ.get(ENV)
     if not spec:
         return
     point, _, marker = spec.partition("@")
+    point, _, nth = point.partition("#")
     if point != name:
         return
+    _reached[name] += 1
+    if nth:
+        if not nth.isdigit() or int(nth) < 1:
+            raise ValueError(f"{ENV}={spec!r}: the count after '#' must be a positive integer")
+        if _reached[name] != int(nth):
+            return
     if marker:
         if Path(marker).exists():
             return

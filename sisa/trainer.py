@@ -32,6 +32,7 @@ from torch import nn
 
 from sisa.config import Config
 from sisa.environment import configure
+from sisa.faults import crash_point
 from sisa.ids import fingerprints, hash_order, id_set_hash, seed_from
 from sisa.models import build_model
 from sisa.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
@@ -198,6 +199,8 @@ def train_stage(
             state.samples += len(idx)
             if on_step is not None:
                 on_step()
+            if epoch == step == 0:  # the stage has moved the model; its checkpoint is not out
+                crash_point("mid-stage")
     state.stage = stage
 
 

@@ -34,6 +34,7 @@ from storage.commit import (
     write_artifact,
     write_doc,
 )
+from storage.errors import StorageIOError
 from storage.fs import TEMP_PREFIX, Store, escape_component, unescape_component
 from storage.lease import Lease, LeaseHeldError
 
@@ -48,6 +49,7 @@ __all__ = [
     "LeaseHeldError",
     "Manifest",
     "StorageError",
+    "StorageIOError",
     "Store",
     "UncommittedArtifactError",
     "UnknownFileError",

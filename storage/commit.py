@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from storage.errors import StorageError
 from storage.fs import Store
 
 MANIFEST = "MANIFEST.json"
@@ -35,10 +36,6 @@ _MANIFEST_VERSION = 1
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Payload names are single components; a leading "." is reserved for temp files.
 _FILE_NAME = re.compile(r"[A-Za-z0-9_%-][A-Za-z0-9._%-]{0,199}")
-
-
-class StorageError(Exception):
-    """Base class for storage failures callers may want to handle as one."""
 
 
 class DocumentExistsError(StorageError, FileExistsError):

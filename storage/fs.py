@@ -9,6 +9,9 @@ Everything sisa persists goes through a :class:`Store`, so the durability rules 
 * Object stores (s3://, gs://, ...): a single PUT, which the service makes visible atomically.
 * Listings must reflect writes made a moment ago, possibly by another process, so listing caches
   are switched off for object stores and invalidated after every mutation.
+* A backend that fails (an object store that is down, times out or refuses) raises
+  :class:`~storage.errors.StorageIOError` naming the file's URL and the driver's error, once
+  the driver's own retries are spent; a store never answers "absent" for "unreachable".
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import contextlib
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+
+from storage.errors import StorageError, StorageIOError
 
 # Names starting with this prefix are in-flight (or crash-orphaned) temp files, never payload.
 # Escaped components cannot start with "." so the prefix never collides with product names.
@@ -34,6 +40,21 @@ _OBJECT_STORES = frozenset(
 )
 # Drivers known to implement pipe_file(mode="create") as a real create-if-absent.
 _ATOMIC_CREATE = frozenset({"memory", "s3", "s3a"})
+
+# S3 gives up in bounded time unless storage_options say otherwise. botocore's "standard"
+# retry mode (3 attempts with jittered backoff, on throttling, 5xx and lost connections),
+# and s3fs's own loop around each call (on timeouts and dropped connections) cut from 5
+# rounds to S3_RETRIES. With s3fs's 5 s connect and 15 s read timeouts, a request to a
+# refused endpoint fails in about 5 s and one to a silent endpoint in about 2 minutes
+# (s3fs and botocore's own defaults: 7 s and 7 minutes; see docs/faults.md).
+# `config_kwargs` (botocore's Config: retries, connect_timeout, read_timeout) and `retries`
+# (s3fs's rounds) in storage_options replace these defaults.
+_S3 = frozenset({"s3", "s3a"})
+S3_CONFIG = {"retries": {"mode": "standard", "max_attempts": 3}}
+S3_RETRIES = 2
+
+# Driver errors that mean something to callers (there is or is no such file) pass through.
+_MEANINGFUL = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 
 _SAFE_CHAR = re.compile(r"[A-Za-z0-9_-]")
 _ESCAPED = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+")
@@ -49,9 +70,18 @@ class Store:
             # A bare path means local disk; resolve it now so workers in other cwds agree.
             url = "file://" + os.path.abspath(os.path.expanduser(url))
         options = dict(self.storage_options)
-        if not chained and url.split("://", 1)[0] in _OBJECT_STORES:
+        scheme = "" if chained else url.split("://", 1)[0]
+        if scheme in _OBJECT_STORES:
             options.setdefault("use_listings_cache", False)
+        retries = None
+        if scheme in _S3:
+            options["config_kwargs"] = S3_CONFIG | (options.get("config_kwargs") or {})
+            retries = int(options.pop("retries", S3_RETRIES))
+            if retries != S3_RETRIES:  # not on the cached client that other stores share
+                options["skip_instance_cache"] = True
         fs, root = url_to_fs(url, **options)
+        if retries is not None:
+            fs.retries = retries  # type: ignore[attr-defined]  # s3fs reads it per call
         self.fs: fsspec.AbstractFileSystem = fs
         self.root: str = root.rstrip("/") or root
         self._local = isinstance(fs, LocalFileSystem)
@@ -84,8 +114,6 @@ class Store:
 
     def require_atomic_create(self, what: str) -> None:
         if not self.atomic_create:
-            from storage.commit import StorageError  # commit builds on this module
-
             raise StorageError(
                 f"{self.url}: {what} needs an atomic create-if-absent, which this backend "
                 f"({self.protocol}) does not offer through fsspec; use file://, memory:// "
@@ -119,16 +147,14 @@ class Store:
         if self._local:
             _write_local(path, bytes(data), exclusive)
             return
+        if exclusive and self.exists(rel):
+            raise FileExistsError(f"{self.url_of(rel)} already exists")
         try:
-            if exclusive:
-                if self.fs.exists(path):
-                    raise FileExistsError(f"{self.url_of(rel)} already exists")
-                if self.protocol in _ATOMIC_CREATE:
+            with self._io("write", rel):
+                if exclusive and self.protocol in _ATOMIC_CREATE:
                     self.fs.pipe_file(path, data, mode="create")
                 else:
                     self.fs.pipe_file(path, data)
-            else:
-                self.fs.pipe_file(path, data)
         finally:
             self._invalidate(path)
 
@@ -136,7 +162,8 @@ class Store:
         """Return the raw bytes at ``rel``; FileNotFoundError if there is no such file."""
         path = self.path(rel)
         try:
-            return bytes(self.fs.cat_file(path))
+            with self._io("read", rel):
+                return bytes(self.fs.cat_file(path))
         except FileNotFoundError:
             raise FileNotFoundError(f"no file at {self.url_of(rel)}") from None
 
@@ -144,14 +171,23 @@ class Store:
         """Whether a file or directory exists at ``rel``."""
         path = self.path(rel)
         self._invalidate(path)
-        return bool(self.fs.exists(path))
+        if self._local:
+            return bool(self.fs.exists(path))
+        # info, not exists: a driver's exists() may answer False for any error at all
+        with self._io("look up", rel):
+            try:
+                self.fs.info(path)
+            except FileNotFoundError:
+                return False
+        return True
 
     def listdir(self, rel: str = "") -> list[str]:
         """Sorted names of files and directories directly under ``rel``; [] if it is absent."""
         path = self.path(rel).rstrip("/")
         self._invalidate(path)
         try:
-            entries = self.fs.ls(path, detail=False)
+            with self._io("list", rel):
+                entries = self.fs.ls(path, detail=False)
         except (FileNotFoundError, NotADirectoryError):
             return []
         names: set[str] = set()
@@ -171,7 +207,8 @@ class Store:
         path = self.path(rel).rstrip("/")
         self._invalidate(path)
         try:
-            entries = self.fs.ls(path, detail=True)
+            with self._io("list", rel):
+                entries = self.fs.ls(path, detail=True)
         except (FileNotFoundError, NotADirectoryError):
             return {}
         out = {}
@@ -206,7 +243,8 @@ class Store:
             return sorted(found)
         self._invalidate(path)
         try:
-            found = self.fs.find(path, withdirs=False, detail=False)
+            with self._io("list", rel):
+                found = self.fs.find(path, withdirs=False, detail=False)
         except FileNotFoundError:
             return []
         prefix = path + "/"
@@ -220,7 +258,7 @@ class Store:
         if not rel:
             raise ValueError("delete() takes a file; use delete_tree('') to empty the store")
         try:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError), self._io("delete", rel):
                 self.fs.rm_file(path)
         finally:
             self._invalidate(path)
@@ -239,20 +277,41 @@ class Store:
         """Delete ``rel`` and everything below it; a missing tree is not an error."""
         path = self.path(rel)
         try:
-            if self.protocol in _OBJECT_STORES:
-                # Directories are virtual here, so delete the objects themselves; a recursive
-                # rm at a bucket root would also try to delete the bucket.
-                self._invalidate(path)
-                found = self.fs.find(path, withdirs=False, detail=False)
-                inside = path.rstrip("/") + "/"
-                files = [f for f in found if f == path or f.startswith(inside)]
-                if files:
-                    self.fs.rm(files)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm(path, recursive=True)
+            with self._io("delete", rel):
+                self._delete_tree(path)
         finally:
             self._invalidate(path)
+
+    def _delete_tree(self, path: str) -> None:
+        if self.protocol in _OBJECT_STORES:
+            # Directories are virtual here, so delete the objects themselves; a recursive
+            # rm at a bucket root would also try to delete the bucket.
+            self._invalidate(path)
+            found = self.fs.find(path, withdirs=False, detail=False)
+            inside = path.rstrip("/") + "/"
+            files = [f for f in found if f == path or f.startswith(inside)]
+            if files:
+                self.fs.rm(files)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(path, recursive=True)
+
+    @contextlib.contextmanager
+    def _io(self, action: str, rel: str) -> Iterator[None]:
+        """Raise a driver's failure as a StorageIOError that names the URL and the cause.
+
+        Local disk raises OSErrors that name the path already; they pass unchanged, as do
+        the errors callers act on (no such file, already exists).
+        """
+        try:
+            yield
+        except (*_MEANINGFUL, StorageError):
+            raise
+        except Exception as exc:
+            if self._local:
+                raise
+            cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise StorageIOError(f"{self.url_of(rel)}: could not {action} ({cause})") from exc
 
     def _invalidate(self, path: str) -> None:
         """Drop cached listings for ``path`` so the next read asks the backend."""

@@ -7,7 +7,10 @@ releasing leaves the file behind, so a lease counts as **stale**, and is broken,
 - its holder ran on this host and that process is gone (or is a different process that
   reused the pid); this frees a killed holder at once, or
 - its heartbeat is older than ``ttl`` seconds (holders on other hosts, which this host
-  cannot ask). A live holder rewrites its heartbeat every ``ttl / 4`` seconds.
+  cannot ask). A live holder rewrites its heartbeat every ``ttl / 4`` seconds, or
+- its holder is this very process, which has let go of it: a release that could not reach
+  the store (an object store that was down) leaves the record, and this process must not
+  wait ``ttl`` for itself when it retries.
 
 Breaking a stale lease and taking it again is not atomic on every backend. A breaker
 re-reads the lease just before deleting it and deletes only the stale record it judged,
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -30,6 +34,10 @@ from typing import Any
 
 from storage.commit import StorageError
 from storage.fs import Store
+
+log = logging.getLogger(__name__)
+
+_HELD: set[str] = set()  # tokens of the leases this process holds now
 
 
 class LeaseHeldError(StorageError):
@@ -109,6 +117,8 @@ class Lease:
         pid = holder.get("pid")
         same_machine = holder.get("machine", _machine()) == _machine()
         if holder.get("host") == socket.gethostname() and same_machine and isinstance(pid, int):
+            if pid == os.getpid() and holder.get("started") == _start_time(pid):
+                return holder.get("token") not in _HELD  # ours, and we let go of it
             return not _alive(pid, holder.get("started"))
         return False
 
@@ -134,6 +144,7 @@ class Lease:
                         f"{holder.get('host')}; another process is working on this store"
                     ) from None
                 time.sleep(poll)
+        _HELD.add(self.token)
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
         self._beat.start()
@@ -150,6 +161,12 @@ class Lease:
                 continue
 
     def release(self) -> None:
+        """Stop the heartbeat and delete the record if it is still ours.
+
+        The lease counts as let go even when the delete fails (StorageIOError): this
+        process may take it again at once, and others once it is stale.
+        """
+        _HELD.discard(self.token)
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
@@ -159,7 +176,14 @@ class Lease:
             self.store.delete(self.rel)
 
     def __enter__(self) -> Lease:
-        return self.acquire()
+        """Acquire (without waiting) unless held already: ``with lease.acquire(wait=30):``."""
+        return self if self.token in _HELD else self.acquire()
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            self.release()
+        except Exception:
+            if exc_type is None:
+                raise
+            # The body's error is what the caller must see; the record stays until stale.
+            log.warning("could not release %s", self.store.url_of(self.rel), exc_info=True)

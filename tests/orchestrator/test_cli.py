@@ -284,3 +284,24 @@ def test_forget_a_group_from_the_command_line(tmp_path, capsys):
     assert len(body["start_stages"]) <= 1  # a group lives in one shard
     assert run("forget", "--store", url, "--group", "7") == 2
     assert "unknown group: '7'" in capsys.readouterr().err
+
+
+def test_an_unreachable_object_store_is_a_one_line_error(capsys):
+    """Nothing listens at the endpoint: one line naming the store URL and the cause."""
+    pytest.importorskip("s3fs")
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"},
+        "config_kwargs": {"retries": {"max_attempts": 1}},
+    }
+    url = "s3://nowhere/store"
+    assert run("status", "--store", url, "--storage-options", json.dumps(options)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sisa: error: {url}/") and "EndpointConnectionError" in err
+    assert len(err.splitlines()) == 1

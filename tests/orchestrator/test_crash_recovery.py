@@ -3,9 +3,10 @@
 A subprocess accepts two deletion requests (touching three shards, different slices, and
 the test set) and processes them; ``SISA_CRASH_AT`` SIGKILLs it at one named step: inside
 ``accept`` (before/after the journal write, after compliance) or inside ``process`` (after
-the lease, the plan, a data commit, a stage commit, around a head commit, in the middle of
-a sweep, after the retrain, serving switch, tombstones, a receipt). A second subprocess
-restarts: it re-submits only what was not acknowledged and runs ``process``. Proven:
+the lease, the plan, a data commit, one optimizer step into a stage, a stage commit, around
+a head commit, in the middle of a sweep, after the retrain, serving switch, tombstones, a
+receipt). A second subprocess restarts: it re-submits only what was not acknowledged and
+runs ``process``. Proven:
 
 - the end state is bitwise identical to an uninterrupted run (heads, every artifact's
   bytes, tombstones, journal, batch plans, receipts, serving state, and the set of files);
@@ -50,6 +51,7 @@ PROCESS_POINTS = [
     "process-locked",
     "after-plan",
     "after-data-commit",
+    "mid-stage",
     "after-stage-commit",
     "before-head-commit",
     "after-head-commit",

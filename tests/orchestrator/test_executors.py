@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,10 +14,14 @@ import pytest
 from orchestrator.executors import InProcessExecutor, RayExecutor, make_executor
 from sisa.config import ResourcesConfig
 from sisa.status import status
+from sisa.store import SisaStore
 from sisa.train import train
+from sisa.trainer import state_digest
 from sisa.unlearn import forget
 from sisa.verify import verify
+from storage import is_committed, tensor_hashes
 from tests.conftest import tiny_config
+from tests.sisa.test_unlearn import layout
 
 pytestmark = pytest.mark.ray
 
@@ -131,6 +136,71 @@ def test_a_killed_ray_task_is_retried_and_resumes(ray_cluster, tmp_path):
     assert report.shards[0].resumed == [1] and report.shards[0].trained == [2, 3]
     train(cfg, str(tmp_path / "clean"))
     assert weights(str(tmp_path / "flaky")) == weights(str(tmp_path / "clean"))
+
+
+def checkpoints(url):
+    """Per shard and stage: every tensor's hash and the optimizer state's digest, read back."""
+    store = SisaStore(url)
+    out = {}
+    for shard in range(store.config().sisa.shards):
+        for ref in store.shard_head(shard).stages:
+            weights, extra = store.read_stage(ref)
+            out[shard, ref["stage"]] = (tensor_hashes(weights), state_digest(extra))
+    return out
+
+
+def shard_files(url):
+    """Files under shards/, each with whether its artifact is committed (heads are docs)."""
+    store = SisaStore(url)
+
+    def committed(rel):
+        head = rel.endswith(".json") and rel.count("/") == 2  # shards/00000/g000001.json
+        return head or is_committed(store.fs, rel.rsplit("/", 1)[0])
+
+    return {rel: committed(rel) for rel in store.fs.walk("shards")}
+
+
+def flaky_ray(marker, point):
+    env = {"SISA_CRASH_AT": f"{point}@{marker}"}
+    return RayExecutor(progress=False, task_options={"runtime_env": {"env_vars": env}})
+
+
+def test_a_ray_worker_killed_mid_stage_is_retried_from_the_last_commit(ray_cluster, tmp_path):
+    """SIGKILL one optimizer step into stage 2 of 3, before its checkpoint exists. Ray runs
+    the task again; the retry takes stage 1 from its commit and trains stages 2 and 3 anew.
+    Weights and optimizer state equal an uninterrupted in-process run, and nothing the dead
+    worker began is left."""
+    cfg = tiny_config(**{"sisa.shards": 1})
+    marker = tmp_path / "crashed-once"
+    flaky, clean = str(tmp_path / "flaky"), str(tmp_path / "clean")
+    report = train(cfg, flaky, executor=flaky_ray(marker, "mid-stage#2"))
+    assert marker.exists()  # it really died once
+    assert report.shards[0].resumed == [1] and report.shards[0].trained == [2, 3]
+    train(cfg, clean)
+    assert checkpoints(flaky) == checkpoints(clean)
+    files = shard_files(flaky)
+    assert files == shard_files(clean) and all(files.values())
+
+
+def test_a_ray_worker_killed_mid_stage_of_a_deletion_retrain_is_retried(ray_cluster, tmp_path):
+    """The same kill while ``process`` retrains a shard without a deleted point."""
+    cfg = tiny_config(**{"sisa.shards": 1})
+    base = str(tmp_path / "base")
+    train(cfg, base)
+    ids, _, slices = layout(base)
+    victim = int(ids[slices == 0][0])  # stage 1 onwards is retrained
+    flaky, clean = str(tmp_path / "flaky"), str(tmp_path / "clean")
+    shutil.copytree(base, flaky)
+    shutil.copytree(base, clean)
+    marker = tmp_path / "crashed-once"
+    report = forget(flaky, [victim], executor=flaky_ray(marker, "mid-stage#2"))
+    assert marker.exists()
+    assert report.shards[0].resumed == [1] and report.shards[0].trained == [2, 3]
+    forget(clean, [victim])
+    assert checkpoints(flaky) == checkpoints(clean)
+    files = shard_files(flaky)
+    assert files == shard_files(clean) and all(files.values())
+    assert verify(flaky).identical
 
 
 def test_joining_a_running_cluster_by_address(ray_cluster, tmp_path):
