@@ -185,7 +185,7 @@ def plan_batch(store: SisaStore, requests: list[Request]) -> BatchPlan:
         if part == TEST:
             test_removed = int(drop.sum())
             continue
-        _, slice_of = place(config.sisa, arrays["ids"], arrays["y"], arrays.get("groups"))
+        _, slice_of = place(config.sisa, arrays)
         start = int(slice_of[drop].min()) + 1
         counts = np.bincount(slice_of[~drop], minlength=config.sisa.slices).tolist()
         shards.append(
@@ -343,7 +343,7 @@ def _retrain(
             body = {"data": ref, "n": int(len(kept["ids"])), "journal_seq": through}
             store.commit_head(prefix, head.generation + 1, body | {"committed_at": time.time()})
             continue
-        _, slice_of = place(config.sisa, small["ids"][drop], small["y"][drop], _g(small, drop))
+        _, slice_of = place(config.sisa, {k: v[drop] for k, v in small.items()})
         start = int(slice_of.min()) + 1
         jobs.append(
             ShardJob(
@@ -361,10 +361,6 @@ def _retrain(
     return run_jobs(
         executor, run_shard_job, jobs, resources=config.resources, units=units, desc="retrain"
     )
-
-
-def _g(arrays: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray | None:
-    return arrays["groups"][rows] if "groups" in arrays else None
 
 
 def _advance_heads(store: SisaStore, requests: list[Request], through: int) -> None:
