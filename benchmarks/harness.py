@@ -61,6 +61,7 @@ BENCHMARKS = (
     "serving",
     "lookup",
     "evidence",
+    "sharding",
 )
 
 
