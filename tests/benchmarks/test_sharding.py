@@ -71,6 +71,7 @@ def test_measured_samples_are_what_the_plan_said(figures: dict[str, Any]) -> Non
         assert c["measured_samples"] == pytest.approx(
             sum(r["samples"] for r in c["runs"]) / len(c["runs"])
         )
+        assert c["measured_samples_se"] >= 0 or len(c["runs"]) == 1
         assert c["samples_over_expected"] == pytest.approx(
             c["measured_samples"] / c["expected"]["samples"]
         )
