@@ -72,6 +72,8 @@ def test_measured_samples_are_what_the_plan_said(figures: dict[str, Any]) -> Non
             sum(r["samples"] for r in c["runs"]) / len(c["runs"])
         )
         assert c["measured_samples_se"] >= 0 or len(c["runs"]) == 1
+        # the simulated draws count plans as the run does: their mean is the expectation
+        assert c["simulated_samples"] == pytest.approx(c["expected"]["samples"], rel=0.2)
         assert c["samples_over_expected"] == pytest.approx(
             c["measured_samples"] / c["expected"]["samples"]
         )
