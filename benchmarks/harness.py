@@ -68,6 +68,7 @@ BENCHMARKS = (
     "lookup",
     "evidence",
     "scale",
+    "sharding",
     "gpu",
 )
 

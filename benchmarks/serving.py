@@ -437,7 +437,7 @@ def first_slice_ids(url: str) -> list[int]:
     per_shard = []
     for k in range(cfg.shards):
         arrays = store.read_data(store.shard_head(k).data, features=False)
-        _, slice_of = place(cfg, arrays["ids"], arrays["y"], arrays.get("groups"))
+        _, slice_of = place(cfg, arrays)
         per_shard.append(arrays["ids"][slice_of == 0].tolist())
     rounds = min(len(ids) for ids in per_shard)
     return [int(ids[r]) for r in range(rounds) for ids in per_shard]

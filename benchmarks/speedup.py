@@ -68,7 +68,7 @@ def training_points(url: str) -> tuple[list[int | str], list[int]]:
     slices: list[int] = []
     for shard in range(cfg.shards):
         arrays = store.read_data(store.shard_head(shard).data, features=False)
-        _, slice_of = place(cfg, arrays["ids"], arrays["y"], arrays.get("groups"))
+        _, slice_of = place(cfg, arrays)
         ids += arrays["ids"].tolist()
         slices += slice_of.tolist()
     return ids, slices

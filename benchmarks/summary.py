@@ -201,6 +201,31 @@ def scale(f: dict[str, Any]) -> list[Row]:
     ]
 
 
+def sharding(f: dict[str, Any]) -> list[Row]:
+    d, rows = f["distribution"], []
+    uniform = f["variants"]["uniform"]["accuracy"]["average"]["mean"]
+    for variant, info in f["variants"].items():
+        if variant != "aware":  # the default settings; the others are ablations
+            continue
+        savings = [s for s in f["savings"] if s["variant"] == variant]
+        ks = ", ".join(f"{s['k']:,}" for s in savings)
+        loss = (uniform - info["accuracy"]["average"]["mean"]) * 100
+        rows.append(
+            (
+                f"Deletion-aware sharding ({variant}), {d['risky_share']:.0%} of points carry "
+                f"{d['risky_mass']:.0%} of requests: samples retrained, uniform / aware, K = {ks}",
+                "> 1x",
+                "measured "
+                + ", ".join(_x(s["measured_samples"]) for s in savings)
+                + "; expected "
+                + ", ".join(_x(s["expected_samples"]) for s in savings)
+                + f"; aggregate accuracy lost against uniform {loss:+.2f} points",
+                all(s["measured_samples"] > 1 for s in savings),
+            )
+        )
+    return rows
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "speedup": speedup,
     "deletion": deletion,
@@ -210,6 +235,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "serving": serving,
     "lookup": lookup,
     "scale": scale,
+    "sharding": sharding,
 }
 
 

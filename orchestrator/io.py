@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RESERVED = ("id", "label", "group")
+RESERVED = ("id", "label", "group", "risk")
 
 
 def read_features(path: str) -> tuple[np.ndarray | None, np.ndarray]:
     """(ids or None, features [n, ...]) from .npz (``X``, optional ``ids``), .csv or .parquet.
 
-    CSV/Parquet: every column but ``id``, ``label`` and ``group`` is a feature.
+    CSV/Parquet: every column but ``id``, ``label``, ``group`` and ``risk`` is a feature.
     """
     file = Path(path)
     if not file.exists():

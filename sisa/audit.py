@@ -325,7 +325,7 @@ class _Audit:
             self.flag("pending deletion", rel, f"{pending} point(s) of open requests", "warning")
         if shard is None:
             return None
-        return place(self.config.sisa, ids, arrays["y"], groups)[1], fingerprints(ids)
+        return place(self.config.sisa, arrays)[1], fingerprints(ids)
 
     def check_stages(self, prefix: str, stages: list, live: dict, slice_of, fps) -> None:
         if len(stages) != self.config.sisa.slices:

@@ -193,7 +193,7 @@ def plan_batch(store: SisaStore, requests: list[Request]) -> BatchPlan:
         if part == TEST:
             test_removed = int(drop.sum())
             continue
-        _, slice_of = place(config.sisa, arrays["ids"], arrays["y"], arrays.get("groups"))
+        _, slice_of = place(config.sisa, arrays)
         start = int(slice_of[drop].min()) + 1
         counts = np.bincount(slice_of[~drop], minlength=config.sisa.slices).tolist()
         shards.append(
@@ -345,7 +345,7 @@ def _retrain(
             resources = config.resources.for_data()
             run_jobs(executor, run_test_data_job, [test], resources=resources, units=0, desc="")
             continue
-        _, slice_of = place(config.sisa, small["ids"][drop], small["y"][drop], _g(small, drop))
+        _, slice_of = place(config.sisa, {k: v[drop] for k, v in small.items()})
         start = int(slice_of.min()) + 1
         jobs.append(
             ShardJob(
@@ -364,10 +364,6 @@ def _retrain(
     return run_jobs(
         executor, run_shard_job, jobs, resources=config.resources, units=units, desc="retrain"
     )
-
-
-def _g(arrays: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray | None:
-    return arrays["groups"][rows] if "groups" in arrays else None
 
 
 def _advance_heads(store: SisaStore, requests: list[Request], through: int) -> None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 ENV_PREFIX = "SISA_"
 SECRETS = {"serving.token"}
+RISK_SETTINGS = ("deletion_risk", "risk_threshold", "risky_shard_fraction", "risky_slice_fraction")
 
 
 class ConfigError(ValueError):
@@ -63,8 +64,34 @@ class SisaConfig(_Section):
     """Root of every random draw; a shard's draws depend on (seed, shard) only."""
     sharding: Literal["uniform", "stratified", "group"] = "uniform"
     """How a point's shard is derived from its ID (and its label or group)."""
+    deletion_risk: str | None = None
+    """Each point's probability of being deleted, for deletion-aware placement (see
+    docs/sharding.md): ``"column"`` reads the data's ``risk`` column (npz array) in
+    [0, 1]; ``"package.module:function"`` is called once at training as
+    ``fn(ids, labels, groups)`` and must return [n] values in [0, 1]. Either way the
+    values are stored with the points, so later retrains place them the same way.
+    Unset: no risk tiers."""
+    risk_threshold: float = Field(0.5, gt=0, le=1)
+    """Points with risk at or above this are risky: they get shards of their own and
+    the last slices there, so deleting them retrains few points."""
+    risky_shard_fraction: float = Field(0.05, gt=0, lt=1)
+    """Share of the shards reserved for risky points: round(fraction x S), at least one
+    and, with S >= 2, at most S - 1; the other points share the remaining shards."""
+    risky_slice_fraction: float = Field(0.5, gt=0, le=1)
+    """Share of the last slices of the risky shards that risky points fill (at least
+    one slice). Smaller: cheaper deletions, but those shards train fewer epochs."""
     aggregation: Literal["average", "vote"] = "average"
     """Average probabilities, or majority vote of labels (ties go to the lowest class)."""
+
+    @field_validator("deletion_risk")
+    @classmethod
+    def _risk_source(cls, value: str | None) -> str | None:
+        if value is None or value == "column":
+            return value
+        module, sep, attr = value.partition(":")
+        if not (sep and module and attr) or ":" in attr:
+            raise ValueError("must be 'column' or 'package.module:function'")
+        return value
 
 
 class ModelConfig(_Section):
@@ -197,6 +224,9 @@ class Config(_Section):
         Checkpoints record it; a checkpoint made under another hash is never reused.
         """
         body = self.model_dump(mode="json", exclude={"resources", "deletion", "serving"})
+        if self.sisa.deletion_risk is None:  # the tier settings then change nothing
+            for key in RISK_SETTINGS:
+                del body["sisa"][key]
         body["threads"] = self.resources.threads
         body["device"] = self.resources.device
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))

@@ -8,6 +8,10 @@ R slices, e epochs and K requests:
   ``S / (2/3 + 1/(3R))``;
 - K requests batched: ``N·(1 − (1 − 1/S)^K)`` points' worth of shards are touched.
 
+``expected_cost`` generalises both to any placement and request distribution (for
+deletion-aware placement, docs/sharding.md): a shard is retrained from its earliest
+touched slice, with the probability that K independent requests first touch it there.
+
 A concrete plan knows which shards restart at which stage, so it counts exactly: a retrain
 from stage r trains ``Σ_{s≥r} ceil(2e/(R+1) · n_s)`` samples, ``n_s`` being the points left
 in slices 1..s (``sisa.schedule``). Seconds are predicted from what this store measured,
@@ -24,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
+
+import numpy as np
 
 from sisa.config import SisaConfig
 from sisa.jobs import PHASES, ShardResult
@@ -43,6 +49,68 @@ def paper_speedup(shards: int, slices: int) -> float:
 def paper_batched_points(n: int, shards: int, requests: int) -> float:
     """Expected points in the shards that K uniformly placed requests touch."""
     return n * (1 - (1 - 1 / shards) ** requests)
+
+
+def layout_table(
+    shard_of: np.ndarray,
+    slice_of: np.ndarray,
+    shards: int,
+    slices: int,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per (shard, slice), the number of points, or the sum of ``weights`` ([n], such as
+    each point's request probability) when given. [n], [n] -> [S, R]."""
+    flat = np.asarray(shard_of) * slices + np.asarray(slice_of)  # [n]
+    table = np.bincount(flat, weights=weights, minlength=shards * slices)
+    return table.reshape(shards, slices)
+
+
+@dataclass(frozen=True)
+class ExpectedCost:
+    """What K requests are expected to cost, for a placement and a request distribution."""
+
+    requests: int  # K
+    touched_points: float  # points in the shards retrained (the paper's batched measure)
+    samples: float  # samples the retrains train (sample-epochs), as ``retrain_samples``
+    shards_touched: float  # expected number of shards retrained
+
+
+def expected_cost(
+    cfg: SisaConfig, counts: np.ndarray, mass: np.ndarray, requests: int
+) -> ExpectedCost:
+    """Expected cost of K = ``requests`` requests drawn independently from a distribution
+    over points (a point drawn twice is deleted once), batched into one retrain.
+
+    ``counts[k, r]``: points in slice r of shard k; ``mass[k, r]``: the probability that one
+    request falls there (summing to 1). Shard k is retrained from its earliest touched
+    slice r with probability (1 - M_{<r})^K - (1 - M_{<=r})^K, M being its mass in the
+    slices before: the paper's model generalised to any placement and distribution. With
+    uniform placement and requests it gives N(1 - (1 - 1/S)^K) touched points, and for
+    one request e(N/S)(2/3 + 1/(3R)) samples. Counts are those before the deletion (a
+    retrain trains on at most K points fewer).
+    """
+    counts = np.asarray(counts, dtype=np.int64)  # [S, R]
+    mass = np.asarray(mass, dtype=np.float64)  # [S, R]
+    if counts.shape != mass.shape or counts.ndim != 2:
+        raise ValueError(f"counts and mass must both be [S, R], got {counts.shape}, {mass.shape}")
+    if requests < 0 or (mass < 0).any() or not np.isclose(mass.sum(), 1.0):
+        raise ValueError("mass must be a probability distribution and requests >= 0")
+    before = np.concatenate([np.zeros((len(mass), 1)), np.cumsum(mass, axis=1)], axis=1)
+    untouched = np.clip(1.0 - before, 0.0, 1.0) ** requests  # [S, R+1]: earliest slice >= r
+    start = untouched[:, :-1] - untouched[:, 1:]  # [S, R]: P(earliest touched slice = r)
+    samples = sum(
+        start[k, r] * retrain_samples(cfg, counts[k].tolist(), r + 1)
+        for k in range(counts.shape[0])
+        for r in range(counts.shape[1])
+        if start[k, r] > 0
+    )
+    touched = 1.0 - untouched[:, -1]  # [S]
+    return ExpectedCost(
+        requests,
+        float(touched @ counts.sum(axis=1)),
+        float(samples),
+        float(touched.sum()),
+    )
 
 
 def retrain_samples(cfg: SisaConfig, slice_counts: list[int], start_stage: int) -> int:

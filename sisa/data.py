@@ -22,7 +22,8 @@ from sisa.ids import as_id_array, fingerprints, unit_interval
 _MAX_EXAMPLES = 5
 _CHUNK = 32_768  # rows per chunk where a whole-matrix temporary would be too large
 NPZ_REQUIRED = ("ids", "X", "y")
-NPZ_OPTIONAL = ("groups",)
+NPZ_OPTIONAL = ("groups", "risk")
+RESERVED_COLUMNS = ("id", "label", "group", "risk")  # every other column is a feature
 _INT_TEXT = r"-?(0|[1-9][0-9]*)"
 
 
@@ -41,7 +42,7 @@ def _examples(values: Sequence[object] | np.ndarray) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Points with IDs, features, labels and optional groups, aligned by row.
+    """Points with IDs, features, labels, optional groups and deletion risks, by row.
 
     Equality compares every array exactly (dtype, shape and values); the dataclass default
     would compare arrays elementwise and fail with an ambiguous truth value.
@@ -52,6 +53,7 @@ class Dataset:
     y: np.ndarray  # [n] int64 in [0, num_classes)
     num_classes: int
     groups: np.ndarray | None = None  # [n] int64 or unicode; points erased together
+    risk: np.ndarray | None = None  # [n] float64 in [0, 1]; probability of deletion
 
     __hash__ = None  # type: ignore[assignment]  # arrays are mutable
 
@@ -61,9 +63,9 @@ class Dataset:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Dataset):
             return NotImplemented
-        if self.num_classes != other.num_classes or (self.groups is None) != (other.groups is None):
-            return False
         mine, theirs = self.to_arrays(), other.to_arrays()
+        if self.num_classes != other.num_classes or set(mine) != set(theirs):
+            return False
         return all(
             mine[k].dtype == theirs[k].dtype and np.array_equal(mine[k], theirs[k]) for k in mine
         )
@@ -81,6 +83,7 @@ class Dataset:
             y=self.y[index],
             num_classes=self.num_classes,
             groups=None if self.groups is None else self.groups[index],
+            risk=None if self.risk is None else self.risk[index],
         )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -88,6 +91,8 @@ class Dataset:
         arrays = {"ids": self.ids, "X": self.X, "y": self.y}
         if self.groups is not None:
             arrays["groups"] = self.groups
+        if self.risk is not None:
+            arrays["risk"] = self.risk
         return arrays
 
     @classmethod
@@ -98,8 +103,16 @@ class Dataset:
             raise DataError(f"missing arrays: {', '.join(missing)}")
         extra = sorted(set(arrays) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
         if extra:
-            raise DataError(f"unknown arrays: {', '.join(extra)} (expected ids, X, y, groups)")
-        ds = cls(arrays["ids"], arrays["X"], arrays["y"], num_classes, arrays.get("groups"))
+            known = ", ".join(NPZ_REQUIRED + NPZ_OPTIONAL)
+            raise DataError(f"unknown arrays: {', '.join(extra)} (expected {known})")
+        ds = cls(
+            arrays["ids"],
+            arrays["X"],
+            arrays["y"],
+            num_classes,
+            arrays.get("groups"),
+            arrays.get("risk"),
+        )
         return validate(ds)
 
 
@@ -142,8 +155,9 @@ def validate(ds: Dataset, *, allow_empty: bool = False) -> Dataset:
     if X.ndim < 2:
         raise DataError(f"features must have shape [n, *feature_shape], got {X.shape}")
     lengths = {"ids": n, "X": X.shape[0], "y": y.shape[0]}
-    if ds.groups is not None:
-        lengths["groups"] = np.shape(ds.groups)[0] if np.ndim(ds.groups) == 1 else -1
+    for name, extra in (("groups", ds.groups), ("risk", ds.risk)):
+        if extra is not None:
+            lengths[name] = np.shape(extra)[0] if np.ndim(extra) == 1 else -1
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{k}={v}" for k, v in lengths.items())
         raise DataError(f"ragged arrays: row counts differ ({shown}; -1 means not 1-D)")
@@ -174,7 +188,24 @@ def validate(ds: Dataset, *, allow_empty: bool = False) -> Dataset:
         if bad.any():
             raise DataError(f"NaN or infinite features at IDs {_examples(ids[bad])}")
     groups = None if ds.groups is None else _id_array(ds.groups, "groups")
-    return Dataset(ids, X, y, int(ds.num_classes), groups)
+    risk = None if ds.risk is None else risk_values(ds.risk, ids, "risk")
+    return Dataset(ids, X, y, int(ds.num_classes), groups, risk)
+
+
+def risk_values(values: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
+    """Deletion probabilities as float64 in [0, 1], or ``DataError`` naming the IDs."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "iuf":
+        raise DataError(f"{what} has dtype {values.dtype}; it must be numbers in [0, 1]")
+    values = values.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1)  # [n] bool
+    if bad.any():
+        raise DataError(
+            f"{what} outside [0, 1] (or missing) at IDs {_examples(ids[bad])}: "
+            f"values {_examples(values[bad])}"
+        )
+    return values
 
 
 def _labels(y: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -241,15 +272,16 @@ def _column_ids(col: pd.Series, what: str, *, from_text: bool) -> np.ndarray:
 
 
 def _from_frame(df: pd.DataFrame, num_classes: int | None, *, from_text: bool) -> Dataset:
-    """A dataset from a table with ``id``, ``label``, optional ``group`` and feature columns."""
+    """A dataset from a table with ``id``, ``label``, optional ``group`` and ``risk``, and
+    feature columns."""
     for name in ("id", "label"):
         if name not in df.columns:
             raise DataError(f"missing column {name!r} (columns: {_examples(list(df.columns))})")
     if len(df) == 0:
         raise DataError("empty data: the table has no rows")  # column dtypes are unknowable
-    feature_cols = [c for c in df.columns if c not in ("id", "label", "group")]
+    feature_cols = [c for c in df.columns if c not in RESERVED_COLUMNS]
     if not feature_cols:
-        raise DataError("no feature columns besides id, label and group")
+        raise DataError(f"no feature columns besides {', '.join(RESERVED_COLUMNS)}")
     for c in feature_cols:
         if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])):
             raise DataError(f"non-numeric feature column {c!r} (dtype {df[c].dtype})")
@@ -266,6 +298,12 @@ def _from_frame(df: pd.DataFrame, num_classes: int | None, *, from_text: bool) -
     groups = None
     if "group" in df.columns:
         groups = _column_ids(df["group"], "group", from_text=from_text)
+    risk = None
+    if "risk" in df.columns:
+        col = df["risk"]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise DataError(f"column 'risk' has dtype {col.dtype}; it must be numbers in [0, 1]")
+        risk = col.to_numpy(dtype=np.float64, na_value=np.nan)  # [n], NaN named by validate
     label = df["label"]
     if not pd.api.types.is_numeric_dtype(label) or pd.api.types.is_bool_dtype(label):
         raise DataError(f"column 'label' has dtype {label.dtype}; labels must be integers")
@@ -273,7 +311,7 @@ def _from_frame(df: pd.DataFrame, num_classes: int | None, *, from_text: bool) -
         y = label.to_numpy(dtype=np.float64, na_value=np.nan)  # [n], NaN named by validate
     else:
         y = label.to_numpy()  # [n]
-    return checked_index(ids, X, y, num_classes, groups)
+    return checked_index(ids, X, y, num_classes, groups, risk)
 
 
 def checked_index(
@@ -282,6 +320,7 @@ def checked_index(
     y: np.ndarray,
     num_classes: int | None,
     groups: np.ndarray | None,
+    risk: np.ndarray | None = None,
 ) -> Dataset:
     """Infer ``num_classes`` when not given, then validate (``X`` may be a one-column
     stand-in where the caller checks the real features itself)."""
@@ -290,7 +329,7 @@ def checked_index(
         finite = y_arr[np.isfinite(y_arr)] if y_arr.dtype.kind == "f" else y_arr
         ok = y_arr.dtype.kind in "iuf" and finite.size > 0
         num_classes = int(np.floor(finite.max())) + 1 if ok else 0
-    return validate(Dataset(ids, X, y, num_classes, groups))
+    return validate(Dataset(ids, X, y, num_classes, groups, risk))
 
 
 def check_npz_names(names: set[str]) -> None:
@@ -314,7 +353,14 @@ def _load_npz(f: BinaryIO, num_classes: int | None) -> Dataset:
                 arrays[k] = npz[k]
             except ValueError as exc:
                 raise DataError(f"npz array {k!r} cannot be loaded safely: {exc}") from exc
-    return checked_index(arrays["ids"], arrays["X"], arrays["y"], num_classes, arrays.get("groups"))
+    return checked_index(
+        arrays["ids"],
+        arrays["X"],
+        arrays["y"],
+        num_classes,
+        arrays.get("groups"),
+        arrays.get("risk"),
+    )
 
 
 def _read(path: str, ext: str, num_classes: int | None) -> Dataset:

@@ -24,6 +24,7 @@ from sisa.data import split_mask
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.jobs import ShardJob
 from sisa.partition import place
+from sisa.risk import with_risk
 from sisa.sources import BUILTIN_SOURCES, CHUNK_ROWS, SourceIndex, open_source
 from sisa.store import TEST, DataWriter, SisaStore, StoreStateError, gen_dir, shard_prefix
 from storage import Lease
@@ -58,7 +59,9 @@ def run_ingest_job(job: IngestJob, progress: Any) -> Ingested:
     )
     source = open_source(data, config.sisa.seed)
     index = source.index()
-    part_of = _parts(config, index)  # [n] TEST_PART or shard
+    # the risk placement reads, stored with the training points (as ``prepare`` does)
+    risked = with_risk(config.sisa, index)
+    part_of = _parts(config, risked)  # [n] TEST_PART or shard
     store = SisaStore(job.url, job.storage_options)
     data_hash = id_set_hash(index.ids)
     kept_salt = check_existing(store, config, index.ids, data_hash, job.overwrite)
@@ -76,18 +79,19 @@ def run_ingest_job(job: IngestJob, progress: Any) -> Ingested:
         if ref is not None:
             refs[part] = ref
         else:
-            empty = _arrays(index, np.zeros(0, np.int64), np.zeros((0, *index.feature_shape)))
-            writers[part] = (DataWriter(store, rel, empty), ids_hash)
+            rows = index if part == TEST_PART else risked
+            empty = _arrays(rows, np.zeros(0, np.int64), np.zeros((0, *index.feature_shape)))
+            writers[part] = (DataWriter(store, rel, empty), ids_hash, rows)
     if writers:
         for start, X in source.chunks(job.chunk_rows):
             parts = part_of[start : start + len(X)]  # [m]
             order = np.argsort(parts, kind="stable")  # [m] rows grouped by part, in order
             bounds = np.searchsorted(parts[order], list(writers), side="left")
             ends = np.searchsorted(parts[order], list(writers), side="right")
-            for (writer, _), lo, hi in zip(writers.values(), bounds, ends, strict=True):
+            for (writer, _, rows), lo, hi in zip(writers.values(), bounds, ends, strict=True):
                 mine = order[lo:hi]  # [k] this part's rows of the chunk, ascending
-                writer.append(_arrays(index, start + mine, X[mine]))
-        refs |= {part: writer.commit(ids_hash) for part, (writer, ids_hash) in writers.items()}
+                writer.append(_arrays(rows, start + mine, X[mine]))
+        refs |= {part: writer.commit(ids_hash) for part, (writer, ids_hash, _) in writers.items()}
 
     n_test = int(np.sum(part_of == TEST_PART))
     if TEST_PART in refs:
@@ -112,19 +116,23 @@ def source_location(source: str) -> str:
 def _parts(config: Config, index: SourceIndex) -> np.ndarray:
     """Each point's part: the test side by a keyed hash of its ID, else its shard."""
     is_test = split_mask(index.ids, config.sisa.seed, config.data.test_fraction)  # [n] bool
-    train = ~is_test
-    groups = None if index.groups is None else index.groups[train]
-    shard_of, _ = place(config.sisa, index.ids[train], index.y[train], groups)
+    train = np.flatnonzero(~is_test)  # [t]
+    shard_of, _ = place(config.sisa, _arrays(index, train))
     part_of = np.full(len(index), TEST_PART, dtype=np.int64)  # [n]
     part_of[train] = shard_of
     return part_of
 
 
-def _arrays(index: SourceIndex, rows: np.ndarray, X: np.ndarray) -> dict[str, np.ndarray]:
-    """The stored arrays of some source rows, with their features ``X``."""
-    arrays = {"ids": index.ids[rows], "y": index.y[rows], "X": X.astype(index.x_dtype, copy=False)}
-    if index.groups is not None:
-        arrays["groups"] = index.groups[rows]
+def _arrays(
+    index: SourceIndex, rows: np.ndarray, X: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The stored arrays of some source rows (with their features ``X``, if given)."""
+    arrays = {"ids": index.ids[rows], "y": index.y[rows]}
+    for name, values in (("groups", index.groups), ("risk", index.risk)):
+        if values is not None:
+            arrays[name] = values[rows]
+    if X is not None:
+        arrays["X"] = X.astype(index.x_dtype, copy=False)
     return arrays
 
 

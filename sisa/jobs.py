@@ -220,7 +220,7 @@ class Phases:
 def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> ShardData:
     """A shard's committed data with each point's slice, checked against the layout."""
     arrays = store.read_data(ref)
-    shard_of, slice_of = place(config.sisa, arrays["ids"], arrays["y"], arrays.get("groups"))
+    shard_of, slice_of = place(config.sisa, arrays)
     if len(shard_of) and not np.all(shard_of == shard):
         raise RuntimeError(f"data of shard {shard} holds points of other shards; refusing")
     return ShardData(arrays["ids"], arrays["X"], arrays["y"], slice_of)

@@ -1,9 +1,10 @@
 """Sharding and slicing by ID, and O(1) lookup of where an ID lives.
 
 A point's shard and slice are a pure function of (seed, strategy, its own ID, and its
-label or group). No quota, rank or count of other points enters, because then removing one
-point could move another and the retrained shard would no longer equal training from
-scratch. The price: shards and slices are balanced in expectation, not exactly.
+label, group or deletion risk). No quota, rank or count of other points enters, because
+then removing one point could move another and the retrained shard would no longer equal
+training from scratch. The price: shards and slices are balanced in expectation, not
+exactly.
 
 * ``uniform``: keyed hash of the ID.
 * ``stratified``: keyed hash of the ID under a key of its class, so each class is spread
@@ -12,10 +13,18 @@ scratch. The price: shards and slices are balanced in expectation, not exactly.
 * ``group``: keyed hash of the group key, for shard *and* slice. All points of one group
   (one person) live in one slice of one shard, so erasing a person retrains one shard from
   one slice.
+
+Deletion-aware placement (``sisa.deletion_risk``, docs/sharding.md) composes with all
+three: a point whose stored risk is at or above ``sisa.risk_threshold`` is *risky* and is
+placed by the strategy's hash into a few reserved shards and, there, into the last slices;
+every other point is placed by the same hash over the remaining shards and all slices. The
+tier is a function of the point's own risk, so exactness is untouched.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +36,72 @@ from sisa.ids import as_id_array, bucket, fingerprints
 STRATEGIES = ("uniform", "stratified", "group")
 
 
+@dataclass(frozen=True)
+class Tiers:
+    """Where risky points go: shards [0, shards) and, there, the last ``slices`` slices."""
+
+    threshold: float  # risk at or above it is risky
+    shards: int  # reserved for risky points; the others take the remaining shards
+    slices: int  # the last slices of a reserved shard that risky points fill
+
+
+def risk_tiers(cfg: SisaConfig) -> Tiers | None:
+    """The config's tiers, or None when placement ignores risk (``deletion_risk`` unset).
+
+    With one shard, risky and other points share it (risky ones in its last slices).
+    """
+    if cfg.deletion_risk is None:
+        return None
+    reserved = max(1, math.floor(cfg.risky_shard_fraction * cfg.shards + 0.5))
+    late = max(1, math.floor(cfg.risky_slice_fraction * cfg.slices + 0.5))
+    shards = 1 if cfg.shards == 1 else min(cfg.shards - 1, reserved)
+    return Tiers(cfg.risk_threshold, shards, min(cfg.slices, late))
+
+
+def _spread(
+    strategy: str,
+    fps: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    seed: int,
+    shards: int,
+    slices: int,
+    tag: tuple[str, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(shard, slice) in [0, shards) x [0, slices) by the strategy's keyed hash. [n] -> [n], [n]."""
+    if strategy == "uniform":
+        return bucket(fps, shards, seed, "shard", *tag), bucket(fps, slices, seed, "slice", *tag)
+    if strategy == "stratified":
+        shard = np.empty(len(fps), dtype=np.int64)
+        slice_ = np.empty(len(fps), dtype=np.int64)
+        for label in np.unique(labels).tolist():
+            rows = labels == label
+            shard[rows] = bucket(fps[rows], shards, seed, "shard", "class", label, *tag)
+            slice_[rows] = bucket(fps[rows], slices, seed, "slice", "class", label, *tag)
+        return shard, slice_
+    if strategy == "group":
+        if groups is None:
+            raise ValueError("sisa.sharding = 'group' needs data with groups (a 'group' column)")
+        gfps = fingerprints(groups)
+        return bucket(gfps, shards, seed, "shard", "group", *tag), bucket(
+            gfps, slices, seed, "slice", "group", *tag
+        )
+    raise ValueError(f"sisa.sharding: unknown strategy {strategy!r}; use one of {STRATEGIES}")
+
+
+def _check_group_tiers(groups: np.ndarray, risky: np.ndarray) -> None:
+    """Group sharding keeps a group together only if all its points share a tier."""
+    mixed = pd.Series(risky).groupby(groups).nunique()
+    split = mixed.index[mixed.to_numpy() > 1]
+    if len(split):
+        shown = ", ".join(repr(g) for g in split[:5].tolist())
+        raise ValueError(
+            "sisa.sharding = 'group' with sisa.deletion_risk: every point of a group must be "
+            f"on the same side of sisa.risk_threshold; these groups are split: {shown}"
+            + (f" ({len(split)} in all)" if len(split) > 5 else "")
+        )
+
+
 def assign(
     ids: np.ndarray,
     labels: np.ndarray,
@@ -36,42 +111,55 @@ def assign(
     strategy: str,
     shards: int,
     slices: int,
+    risk: np.ndarray | None = None,
+    tiers: Tiers | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return (shard, slice) per point, both [n] int64, slices 0-based."""
-    if strategy == "uniform":
-        fps = fingerprints(ids)
-        return bucket(fps, shards, seed, "shard"), bucket(fps, slices, seed, "slice")
-    if strategy == "stratified":
-        fps = fingerprints(ids)
-        shard = np.empty(len(fps), dtype=np.int64)
-        slice_ = np.empty(len(fps), dtype=np.int64)
-        for label in np.unique(labels).tolist():
-            rows = labels == label
-            shard[rows] = bucket(fps[rows], shards, seed, "shard", "class", label)
-            slice_[rows] = bucket(fps[rows], slices, seed, "slice", "class", label)
-        return shard, slice_
-    if strategy == "group":
-        if groups is None:
-            raise ValueError("sisa.sharding = 'group' needs data with groups (a 'group' column)")
-        gfps = fingerprints(groups)
-        return bucket(gfps, shards, seed, "shard", "group"), bucket(
-            gfps, slices, seed, "slice", "group"
+    """Return (shard, slice) per point, both [n] int64, slices 0-based.
+
+    ``risk`` ([n] in [0, 1]) matters only with ``tiers``; without them every point is
+    placed by the strategy over all shards and slices.
+    """
+    fps = fingerprints(ids)
+    if tiers is None:
+        return _spread(strategy, fps, labels, groups, seed, shards, slices, ())
+    if risk is None:
+        raise ValueError(
+            "sisa.deletion_risk is set but the data holds no risk values (a 'risk' column)"
         )
-    raise ValueError(f"sisa.sharding: unknown strategy {strategy!r}; use one of {STRATEGIES}")
+    risky = np.asarray(risk) >= tiers.threshold  # [n] bool
+    if strategy == "group" and groups is not None:
+        _check_group_tiers(groups, risky)
+    shard = np.empty(len(fps), dtype=np.int64)
+    slice_ = np.empty(len(fps), dtype=np.int64)
+    first = tiers.shards if shards > tiers.shards else 0  # the other points' first shard
+    layout = (  # rows, first shard, shards, first slice, slices, tag
+        (~risky, first, shards - first, 0, slices, "safe"),
+        (risky, 0, tiers.shards, slices - tiers.slices, tiers.slices, "risky"),
+    )
+    for rows, k0, k_count, r0, r_count, tag in layout:
+        if not rows.any():
+            continue
+        sub = None if groups is None else groups[rows]
+        k, r = _spread(
+            strategy, fps[rows], labels[rows], sub, seed, k_count, r_count, ("tier", tag)
+        )
+        shard[rows], slice_[rows] = k + k0, r + r0
+    return shard, slice_
 
 
-def place(
-    cfg: SisaConfig, ids: np.ndarray, labels: np.ndarray, groups: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``assign`` under a config's seed, strategy, shard and slice counts."""
+def place(cfg: SisaConfig, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``assign`` under a config, for data arrays as stored: ``ids``, ``y``, and optional
+    ``groups`` and ``risk`` (other arrays, such as features, are ignored)."""
     return assign(
-        ids,
-        labels,
-        groups,
+        arrays["ids"],
+        arrays["y"],
+        arrays.get("groups"),
         seed=cfg.seed,
         strategy=cfg.sharding,
         shards=cfg.shards,
         slices=cfg.slices,
+        risk=arrays.get("risk"),
+        tiers=risk_tiers(cfg),
     )
 
 

@@ -44,6 +44,7 @@ class SourceIndex:
     num_classes: int
     feature_shape: tuple[int, ...]
     x_dtype: np.dtype
+    risk: np.ndarray | None = None  # [n] float64 deletion probabilities, or None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -112,7 +113,7 @@ class NpzSource:
         with self._member_reader() as zf:
             names = {n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")}
             check_npz_names(names)
-            small = {k: _read_member(zf, k) for k in ("ids", "y", "groups") if k in names}
+            small = {k: _read_member(zf, k) for k in names if k != "X"}
             with zf.open("X.npy") as member:
                 shape, _, dtype = _npy_header(member)
         if len(shape) < 2 or shape[0] != len(small["ids"]):
@@ -124,9 +125,12 @@ class NpzSource:
             raise DataError(f"features have dtype {dtype}; they must be numeric")
         labels = small["y"]
         stub = np.zeros((len(small["ids"]), 1), np.uint8)  # the features are checked per chunk
-        ds = checked_index(small["ids"], stub, labels, self.num_classes, small.get("groups"))
+        ds = checked_index(
+            small["ids"], stub, labels, self.num_classes, small.get("groups"), small.get("risk")
+        )
         x_dtype = self._feature_dtype(dtype)
-        return SourceIndex(ds.ids, ds.y, ds.groups, ds.num_classes, tuple(shape[1:]), x_dtype)
+        shape = tuple(shape[1:])
+        return SourceIndex(ds.ids, ds.y, ds.groups, ds.num_classes, shape, x_dtype, ds.risk)
 
     def _feature_dtype(self, dtype: np.dtype) -> np.dtype:
         """``load_file``'s rule: binary features as uint8 (integers only if all are 0/1)."""

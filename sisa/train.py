@@ -22,6 +22,7 @@ from sisa.data import Dataset, load_source, split_train_test
 from sisa.ingest import IngestJob, run_ingest_job, source_location
 from sisa.jobs import Executor, ShardResult, preflight, run_jobs, run_shard_job
 from sisa.partition import place
+from sisa.risk import with_risk
 from sisa.store import SisaStore
 
 
@@ -41,7 +42,8 @@ def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
         config.data.source, config.data.n, config.sisa.seed, config.data.num_classes
     )
     train_ds, test_ds = split_train_test(dataset, config.sisa.seed, config.data.test_fraction)
-    shard_of, _ = place(config.sisa, train_ds.ids, train_ds.y, train_ds.groups)
+    train_ds = with_risk(config.sisa, train_ds)  # stored with the points: placement reads it
+    shard_of, _ = place(config.sisa, train_ds.to_arrays())
     return train_ds, test_ds, shard_of
 
 

@@ -163,12 +163,7 @@ def plan_forget(
         arrays = parts[part]
         to_remove[part] = arrays["ids"][rows].tolist()
         if part != TEST:
-            _, slice_of = place(
-                config.sisa,
-                arrays["ids"][rows],
-                arrays["y"][rows],
-                arrays["groups"][rows] if "groups" in arrays else None,
-            )
+            _, slice_of = place(config.sisa, {k: v[rows] for k, v in arrays.items()})
             slices[part] = slice_of.tolist()
     return ForgetPlan(to_remove, slices, already, group_hash, locator, frozenset(deleted))
 

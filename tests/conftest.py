@@ -31,8 +31,11 @@ def tiny():
     return tiny_config
 
 
-def write_digits_npz(path: Path, *, drop: set[int] = frozenset(), groups: bool = False) -> Path:
-    """Digits as a user file with IDs (and groups of 4 points each), minus ``drop``."""
+def write_digits_npz(
+    path: Path, *, drop: set[int] = frozenset(), groups: bool = False, risk: bool = False
+) -> Path:
+    """Digits as a user file with IDs (and groups of 4 points each, and a deletion risk:
+    0.9 for every seventh ID, else 0.02), minus ``drop``."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -45,6 +48,8 @@ def write_digits_npz(path: Path, *, drop: set[int] = frozenset(), groups: bool =
     }
     if groups:
         arrays["groups"] = np.array([f"person-{i // 4}" for i in ids - 1000])[keep]
+    if risk:
+        arrays["risk"] = np.where(ids % 7 == 0, 0.9, 0.02)[keep]
     np.savez(path, **arrays)
     return path
 

@@ -35,6 +35,12 @@ def test_toml_then_env_then_cli(tmp_path):
         ("[resources]\nnum_gpus = -0.5\n", "resources.num_gpus"),
         ("[resources]\ndevice = 'tpu'\n", "resources.device"),
         ("[extra]\nx = 1\n", "extra"),
+        ("[sisa]\ndeletion_risk = 'often'\n", "sisa.deletion_risk"),
+        ("[sisa]\ndeletion_risk = 'a:b:c'\n", "sisa.deletion_risk"),
+        ("[sisa]\nrisk_threshold = 0\n", "sisa.risk_threshold"),
+        ("[sisa]\nrisk_threshold = 1.5\n", "sisa.risk_threshold"),
+        ("[sisa]\nrisky_shard_fraction = 1\n", "sisa.risky_shard_fraction"),
+        ("[sisa]\nrisky_slice_fraction = 0\n", "sisa.risky_slice_fraction"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, text, field):
@@ -63,6 +69,21 @@ def test_training_hash_ignores_scheduling_resources():
     b = load_config(environ={}, overrides={"resources.num_cpus": 2, "resources.num_gpus": 0.5})
     c = load_config(environ={}, overrides={"optim.lr": 0.01})
     assert a.training_hash() == b.training_hash() != c.training_hash()
+
+
+def test_risk_settings_enter_the_training_hash_only_when_risk_is_used():
+    base = load_config(environ={})
+    idle = load_config(environ={}, overrides={"sisa.risk_threshold": 0.9})
+    assert base.training_hash() == idle.training_hash()  # placement ignores them
+    on = load_config(environ={}, overrides={"sisa.deletion_risk": "column"})
+    tuned = load_config(
+        environ={}, overrides={"sisa.deletion_risk": "column", "sisa.risk_threshold": 0.9}
+    )
+    assert len({base.training_hash(), on.training_hash(), tuned.training_hash()}) == 3
+    assert on.sisa.deletion_risk == "column"
+    assert load_config(environ={"SISA_SISA__DELETION_RISK": "pkg.mod:fn"}).sisa.deletion_risk == (
+        "pkg.mod:fn"
+    )
 
 
 def test_shipped_examples_are_valid():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sisa.config import SisaConfig
 from sisa.cost import (
+    expected_cost,
     full_retrain_samples,
+    layout_table,
     paper_batched_points,
     paper_request_cost,
     paper_speedup,
@@ -54,3 +57,51 @@ def test_should_start(age, window, deadline, predicted, start, reason):
     assert (decision.start, decision.reason) == (start, reason)
     if not start:
         assert decision.wait == pytest.approx(min(window, deadline - (predicted or 0)) - age)
+
+
+def test_expected_cost_is_the_papers_closed_form_under_uniform_placement():
+    # S=10, R=3, e=2: one epoch per stage and 20 points per slice, so no rounding enters
+    cfg = SisaConfig(shards=10, slices=3, epochs=2)
+    counts = np.full((10, 3), 20)  # N = 600
+    mass = np.full((10, 3), 1 / 30)
+    for k in (1, 5, 40):
+        cost = expected_cost(cfg, counts, mass, k)
+        assert cost.touched_points == pytest.approx(paper_batched_points(600, 10, k))
+        assert cost.shards_touched == pytest.approx(10 * (1 - 0.9**k))
+    one = expected_cost(cfg, counts, mass, 1)
+    assert one.samples == pytest.approx(paper_request_cost(600, 10, 3, 2.0))
+    assert expected_cost(cfg, counts, mass, 0).samples == 0
+
+
+def test_expected_cost_matches_a_monte_carlo_simulation():
+    rng = np.random.default_rng(0)
+    cfg = SisaConfig(shards=6, slices=4, epochs=3)
+    n = 900
+    shard_of, slice_of = rng.integers(0, 6, n), rng.integers(0, 4, n)
+    weight = np.where(rng.random(n) < 0.1, 30.0, 1.0)  # a skewed request distribution
+    prob = weight / weight.sum()
+    counts = layout_table(shard_of, slice_of, 6, 4)
+    mass = layout_table(shard_of, slice_of, 6, 4, prob)
+    assert counts.sum() == n and mass.sum() == pytest.approx(1.0)
+    for k in (1, 8, 60):
+        samples, points = [], []
+        for _ in range(3000):
+            drawn = rng.choice(n, size=k, p=prob)  # independent requests
+            start = {}
+            for i in drawn.tolist():
+                start[shard_of[i]] = min(start.get(shard_of[i], 4), slice_of[i])
+            samples.append(
+                sum(retrain_samples(cfg, counts[s].tolist(), r + 1) for s, r in start.items())
+            )
+            points.append(sum(counts[s].sum() for s in start))
+        cost = expected_cost(cfg, counts, mass, k)
+        assert cost.samples == pytest.approx(np.mean(samples), rel=0.03)
+        assert cost.touched_points == pytest.approx(np.mean(points), rel=0.03)
+
+
+def test_expected_cost_refuses_what_is_not_a_distribution():
+    cfg = SisaConfig(shards=2, slices=2)
+    with pytest.raises(ValueError, match="probability distribution"):
+        expected_cost(cfg, np.ones((2, 2)), np.full((2, 2), 0.5), 1)
+    with pytest.raises(ValueError, match=r"\[S, R\]"):
+        expected_cost(cfg, np.ones((2, 2)), np.full(4, 0.25), 1)

@@ -322,3 +322,60 @@ def test_split_zero_fraction_and_bad_fraction(digits: Dataset) -> None:
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match="test_fraction"):
             split_train_test(digits, 0, bad)
+
+
+# -- deletion risk -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_a_risk_column_is_carried_and_is_not_a_feature(tmp_path: Path, ext: str) -> None:
+    df = _frame(string_ids=False, with_groups=True)
+    df["risk"] = np.linspace(0, 1, len(df))
+    path = tmp_path / f"d.{ext}"
+    df.to_csv(path, index=False) if ext == "csv" else df.to_parquet(path)
+    ds = load_file(str(path))
+    assert ds.risk is not None and ds.risk.dtype == np.float64
+    assert np.allclose(ds.risk, np.linspace(0, 1, len(df))) and ds.X.shape[1] == 2
+    half = ds.take(np.arange(len(ds)) % 2 == 0)
+    assert half.risk is not None and np.array_equal(half.risk, ds.risk[::2])
+    assert Dataset.from_arrays(ds.to_arrays(), ds.num_classes) == ds
+    assert ds != Dataset(ds.ids, ds.X, ds.y, ds.num_classes, ds.groups)  # risk differs
+
+
+def test_npz_risk_round_trip(tmp_path: Path) -> None:
+    arrays = _good_arrays() | {"risk": np.array([0, 0.5, 1, 1, 0.25, 0], np.float32)}
+    ds = load_file(_write_npz(tmp_path / "r.npz", **arrays))
+    assert ds.risk is not None and ds.risk.tolist() == [0, 0.5, 1, 1, 0.25, 0]
+    assert "risk" in ds.to_arrays()
+
+
+@pytest.mark.parametrize(
+    "risk, match",
+    [
+        (np.array([0, 0.5, 1.5, 1, -0.1, 0]), r"risk outside \[0, 1\].*IDs 2, 4"),
+        (np.array([0, np.nan, 0, 0, 0, 0]), r"risk outside .*missing.*IDs 1"),
+        (np.array([True] * 6), "risk has dtype bool"),
+        (np.array(["high"] * 6), "risk has dtype"),
+        (np.zeros(5), "ragged arrays.*risk=5"),
+    ],
+)
+def test_bad_npz_risk_names_the_ids(tmp_path: Path, risk: np.ndarray, match: str) -> None:
+    path = _write_npz(tmp_path / "bad.npz", **_good_arrays(), risk=risk)
+    with pytest.raises(DataError, match=match):
+        load_file(path)
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        (["0.1", "0.2", ""], r"risk outside \[0, 1\] \(or missing\) at IDs 'c'"),
+        (["0.1", "2", "0.3"], r"at IDs 'b': values 2\.0"),
+        (["low", "0.2", "0.3"], "column 'risk' has dtype"),
+    ],
+)
+def test_bad_csv_risk_names_the_ids(tmp_path: Path, values: list[str], match: str) -> None:
+    rows = [f"{i},{n % 2},1.5,{v}" for n, (i, v) in enumerate(zip("abc", values, strict=True))]
+    path = tmp_path / "bad.csv"
+    path.write_text("id,label,f0,risk\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=match):
+        load_file(str(path))

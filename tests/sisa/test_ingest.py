@@ -102,8 +102,9 @@ def test_purchase_source_index_has_no_features():
 def test_bad_sizes_are_data_errors():
     with pytest.raises(DataError, match="need n >= 1"):
         PurchaseSource(0, 0)
-    with pytest.raises(DataError, match="no such file"):
-        open_source(tiny_config(**{"data.source": "/no/such.npz"}).data, 0)
+    for missing in ("/no/such.npz", "/no/such.csv"):
+        with pytest.raises(DataError, match="no such file"):
+            open_source(tiny_config(**{"data.source": missing}).data, 0).index()
 
 
 def test_a_relative_source_is_read_where_the_caller_meant(tmp_path, monkeypatch):

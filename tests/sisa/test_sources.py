@@ -21,6 +21,7 @@ def _arrays(X: np.ndarray, string_ids: bool = False) -> dict[str, np.ndarray]:
         "X": X,
         "y": rng.integers(0, 4, N),
         "groups": np.array([f"g{i // 5}" for i in range(N)]),
+        "risk": rng.random(N),
     }
 
 
@@ -53,6 +54,7 @@ def test_a_streamed_npz_is_the_loaded_file(tmp_path, kind, compressed):
         assert np.array_equal(X, whole.X) and index.feature_shape == whole.feature_shape
         assert np.array_equal(index.ids, whole.ids) and np.array_equal(index.y, whole.y)
         assert np.array_equal(index.groups, whole.groups)
+        assert np.array_equal(index.risk, whole.risk) and index.risk is not None
         assert index.num_classes == whole.num_classes
 
 
