@@ -105,15 +105,7 @@ class Dataset:
         if extra:
             known = ", ".join(NPZ_REQUIRED + NPZ_OPTIONAL)
             raise DataError(f"unknown arrays: {', '.join(extra)} (expected {known})")
-        ds = cls(
-            arrays["ids"],
-            arrays["X"],
-            arrays["y"],
-            num_classes,
-            arrays.get("groups"),
-            arrays.get("risk"),
-        )
-        return validate(ds)
+        return _checked_arrays(arrays, num_classes)
 
 
 def _id_array(values: np.ndarray, what: str) -> np.ndarray:
@@ -353,13 +345,14 @@ def _load_npz(f: BinaryIO, num_classes: int | None) -> Dataset:
                 arrays[k] = npz[k]
             except ValueError as exc:
                 raise DataError(f"npz array {k!r} cannot be loaded safely: {exc}") from exc
+    return _checked_arrays(arrays, num_classes)
+
+
+def _checked_arrays(arrays: dict[str, np.ndarray], num_classes: int | None) -> Dataset:
+    """``checked_index`` of arrays named as stored (``ids``, ``X``, ``y``, ``groups``...)."""
+    names = ("ids", "X", "y")
     return checked_index(
-        arrays["ids"],
-        arrays["X"],
-        arrays["y"],
-        num_classes,
-        arrays.get("groups"),
-        arrays.get("risk"),
+        *(arrays[k] for k in names), num_classes, arrays.get("groups"), arrays.get("risk")
     )
 
 

@@ -142,3 +142,28 @@ def stop_before(monkeypatch, server: MotoServer, method: str, suffix: str) -> No
 
     monkeypatch.setattr(S3FileSystem, method, stopping)
     S3FileSystem.clear_instance_cache()  # an instance binds its sync methods when made
+
+
+# What a test lets a dead endpoint cost: one retry, short timeouts.
+BOUNDED = {
+    "retries": 1,
+    "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1, "read_timeout": 5},
+}
+
+
+@contextmanager
+def fresh_prefix(server: MotoServer) -> Iterator[tuple[MotoServer, str, dict]]:
+    """(server, a fresh store URL on it, bounded storage_options), with the server running;
+    it runs again afterwards, and no cached client keeps a test's hook."""
+    import uuid
+
+    from s3fs import S3FileSystem
+
+    if not server.running:
+        server.start()
+    try:
+        yield server, f"{server.url}/{uuid.uuid4().hex}", server.storage_options | BOUNDED
+    finally:
+        if not server.running:
+            server.start()
+        S3FileSystem.clear_instance_cache()

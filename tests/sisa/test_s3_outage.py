@@ -11,7 +11,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
@@ -25,12 +24,8 @@ from storage import StorageIOError, is_committed, tensor_hashes
 from tests.conftest import tiny_config
 
 pytest.importorskip("s3fs")
-from tests.s3server import moto_server, stop_before  # noqa: E402
+from tests.s3server import fresh_prefix, moto_server, stop_before  # noqa: E402
 
-BOUNDED = {
-    "retries": 1,
-    "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1, "read_timeout": 5},
-}
 CONFIG = {"sisa.shards": 1}
 SHARD = shard_prefix(0)
 
@@ -44,14 +39,8 @@ def server():
 @pytest.fixture
 def s3(server):
     """(server, a fresh store URL, bounded storage_options); the server runs afterwards."""
-    from s3fs import S3FileSystem
-
-    if not server.running:
-        server.start()
-    yield server, f"{server.url}/{uuid.uuid4().hex}", server.storage_options | BOUNDED
-    if not server.running:
-        server.start()
-    S3FileSystem.clear_instance_cache()  # no client keeps a test's hook
+    with fresh_prefix(server) as prefix:
+        yield prefix
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +58,7 @@ def victim(url, options=None):
     """A point of the first slice: every stage of its shard is retrained without it."""
     store = SisaStore(url, options)
     arrays = store.read_data(store.shard_head(0).data, features=False)
-    _, slice_of = place(store.config().sisa, arrays["ids"], arrays["y"], arrays.get("groups"))
+    _, slice_of = place(store.config().sisa, arrays)
     return int(arrays["ids"][slice_of == 0][0])
 
 

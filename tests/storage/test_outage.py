@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 
 import pytest
 
@@ -25,13 +24,7 @@ from storage import (
 )
 
 pytest.importorskip("s3fs")
-from tests.s3server import moto_server, stop_before  # noqa: E402
-
-# What a test lets a dead endpoint cost: one retry, short timeouts.
-BOUNDED = {
-    "retries": 1,
-    "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1, "read_timeout": 5},
-}
+from tests.s3server import fresh_prefix, moto_server, stop_before  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +36,8 @@ def server():
 @pytest.fixture
 def s3(server):
     """A fresh prefix on a running server; the server is running again afterwards."""
-    from s3fs import S3FileSystem
-
-    if not server.running:
-        server.start()
-    yield server, Store(f"{server.url}/{uuid.uuid4().hex}", server.storage_options | BOUNDED)
-    if not server.running:
-        server.start()
-    S3FileSystem.clear_instance_cache()  # no client keeps a test's hook
+    with fresh_prefix(server) as (running, url, options):
+        yield running, Store(url, options)
 
 
 OPERATIONS = {
