@@ -11,20 +11,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import json
 import os
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from orchestrator.shared_disk import SharedDiskCheck
 from sisa.config import ResourcesConfig
 from sisa.environment import require_device
 from sisa.jobs import Progress
 from sisa.models import TRUST_ENV
-from storage import Store
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -75,7 +73,8 @@ class RayExecutor:
     A task that no node of the cluster can hold (a GPU asked of a CPU-only cluster) is
     refused before it is submitted, since Ray would leave it pending forever; a cluster
     that adds nodes on demand (an autoscaler) wants ``check_resources=False``. A store on
-    local disk is used only once every node that could run a job was seen to share it.
+    local disk is used only once every node that could run a job was seen to share it
+    (``orchestrator.shared_disk``); ``check_shared_disk=False`` trusts the caller.
 
     GPUs: ``resources.device = "cuda"`` needs ``resources.num_gpus > 0``; a fraction packs
     several shard tasks on one GPU (0.25: four). Ray gives each task the GPU it assigned
@@ -93,6 +92,7 @@ class RayExecutor:
         init_kwargs: dict[str, Any] | None = None,
         task_options: dict[str, Any] | None = None,
         check_resources: bool = True,
+        check_shared_disk: bool = True,
     ) -> None:
         if importlib.util.find_spec("ray") is None:
             raise RuntimeError("the Ray executor needs Ray: pip install 'sisa[ray]'")
@@ -101,7 +101,8 @@ class RayExecutor:
         self.max_retries = max_retries
         self.progress = progress
         self.check_resources = check_resources
-        self._shared: set[tuple[str, Any]] = set()  # local stores every node was seen to share
+        self.check_shared_disk = check_shared_disk
+        self._shared_disk = SharedDiskCheck()
         self.placements: list[str] = []  # the node ID that ran each job of the last map
         self.init_kwargs = {"include_dashboard": False, "log_to_driver": False} | (
             init_kwargs or {}
@@ -149,13 +150,8 @@ class RayExecutor:
         if not jobs:
             return []
         self.check(resources)
-        stores = {(getattr(j, "url", ""), _frozen(j)): j for j in jobs if getattr(j, "url", "")}
-        for key, job in stores.items():
-            if key not in self._shared:
-                _require_shared_local_store(
-                    job.url, job.storage_options, resources, self.task_options
-                )
-                self._shared.add(key)
+        if self.check_shared_disk:
+            self._shared_disk.require(jobs, resources, self.task_options)
         counter = _progress_counter_class().remote()
         options = dict(self.task_options)
         if os.environ.get(TRUST_ENV):  # workers decide trust the way this process does
@@ -214,7 +210,9 @@ def require_a_node_that_fits(
 ) -> None:
     """Raise if no alive node of the connected cluster has the CPUs and GPUs one task asks
     for; ``names``: the config section that sets them, and what the task is."""
-    nodes = [n.get("Resources", {}) for n in ray_nodes()]
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     if any(n.get("CPU", 0) >= num_cpus and n.get("GPU", 0) >= num_gpus for n in nodes):
         return
     largest = (
@@ -229,86 +227,6 @@ def require_a_node_that_fits(
         "join a cluster that has them (RayExecutor(check_resources=False) for a cluster "
         "that adds nodes on demand)"
     )
-
-
-def _frozen(job: Any) -> str:
-    """A job's storage options as a hashable key."""
-    return json.dumps(job.storage_options, sort_keys=True, default=str)
-
-
-def _fitting_nodes(resources: ResourcesConfig) -> list[dict[str, Any]]:
-    return [
-        n
-        for n in ray_nodes()
-        if n.get("Resources", {}).get("CPU", 0) >= resources.num_cpus
-        and n.get("Resources", {}).get("GPU", 0) >= resources.num_gpus
-    ]
-
-
-def ray_nodes() -> list[dict[str, Any]]:
-    import ray
-
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
-def _require_shared_local_store(
-    url: str, options: dict[str, Any], resources: ResourcesConfig, task_options: dict[str, Any]
-) -> None:
-    """Refuse a store on local disk that some node able to run a job does not share.
-
-    Jobs on a node that sees another disk (another machine, a container) would write
-    their checkpoints there, where no other process ever finds them. So: write a marker
-    with a random token into the store, and read it back from every such node, through
-    the jobs' own runtime environment.
-    """
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    store = Store(url, options)
-    if store.protocol not in ("file", "local"):
-        return
-    token = secrets.token_hex(16)
-    rel = f"locks/probe-{token}"
-    fresh = not store.exists("")
-    store.write_bytes(rel, token.encode())
-    try:
-        nodes = _fitting_nodes(resources)
-        probe = ray.remote(_read_token)
-        extra = {k: v for k, v in task_options.items() if k in ("runtime_env",)}
-        refs = [
-            probe.options(
-                num_cpus=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-                **extra,
-            ).remote(store.path(rel))
-            for n in nodes
-        ]
-        seen = ray.get(refs, timeout=120)
-    finally:
-        store.delete(rel)
-        if fresh:  # leave no trace where nothing was (empty folders only: rmdir)
-            for folder in (store.path("locks"), store.path("")):
-                with contextlib.suppress(OSError):
-                    os.rmdir(folder)
-    blind = [n for n, got in zip(nodes, seen, strict=True) if got != token]
-    if blind:
-        where = ", ".join(sorted({n.get("NodeManagerAddress", "?") for n in blind}))
-        raise ValueError(
-            f"the store {store.url} is on local disk, and {len(blind)} of the {len(nodes)} "
-            f"Ray nodes that would run its jobs ({where}) do not see this process's copy of "
-            "it: their checkpoints would be written where no other process finds them. "
-            "Use a path every node shares (NFS), or an object store such as s3:// with "
-            "--storage-options"
-        )
-
-
-def _read_token(path: str) -> str | None:
-    """What a node sees at ``path``: the driver's token, if it shares the disk."""
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 @functools.cache

@@ -25,7 +25,7 @@ from sisa.ids import id_set_hash, salted_hashes
 from sisa.jobs import ShardJob
 from sisa.partition import place
 from sisa.risk import with_risk
-from sisa.sources import BUILTIN_SOURCES, CHUNK_ROWS, SourceIndex, open_source
+from sisa.sources import BUILTIN_SOURCES, SourceIndex, open_source
 from sisa.store import TEST, DataWriter, SisaStore, StoreStateError, gen_dir, shard_prefix
 from storage import Lease
 
@@ -40,7 +40,7 @@ class IngestJob:
     storage_options: dict[str, Any]
     config: dict[str, Any]  # Config.stored()
     overwrite: bool = False
-    chunk_rows: int = CHUNK_ROWS
+    chunk_rows: int | None = None  # rows per chunk; None: sisa.sources.CHUNK_BYTES worth
     source: str | None = None  # where to read ``data.source`` from, if not as written there
 
 
@@ -108,6 +108,8 @@ def source_location(source: str) -> str:
     """``data.source`` as a job elsewhere must read it: a relative local path made absolute
     here, since a worker's working directory is not the caller's. (The config keeps what
     the user wrote: it is part of the training hash.)"""
+    if source.startswith("file://"):
+        return "file://" + source_location(source.removeprefix("file://"))
     if source in BUILTIN_SOURCES or "://" in source or "::" in source:
         return source
     return os.path.abspath(os.path.expanduser(source))

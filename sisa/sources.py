@@ -31,7 +31,7 @@ from sisa.data import (
 )
 
 BUILTIN_SOURCES = ("digits", "synthetic-purchase")
-CHUNK_ROWS = 65_536  # rows of features in flight at once (39 MB of Purchase's 600 bits)
+CHUNK_BYTES = 32 << 20  # features in flight at once: 55,924 rows of Purchase's 600 bytes
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,9 @@ class Source(Protocol):
 
     def index(self) -> SourceIndex: ...
 
-    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, X[start:start + rows])`` for consecutive row ranges, in order."""
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, X[start:start + rows])`` for consecutive row ranges, in order;
+        ``rows`` defaults to ``CHUNK_BYTES`` worth of features."""
         ...
 
 
@@ -70,7 +71,9 @@ class InMemorySource:
         ds = self.dataset
         return SourceIndex(ds.ids, ds.y, ds.groups, ds.num_classes, ds.feature_shape, ds.X.dtype)
 
-    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        X = self.dataset.X
+        rows = rows or chunk_rows(X[0].nbytes if len(X) else 1)
         for start in range(0, len(self.dataset), rows):
             yield start, self.dataset.X[start : start + rows]
 
@@ -91,18 +94,20 @@ class PurchaseSource:
         shape = (gen.num_features,)
         return SourceIndex(gen.ids, gen.labels(), None, gen.num_classes, shape, np.dtype(np.uint8))
 
-    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        return self.generator.chunks(rows)
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        return self.generator.chunks(rows or chunk_rows(self.generator.num_features))
 
 
 class NpzSource:
     """A ``.npz`` file read member by member: IDs, labels and groups whole, then the
     features in row chunks straight out of the archive (stored or compressed), so a file
-    larger than memory can be ingested. Checks and dtypes are those of ``load_file``."""
+    larger than memory can be ingested. Checks and dtypes are those of ``load_file``, and
+    all of them run in ``index``, over every feature, before a caller writes anything."""
 
     def __init__(self, path: str, num_classes: int | None) -> None:
         self.path, self.num_classes = path, num_classes
         self._index: SourceIndex | None = None
+        self._members: dict[str, str] = {}  # array name -> archive member
 
     def index(self) -> SourceIndex:
         if self._index is None:
@@ -111,66 +116,76 @@ class NpzSource:
 
     def _read_index(self) -> SourceIndex:
         with self._member_reader() as zf:
-            names = {n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")}
-            check_npz_names(names)
-            small = {k: _read_member(zf, k) for k in names if k != "X"}
-            with zf.open("X.npy") as member:
+            # np.load's naming: a member "X.npy" (or "X") is the array "X"
+            self._members = {n.removesuffix(".npy"): n for n in zf.namelist()}
+            check_npz_names(set(self._members))
+            small = {k: self._read_small(zf, k) for k in self._members if k != "X"}
+            with zf.open(self._members["X"]) as member:
                 shape, _, dtype = _npy_header(member)
-        if len(shape) < 2 or shape[0] != len(small["ids"]):
+        ids = small["ids"]
+        if ids.ndim != 1:
+            raise DataError(f"ids must be one-dimensional, got shape {ids.shape}")
+        if len(shape) < 2 or shape[0] != len(ids):
             raise DataError(
-                f"features must have shape [n, *feature_shape] with n = {len(small['ids'])} "
-                f"IDs, got {shape}"
+                f"features must have shape [n, *feature_shape] with n = {len(ids)} IDs, got {shape}"
             )
         if dtype.kind not in "biuf":
             raise DataError(f"features have dtype {dtype}; they must be numeric")
-        labels = small["y"]
-        stub = np.zeros((len(small["ids"]), 1), np.uint8)  # the features are checked per chunk
+        stub = np.zeros((len(ids), 1), np.uint8)  # the features are scanned below
         ds = checked_index(
-            small["ids"], stub, labels, self.num_classes, small.get("groups"), small.get("risk")
+            ids, stub, small["y"], self.num_classes, small.get("groups"), small.get("risk")
         )
-        x_dtype = self._feature_dtype(dtype)
+        x_dtype = self._scan_features(dtype, ds.ids)
         shape = tuple(shape[1:])
         return SourceIndex(ds.ids, ds.y, ds.groups, ds.num_classes, shape, x_dtype, ds.risk)
 
-    def _feature_dtype(self, dtype: np.dtype) -> np.dtype:
-        """``load_file``'s rule: binary features as uint8 (integers only if all are 0/1)."""
-        if dtype == np.uint8 or dtype.kind == "b":
+    def _scan_features(self, dtype: np.dtype, ids: np.ndarray) -> np.dtype:
+        """One pass over every feature: ``load_file``'s dtype rule (binary as uint8;
+        integers only if all are 0/1) and its refusal of NaN or infinite values. A damaged
+        archive fails here too, so nothing is written from a file that cannot be read."""
+        lo, hi, bad = 0, 1, []
+        for start, X in self._raw_chunks():
+            if X.dtype.kind in "iu" and X.size:
+                lo, hi = min(lo, int(X.min())), max(hi, int(X.max()))
+            elif X.dtype.kind == "f":
+                rows = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)  # [m]
+                bad.extend(ids[start : start + len(X)][rows][:5].tolist())
+        if bad:
+            raise DataError(f"NaN or infinite features at IDs {_examples(bad)}")
+        if dtype == np.uint8 or dtype.kind == "b" or (dtype.kind in "iu" and lo >= 0 and hi <= 1):
             return np.dtype(np.uint8)
-        if dtype.kind in "iu":
-            lo, hi = 0, 1
-            for _, X in self._raw_chunks(CHUNK_ROWS):
-                if X.size:
-                    lo, hi = min(lo, int(X.min())), max(hi, int(X.max()))
-            if lo >= 0 and hi <= 1:
-                return np.dtype(np.uint8)
         return np.dtype(np.float32)
 
-    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         index = self.index()
         for start, raw in self._raw_chunks(rows):
-            X = raw.astype(index.x_dtype, copy=False)
-            if X.dtype.kind == "f":
-                bad = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)  # [m]
-                if bad.any():
-                    where = index.ids[start : start + len(X)][bad]
-                    raise DataError(f"NaN or infinite features at IDs {_examples(where)}")
-            yield start, X
+            yield start, raw.astype(index.x_dtype, copy=False)
 
-    def _raw_chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        with self._member_reader() as zf, zf.open("X.npy") as member:
+    def _raw_chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The features as stored, ``rows`` at a time (default: ``CHUNK_BYTES`` worth)."""
+        with self._member_reader() as zf, zf.open(self._members["X"]) as member:
             shape, fortran, dtype = _npy_header(member)
+            row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
+            rows = rows or chunk_rows(row_bytes)
             if fortran:  # columns first: rows cannot be streamed, so read it whole
-                X = np.lib.format.read_array(zf.open("X.npy"), allow_pickle=False)
+                data = member.read(row_bytes * shape[0])
+                X = np.frombuffer(data, dtype=dtype).reshape(shape, order="F")
                 for start in range(0, shape[0], rows):
                     yield start, np.ascontiguousarray(X[start : start + rows])
                 return
-            row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
             for start in range(0, shape[0], rows):
                 m = min(rows, shape[0] - start)
                 buf = member.read(m * row_bytes)
                 if len(buf) != m * row_bytes:
                     raise DataError(f"{self.path!r}: the features end early, at row {start}")
                 yield start, np.frombuffer(buf, dtype=dtype).reshape(m, *shape[1:])
+
+    def _read_small(self, zf: zipfile.ZipFile, name: str) -> np.ndarray:
+        with zf.open(self._members[name]) as member:
+            try:
+                return np.lib.format.read_array(member, allow_pickle=False)
+            except ValueError as exc:
+                raise DataError(f"npz array {name!r} cannot be loaded safely: {exc}") from exc
 
     @contextlib.contextmanager
     def _member_reader(self) -> Iterator[zipfile.ZipFile]:
@@ -185,6 +200,11 @@ class NpzSource:
             raise DataError(f"cannot read {self.path!r}: {exc}") from exc
 
 
+def chunk_rows(row_bytes: int) -> int:
+    """Rows of features per chunk: ``CHUNK_BYTES`` worth, however wide a row is."""
+    return max(1, CHUNK_BYTES // max(1, row_bytes))
+
+
 def _npy_header(member: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) of the ``.npy`` stream, positioned at its data."""
     version = np.lib.format.read_magic(member)
@@ -195,14 +215,6 @@ def _npy_header(member: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     if dtype.hasobject:
         raise DataError("npz array holds Python objects; it cannot be loaded safely")
     return tuple(shape), bool(fortran), dtype
-
-
-def _read_member(zf: zipfile.ZipFile, name: str) -> np.ndarray:
-    with zf.open(f"{name}.npy") as member:
-        try:
-            return np.lib.format.read_array(member, allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(f"npz array {name!r} cannot be loaded safely: {exc}") from exc
 
 
 def open_source(data: DataConfig, seed: int) -> Source:

@@ -95,9 +95,8 @@ def test_a_non_finite_feature_is_named_by_its_id(tmp_path):
     X[200, 3] = np.nan
     path = tmp_path / "nan.npz"
     np.savez(path, **_arrays(X))
-    source = NpzSource(str(path), None)
     with pytest.raises(DataError, match=r"NaN or infinite features at IDs 607"):
-        list(source.chunks(50))
+        NpzSource(str(path), None).index()
 
 
 def test_missing_and_broken_files(tmp_path):
@@ -106,3 +105,50 @@ def test_missing_and_broken_files(tmp_path):
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="cannot read"):
         NpzSource(str(tmp_path / "broken.npz"), None).index()
+
+
+def test_chunks_hold_a_byte_budget_however_wide_a_row(tmp_path, monkeypatch):
+    import sisa.sources
+
+    monkeypatch.setattr(sisa.sources, "CHUNK_BYTES", 1000)
+    path = tmp_path / "wide.npz"
+    np.savez(path, **_arrays(FEATURES["float64"]))  # 48 bytes a row
+    source = NpzSource(str(path), None)
+    sizes = [len(chunk) for _, chunk in source.chunks()]
+    assert sizes[0] == 1000 // 48 and sum(sizes) == N
+    assert sisa.sources.chunk_rows(10**9) == 1  # a row wider than the budget: one at a time
+
+
+def test_odd_archives_are_read_or_refused_as_load_file_does(tmp_path):
+    import zipfile
+
+    path = tmp_path / "plain.npz"
+    np.savez(path, **_arrays(FEATURES["float64"]))
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("README.txt", "notes")
+    with pytest.raises(DataError, match="unknown arrays: README.txt"):
+        NpzSource(str(path), None).index()
+    with pytest.raises(DataError, match="unknown arrays"):
+        load_file(str(path))
+
+    bare = tmp_path / "bare.npz"  # members named without ".npy", which np.load reads
+    with zipfile.ZipFile(bare, "w") as zf:
+        for name, value in _arrays(FEATURES["float64"]).items():
+            with zf.open(name, "w") as member:
+                np.lib.format.write_array(member, np.asarray(value))
+    assert np.array_equal(_streamed(bare, 100)[1], load_file(str(bare)).X)
+
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, **(_arrays(FEATURES["float64"]) | {"ids": np.array(5)}))
+    with pytest.raises(DataError, match="ids must be one-dimensional"):
+        NpzSource(str(flat), None).index()
+
+
+def test_every_feature_is_checked_before_the_index_is_given(tmp_path):
+    """A bad value deep in the file fails the index, before a caller writes anything."""
+    X = FEATURES["float64"].copy()
+    X[-1, 0] = np.inf
+    path = tmp_path / "late.npz"
+    np.savez(path, **_arrays(X))
+    with pytest.raises(DataError, match=r"NaN or infinite features at IDs 775"):
+        NpzSource(str(path), None).index()
