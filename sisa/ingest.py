@@ -168,6 +168,15 @@ def check_existing(
             f"{store.url} holds files that are not part of a store ({foreign[0]}, ...); "
             "choose an empty location"
         )
+    if store.intent() is None and store.has_history():
+        # The salt that ties the history to IDs went with the training record; training
+        # afresh would pair the history with a new salt, and an overwrite would erase it.
+        raise StoreStateError(
+            f"{store.url} holds a deletion history (journal, receipts, tombstones) but no "
+            "training record: clearing it for an overwrite was interrupted. Move the history "
+            "(journal/, batches/, receipts/, tombstones/) elsewhere to keep it as a record, "
+            "then train again"
+        )
     if overwrite:
         if store.intent() is None:
             store.delete_store()

@@ -238,9 +238,17 @@ class SisaStore:
 
     def delete_training(self) -> None:
         """Delete the trained models and data, keeping the deletion history (journal,
-        plans, receipts, tombstones) that proves what was forgotten."""
-        for rel in (CONFIG_DOC, STORE_DOC, SHARDS, TEST, SERVING):
+        plans, receipts, tombstones) that proves what was forgotten.
+
+        The training record goes last: it holds the salt that ties that history to IDs,
+        so an interrupted delete leaves it for the next attempt to carry over.
+        """
+        for rel in (STORE_DOC, SHARDS, TEST, SERVING, CONFIG_DOC):
             self.fs.delete_tree(rel)
+
+    def has_history(self) -> bool:
+        """Whether any deletion request was ever recorded here."""
+        return any(self.fs.walk(rel) for rel in (JOURNAL, TOMBSTONES, RECEIPTS, BATCHES))
 
     # -- data artifacts ---------------------------------------------------------------
 

@@ -137,3 +137,32 @@ def test_a_bad_file_changes_nothing_even_with_overwrite(tmp_path, digits_file):
     with pytest.raises(DataError, match="NaN or infinite"):
         train(tiny_config(**{"data.source": str(bad)}), str(fresh))
     assert not fresh.exists()
+
+
+def test_a_history_without_its_training_record_is_never_erased(tmp_path):
+    """An overwrite that died after deleting the training record (and with it the salt)
+    leaves the deletion history; training again must neither erase it nor pair it with a
+    new salt."""
+    from sisa.store import StoreStateError
+    from sisa.unlearn import forget
+
+    url = str(tmp_path / "s")
+    train(tiny_config(), url)
+    forget(url, [5])
+    store = SisaStore(url)
+    journal = store.fs.walk("journal")
+    store.delete_training()  # as if the overwrite stopped right after clearing
+    for overwrite in (True, False):
+        with pytest.raises(StoreStateError, match="deletion history .* but no training record"):
+            train(tiny_config(), url, overwrite=overwrite)
+    assert store.fs.walk("journal") == journal and store.has_history()
+
+
+def test_the_training_record_is_deleted_last(tmp_path, monkeypatch):
+    url = str(tmp_path / "s")
+    train(tiny_config(), url)
+    store = SisaStore(url)
+    deleted = []
+    monkeypatch.setattr(store.fs, "delete_tree", deleted.append)
+    store.delete_training()
+    assert deleted[-1] == "config.json" and "STORE.json" in deleted
