@@ -22,7 +22,7 @@ import numpy as np
 from sisa.config import Config, build_config
 from sisa.data import split_mask
 from sisa.ids import id_set_hash, salted_hashes
-from sisa.jobs import ShardJob
+from sisa.jobs import Progress, ShardJob
 from sisa.partition import place
 from sisa.risk import with_risk
 from sisa.sources import BUILTIN_SOURCES, SourceIndex, open_source
@@ -51,7 +51,7 @@ class Ingested:
     n_test: int
 
 
-def run_ingest_job(job: IngestJob, progress: Any) -> Ingested:
+def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     """Index the source, check the store, write the intent, then stream the parts."""
     config = build_config(job.config)
     data = (
