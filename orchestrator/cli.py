@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _store_args(p)
 
+    p = sub.add_parser(
+        "repair",
+        help="drop group tombstones an earlier version wrote for groups that still have points",
+    )
+    _store_args(p)
+
     p = sub.add_parser("receipt", help="the receipt of a purged request")
     p.add_argument("id", help="request ID, as printed by 'sisa forget'")
     p.add_argument("--json", action="store_true")
@@ -457,6 +463,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_repair(args: argparse.Namespace) -> None:
+    from sisa.tombstones import repair_tombstones
+
+    repair = repair_tombstones(args.store, args.storage_options)
+    if repair.dropped_groups:
+        print(
+            f"dropped {repair.dropped_groups} stale group tombstone(s) "
+            f"(tombstones generation {repair.tombstone_generation}); every deleted ID stays "
+            "deleted"
+        )
+    else:
+        print("nothing to repair")
+
+
 def cmd_receipt(args: argparse.Namespace) -> int:
     from sisa.lifecycle import request_status
     from sisa.store import SisaStore
@@ -688,6 +708,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "process": cmd_process,
     "audit": cmd_audit,
+    "repair": cmd_repair,
     "receipt": cmd_receipt,
     "predict": cmd_predict,
     "status": cmd_status,

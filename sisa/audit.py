@@ -64,6 +64,7 @@ from sisa.store import (
     SisaStore,
     shard_prefix,
 )
+from sisa.tombstones import legacy_groups
 from storage import MANIFEST, TEMP_PREFIX, StorageError
 
 TOMBS = TOMBSTONES + "/"
@@ -165,6 +166,13 @@ class _Audit:
                 heads[prefix] = self.check_part(prefix, expected.get(prefix), parts[prefix])
             except (KeyError, TypeError, AttributeError) as err:
                 self.flag("malformed document", prefix, f"the head of {prefix}: {err!r}")
+        if self.stale_groups:
+            detail = (
+                f"{len(self.stale_groups)} tombstoned group(s) still have live points: an "
+                "earlier version tombstoned the group of every deleted point; "
+                "'sisa repair --store URL' drops these group tombstones"
+            )
+            self.flag("stale group tombstone", TOMBSTONES, detail, "warning")
         try:
             self.check_serving(heads)
         except (KeyError, StorageError, TypeError, ValueError) as err:
@@ -199,11 +207,14 @@ class _Audit:
         tombs = self.docs.get(latest, {"entries": [], "groups": []})
         try:
             self.tombstoned, groups = {e["hash"] for e in tombs["entries"]}, set(tombs["groups"])
+            self.legacy = legacy_groups(tombs)
         except (KeyError, TypeError) as err:
             self.flag("malformed document", latest, repr(err))
-            self.tombstoned, groups = set(), set()
+            self.tombstoned, groups, self.legacy = set(), set(), set()
         self.deleted = self.tombstoned | {e.hash for r in done for e in r.entries}
-        self.deleted_groups = groups | {r.group for r in done if r.group}
+        self.requested_groups = {r.group for r in done if r.group}
+        self.deleted_groups = groups | self.requested_groups
+        self.stale_groups: set[str] = set()  # legacy group tombstones with live points
         self.pending = {e.hash for r in self.open for e in r.entries} - self.deleted
         self.everything = self.deleted | self.deleted_groups | self.pending
         self.everything |= {r.group for r in self.open if r.group}
@@ -317,8 +328,11 @@ class _Audit:
         ids, groups = arrays["ids"], arrays.get("groups")
         hashes = self.hashes(ids.tolist())
         dead = sum(h in self.deleted for h in hashes)
-        if groups is not None:
-            dead += sum(h in self.deleted_groups for h in self.hashes(groups.tolist()))
+        if groups is not None:  # a legacy group tombstone may name a live group: not a leak
+            group_hashes = self.hashes(groups.tolist())
+            stale = {h for h in group_hashes if h in self.legacy} - self.requested_groups
+            self.stale_groups |= stale
+            dead += sum(h in self.deleted_groups and h not in stale for h in group_hashes)
         if dead:
             self.flag("deleted point in live data", rel, f"{dead} purged point(s) or group(s)")
         if pending := sum(h in self.pending for h in hashes):

@@ -52,11 +52,12 @@ from sisa.jobs import (
 )
 from sisa.journal import Journal, Request
 from sisa.partition import TEST, place
-from sisa.store import BATCHES, LOCKS, Head, SisaStore, shard_prefix
+from sisa.store import BATCHES, PROCESS_LOCK, Head, SisaStore, shard_prefix
 from sisa.store import TEST as TEST_PREFIX
+from sisa.tombstones import emptied_groups
 from storage import DocumentExistsError, Lease, read_doc, write_doc
 
-LOCK = f"{LOCKS}/process.json"
+LOCK = PROCESS_LOCK
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ class BatchPlan:
     calibrated_from: str
     predicted_seconds: float | None
     paper: dict[str, float]  # the paper's expectations for this many requests
-    groups: list[str] = field(default_factory=list)  # salted keys of the removed points' groups
+    # salted keys of the removed points' groups: the candidates for deleted groups
+    groups: list[str] = field(default_factory=list)
     planned_at: float = field(default_factory=time.time)
     stages: int = 0  # stages the retrains write, summed over shards
     seconds_per_stage: float = 0.0  # the calibration's fixed costs (see sisa.cost)
@@ -383,11 +385,13 @@ def _advance_heads(store: SisaStore, requests: list[Request], through: int) -> N
         store.commit_head(prefix, head.generation + 1, body | extra)
 
 
-def _tombstone(store: SisaStore, requests: list[Request], groups: set[str]) -> None:
+def _tombstone(store: SisaStore, requests: list[Request], candidates: set[str]) -> None:
     """Record the batch's hashes for good (idempotent), before any receipt says purged.
 
-    ``groups`` are the salted group keys of the removed points: a group whose points were
-    all deleted by ID is then known as deleted, and forgetting it later is a no-op.
+    ``candidates`` are the salted group keys of the removed points. Of those, only the
+    groups with no point left anywhere in the store are deleted groups (``sisa.tombstones``):
+    a group whose points were all deleted by ID is then known as deleted, and forgetting it
+    later is a no-op, while a group that lost some of its points keeps the rest live.
     """
     known = {e["hash"] for e in store.tombstones().body["entries"]}
     entries = [
@@ -396,6 +400,7 @@ def _tombstone(store: SisaStore, requests: list[Request], groups: set[str]) -> N
         for e in r.entries
         if e.hash not in known
     ]
+    groups = emptied_groups(store, candidates - set(store.tombstones().body["groups"]))
     groups |= {r.group for r in requests if r.group}
     if entries or groups - set(store.tombstones().body["groups"]):
         store.add_tombstones(entries, sorted(groups))

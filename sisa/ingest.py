@@ -26,7 +26,15 @@ from sisa.jobs import Progress, ShardJob
 from sisa.partition import place
 from sisa.risk import with_risk
 from sisa.sources import BUILTIN_SOURCES, SourceIndex, open_source
-from sisa.store import TEST, DataWriter, SisaStore, StoreStateError, gen_dir, shard_prefix
+from sisa.store import (
+    PROCESS_LOCK,
+    TEST,
+    DataWriter,
+    SisaStore,
+    StoreStateError,
+    gen_dir,
+    shard_prefix,
+)
 from storage import Lease
 
 TEST_PART = -1  # the part of a held-out point; shards are 0..S-1
@@ -64,7 +72,7 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     part_of = _parts(config, risked)  # [n] TEST_PART or shard
     store = SisaStore(job.url, job.storage_options)
     data_hash = id_set_hash(index.ids)
-    kept_salt = check_existing(store, config, index.ids, data_hash, job.overwrite)
+    kept_salt = check_existing(store, config, index, data_hash, job.overwrite)
     if store.intent() is None:
         store.write_intent(config, _intent_info(index, data_hash), salt=kept_salt)
 
@@ -156,7 +164,7 @@ def _intent_info(index: SourceIndex, data_hash: str) -> dict[str, Any]:
 
 
 def check_existing(
-    store: SisaStore, config: Config, ids: np.ndarray, data_hash: str, overwrite: bool
+    store: SisaStore, config: Config, index: SourceIndex, data_hash: str, overwrite: bool
 ) -> bytes | None:
     """Refuse anything that would lose data or undo a deletion; then clear if asked.
 
@@ -181,7 +189,6 @@ def check_existing(
         if store.intent() is None:
             store.delete_store()
             return None
-        from sisa.batch import LOCK
         from sisa.journal import Journal
 
         pending = Journal(store).open_requests()
@@ -190,10 +197,10 @@ def check_existing(
                 f"{len(pending)} deletion request(s) on {store.url} are not processed yet; "
                 "run 'sisa process' before retraining over this store"
             )
-        _refuse_resurrection(store, ids)
+        _refuse_resurrection(store, index)
         salt = store.salt()
         if store.fs.atomic_create:  # not while a deletion batch runs
-            with Lease(store.fs, LOCK, store.config().deletion.lease_s):
+            with Lease(store.fs, PROCESS_LOCK, store.config().deletion.lease_s):
                 store.delete_training()
         else:
             store.delete_training()
@@ -213,17 +220,30 @@ def check_existing(
     return None
 
 
-def _refuse_resurrection(store: SisaStore, ids: np.ndarray) -> None:
-    """Retraining over a store must not bring back points it was asked to forget."""
+def _refuse_resurrection(store: SisaStore, index: SourceIndex) -> None:
+    """Retraining over a store must not bring back points it was asked to forget, nor a
+    group it deleted (``sisa.tombstones``). The rest of a partly deleted group is welcome:
+    deleting some of a group's points never deleted the group."""
     from sisa.journal import Journal, deleted_or_requested
+    from sisa.tombstones import deleted_groups
 
     deleted, _ = deleted_or_requested(store)
     deleted |= {e.hash for r in Journal(store).all_requests() for e in r.entries}
-    if not deleted:
+    if deleted:
+        back = sum(h in deleted for h in salted_hashes(store.salt(), index.ids))
+        if back:
+            raise StoreStateError(
+                f"the source data holds {back} point(s) that were forgotten from {store.url}; "
+                "remove them from the source before retraining over this store"
+            )
+    if index.groups is None:
         return
-    back = sum(h in deleted for h in salted_hashes(store.salt(), ids))
-    if back:
-        raise StoreStateError(
-            f"the source data holds {back} point(s) that were forgotten from {store.url}; "
-            "remove them from the source before retraining over this store"
-        )
+    gone = deleted_groups(store)
+    if gone:
+        hashes = salted_hashes(store.salt(), np.unique(index.groups))
+        if back := sum(h in gone for h in hashes):
+            raise StoreStateError(
+                f"the source data holds {back} group(s) that were forgotten from {store.url} "
+                "(every point of them was deleted); remove their points from the source "
+                "before retraining over this store"
+            )

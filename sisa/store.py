@@ -29,10 +29,9 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from sisa.config import Config, build_config
 from sisa.faults import crash_point
@@ -58,6 +57,9 @@ from storage import (
     write_doc,
 )
 
+if TYPE_CHECKING:  # weights are tensors; reading the store's documents needs no torch
+    import torch
+
 STORE_DOC = "STORE.json"
 CONFIG_DOC = "config.json"
 TEST = "test"
@@ -68,6 +70,9 @@ BATCHES = "batches"  # the plan of each batch of requests, written before it run
 SERVING = "serving"  # which checkpoint of each shard predictions use
 RECEIPTS = "receipts"  # one per processed request, chained by hash
 LOCKS = "locks"
+PROCESS_LOCK = f"{LOCKS}/process.json"  # the lease of the one process that retrains
+# tombstones written under the rule that a group is deleted only once emptied carry it
+GROUP_RULE = "group_rule"
 OWN_PATHS = (
     CONFIG_DOC,
     STORE_DOC,
@@ -341,10 +346,27 @@ class SisaStore:
     def add_tombstones(self, entries: list[dict[str, Any]], groups: list[str]) -> Head:
         """Record deleted IDs (salted hashes with their part) once their batch is purged."""
         current = self.tombstones()
-        body = {
+        body = current.body | {
             "entries": current.body["entries"] + entries,
             "groups": sorted(set(current.body["groups"]) | set(groups)),
         }
+        if GROUP_RULE not in current.body:  # see sisa.tombstones: what came before the rule
+            body |= {GROUP_RULE: "emptied", "legacy_groups": sorted(current.body["groups"])}
+        return self._commit_tombstones(current, body)
+
+    def drop_tombstoned_groups(self, groups: set[str], record: dict[str, Any]) -> Head:
+        """Remove group hashes from the tombstones (``sisa.tombstones.repair_tombstones``);
+        ``record`` says when and how many, and is kept in the tombstones for good."""
+        current = self.tombstones()
+        body = current.body | {
+            "groups": sorted(set(current.body["groups"]) - groups),
+            "legacy_groups": sorted(set(current.body.get("legacy_groups", [])) - groups),
+            GROUP_RULE: "emptied",
+            "repairs": [*current.body.get("repairs", []), record],
+        }
+        return self._commit_tombstones(current, body)
+
+    def _commit_tombstones(self, current: Head, body: dict[str, Any]) -> Head:
         head = self.commit_head(TOMBSTONES, current.generation + 1, body)
         for old in self.fs.listdir(TOMBSTONES):
             if _HEAD.match(old) and old != f"g{head.generation:06d}.json":
