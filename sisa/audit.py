@@ -68,9 +68,9 @@ from sisa.tombstones import legacy_groups
 from storage import MANIFEST, TEMP_PREFIX, StorageError
 
 TOMBS = TOMBSTONES + "/"
-_HEAD = re.compile(r"^g(\d{6,})\.json$")
-_JOURNAL = re.compile(r"^journal/r(\d{9})\.json$")
-_INT = re.compile(r"^(-?[1-9]\d{0,17}|0)$")  # an integer as str() writes it, within int64
+_HEAD = re.compile(r"^g([0-9]{6,})\.json\Z")
+_JOURNAL = re.compile(r"^journal/r([0-9]{9})\.json\Z")
+_INT = re.compile(r"^(-?[1-9][0-9]{0,17}|0)\Z")  # an integer as str() writes it, within int64
 
 
 @dataclass(frozen=True)

@@ -394,12 +394,12 @@ def _tombstone(store: SisaStore, requests: list[Request], candidates: set[str]) 
     later is a no-op, while a group that lost some of its points keeps the rest live.
     """
     known = {e["hash"] for e in store.tombstones().body["entries"]}
-    entries = [
-        {"hash": e.hash, "part": e.part, "request": r.seq}
-        for r in requests
-        for e in r.entries
-        if e.hash not in known
-    ]
+    entries = []
+    for r in requests:  # a point is tombstoned once, by the first request that named it
+        for e in r.entries:
+            if e.hash not in known:
+                known.add(e.hash)
+                entries.append({"hash": e.hash, "part": e.part, "request": r.seq})
     groups = emptied_groups(store, candidates - set(store.tombstones().body["groups"]))
     groups |= {r.group for r in requests if r.group}
     if entries or groups - set(store.tombstones().body["groups"]):

@@ -32,7 +32,7 @@ def crash_point(name: str) -> None:
         return
     _reached[name] += 1
     if nth:
-        if not nth.isdigit() or int(nth) < 1:
+        if not (nth.isascii() and nth.isdigit()) or int(nth) < 1:
             raise ValueError(f"{ENV}={spec!r}: the count after '#' must be a positive integer")
         if _reached[name] != int(nth):
             return

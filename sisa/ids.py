@@ -160,7 +160,7 @@ def id_candidates(text: str) -> list[ID]:
     return [w for w in words if w] + sorted(numbers)
 
 
-_INT_TEXT = re.compile(r"^-?\d+$")
+_INT_TEXT = re.compile(r"-?[0-9]+")  # ASCII digits only: "２０" is not 20
 
 
 def typed_ids(values: Iterable[object], id_kind: str, what: str = "ID") -> list[ID]:
@@ -177,7 +177,7 @@ def typed_ids(values: Iterable[object], id_kind: str, what: str = "ID") -> list[
         if id_kind != "int":
             out.append(str(value))
             continue
-        if isinstance(value, str) and not _INT_TEXT.match(value):
+        if isinstance(value, str) and not _INT_TEXT.fullmatch(value):
             raise ValueError(
                 f"{what} {value!r} is not a 64-bit integer; this store's {what}s are integers"
             )

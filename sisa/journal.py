@@ -33,8 +33,8 @@ from sisa.store import JOURNAL, RECEIPTS, SisaStore
 from storage import DocumentExistsError, read_doc, write_doc
 
 STATES = ("accepted", "compliant", "retrained", "purged")
-_REQUEST_ID = re.compile(r"^r(\d{9})-([0-9a-f]{8})$")
-_DOC = re.compile(r"^r(\d{9})\.json$")
+_REQUEST_ID = re.compile(r"^r([0-9]{9})-([0-9a-f]{8})\Z")
+_DOC = re.compile(r"^r([0-9]{9})\.json\Z")
 
 
 class UnknownRequestError(KeyError):
@@ -138,12 +138,34 @@ class Journal:
     def receipted(self) -> list[int]:
         return _seqs(self.store, RECEIPTS)
 
-    def append(self, entries: list[Entry], group: str | None, reason: str | None) -> Request:
-        """Commit a new request document and return it; the commit is the acceptance."""
+    def append(
+        self,
+        entries: list[Entry],
+        group: str | None,
+        reason: str | None,
+        *,
+        seen_through: int | None = None,
+    ) -> Request | None:
+        """Commit a new request document and return it; the commit is the acceptance.
+
+        Check and append are one atomic step: the caller checked its points against every
+        request up to ``seen_through``; before taking number ``n``, the requests between
+        it and ``n`` are read too, and points one of them already holds are left out. The
+        exclusive create of ``r<n>`` succeeds only while ``r<n>`` is absent, and numbers
+        are contiguous, so every request before ``n`` was checked. When no point is left,
+        nothing is written and None is returned: an earlier request covers them all.
+        """
         self.store.fs.require_atomic_create("the deletion journal")
+        checked = seen_through
         while True:
             seqs = self.seqs()
             seq = (seqs[-1] + 1) if seqs else 1
+            if checked is not None:
+                taken = {e.hash for s in seqs if s > checked for e in self.read(s).entries}
+                entries = [e for e in entries if e.hash not in taken]
+                checked = seq - 1
+                if not entries:
+                    return None
             request = Request(
                 id=f"r{seq:09d}-{secrets.token_hex(4)}",
                 seq=seq,
@@ -156,7 +178,7 @@ class Journal:
                 write_doc(self.store.fs, doc_path(seq), request.to_body())
                 return request
             except DocumentExistsError:
-                continue  # another writer took this number; take the next one
+                continue  # another writer took this number; check its points, take the next
 
     def read(self, seq: int) -> Request:
         name = doc_path(seq).rsplit("/", 1)[1]

@@ -142,5 +142,5 @@ def refresh(store: SisaStore) -> ServingState:
 def _prune(store: SisaStore, generation: int) -> None:
     for name in store.fs.listdir(SERVING):
         number = name[1:-5] if name[0] == "g" and name.endswith(".json") else ""
-        if number.isdigit() and int(number) <= generation - KEEP_DOCS:
+        if number.isascii() and number.isdigit() and int(number) <= generation - KEEP_DOCS:
             store.fs.delete(f"{SERVING}/{name}")

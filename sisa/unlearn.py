@@ -57,6 +57,7 @@ class ForgetPlan:
     # where the store's live IDs are, and every deleted or requested hash (for reasons)
     locator: Locator | None = field(default=None, repr=False, compare=False)
     deleted: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    journal_seen: int = 0  # every request up to this number was checked against
 
     @property
     def start_stages(self) -> dict[int, int]:
@@ -123,6 +124,7 @@ def plan_forget(
     if (ids is None or len(ids) == 0) == (group is None):
         raise ValueError("give either IDs or one group to forget (not both, not neither)")
     heads, parts = _part_ids(store, config.sisa.shards)
+    seen = max(Journal(store).seqs(), default=0)  # listed first: ``deleted`` covers these
     deleted, deleted_groups = deleted_or_requested(store)
     group_hash = None
     if group is not None:
@@ -135,7 +137,7 @@ def plan_forget(
         )
         if len(query) == 0:
             if group_hash in deleted_groups:
-                return ForgetPlan({}, {}, [group], group_hash, None, frozenset(deleted))
+                return ForgetPlan({}, {}, [group], group_hash, None, frozenset(deleted), seen)
             raise UnknownIDError(f"unknown group: {group!r}")
     else:
         query = as_id_array([canonical_id(v) for v in ids])  # type: ignore[union-attr]
@@ -165,7 +167,7 @@ def plan_forget(
         if part != TEST:
             _, slice_of = place(config.sisa, {k: v[rows] for k, v in arrays.items()})
             slices[part] = slice_of.tolist()
-    return ForgetPlan(to_remove, slices, already, group_hash, locator, frozenset(deleted))
+    return ForgetPlan(to_remove, slices, already, group_hash, locator, frozenset(deleted), seen)
 
 
 MAX_REASON = 1000
@@ -215,21 +217,38 @@ def accept(
     plan = plan_forget(store, ids, group)
     check_reason(reason, plan, group, store.salt(), (store.intent() or {}).get("id_kind", "int"))
     salt = store.salt()
-    entries = [
-        Entry(salted_hash(salt, point), part, plan.slices[part][i] if part != TEST else None)
-        for part, points in sorted(plan.to_remove.items())
-        for i, point in enumerate(points)
-    ]
-    removed = [i for part, v in plan.to_remove.items() if part != TEST for i in v]
-    earlier = []
-    if plan.already_deleted:
-        hashes = {salted_hash(salt, i) for i in plan.already_deleted}
-        earlier = covering_requests(store, hashes)
-    if not entries:
-        return Acceptance(None, [], [], plan.already_deleted, {}, 0.0, [], earlier)
-    crash_point("before-journal")
-    request: Request = Journal(store).append(entries, plan.group_hash, reason)
+    points: dict[str, tuple[int, ID]] = {}  # salted hash -> (part, ID), as the entries
+    entries = []
+    for part, v in sorted(plan.to_remove.items()):
+        slices = plan.slices[part] if part != TEST else [None] * len(v)
+        for point, slice_ in zip(v, slices, strict=True):
+            entries.append(Entry(salted_hash(salt, point), part, slice_))
+            points[entries[-1].hash] = (part, point)
+    request: Request | None = None
+    if entries:
+        crash_point("before-journal")
+        journal = Journal(store)
+        request = journal.append(entries, plan.group_hash, reason, seen_through=plan.journal_seen)
     journaled = time.perf_counter()
+    kept = {e.hash for e in request.entries} if request is not None else set()
+    raced = [point for h, (_, point) in points.items() if h not in kept]  # a racer has them
+    already = plan.already_deleted + raced
+    if group is not None and request is None and raced:
+        already = [group]
+    earlier = []
+    if already:
+        hashes = {salted_hash(salt, i) for i in plan.already_deleted} | (points.keys() - kept)
+        if group is not None and request is None:
+            hashes.add(plan.group_hash)
+        earlier = covering_requests(store, hashes)
+    if request is None:
+        return Acceptance(None, [], [], already, {}, 0.0, [], earlier)
+    removed = [p for h, (part, p) in points.items() if h in kept and part != TEST]
+    from_test = [p for h, (part, p) in points.items() if h in kept and part == TEST]
+    slices = {
+        part: [e.slice for e in request.entries if e.part == part and e.slice is not None]
+        for part in plan.slices
+    }
     crash_point("after-journal")
     state = serving.refresh(store)
     compliance = time.perf_counter() - journaled
@@ -237,9 +256,9 @@ def accept(
     return Acceptance(
         request.id,
         removed,
-        plan.to_remove.get(TEST, []),
-        plan.already_deleted,
-        plan.start_stages,
+        from_test,
+        already,
+        {shard: min(s) + 1 for shard, s in slices.items() if s},
         compliance,
         [s.shard for s in state.shards.values() if request.seq in s.pending],
         earlier,

@@ -269,6 +269,16 @@ BAD_INPUT = {
         "not a 64-bit integer",
     ),
     "missing IDs file": ("ints", ["forget", "--ids-file", "{dir}/nope.txt"], {}, "no such"),
+    # Unicode digits are digits to a regex's \d, and int() reads them: ASCII only
+    "fullwidth digits": ("ints", ["forget", "\uff12\uff10"], {}, "not a 64-bit integer"),
+    "Arabic-Indic digits": ("ints", ["forget", "\u0661\u0663"], {}, "not a 64-bit integer"),
+    "trailing newline": ("ints", ["forget", "21\n"], {}, "not a 64-bit integer"),
+    "Unicode digits in a file": (
+        "ints",
+        ["forget", "--ids-file", "{dir}/digits.txt"],
+        {"digits.txt": "{live0}\n\u0661\u0663\n".encode()},
+        "not a 64-bit integer",
+    ),
     "path-like ../x on integers": ("ints", ["forget", "../x"], {}, "not a 64-bit integer"),
     "path-like a/b on integers": ("ints", ["forget", "a/b"], {}, "not a 64-bit integer"),
     "path-like ../x on strings": ("strings", ["forget", "../x"], {}, "unknown IDs"),

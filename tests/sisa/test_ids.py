@@ -10,6 +10,7 @@ from sisa.ids import (
     id_set_hash,
     salted_hash,
     seed_from,
+    typed_ids,
 )
 
 
@@ -62,3 +63,12 @@ def test_seed_and_set_hash():
     assert 0 <= seed_from(1, 2, 3) < 2**63
     assert id_set_hash(np.array([3, 1, 2])) == id_set_hash(np.array([1, 2, 3]))
     assert id_set_hash(np.array([1, 2])) != id_set_hash(np.array([1, 2, 3]))
+
+
+@pytest.mark.parametrize("text", ["\uff12\uff10", "\u0661\u0663", "21\n", " 21", "+21", "2_1", "²"])
+def test_integer_ids_are_ascii_digits_only(text):
+    """``\\d`` and ``int()`` take any Unicode digit: "２０" would delete point 20."""
+    with pytest.raises(ValueError, match="not a 64-bit integer"):
+        typed_ids([text], "int")
+    assert typed_ids(["-21", "0021", 7], "int") == [-21, 21, 7]
+    assert typed_ids([text], "str") == [text]  # a text store keeps it as it is
