@@ -14,8 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from orchestrator.executors import make_executor
-from orchestrator.io import read_features, write_predictions
+# Commands that train nothing (status, forget, requests...) must not import torch (1.4 s)
+# or pandas: each command imports what it runs, and ``sisa`` imports its modules lazily.
+# tests/test_startup.py checks it.
 
 EXIT_ERROR = 2
 
@@ -88,8 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("requests", help="deletion requests and their states")
     p.add_argument("id", nargs="?", help="show one request (with its receipt once purged)")
-    p.add_argument("--state", choices=["accepted", "compliant", "retrained", "purged"])
+    p.add_argument(
+        "--state", choices=["accepted", "compliant", "retrained", "purged", "damaged"]
+    )
     p.add_argument("--json", action="store_true")
+    _store_args(p)
+
+    p = sub.add_parser(
+        "void",
+        help="journal the void of a damaged journal entry, once its request was resubmitted",
+    )
+    p.add_argument("entry", help="the damaged entry's number (1 for journal/r000000001.json)")
+    p.add_argument("--resubmitted-as", help="the request ID that resubmitted it")
     _store_args(p)
 
     p = sub.add_parser("plan", help="what the next batch will retrain, and its predicted cost")
@@ -179,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _executor(args: argparse.Namespace) -> Any:
+    from orchestrator.executors import make_executor  # torch: only for commands that train
+
     return make_executor(args.executor, args.ray_address, progress=not args.no_progress)
 
 
@@ -308,7 +321,7 @@ def _print_receipt(receipt: dict[str, Any]) -> None:
 
 
 def cmd_requests(args: argparse.Namespace) -> None:
-    from sisa.lifecycle import request_status, request_statuses
+    from sisa.lifecycle import damaged_entries, request_status, request_statuses
     from sisa.store import SisaStore
 
     store = SisaStore(args.store, args.storage_options)
@@ -322,17 +335,50 @@ def cmd_requests(args: argparse.Namespace) -> None:
             _print_receipt(status.receipt)
         return
     statuses = [s for s in request_statuses(store) if args.state in (None, s.state)]
+    damaged = damaged_entries(store) if args.state in (None, "damaged") else []
     if args.json:
-        _print_json([s.to_dict() for s in statuses])
+        flagged = [{"id": None, "state": "damaged", "entry": path} for path in damaged]
+        _print_json([s.to_dict() for s in statuses] + flagged)
         return
-    if not statuses:
+    if not statuses and not damaged:
         print("no requests")
     for s in statuses:
         print(
             f"{s.id}  {s.state:<9}  {s.points} point(s) in shards {s.shards}"
             + (f", {s.test_points} test" if s.test_points else "")
             + (f"  reason: {s.reason}" if s.reason else "")
+            + (f"  (voids damaged entry {s.voids})" if s.voids is not None else "")
         )
+    for path in damaged:
+        print(f"{path}  DAMAGED: unreadable, never processed; {_VOID_HINT}")
+
+
+_VOID_HINT = (
+    "resubmit its request with 'sisa forget', then 'sisa void --store S N "
+    "--resubmitted-as <new request ID>' (docs/faults.md)"
+)
+
+
+def _warn_damaged(store_url: str, storage_options: dict[str, Any] | None) -> None:
+    """Name each damaged journal entry on stderr: the store is not clean while it stands."""
+    from sisa.lifecycle import damaged_entries
+    from sisa.store import SisaStore
+
+    for path in damaged_entries(SisaStore(store_url, storage_options)):
+        print(f"sisa: warning: damaged journal entry {path}: {_VOID_HINT}", file=sys.stderr)
+
+
+def cmd_void(args: argparse.Namespace) -> None:
+    from sisa.journal import Journal
+    from sisa.store import SisaStore
+
+    entry = args.entry.removeprefix("journal/").removeprefix("r").removesuffix(".json")
+    if not (entry.isascii() and entry.isdigit()) or int(entry) < 1:
+        raise CLIError(f"malformed journal entry {args.entry!r}: give its number, such as 3")
+    store = SisaStore(args.store, args.storage_options)
+    store.require_trained()
+    void = Journal(store).void(int(entry), args.resubmitted_as)
+    print(f"{void.id}: voids damaged entry {void.voids}; receipted by the next 'sisa process'")
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -385,6 +431,7 @@ def cmd_process(args: argparse.Namespace) -> None:
         print("nothing pending")
     for r in reports:
         _print_batch(r)
+    _warn_damaged(args.store, args.storage_options)
 
 
 def _report_dict(report: Any) -> dict[str, Any]:
@@ -492,6 +539,7 @@ def cmd_receipt(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from orchestrator.io import read_features, write_predictions
     from sisa.ensemble import Ensemble
     from sisa.store import SisaStore
 
@@ -515,6 +563,8 @@ def cmd_status(args: argparse.Namespace) -> None:
         f"{info['points']} points, {info['test_points']} test point(s), "
         f"{info['deleted']} deleted, {len(info['pending_requests'])} request(s) pending"
     )
+    for path in info["damaged_journal_entries"]:
+        print(f"  DAMAGED journal entry {path}: its request cannot be processed; {_VOID_HINT}")
     for s in info["shards"]:
         stage = s["served_stage"]
         served = "" if stage == info["slices"] else f"  serving stage {stage}"
@@ -705,6 +755,7 @@ COMMANDS = {
     "train": cmd_train,
     "forget": cmd_forget,
     "requests": cmd_requests,
+    "void": cmd_void,
     "plan": cmd_plan,
     "process": cmd_process,
     "audit": cmd_audit,

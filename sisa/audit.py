@@ -197,6 +197,18 @@ class _Audit:
                     self.requests[request.seq] = request
                 except (KeyError, TypeError, ValueError) as err:
                     self.flag("malformed document", rel, f"not a deletion request: {err!r}")
+        self.voided = {r.voids for r in self.requests.values() if r.voids is not None}
+        self.unreadable: set[int] = set()  # journal entries that are damaged (or voided)
+        for i, f in enumerate(self.findings):  # a damaged entry stands until it is voided
+            match = _JOURNAL.match(f.path)
+            if match and f.kind in ("tampered document", "malformed document"):
+                self.unreadable.add(int(match.group(1)))
+                if int(match.group(1)) in self.voided:
+                    self.findings[i] = Finding("voided journal entry", f.path, f.detail, "warning")
+                else:
+                    detail = f"{f.detail}; its request cannot be processed: resubmit it, then "
+                    detail += "'sisa void' the entry"
+                    self.findings[i] = Finding("damaged journal entry", f.path, detail)
         self.receipted = Journal(self.store).receipted()
         receipted = set(self.receipted)
         done = [r for s, r in sorted(self.requests.items()) if s in receipted]
@@ -220,7 +232,8 @@ class _Audit:
         self.everything |= {r.group for r in self.open if r.group}
 
     def check_receipts(self, expect_head: str | None) -> receipts.ChainReport:
-        chain = receipts.verify_chain(self.store, self.receipted)  # problems stay in chain
+        unreadable = frozenset(self.unreadable)
+        chain = receipts.verify_chain(self.store, self.receipted, unreadable)  # problems: chain
         if expect_head is not None and expect_head.strip().lower() != chain.head:
             detail = f"chain head differs from the anchored one (found {chain.head})"
             self.flag("broken receipt chain", "receipts", detail)
@@ -230,7 +243,8 @@ class _Audit:
             if body is None:
                 continue  # reported as tampered
             if request is None:
-                self.flag("receipt without request", rel, f"request {seq} is not journaled")
+                if seq not in self.voided:  # a voided entry's receipt has lost its request
+                    self.flag("receipt without request", rel, f"request {seq} is not journaled")
                 continue
             hashes = sorted(e.hash for e in request.entries)
             claimed = (body.get("request"), body.get("ids"), body.get("group"))

@@ -11,6 +11,14 @@ Sequence numbers are contiguous: a writer creates ``r<max+1>`` exclusively and r
 conflict, so ``r<n+1>`` can only exist once ``r<n>`` does. A batch that has read the
 journal up to ``n`` has therefore seen every request numbered ``n`` or less.
 
+A journal document that cannot be read (truncated, or failing its checksum) is a
+**damaged entry**. Its request can be neither listed nor processed: readers skip it and
+name it (``Journal.damaged``), so ``process`` carries on with the readable requests while
+``status``, ``process`` and ``audit`` report it and never call the store clean. Once the
+operator has resubmitted the request, ``Journal.void`` journals a void: a request with no
+points that names the damaged number (and the resubmission), processed and receipted like
+any other.
+
 A request's state follows from the store, never from a field that could disagree with it:
 
 - ``accepted``: its document exists;
@@ -30,11 +38,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from sisa.store import JOURNAL, RECEIPTS, SisaStore
-from storage import DocumentExistsError, read_doc, write_doc
+from storage import CorruptArtifactError, DocumentExistsError, read_doc, write_doc
 
 STATES = ("accepted", "compliant", "retrained", "purged")
 _REQUEST_ID = re.compile(r"^r([0-9]{9})-([0-9a-f]{8})\Z")
 _DOC = re.compile(r"^r([0-9]{9})\.json\Z")
+
+
+class DamagedEntryError(CorruptArtifactError):
+    """A journal document that cannot be read as a request."""
+
+    def __init__(self, seq: int, detail: str) -> None:
+        super().__init__(f"damaged journal entry {doc_path(seq)}: {detail}")
+        self.seq = seq
 
 
 class UnknownRequestError(KeyError):
@@ -61,6 +77,8 @@ class Request:
     group: str | None  # salted hash of the group key, for a group request
     reason: str | None
     accepted_at: float
+    voids: int | None = None  # a void: the number of the damaged entry it closes
+    resubmitted_as: str | None = None  # a void: the request that resubmitted it
 
     @property
     def parts(self) -> set[int]:
@@ -70,7 +88,7 @@ class Request:
         return [e.slice for e in self.entries if e.part == part and e.slice is not None]
 
     def to_body(self) -> dict[str, Any]:
-        return {
+        body = {
             "id": self.id,
             "seq": self.seq,
             "entries": [[e.hash, e.part, e.slice] for e in self.entries],
@@ -78,9 +96,13 @@ class Request:
             "reason": self.reason,
             "accepted_at": self.accepted_at,
         }
+        if self.voids is not None:
+            body |= {"voids": self.voids, "resubmitted_as": self.resubmitted_as}
+        return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Request:
+        voids = body.get("voids")
         return cls(
             id=body["id"],
             seq=int(body["seq"]),
@@ -88,6 +110,8 @@ class Request:
             group=body["group"],
             reason=body["reason"],
             accepted_at=float(body["accepted_at"]),
+            voids=None if voids is None else int(voids),
+            resubmitted_as=body.get("resubmitted_as"),
         )
 
 
@@ -145,6 +169,8 @@ class Journal:
         reason: str | None,
         *,
         seen_through: int | None = None,
+        voids: int | None = None,
+        resubmitted_as: str | None = None,
     ) -> Request | None:
         """Commit a new request document and return it; the commit is the acceptance.
 
@@ -161,7 +187,8 @@ class Journal:
             seqs = self.seqs()
             seq = (seqs[-1] + 1) if seqs else 1
             if checked is not None:
-                taken = {e.hash for s in seqs if s > checked for e in self.read(s).entries}
+                later = self.scan([s for s in seqs if s > checked])[0]  # damaged: unknowable
+                taken = {e.hash for r in later for e in r.entries}
                 entries = [e for e in entries if e.hash not in taken]
                 checked = seq - 1
                 if not entries:
@@ -173,6 +200,8 @@ class Journal:
                 group=group,
                 reason=reason,
                 accepted_at=time.time(),
+                voids=voids,
+                resubmitted_as=resubmitted_as,
             )
             try:
                 write_doc(self.store.fs, doc_path(seq), request.to_body())
@@ -189,7 +218,14 @@ class Journal:
         stamped = bool(stamp.split(":")[-1])
         request = _CACHE.get(key) if stamped else None
         if request is None:
-            request = Request.from_body(read_doc(self.store.fs, doc_path(seq)))
+            try:
+                request = Request.from_body(read_doc(self.store.fs, doc_path(seq)))
+                if request.seq != seq:
+                    raise ValueError(f"it says it is request {request.seq}")
+            except CorruptArtifactError as err:
+                raise DamagedEntryError(seq, str(err)) from None
+            except (KeyError, TypeError, ValueError) as err:
+                raise DamagedEntryError(seq, f"not a deletion request: {err!r}") from None
             if stamped:
                 _CACHE[key] = request
             if len(_CACHE) > _CACHE_SIZE:
@@ -208,17 +244,57 @@ class Journal:
             raise UnknownRequestError(f"unknown request {request_id!r}")
         return request
 
+    def scan(self, seqs: list[int] | None = None) -> tuple[list[Request], list[int]]:
+        """The readable requests among ``seqs`` (all by default) and the damaged numbers."""
+        requests, damaged = [], []
+        for seq in self.seqs() if seqs is None else seqs:
+            try:
+                requests.append(self.read(seq))
+            except DamagedEntryError:
+                damaged.append(seq)
+        return requests, damaged
+
     def open_requests(self, through: int | None = None) -> list[Request]:
-        """Requests without a receipt (up to ``through``), in sequence order."""
+        """Readable requests without a receipt (up to ``through``), in sequence order."""
         done = set(self.receipted())
-        return [
-            self.read(seq)
-            for seq in self.seqs()
-            if seq not in done and (through is None or seq <= through)
-        ]
+        seqs = [s for s in self.seqs() if s not in done and (through is None or s <= through)]
+        return self.scan(seqs)[0]
 
     def all_requests(self) -> list[Request]:
-        return [self.read(seq) for seq in self.seqs()]
+        """Every readable request; ``damaged`` names the others."""
+        return self.scan()[0]
+
+    def damaged(self) -> list[int]:
+        """Numbers of damaged entries that no void closes yet."""
+        requests, damaged = self.scan()
+        voided = {r.voids for r in requests if r.voids is not None}
+        return [s for s in damaged if s not in voided]
+
+    def void(self, seq: int, resubmitted_as: str | None, reason: str | None = None) -> Request:
+        """Journal the void of damaged entry ``seq``.
+
+        An entry whose request was never receipted may be voided only once its request
+        was resubmitted: ``resubmitted_as`` must be a readable, later request. (Its points
+        are unknowable; the resubmission is what deletes them.)
+        """
+        if seq not in self.damaged():
+            raise ValueError(f"{doc_path(seq)} is not a damaged journal entry (or is voided)")
+        resubmitted = None
+        if resubmitted_as is not None:
+            resubmitted = self.find(resubmitted_as)
+            if resubmitted.seq < seq or resubmitted.voids is not None:
+                raise ValueError(
+                    f"{resubmitted_as} was not journaled after entry {seq}: resubmit the "
+                    "request first ('sisa forget'), then void the damaged entry"
+                )
+        elif seq not in set(self.receipted()):
+            raise ValueError(
+                f"request {seq} was never processed: resubmit it ('sisa forget'), then void "
+                "its damaged entry with --resubmitted-as <the new request ID>"
+            )
+        request = self.append([], None, reason, voids=seq, resubmitted_as=resubmitted_as)
+        assert request is not None  # no seen_through: nothing is left out
+        return request
 
 
 def deleted_or_requested(store: SisaStore) -> tuple[set[str], set[str]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sisa import receipts, serving
-from sisa.journal import Journal, Request
+from sisa.journal import Journal, Request, doc_path
 from sisa.partition import TEST
 from sisa.store import TEST as TEST_PREFIX
 from sisa.store import SisaStore, shard_prefix
@@ -29,10 +29,14 @@ class RequestStatus:
     reason: str | None
     accepted_at: float
     receipt: dict[str, Any] | None = None
+    voids: int | None = None  # a void: the damaged entry it closes (sisa.journal)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "receipt"} | (
-            {"receipt": self.receipt} if self.receipt is not None else {}
+        shown = {k: v for k, v in self.__dict__.items() if k not in ("receipt", "voids")}
+        return (
+            shown
+            | ({"receipt": self.receipt} if self.receipt is not None else {})
+            | ({"voids": self.voids} if self.voids is not None else {})
         )
 
 
@@ -77,9 +81,15 @@ def request_statuses(
                 reason=r.reason,
                 accepted_at=r.accepted_at,
                 receipt=receipt,
+                voids=r.voids,
             )
         )
     return out
+
+
+def damaged_entries(store: SisaStore) -> list[str]:
+    """Store paths of the journal entries that cannot be read and that no void closes."""
+    return [doc_path(seq) for seq in Journal(store).damaged()]
 
 
 def request_status(store: SisaStore, request_id: str) -> RequestStatus:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sisa.journal import Request, receipt_path
+from sisa.journal import Journal, Request, receipt_path
 from sisa.partition import TEST
 from sisa.serving import ServingState
 from sisa.store import SisaStore, gen_dir, shard_prefix
@@ -73,7 +73,8 @@ def build(
         else:  # its points were gone already (a duplicate request): nothing retrained
             entry |= {"stages": [], "old_generation": None, "old_checkpoint": None, "purged": []}
         parts.append(entry)
-    return {
+    void = {"voids": request.voids, "resubmitted_as": request.resubmitted_as}
+    return (void if request.voids is not None else {}) | {
         "request": request.id,
         "seq": request.seq,
         "reason": request.reason,
@@ -100,7 +101,9 @@ def build(
 def append(store: SisaStore, body: dict[str, Any]) -> dict[str, Any]:
     """Link ``body`` to the previous receipt and commit it; return the stored body."""
     seq = body["seq"]
-    prev = digest(read(store, seq - 1)) if seq > 1 else None
+    # the newest receipt before it: seq - 1, unless that request's entry is damaged
+    before = [s for s in Journal(store).receipted() if s < seq]
+    prev = digest(read(store, before[-1])) if before else None
     body = body | {"prev": prev, "purged_at": time.time()}
     write_doc(store.fs, receipt_path(seq), body)
     return body
@@ -117,14 +120,25 @@ class ChainReport:
         return not self.problems
 
 
-def verify_chain(store: SisaStore, seqs: list[int]) -> ChainReport:
-    """Check every receipt's own hash and its link to the one before."""
+def verify_chain(
+    store: SisaStore, seqs: list[int], unreadable: frozenset[int] = frozenset()
+) -> ChainReport:
+    """Check every receipt's own hash and its link to the one before.
+
+    Receipts are numbered as their requests, without gaps, except for requests whose
+    journal entry is ``unreadable`` (damaged, or voided: ``sisa.journal``): those are never
+    processed, and the next receipt links to the one before them.
+    """
     report = ChainReport(len(seqs), None)
     expected_prev: str | None = None
-    for position, seq in enumerate(seqs, 1):
-        if seq != position:
-            report.problems.append(f"receipt {position} is missing (the log jumps to {seq})")
+    expected = 1
+    for seq in seqs:
+        while expected < seq and expected in unreadable:
+            expected += 1
+        if seq != expected:
+            report.problems.append(f"receipt {expected} is missing (the log jumps to {seq})")
             return report
+        expected += 1
         try:
             body = read(store, seq)
         except StorageError as err:

@@ -8,8 +8,7 @@ import numpy as np
 
 from sisa import serving
 from sisa.aggregate import accuracy, aggregate, decide
-from sisa.ensemble import Ensemble
-from sisa.journal import Journal
+from sisa.journal import Journal, doc_path
 from sisa.store import TEST, SisaStore
 
 
@@ -42,6 +41,8 @@ def status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str,
         "test_points": test.body["n"] if test else 0,
         "deleted": len(store.tombstones().body["entries"]),
         "pending_requests": [r.seq for r in Journal(store).open_requests()],
+        # requests whose journal entry cannot be read: never processed until resubmitted
+        "damaged_journal_entries": [doc_path(seq) for seq in Journal(store).damaged()],
         "config": config.stored(),
         "fingerprint": meta["fingerprint"],
     }
@@ -49,6 +50,8 @@ def status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str,
 
 def evaluate(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Accuracy of each shard model and of the aggregate on the store's test data."""
+    from sisa.ensemble import Ensemble  # torch: only what runs the models imports it
+
     store = SisaStore(url, storage_options)
     ensemble = Ensemble.load(store)
     test = store.latest_head(TEST)
