@@ -228,10 +228,17 @@ def cmd_train(args: argparse.Namespace) -> None:
         config, args.store, args.storage_options, executor=_executor(args), overwrite=args.overwrite
     )
     print(
-        f"trained {len(report.shards)} shards x {config.sisa.slices} slices on "
+        f"trained {config.sisa.shards} shards x {config.sisa.slices} slices on "
         f"{report.n_train} points ({report.n_test} held out) in {report.seconds:.1f}s "
         f"-> {args.store}"
     )
+    if report.resumed:
+        done = report.resumed_shards
+        parts = [f"shard(s) {_shown(done)} committed earlier"] if done else []
+        parts += [
+            f"shard {r.shard} after stage {max(r.resumed)}" for r in report.shards if r.resumed
+        ]
+        print("  resumed an interrupted training: " + "; ".join(parts))
 
 
 def _request_args(args: argparse.Namespace) -> tuple[list[int | str] | None, Any]:

@@ -71,7 +71,7 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     risked = with_risk(config.sisa, index)
     part_of = _parts(config, risked)  # [n] TEST_PART or shard
     store = SisaStore(job.url, job.storage_options)
-    data_hash = id_set_hash(index.ids)
+    data_hash = index.content_hash  # every stored column, not only the IDs
     kept_salt = check_existing(store, config, index, data_hash, job.overwrite)
     if store.intent() is None:
         store.write_intent(config, _intent_info(index, data_hash), salt=kept_salt)
@@ -210,12 +210,16 @@ def check_existing(
             f"{store.url} is already trained; pass --overwrite (overwrite=True) to retrain it"
         )
     intent = store.intent()
-    if intent is not None and (
-        intent["training_hash"] != config.training_hash() or intent["data_hash"] != data_hash
-    ):
+    if intent is not None and intent["training_hash"] != config.training_hash():
         raise StoreStateError(
-            f"{store.url} holds an unfinished training with another config or data; "
+            f"{store.url} holds an unfinished training with another config; "
             "pass --overwrite (overwrite=True) to start over"
+        )
+    if intent is not None and intent["data_hash"] != data_hash:
+        raise StoreStateError(
+            f"{store.url} holds an unfinished training over other data (IDs, labels, groups, "
+            "risk or features differ); resuming would mix the two: pass --overwrite "
+            "(overwrite=True) to start over"
         )
     return None
 

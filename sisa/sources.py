@@ -11,6 +11,7 @@ Purchase is generated chunk by chunk, so N can be millions.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,9 +46,39 @@ class SourceIndex:
     feature_shape: tuple[int, ...]
     x_dtype: np.dtype
     risk: np.ndarray | None = None  # [n] float64 deletion probabilities, or None
+    content_hash: str = ""  # sha256 of every stored column (``ContentHash``)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+
+class ContentHash:
+    """sha256 of every column a source stores (IDs, labels, groups, risk, features), in
+    source order. An interrupted training resumes only over the same content: a source
+    whose labels or features changed under the same IDs must not be mixed with the parts
+    committed from the old one."""
+
+    def __init__(self, kind: str) -> None:
+        self._sha = hashlib.sha256(f"sisa-source:{kind}".encode())
+
+    def header(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self._sha.update(f"|{name}:{np.dtype(dtype).str}:{tuple(shape)}|".encode())
+
+    def rows(self, values: np.ndarray) -> None:
+        """Bytes of consecutive rows, after their ``header``: chunking does not matter."""
+        self._sha.update(np.ascontiguousarray(values).tobytes())
+
+    def array(self, name: str, values: np.ndarray | None) -> None:
+        if values is not None:
+            self.header(name, values.dtype, values.shape)
+            self.rows(values)
+
+    def index(self, ids: np.ndarray, y: np.ndarray, groups: np.ndarray | None, risk=None) -> None:
+        for name, values in (("ids", ids), ("y", y), ("groups", groups), ("risk", risk)):
+            self.array(name, values)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
 
 
 class Source(Protocol):
@@ -69,7 +100,13 @@ class InMemorySource:
 
     def index(self) -> SourceIndex:
         ds = self.dataset
-        return SourceIndex(ds.ids, ds.y, ds.groups, ds.num_classes, ds.feature_shape, ds.X.dtype)
+        content = ContentHash("in-memory")
+        content.index(ds.ids, ds.y, ds.groups, ds.risk)
+        content.array("X", ds.X)
+        return SourceIndex(
+            ds.ids, ds.y, ds.groups, ds.num_classes, ds.feature_shape, ds.X.dtype, ds.risk,
+            content.hexdigest(),
+        )  # fmt: skip
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         X = self.dataset.X
@@ -91,8 +128,14 @@ class PurchaseSource:
 
     def index(self) -> SourceIndex:
         gen = self.generator
-        shape = (gen.num_features,)
-        return SourceIndex(gen.ids, gen.labels(), None, gen.num_classes, shape, np.dtype(np.uint8))
+        shape, labels = (gen.num_features,), gen.labels()
+        # the features are a function of (n, seed) and the generator, which the config and
+        # the code fix: hashing the generator's parameters stands for generating them twice
+        params = f"{gen.n}:{gen.seed}:{gen.num_features}:{gen.num_classes}:{gen.VERSION}"
+        content = ContentHash(f"synthetic-purchase:{params}")
+        content.index(gen.ids, labels, None)
+        digest = content.hexdigest()
+        return SourceIndex(gen.ids, labels, None, gen.num_classes, shape, np.uint8, None, digest)
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         return self.generator.chunks(rows or chunk_rows(self.generator.num_features))
@@ -135,16 +178,22 @@ class NpzSource:
         ds = checked_index(
             ids, stub, small["y"], self.num_classes, small.get("groups"), small.get("risk")
         )
-        x_dtype = self._scan_features(dtype, ds.ids)
+        content = ContentHash("npz")
+        content.index(ds.ids, ds.y, ds.groups, ds.risk)
+        content.header("X", dtype, shape)
+        x_dtype = self._scan_features(dtype, ds.ids, content)
         shape = tuple(shape[1:])
-        return SourceIndex(ds.ids, ds.y, ds.groups, ds.num_classes, shape, x_dtype, ds.risk)
+        digest = content.hexdigest()
+        return SourceIndex(ds.ids, ds.y, ds.groups, ds.num_classes, shape, x_dtype, ds.risk, digest)
 
-    def _scan_features(self, dtype: np.dtype, ids: np.ndarray) -> np.dtype:
+    def _scan_features(self, dtype: np.dtype, ids: np.ndarray, content: ContentHash) -> np.dtype:
         """One pass over every feature: ``load_file``'s dtype rule (binary as uint8;
-        integers only if all are 0/1) and its refusal of NaN or infinite values. A damaged
-        archive fails here too, so nothing is written from a file that cannot be read."""
+        integers only if all are 0/1) and its refusal of NaN or infinite values, and the
+        content hash. A damaged archive fails here too, so nothing is written from a file
+        that cannot be read."""
         lo, hi, bad = 0, 1, []
         for start, X in self._raw_chunks():
+            content.rows(X)
             if X.dtype.kind in "iu" and X.size:
                 lo, hi = min(lo, int(X.min())), max(hi, int(X.max()))
             elif X.dtype.kind == "f":

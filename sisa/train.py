@@ -11,7 +11,7 @@ and data resumes it from the last committed stage of every shard.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,10 +29,17 @@ from sisa.store import SisaStore
 @dataclass(frozen=True)
 class TrainReport:
     url: str
-    shards: list[ShardResult]
+    shards: list[ShardResult]  # the shards this call trained (all but the resumed_shards)
     n_train: int
     n_test: int
     seconds: float
+    # a rerun after an interruption: shards committed by an earlier call, not trained again
+    resumed_shards: list[int] = field(default_factory=list)
+
+    @property
+    def resumed(self) -> bool:
+        """This call finished a training that an earlier, interrupted call started."""
+        return bool(self.resumed_shards) or any(r.resumed for r in self.shards)
 
 
 def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
@@ -93,6 +100,7 @@ def train(
             **{f"train_{k}": v for k, v in calibration_totals(results).items()},
         }
     )
+    committed = sorted(set(range(config.sisa.shards)) - {j.shard for j in jobs})
     return TrainReport(
-        url, results, ingested.n_train, ingested.n_test, time.perf_counter() - started
+        url, results, ingested.n_train, ingested.n_test, time.perf_counter() - started, committed
     )

@@ -194,8 +194,17 @@ def test_killed_training_resumes_to_the_same_bits(store, tmp_path, point):
     )
     assert crashed.returncode == -signal.SIGKILL
     assert SisaStore(str(url)).meta() is None  # not marked trained
-    assert _sisa("train", "--store", url, "--no-progress", *TINY_ARGS).returncode == 0
+    again = _sisa("train", "--store", url, "--no-progress", *TINY_ARGS)
+    assert again.returncode == 0
     assert weights_of(url) == weights_of(store)  # the module's uninterrupted store
+    # it counts every shard, and says it resumed and from where
+    assert again.stdout.startswith("trained 3 shards x 3 slices"), again.stdout
+    resumed = again.stdout.splitlines()[1]
+    assert resumed.startswith("  resumed an interrupted training: ")
+    if point == "after-head-commit":
+        assert "shard(s) 0 committed earlier" in resumed
+    else:
+        assert "shard 0 after stage" in resumed
 
 
 def test_killed_forget_is_completed_by_the_next_call(tmp_path):

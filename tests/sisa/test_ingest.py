@@ -78,8 +78,50 @@ def test_another_source_over_an_unfinished_store_is_refused(tmp_path):
     url = str(tmp_path / "s")
     _ingest(tiny_config(**PURCHASE), url, None)
     other = tiny_config(**(PURCHASE | {"data.n": 2001}))
-    with pytest.raises(Exception, match="unfinished training with another config or data"):
+    with pytest.raises(Exception, match="unfinished training with another config"):
         _ingest(other, url, None)
+
+
+def _changed(arrays: dict, column: str) -> dict:
+    out = {k: v.copy() for k, v in arrays.items()}
+    if column == "y":
+        out["y"][:5] = (out["y"][:5] + 1) % 10
+    elif column == "X":
+        out["X"][7, 3] += 0.5
+    elif column == "groups":
+        out["groups"][0] = "someone-else"
+    return out
+
+
+@pytest.mark.parametrize("source", ["npz", "csv"])
+@pytest.mark.parametrize("column", ["y", "X", "groups"])
+def test_a_resume_over_changed_data_with_the_same_ids_is_refused(tmp_path, source, column):
+    """The data hash covers every stored column, so an interrupted training never mixes
+    parts committed from one source with parts of another that has the same IDs."""
+    from tests.conftest import write_digits_npz
+
+    arrays = dict(np.load(write_digits_npz(tmp_path / "d.npz", groups=True)))
+
+    def write(name, arrays):
+        if source == "npz":
+            np.savez(tmp_path / f"{name}.npz", **arrays)
+            return str(tmp_path / f"{name}.npz")
+        import pandas as pd
+
+        frame = pd.DataFrame(arrays["X"], columns=[f"f{j}" for j in range(64)])
+        frame.insert(0, "id", arrays["ids"])
+        frame.insert(1, "label", arrays["y"])
+        frame.insert(2, "group", arrays["groups"])
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        return str(tmp_path / f"{name}.csv")
+
+    url = str(tmp_path / "s")
+    first = write("first", arrays)
+    _ingest(tiny_config(**{"data.source": first}), url, None)  # intent + data, no models
+    moved = write("first", _changed(arrays, column))  # the same file, edited in place
+    with pytest.raises(Exception, match="over other data.*--overwrite"):
+        _ingest(tiny_config(**{"data.source": moved}), url, None)
+    train(tiny_config(**{"data.source": moved}), url, overwrite=True)  # as it says
 
 
 @pytest.mark.parametrize("rows", [1, 1000, 8192, 20_000])
