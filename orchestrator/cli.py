@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="shards, generations and weights of a store")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="read every live file and report those whose bytes no longer match its hash",
+    )
     _store_args(p)
 
     p = sub.add_parser(
@@ -558,13 +563,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     write_predictions(args.output, ids, scores)
 
 
-def cmd_status(args: argparse.Namespace) -> None:
+def cmd_status(args: argparse.Namespace) -> int:
     from sisa.status import status
 
-    info = status(args.store, args.storage_options)
+    info = status(args.store, args.storage_options, check=args.check)
     if args.json:
         _print_json(info)
-        return
+        return int(args.check and not info["check"]["ok"])
     print(
         f"{info['store']}: {len(info['shards'])} shards x {info['slices']} slices, "
         f"{info['points']} points, {info['test_points']} test point(s), "
@@ -577,8 +582,19 @@ def cmd_status(args: argparse.Namespace) -> None:
         served = "" if stage == info["slices"] else f"  serving stage {stage}"
         print(
             f"  shard {s['shard']:>3}  points {s['points']:>7}  generation {s['generation']:>3}"
-            f"  weights {s['weights_sha256'][:16]}{served}"
+            f"  weights {s['weights_sha256'][:16]} (recorded){served}"
         )
+    if not args.check:
+        print("hashes as recorded when written; 'sisa status --check' reads the bytes")
+        return 0
+    check = info["check"]
+    for problem in check["problems"]:
+        print(f"  MISMATCH: {problem}")
+    print(
+        f"checked {check['artifacts']} artifact(s): "
+        + ("every file matches its hash" if check["ok"] else f"{len(check['problems'])} problem(s)")
+    )
+    return int(not check["ok"])
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

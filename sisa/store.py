@@ -87,7 +87,7 @@ OWN_PATHS = (
 )  # all a store ever writes; fmt: skip
 WEIGHTS, STATE = "weights.safetensors", "state.pt"
 STAGE_FILES = (MANIFEST, WEIGHTS, STATE)
-_HEAD = re.compile(r"^g(\d{6,})\.json$")
+_HEAD = re.compile(r"^g([0-9]{6,})\.json\Z")
 
 
 class StoreStateError(RuntimeError):
@@ -327,6 +327,22 @@ class SisaStore:
         weights = decode_weights(read_file(self.fs, ref["dir"], WEIGHTS, manifest))
         extra = decode_state(read_file(self.fs, ref["dir"], STATE, manifest)) if state else None
         return weights, extra  # type: ignore[return-value]
+
+    def check_artifact(self, ref: dict[str, Any]) -> list[str]:
+        """Read every file of a referenced artifact against its manifest: the problems
+        (the file's URL and why), or none. The hashes a head records are what was written;
+        this is what the bytes are now."""
+        try:
+            manifest = self._manifest(ref)
+        except StorageError as err:
+            return [str(err)]
+        problems = []
+        for name in manifest.files:
+            try:
+                read_file(self.fs, ref["dir"], name, manifest)
+            except StorageError as err:
+                problems.append(str(err))
+        return problems
 
     def _manifest(self, ref: dict[str, Any]) -> Manifest:
         manifest = read_manifest(self.fs, ref["dir"])

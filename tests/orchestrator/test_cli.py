@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,6 +160,34 @@ def test_corrupted_checkpoint_is_never_loaded(tmp_path, capsys):
     assert run("predict", "--store", url, "--input", tmp_path / "in.npz") == 2
     assert "weights.safetensors" in capsys.readouterr().err
     assert run("verify", "--store", url, "--shard", "0", "--no-progress") == 2
+
+
+def test_status_labels_hashes_as_recorded_and_check_reads_the_bytes(store, tmp_path, capsys):
+    url = str(tmp_path / "s")
+    shutil.copytree(store, url)
+    capsys.readouterr()
+    assert run("status", "--store", url, "--check") == 0
+    assert "every file matches its hash" in capsys.readouterr().out
+    final = SisaStore(url).shard_head(1).stages[-1]["dir"]
+    path = Path(url) / final / "weights.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    path.write_bytes(bytes(data))
+    info = status_json(url, capsys)  # reads no payload: the hashes are the recorded ones
+    assert info["hashes"] == "recorded" and "check" not in info
+    assert info["shards"][1]["weights_sha256"] == SisaStore(url).shard_head(1).stages[-1][
+        "weights_sha256"
+    ]
+    assert run("status", "--store", url) == 0
+    out = capsys.readouterr().out
+    assert "(recorded)" in out and "'sisa status --check' reads the bytes" in out
+    assert run("status", "--store", url, "--check", "--json") == 1
+    check = json.loads(capsys.readouterr().out)["check"]
+    assert not check["ok"] and len(check["problems"]) == 1
+    assert f"{final}/weights.safetensors" in check["problems"][0]
+    assert run("status", "--store", url, "--check") == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "1 problem(s)" in out
 
 
 def test_partial_checkpoint_is_detected(tmp_path, capsys):
