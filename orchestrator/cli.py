@@ -7,9 +7,10 @@ executor and prints. Bad input ends in a one-line ``sisa: error: ...`` and exit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -282,7 +283,8 @@ def cmd_forget(args: argparse.Namespace) -> None:
         _print_acceptance(accepted, waiting)
     if waiting:
         store = SisaStore(args.store, args.storage_options)
-        wait_purged(store, accepted.request_id, _executor(args))
+        with _resumable("process"):  # the request is journaled: any process finishes it
+            wait_purged(store, accepted.request_id, _executor(args))
         status = request_status(store, accepted.request_id)
     if args.json:
         _print_json(asdict(accepted) | ({"status": status.to_dict()} if waiting else {}))
@@ -434,8 +436,9 @@ def cmd_process(args: argparse.Namespace) -> None:
     if args.window is not None or args.deadline is not None:
         raise CLIError("--window and --deadline apply to --follow")
     reports = []
-    while (report := process(args.store, args.storage_options, executor=executor)) is not None:
-        reports.append(report)
+    with _resumable("process"):
+        while (report := process(args.store, args.storage_options, executor=executor)) is not None:
+            reports.append(report)
     if args.json:
         _print_json([_report_dict(r) for r in reports])
         return
@@ -444,6 +447,18 @@ def cmd_process(args: argparse.Namespace) -> None:
     for r in reports:
         _print_batch(r)
     _warn_damaged(args.store, args.storage_options)
+
+
+@contextlib.contextmanager
+def _resumable(command: str) -> Iterator[None]:
+    """A storage failure (a full disk, an unreachable object store) mid-way: say that the
+    same command resumes where it stopped, since every step is committed or redone."""
+    from storage import StorageIOError
+
+    try:
+        yield
+    except StorageIOError as err:
+        raise CLIError(f"{err}; rerun 'sisa {command}' to resume") from err
 
 
 def _report_dict(report: Any) -> dict[str, Any]:

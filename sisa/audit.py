@@ -50,6 +50,7 @@ import numpy as np
 
 import storage
 from sisa import receipts, serving
+from sisa.batch import BatchPlan, batch_path, unfinished_batch
 from sisa.ids import fingerprints, id_candidates, salted_hash
 from sisa.journal import Journal, Request, receipt_path
 from sisa.partition import place
@@ -149,6 +150,7 @@ class _Audit:
             else:
                 self.flag("unexpected file", rel, "not a document of the store", "warning")
         self.load_requests()
+        self.unfinished = self.unfinished_batch()
         chain = self.check_receipts(expect_head)
         for rel, body in self.docs.items():
             self.check_strings(rel, body)
@@ -231,6 +233,22 @@ class _Audit:
         self.everything = self.deleted | self.deleted_groups | self.pending
         self.everything |= {r.group for r in self.open if r.group}
 
+    def unfinished_batch(self) -> BatchPlan | None:
+        """The plan of a batch that has started and not finished (a failure or a crash cut
+        it short, or a process runs now): its leftovers are expected until it resumes."""
+        try:
+            plan = unfinished_batch(self.store, Journal(self.store))
+        except (KeyError, TypeError, ValueError, StorageError) as err:
+            self.flag("malformed document", "batches", f"the newest batch plan: {err!r}")
+            return None
+        if plan is not None:
+            detail = (
+                f"requests {plan.seqs[0]}..{plan.seqs[-1]} are being processed; "
+                "'sisa process' resumes the batch, and its leftovers are warnings until then"
+            )
+            self.flag("unfinished batch", batch_path(plan.through), detail, "warning")
+        return plan
+
     def check_receipts(self, expect_head: str | None) -> receipts.ChainReport:
         unreadable = frozenset(self.unreadable)
         chain = receipts.verify_chain(self.store, self.receipted, unreadable)  # problems: chain
@@ -276,8 +294,22 @@ class _Audit:
         if hits := sum(h in self.everything for h in self.hashes(values)):
             self.flag("raw deleted ID in a document", rel, f"{hits} deleted or requested ID(s)")
 
-    def npz_hits(self, rel: str) -> int:
-        """How many deleted or requested IDs an .npz file outside live data holds."""
+    def left_by_batch(self, prefix: str, rel: str, head_generation: int) -> bool:
+        """Whether ``rel`` is what the unfinished batch writes or replaces in this part: a
+        generation at or after the one it replaces (sweeping is its last step but one)."""
+        plan = self.unfinished
+        match = re.match(rf"^{re.escape(prefix)}/g([0-9]{{6,}})(/|\.json\Z)", rel)
+        if plan is None or match is None:
+            return False
+        generation = int(match.group(1))
+        if prefix == TEST:
+            return plan.test_removed > 0 and generation >= head_generation - 1
+        replaced = {shard_prefix(s.shard): s.generation for s in plan.shards}
+        return prefix in replaced and generation >= replaced[prefix]
+
+    def npz_hits(self, rel: str, among: set[str] | None = None) -> int:
+        """How many deleted or requested IDs (or IDs ``among`` these) an .npz file outside
+        live data holds."""
         try:
             arrays = storage.decode_arrays(self.store.fs.read_bytes(rel))
         except ValueError as err:
@@ -286,7 +318,8 @@ class _Audit:
         if "ids" in arrays:  # the data layout: labels and features are not identifiers
             arrays = {k: arrays[k] for k in ("ids", "groups") if k in arrays}
         values = [v for a in arrays.values() if a.dtype.kind in "iuU" for v in a.ravel().tolist()]
-        return sum(h in self.everything for h in self.hashes(values))
+        among = self.everything if among is None else among
+        return sum(h in among for h in self.hashes(values))
 
     def check_part(self, prefix: str, shard: int | None, files: list[str]) -> dict | None:
         """A shard (or the test data): its latest head, what that references, and the rest."""
@@ -307,6 +340,11 @@ class _Audit:
             if folder is None:
                 hits = self.npz_hits(rel) if rel.endswith(".npz") else 0
                 held = f"; it holds {hits} deleted or requested ID(s)" if hits else ""
+                purged = self.npz_hits(rel, self.deleted) if hits else 0  # receipted
+                if not purged and self.left_by_batch(prefix, rel, int(max(gens))):
+                    detail = f"left by the unfinished batch until 'sisa process' resumes it{held}"
+                    self.flag("unfinished batch leftover", rel, detail, "warning")
+                    continue
                 self.flag("unreferenced artifact", rel, f"not referenced by {head_rel}{held}")
             elif name.startswith(TEMP_PREFIX):
                 self.flag("temp file", rel, "left inside a live artifact", "warning")

@@ -17,6 +17,7 @@ Everything sisa persists goes through a :class:`Store`, so the durability rules 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import uuid
@@ -145,7 +146,16 @@ class Store:
         if not rel:
             raise ValueError("cannot write to the store root itself")
         if self._local:
-            _write_local(path, bytes(data), exclusive)
+            try:
+                _write_local(path, bytes(data), exclusive)
+            except OSError as exc:
+                if exc.errno not in _FULL:
+                    raise
+                # the OS names no file and no store: say both, and what to do
+                raise StorageIOError(
+                    f"{self.url_of(rel)}: could not write: {os.strerror(exc.errno)} "
+                    f"(store {self.url}); nothing half-written was kept"
+                ) from exc
             return
         if exclusive and self.exists(rel):
             raise FileExistsError(f"{self.url_of(rel)} already exists")
@@ -340,6 +350,9 @@ def _check_rel(rel: str) -> None:
     for part in rel.split("/"):
         if part in ("", ".", ".."):
             raise ValueError(f"relative path {rel!r} has an empty, '.' or '..' component")
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota
 
 
 def _write_local(path: str, data: bytes, exclusive: bool) -> None:

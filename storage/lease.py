@@ -127,10 +127,14 @@ class Lease:
         self.store.require_atomic_create("a lease")
         deadline = time.monotonic() + wait
         while True:
+            # Held from before the create: another thread of this process that reads the
+            # record in the instant after it lands must not judge it let go (``_stale``).
+            _HELD.add(self.token)
             try:
                 self.store.write_bytes(self.rel, self._body(), exclusive=True)
                 break
             except FileExistsError:
+                _HELD.discard(self.token)
                 holder = self.holder()
                 if holder is None:
                     continue  # released between our create and our read
@@ -144,7 +148,9 @@ class Lease:
                         f"{holder.get('host')}; another process is working on this store"
                     ) from None
                 time.sleep(poll)
-        _HELD.add(self.token)
+            except BaseException:
+                _HELD.discard(self.token)
+                raise
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
         self._beat.start()
