@@ -39,9 +39,29 @@ class _Section(BaseModel):
         return value
 
 
+BUILTIN_SOURCES = ("digits", "synthetic-purchase")
+
+
+def resolve_source(source: str, base: str | Path | None = None) -> str:
+    """``data.source`` with a relative local path made absolute: against ``base`` (the
+    config file's folder, for a path written in it), else the working folder. Training
+    stores what this returns, so every later command reads the same file from anywhere."""
+    if source.startswith("file://"):
+        return "file://" + resolve_source(source.removeprefix("file://"), base)
+    if source in BUILTIN_SOURCES or "://" in source or "::" in source:
+        return source
+    path = Path(source).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return os.path.abspath(path)
+
+
 class DataConfig(_Section):
     source: str = "digits"
-    """``"digits"`` (bundled), ``"synthetic-purchase"``, or a path/URL to .npz, .csv or .parquet."""
+    """``"digits"`` (bundled), ``"synthetic-purchase"``, or a path/URL to .npz, .csv or .parquet.
+    A relative path in a config file is relative to that file's folder; typed on the
+    command line or in ``SISA_DATA__SOURCE``, to the working folder. Training stores it
+    resolved."""
     n: int = Field(10_000, ge=10)
     """Number of points for ``synthetic-purchase``."""
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
@@ -317,6 +337,9 @@ def load_config(
             raise ConfigError(f"{path}: no such config file") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML ({err})") from None
+        data = tree.get("data")
+        if isinstance(data, dict) and isinstance(data.get("source"), str):
+            data["source"] = resolve_source(data["source"], Path(path).resolve().parent)
     combined = env_overrides(os.environ if environ is None else environ)
     combined.update(overrides or {})
     return build_config(tree, combined)

@@ -13,19 +13,18 @@ part and writes only the missing ones.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sisa.config import Config, build_config
+from sisa.config import Config, build_config, resolve_source
 from sisa.data import split_mask
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.jobs import Progress, ShardJob
 from sisa.partition import place
 from sisa.risk import with_risk
-from sisa.sources import BUILTIN_SOURCES, SourceIndex, open_source
+from sisa.sources import SourceIndex, open_source
 from sisa.store import (
     PROCESS_LOCK,
     TEST,
@@ -114,13 +113,8 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
 
 def source_location(source: str) -> str:
     """``data.source`` as a job elsewhere must read it: a relative local path made absolute
-    here, since a worker's working directory is not the caller's. (The config keeps what
-    the user wrote: it is part of the training hash.)"""
-    if source.startswith("file://"):
-        return "file://" + source_location(source.removeprefix("file://"))
-    if source in BUILTIN_SOURCES or "://" in source or "::" in source:
-        return source
-    return os.path.abspath(os.path.expanduser(source))
+    here, since a worker's working directory is not the caller's."""
+    return resolve_source(source)
 
 
 def _parts(config: Config, index: SourceIndex) -> np.ndarray:

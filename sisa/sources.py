@@ -31,7 +31,6 @@ from sisa.data import (
     load_file,
 )
 
-BUILTIN_SOURCES = ("digits", "synthetic-purchase")
 CHUNK_BYTES = 32 << 20  # features in flight at once: 55,924 rows of Purchase's 600 bytes
 
 

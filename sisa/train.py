@@ -66,8 +66,11 @@ def train(
     started = time.perf_counter()
     preflight(executor, config.resources)  # no GPU where one is asked: before any write
     store = SisaStore(url, storage_options)
-    source = source_location(config.data.source)
-    ingest = IngestJob(url, store.storage_options, config.stored(), overwrite, source=source)
+    # what the store keeps is the source resolved here: later commands, run from any
+    # folder or node, read the same file
+    data = config.data.model_copy(update={"source": source_location(config.data.source)})
+    config = config.model_copy(update={"data": data})
+    ingest = IngestJob(url, store.storage_options, config.stored(), overwrite)
     (ingested,) = run_jobs(
         executor,
         run_ingest_job,

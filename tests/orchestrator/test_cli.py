@@ -343,3 +343,37 @@ def test_an_unreachable_object_store_is_a_one_line_error(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sisa: error: {url}/") and "EndpointConnectionError" in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_relative_source_in_a_config_is_read_beside_it_and_stored_resolved(
+    tmp_path, monkeypatch, capsys
+):
+    """``source = "points.npz"`` in ``project/cfg.toml`` means ``project/points.npz``,
+    wherever ``sisa train`` runs; the store keeps the resolved path, so ``evaluate
+    --forgotten`` (which reads the source again) works from any other folder."""
+    from tests.conftest import write_digits_npz
+
+    project, elsewhere, later = (tmp_path / d for d in ("project", "elsewhere", "later"))
+    for folder in (project, elsewhere, later):
+        folder.mkdir()
+    write_digits_npz(project / "points.npz")
+    (project / "cfg.toml").write_text(
+        '[data]\nsource = "points.npz"\n[sisa]\nshards = 2\nslices = 2\nepochs = 2\n'
+        '[model]\nname = "mlp"\nhidden = [8]\n'
+    )
+    monkeypatch.chdir(elsewhere)
+    url = str(tmp_path / "s")
+    assert run("train", "--config", "../project/cfg.toml", "--store", url, "--no-progress") == 0
+    stored = SisaStore(url).config().data.source
+    assert stored == str(project / "points.npz")
+    monkeypatch.chdir(later)
+    assert run("forget", "--store", url, "1000", "--wait", "--no-progress") == 0
+    capsys.readouterr()
+    code = run("evaluate", "--store", url, "--forgotten", "1000", "--no-progress")
+    assert code == 0, capsys.readouterr().err
+    # typed on the command line, a relative path is the working folder's
+    write_digits_npz(later / "here.npz")
+    other = str(tmp_path / "t")
+    argv = ["train", "--config", str(project / "cfg.toml"), "--store", other, "--no-progress"]
+    assert run(*argv, "--set", "data.source=here.npz") == 0
+    assert SisaStore(other).config().data.source == str(later / "here.npz")
