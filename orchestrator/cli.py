@@ -275,6 +275,8 @@ def cmd_forget(args: argparse.Namespace) -> None:
     from sisa.unlearn import accept, wait_purged
 
     ids, group = _request_args(args)
+    if args.wait:  # it will retrain: refuse before journaling what it could not finish
+        _check_models_runnable(args.store, args.storage_options)
     accepted = accept(
         args.store, ids, group=group, reason=args.reason, storage_options=args.storage_options
     )
@@ -290,6 +292,15 @@ def cmd_forget(args: argparse.Namespace) -> None:
         _print_json(asdict(accepted) | ({"status": status.to_dict()} if waiting else {}))
     elif waiting:
         _print_receipt(status.receipt)
+
+
+def _check_models_runnable(url: str, storage_options: dict[str, Any] | None) -> None:
+    from sisa.factories import check_factory
+    from sisa.store import SisaStore
+
+    store = SisaStore(url, storage_options)
+    store.require_trained()
+    check_factory(store.config().model)
 
 
 def _print_acceptance(accepted: Any, waiting: bool) -> None:
@@ -484,10 +495,13 @@ def _print_batch(report: Any) -> None:
     plan = report.plan
     _print_plan(plan)
     predicted = "-" if plan.predicted_seconds is None else f"{plan.predicted_seconds:.2f}s"
+    resumed = ""
+    if report.resumed:  # a killed run leaves its lease; one stopped by an error releases it
+        crashed = report.after_crash
+        resumed = " (resumed after a crash)" if crashed else " (resumed an unfinished batch)"
     print(
         f"  actual: {report.samples} samples in {report.compute_seconds:.2f}s of compute "
-        f"(predicted {plan.samples} in {predicted}); {report.seconds:.2f}s wall"
-        + (" (resumed after a crash)" if report.resumed else "")
+        f"(predicted {plan.samples} in {predicted}); {report.seconds:.2f}s wall{resumed}"
     )
     print(f"  purged {len(report.purged)} file(s); receipts: {len(report.receipts)}")
 

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from orchestrator.shared_disk import SharedDiskCheck
 from sisa.config import ResourcesConfig
 from sisa.environment import require_device
+from sisa.factories import TRUST_ENV
 from sisa.jobs import Progress
-from sisa.models import TRUST_ENV
 
 J = TypeVar("J")
 R = TypeVar("R")

@@ -39,6 +39,7 @@ from sisa.cost import (
     paper_request_cost,
     retrain_samples,
 )
+from sisa.factories import check_factory
 from sisa.faults import crash_point
 from sisa.ids import salted_hashes
 from sisa.jobs import (
@@ -117,7 +118,9 @@ class BatchReport:
     samples: int  # trained by this run (less than planned when resuming)
     compute_seconds: float  # summed over shard jobs
     seconds: float  # wall time of this run
-    resumed: bool
+    resumed: bool  # it finished a batch that an earlier run started
+    # ... whose process died (it left its lease behind); else that run stopped on an error
+    after_crash: bool = False
 
 
 def batch_path(through: int) -> str:
@@ -273,12 +276,14 @@ def process(
     store = SisaStore(url, storage_options)
     store.require_trained()
     config = store.config()
-    with Lease(store.fs, LOCK, config.deletion.lease_s).acquire(wait):
+    check_factory(config.model)  # a batch that cannot train must not start (plan, lease)
+    lease = Lease(store.fs, LOCK, config.deletion.lease_s)
+    with lease.acquire(wait):
         crash_point("process-locked")
-        return _run(store, executor)
+        return _run(store, executor, after_crash=lease.broke is not None)
 
 
-def _run(store: SisaStore, executor: Executor | None) -> BatchReport | None:
+def _run(store: SisaStore, executor: Executor | None, after_crash: bool) -> BatchReport | None:
     started = time.perf_counter()
     purged = store.sweep_all()  # finish a purge that a crash cut short
     journal = Journal(store)
@@ -330,6 +335,7 @@ def _run(store: SisaStore, executor: Executor | None) -> BatchReport | None:
         actual["compute_seconds"],
         time.perf_counter() - started,
         resumed,
+        resumed and after_crash,
     )
 
 

@@ -4,23 +4,19 @@ Every model maps a batch of features [B, *input_shape] to logits [B, num_classes
 Models avoid layers without deterministic kernels (adaptive pooling, scatter-add), so
 ``torch.use_deterministic_algorithms(True)`` holds on CPU and CUDA alike.
 
-A factory name is code to import, and a store's config is data that anyone with write
-access to the store can change. So a factory is imported only when trusted: named by the
-caller who trains (``trusted``), or listed in ``SISA_TRUSTED_FACTORIES`` (comma-separated
-``module:callable`` or ``module:*``) by whoever runs forget, verify or predict.
+A factory is code: it is imported only when trusted, by the rule of ``sisa.factories``.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
 from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn
 
 from sisa.config import ModelConfig
+from sisa.factories import load_factory
 
 
 class MLP(nn.Module):
@@ -82,14 +78,6 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(x))
 
 
-TRUST_ENV = "SISA_TRUSTED_FACTORIES"
-
-
-def is_trusted(name: str, trusted: Collection[str] = ()) -> bool:
-    allowed = set(trusted) | {n.strip() for n in os.environ.get(TRUST_ENV, "").split(",")}
-    return name in allowed or f"{name.partition(':')[0]}:*" in allowed
-
-
 def build_model(
     cfg: ModelConfig,
     input_shape: Sequence[int],
@@ -101,16 +89,7 @@ def build_model(
         return MLP(input_shape, num_classes, cfg.hidden, cfg.dropout)
     if cfg.name == "cnn":
         return SmallCNN(input_shape, num_classes, cfg.hidden, cfg.dropout)
-    if not is_trusted(cfg.name, trusted):
-        raise ValueError(
-            f"model.name: factory {cfg.name!r} is not trusted, so it is not imported; "
-            f"allow it with {TRUST_ENV}={cfg.name}"
-        )
-    module_name, _, attr = cfg.name.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"model.name: cannot load factory {cfg.name!r}: {err}") from None
+    factory = load_factory(cfg, trusted)  # trusted, or ValueError (sisa.factories)
     model = factory(tuple(input_shape), num_classes)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model.name: {cfg.name!r} returned {type(model).__name__}, not a Module")

@@ -19,6 +19,7 @@ import numpy as np
 from sisa.config import Config
 from sisa.cost import calibration_totals
 from sisa.data import Dataset, load_source, split_train_test
+from sisa.factories import check_factory
 from sisa.ingest import IngestJob, run_ingest_job, source_location
 from sisa.jobs import Executor, ShardResult, preflight, run_jobs, run_shard_job
 from sisa.partition import place
@@ -65,6 +66,7 @@ def train(
     """Train every shard slice by slice into the store at ``url``."""
     started = time.perf_counter()
     preflight(executor, config.resources)  # no GPU where one is asked: before any write
+    check_factory(config.model, trusted=(config.model.name,))  # importable: before any write
     store = SisaStore(url, storage_options)
     # what the store keeps is the source resolved here: later commands, run from any
     # folder or node, read the same file

@@ -29,6 +29,7 @@ import numpy as np
 
 from sisa import serving
 from sisa.batch import BatchReport, process
+from sisa.factories import check_factory
 from sisa.faults import crash_point
 from sisa.ids import ID, as_id_array, canonical_id, id_candidates, salted_hash
 from sisa.jobs import Executor, ShardResult
@@ -305,8 +306,10 @@ def forget(
     from sisa import receipts
 
     started = time.perf_counter()
-    accepted = accept(url, ids, group=group, reason=reason, storage_options=storage_options)
     store = SisaStore(url, storage_options)
+    store.require_trained()
+    check_factory(store.config().model)  # it retrains: refuse before journaling anything
+    accepted = accept(url, ids, group=group, reason=reason, storage_options=storage_options)
     reports = []
     if accepted.request_id is None:  # nothing new; still finish what a crash left
         try:

@@ -83,6 +83,9 @@ class Lease:
     def __init__(self, store: Store, rel: str, ttl: float = 600.0) -> None:
         self.store, self.rel, self.ttl = store, rel, float(ttl)
         self.token = secrets.token_hex(8)
+        # the record of a dead holder this acquire broke: a holder that stops on an error
+        # releases its lease, one that was killed leaves it, so this tells a crash apart
+        self.broke: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -141,6 +144,7 @@ class Lease:
                 if self._stale(holder):
                     if self.holder() == holder:  # not replaced by a breaker that was faster
                         self.store.delete(self.rel)
+                        self.broke = holder
                     continue
                 if time.monotonic() >= deadline:
                     raise LeaseHeldError(

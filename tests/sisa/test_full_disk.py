@@ -67,6 +67,8 @@ def test_a_full_disk_mid_batch_names_the_file_and_the_rerun_resumes(
 
     assert _mount(small_disk, 64 * 1024, remount=True)
     assert main(["process", "--store", str(store), "--no-progress"]) == 0
+    out = capsys.readouterr().out  # an error stopped it, no crash: its lease was released
+    assert "(resumed an unfinished batch)" in out and "crash" not in out
     assert main(["process", "--store", str(reference), "--no-progress"]) == 0
     weights = [s["weights_sha256"] for s in status(str(store))["shards"]]
     assert weights == [s["weights_sha256"] for s in status(str(reference))["shards"]]

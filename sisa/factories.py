@@ -1,0 +1,83 @@
+"""User factories named ``"package.module:callable"``: when they may be imported, and how.
+
+A factory name is code to import, and a store's config is data that anyone with write
+access to the store can change. So one rule holds for every command: **a command that
+runs the store's models imports its factory only when trusted**, that is named by the
+caller who trains (``trusted``: the config they passed), or listed in
+``SISA_TRUSTED_FACTORIES`` (comma-separated ``module:callable`` or ``module:*``) by
+whoever runs it. Commands that run models: ``train`` (trusts its own config), ``process``,
+``forget --wait``, ``verify``, ``evaluate``, ``predict`` and ``serve``. Commands that only
+read or journal (``status``, ``forget``, ``requests``, ``plan``, ``audit``, ``receipt``)
+never import a factory.
+
+A factory is imported from ``sys.path``. The ``sisa`` command does not put the working
+folder there, and nothing here adds it: a command that reads a store would otherwise run
+whatever module of that name a folder holds. Run with ``PYTHONPATH`` naming the folder
+of the module, or install it.
+
+This module imports no torch: the checks run before anything is planned or journaled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+from sisa.config import ModelConfig
+
+TRUST_ENV = "SISA_TRUSTED_FACTORIES"
+BUILTIN_MODELS = ("mlp", "cnn")
+
+
+def is_trusted(name: str, trusted: Collection[str] = ()) -> bool:
+    allowed = set(trusted) | {n.strip() for n in os.environ.get(TRUST_ENV, "").split(",")}
+    return name in allowed or f"{name.partition(':')[0]}:*" in allowed
+
+
+def _not_found_hint(module: str) -> str:
+    top = module.partition(".")[0]
+    here = [p for p in (Path(f"{top}.py"), Path(top) / "__init__.py") if p.exists()]
+    where = f" ({here[0]} is in the working folder, not on the import path)" if here else ""
+    return (
+        f"{where}; run with PYTHONPATH set to the folder that holds {top!r} "
+        f"(for example PYTHONPATH=$PWD sisa ...), or install it as a package"
+    )
+
+
+def check_factory(cfg: ModelConfig, trusted: Collection[str] = ()) -> None:
+    """Raise ValueError naming ``model.name`` unless its factory may and can be imported;
+    imports nothing but the module's parent packages."""
+    if cfg.name in BUILTIN_MODELS:
+        return
+    if not is_trusted(cfg.name, trusted):
+        raise ValueError(
+            f"model.name: factory {cfg.name!r} is not trusted, so it is not imported; "
+            f"allow it with {TRUST_ENV}={cfg.name}"
+        )
+    module = cfg.name.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ValueError(
+            f"model.name: cannot load factory {cfg.name!r}: no module named {module!r}"
+            + _not_found_hint(module)
+        )
+
+
+def load_factory(cfg: ModelConfig, trusted: Collection[str] = ()) -> Callable[..., Any]:
+    """The trusted factory ``cfg.name`` names, imported."""
+    check_factory(cfg, trusted)
+    module_name, _, attr = cfg.name.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except ModuleNotFoundError as err:
+        hint = _not_found_hint(err.name or module_name)
+        raise ValueError(f"model.name: cannot load factory {cfg.name!r}: {err}{hint}") from None
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"model.name: cannot load factory {cfg.name!r}: {err}") from None
