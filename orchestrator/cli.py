@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -230,9 +231,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     from sisa.train import train
 
     config = load_config(args.config, overrides=parse_assignments(args.set))
-    report = train(
-        config, args.store, args.storage_options, executor=_executor(args), overwrite=args.overwrite
-    )
+    with warnings.catch_warnings(record=True) as caught:  # one line each, not a traceback
+        warnings.simplefilter("always", UserWarning)
+        report = train(
+            config,
+            args.store,
+            args.storage_options,
+            executor=_executor(args),
+            overwrite=args.overwrite,
+        )
+    for warning in caught:
+        print(f"sisa: warning: {warning.message}", file=sys.stderr)
     print(
         f"trained {config.sisa.shards} shards x {config.sisa.slices} slices on "
         f"{report.n_train} points ({report.n_test} held out) in {report.seconds:.1f}s "

@@ -13,7 +13,7 @@ part and writes only the missing ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,7 @@ class Ingested:
     jobs: list[ShardJob]  # one per shard that has no committed head yet
     n_train: int
     n_test: int
+    empty_classes: list[int] = field(default_factory=list)  # classes no point carries
 
 
 def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
@@ -108,7 +109,9 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
         ShardJob(job.url, store.storage_options, shard, 0, 1, refs[shard], [], trusted)
         for shard in sorted(refs)
     ]
-    return Ingested(jobs, len(index) - n_test, n_test)
+    counts = np.bincount(index.y, minlength=index.num_classes)  # [C]
+    empty = np.flatnonzero(counts == 0).tolist()
+    return Ingested(jobs, len(index) - n_test, n_test, empty)
 
 
 def source_location(source: str) -> str:

@@ -11,6 +11,7 @@ and data resumes it from the last committed stage of every shard.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from sisa.config import Config
 from sisa.cost import calibration_totals
-from sisa.data import Dataset, load_source, split_train_test
+from sisa.data import Dataset, _examples, load_source, split_train_test
 from sisa.factories import check_factory
 from sisa.ingest import IngestJob, run_ingest_job, source_location
 from sisa.jobs import Executor, ShardResult, preflight, run_jobs, run_shard_job
@@ -36,6 +37,7 @@ class TrainReport:
     seconds: float
     # a rerun after an interruption: shards committed by an earlier call, not trained again
     resumed_shards: list[int] = field(default_factory=list)
+    empty_classes: list[int] = field(default_factory=list)  # labels no point carries
 
     @property
     def resumed(self) -> bool:
@@ -53,6 +55,17 @@ def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
     train_ds = with_risk(config.sisa, train_ds)  # stored with the points: placement reads it
     shard_of, _ = place(config.sisa, train_ds.to_arrays())
     return train_ds, test_ds, shard_of
+
+
+def empty_classes_warning(empty: list[int], config: Config) -> str:
+    """Labels with gaps (say 0 and 5) make a model with outputs no point ever trains."""
+    shown = _examples(empty)
+    size = "data.num_classes" if config.data.num_classes else "the largest label + 1"
+    return (
+        f"classes {shown} have no point in the data; the model still has an output for each "
+        f"({size}), which no point trains: relabel the data to 0..C-1 without gaps, or set "
+        "data.num_classes if the classes are meant to exist"
+    )
 
 
 def train(
@@ -82,6 +95,8 @@ def train(
         desc="ingest",
     )
     jobs = ingested.jobs
+    if ingested.empty_classes:
+        warnings.warn(empty_classes_warning(ingested.empty_classes, config), stacklevel=2)
     results = run_jobs(
         executor,
         run_shard_job,
@@ -107,5 +122,11 @@ def train(
     )
     committed = sorted(set(range(config.sisa.shards)) - {j.shard for j in jobs})
     return TrainReport(
-        url, results, ingested.n_train, ingested.n_test, time.perf_counter() - started, committed
+        url,
+        results,
+        ingested.n_train,
+        ingested.n_test,
+        time.perf_counter() - started,
+        committed,
+        ingested.empty_classes,
     )

@@ -377,3 +377,29 @@ def test_a_relative_source_in_a_config_is_read_beside_it_and_stored_resolved(
     argv = ["train", "--config", str(project / "cfg.toml"), "--store", other, "--no-progress"]
     assert run(*argv, "--set", "data.source=here.npz") == 0
     assert SisaStore(other).config().data.source == str(later / "here.npz")
+
+
+def test_labels_with_gaps_are_trained_with_a_warning_naming_the_empty_classes(
+    tmp_path, capsys
+):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    keep = np.isin(d.target, [0, 5])
+    y = np.where(d.target[keep] == 5, 5, 0)  # labels {0, 5}: six outputs, four never trained
+    np.savez(tmp_path / "gaps.npz", X=(d.data[keep] / 16).astype(np.float32), y=y,
+             ids=np.arange(int(keep.sum())))  # fmt: skip
+    url = str(tmp_path / "s")
+    capsys.readouterr()
+    argv = ["train", "--store", url, "--no-progress", *TINY_ARGS]
+    assert run(*argv, "--set", f"data.source={tmp_path / 'gaps.npz'}") == 0
+    err = capsys.readouterr().err
+    assert err.startswith("sisa: warning: classes 1, 2, 3, 4 have no point")
+    assert err.count("\n") == 1
+    assert "data.num_classes" in err
+    # the same data relabelled 0..1 trains without a word
+    np.savez(tmp_path / "dense.npz", X=(d.data[keep] / 16).astype(np.float32), y=y // 5,
+             ids=np.arange(int(keep.sum())))  # fmt: skip
+    argv = ["train", "--store", str(tmp_path / "t"), "--no-progress", *TINY_ARGS]
+    assert run(*argv, "--set", f"data.source={tmp_path / 'dense.npz'}") == 0
+    assert capsys.readouterr().err == ""
