@@ -82,3 +82,27 @@ def test_training_without_the_risk_it_needs_writes_nothing(trained, tmp_path):
     with pytest.raises(DataError, match="not a function of each point alone"):
         trained(name="ranked", **AWARE, **{"sisa.deletion_risk": "tests.sisa.risks:by_rank"})
     assert not (tmp_path / "ranked").exists()
+
+
+def test_a_csv_risk_column_places_like_the_same_npz_array(tmp_path):
+    """A table's 'risk' column reaches placement as an .npz array does (it was dropped
+    from in-memory sources before, and 'column' risk then failed on CSV)."""
+    import pandas as pd
+
+    arrays = dict(np.load(write_digits_npz(tmp_path / "d.npz", risk=True)))
+    frame = pd.DataFrame(arrays["X"], columns=[f"f{j}" for j in range(64)])
+    frame.insert(0, "id", arrays["ids"])
+    frame.insert(1, "label", arrays["y"])
+    frame.insert(2, "risk", arrays["risk"])
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    overrides = AWARE | {"sisa.deletion_risk": "column"}
+    places = []
+    for source in ("d.npz", "d.csv"):
+        url = str(tmp_path / source.replace(".", "-"))
+        train(tiny_config(**{"data.source": str(tmp_path / source)} | overrides), url)
+        store = SisaStore(url)
+        places.append([sorted(store.read_data(store.shard_head(k).data, features=False)["ids"]
+                              .tolist()) for k in range(4)])  # fmt: skip
+    assert places[0] == places[1]
+    risky = set(arrays["ids"][arrays["risk"] >= 0.5].tolist())
+    assert sum(bool(risky & set(ids)) for ids in places[1]) == 1  # all in the reserved shard
