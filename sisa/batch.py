@@ -61,7 +61,7 @@ from storage import DocumentExistsError, Lease, read_doc, write_doc
 LOCK = PROCESS_LOCK
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardPlan:
     shard: int
     generation: int  # of the head being replaced
@@ -73,7 +73,7 @@ class ShardPlan:
     old_dirs: list[str]  # artifacts of the replaced head (purged unless reused)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchPlan:
     through: int  # Q: the newest request in the batch
     requests: list[str]
@@ -109,7 +109,7 @@ def _known(kind: type, body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k in names}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchReport:
     plan: BatchPlan
     results: list[ShardResult]
@@ -327,15 +327,15 @@ def _run(store: SisaStore, executor: Executor | None, after_crash: bool) -> Batc
         written.append(receipts.append(store, receipts.build(store, request, plan, state, actual)))
         crash_point("after-receipt")
     return BatchReport(
-        plan,
-        results,
-        written,
-        purged,
-        samples,
-        actual["compute_seconds"],
-        time.perf_counter() - started,
-        resumed,
-        resumed and after_crash,
+        plan=plan,
+        results=results,
+        receipts=written,
+        purged=purged,
+        samples=samples,
+        compute_seconds=actual["compute_seconds"],
+        seconds=time.perf_counter() - started,
+        resumed=resumed,
+        after_crash=resumed and after_crash,
     )
 
 

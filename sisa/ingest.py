@@ -51,7 +51,7 @@ class IngestJob:
     source: str | None = None  # where to read ``data.source`` from, if not as written there
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Ingested:
     jobs: list[ShardJob]  # one per shard that has no committed head yet
     n_train: int
@@ -111,7 +111,7 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     ]
     counts = np.bincount(index.y, minlength=index.num_classes)  # [C]
     empty = np.flatnonzero(counts == 0).tolist()
-    return Ingested(jobs, len(index) - n_test, n_test, empty)
+    return Ingested(jobs=jobs, n_train=len(index) - n_test, n_test=n_test, empty_classes=empty)
 
 
 def source_location(source: str) -> str:

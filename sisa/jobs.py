@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -28,16 +28,10 @@ from sisa.faults import crash_point
 from sisa.ids import id_set_hash
 from sisa.partition import place
 from sisa.store import TEST, SisaStore, gen_dir, shard_prefix, stage_ref
-from sisa.trainer import (
-    ShardData,
-    TrainState,
-    checkpoint_payload,
-    fresh_state,
-    restore_state,
-    state_digest,
-    train_stage,
-)
 from storage import state_hash, tensor_hashes
+
+if TYPE_CHECKING:  # the trainer (torch) is imported by the jobs that train, when they run
+    from sisa.trainer import ShardData, TrainState
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -158,7 +152,7 @@ def run_test_data_job(job: TestDataJob, progress: Progress) -> dict[str, Any]:
     return store.commit_head(TEST, job.generation, body).body
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardResult:
     shard: int
     generation: int
@@ -219,6 +213,8 @@ class Phases:
 
 def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> ShardData:
     """A shard's committed data with each point's slice, checked against the layout."""
+    from sisa.trainer import ShardData
+
     arrays = store.read_data(ref)
     shard_of, slice_of = place(config.sisa, arrays)
     if len(shard_of) and not np.all(shard_of == shard):
@@ -227,6 +223,8 @@ def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> 
 
 
 def _restore(store: SisaStore, config: Config, job: ShardJob, ref: dict) -> TrainState:
+    from sisa.trainer import restore_state
+
     intent = store.intent() or {}
     weights, extra = store.read_stage(ref)
     shape, classes = tuple(intent["input_shape"]), intent["num_classes"]
@@ -250,6 +248,8 @@ def _require_same_environment(job: ShardJob, fingerprint: dict[str, Any]) -> Non
 
 def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     """Train stages ``start_stage..R`` of one shard, commit its head, purge the stale."""
+    from sisa.trainer import checkpoint_payload, fresh_state, train_stage
+
     started = time.perf_counter()
     phases = Phases()
     store = SisaStore(job.url, job.storage_options)
@@ -261,15 +261,15 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
             raise RuntimeError(f"shard {job.shard} is already at generation {head.generation}")
         progress(slices - job.start_stage + 1)
         return ShardResult(
-            job.shard,
-            job.generation,
-            job.start_stage,
-            [],
-            [],
-            0,
-            time.perf_counter() - started,
-            store.sweep(prefix),
-            head.body,
+            shard=job.shard,
+            generation=job.generation,
+            start_stage=job.start_stage,
+            trained=[],
+            resumed=[],
+            samples=0,
+            seconds=time.perf_counter() - started,
+            purged=store.sweep(prefix),
+            head=head.body,
             peak_rss_bytes=peak_rss_bytes(),
         )
 
@@ -356,17 +356,17 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     purged = store.sweep(prefix)
     phases.lap("purge")
     return ShardResult(
-        job.shard,
-        job.generation,
-        job.start_stage,
-        trained,
-        resumed,
-        samples,
-        time.perf_counter() - started,
-        purged,
-        head.body,
-        phases.seconds,
-        peak_rss_bytes(),
+        shard=job.shard,
+        generation=job.generation,
+        start_stage=job.start_stage,
+        trained=trained,
+        resumed=resumed,
+        samples=samples,
+        seconds=time.perf_counter() - started,
+        purged=purged,
+        head=head.body,
+        phases=phases.seconds,
+        peak_rss_bytes=peak_rss_bytes(),
     )
 
 
@@ -409,6 +409,8 @@ class ShardVerdict:
 
 def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
     """Retrain one shard from scratch on its current data; compare every stage bitwise."""
+    from sisa.trainer import checkpoint_payload, fresh_state, state_digest, train_stage
+
     store = SisaStore(job.url, job.storage_options)
     config, intent = store.config(), store.intent() or {}
     configure(config.resources.threads, config.resources.device)  # before any CUDA work

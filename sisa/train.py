@@ -28,7 +28,7 @@ from sisa.risk import with_risk
 from sisa.store import SisaStore
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainReport:
     url: str
     shards: list[ShardResult]  # the shards this call trained (all but the resumed_shards)
@@ -122,11 +122,11 @@ def train(
     )
     committed = sorted(set(range(config.sisa.shards)) - {j.shard for j in jobs})
     return TrainReport(
-        url,
-        results,
-        ingested.n_train,
-        ingested.n_test,
-        time.perf_counter() - started,
-        committed,
-        ingested.empty_classes,
+        url=url,
+        shards=results,
+        n_train=ingested.n_train,
+        n_test=ingested.n_test,
+        seconds=time.perf_counter() - started,
+        resumed_shards=committed,
+        empty_classes=ingested.empty_classes,
     )

@@ -47,7 +47,7 @@ class UnknownIDError(KeyError):
         return str(self.args[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ForgetPlan:
     """What a request will do, decided before anything changes."""
 
@@ -66,7 +66,7 @@ class ForgetPlan:
         return {shard: min(s) + 1 for shard, s in self.slices.items() if s}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Acceptance:
     """The answer to a request: its ID once journaled, and what it will remove."""
 
@@ -80,7 +80,7 @@ class Acceptance:
     earlier_requests: list[str] = field(default_factory=list)  # that cover the no-ops
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ForgetReport:
     request_id: str | None
     removed: list[ID]
@@ -138,7 +138,14 @@ def plan_forget(
         )
         if len(query) == 0:
             if group_hash in deleted_groups:
-                return ForgetPlan({}, {}, [group], group_hash, None, frozenset(deleted), seen)
+                return ForgetPlan(
+                    to_remove={},
+                    slices={},
+                    already_deleted=[group],
+                    group_hash=group_hash,
+                    deleted=frozenset(deleted),
+                    journal_seen=seen,
+                )
             raise UnknownIDError(f"unknown group: {group!r}")
     else:
         query = as_id_array([canonical_id(v) for v in ids])  # type: ignore[union-attr]
@@ -168,7 +175,15 @@ def plan_forget(
         if part != TEST:
             _, slice_of = place(config.sisa, {k: v[rows] for k, v in arrays.items()})
             slices[part] = slice_of.tolist()
-    return ForgetPlan(to_remove, slices, already, group_hash, locator, frozenset(deleted), seen)
+    return ForgetPlan(
+        to_remove=to_remove,
+        slices=slices,
+        already_deleted=already,
+        group_hash=group_hash,
+        locator=locator,
+        deleted=frozenset(deleted),
+        journal_seen=seen,
+    )
 
 
 MAX_REASON = 1000
@@ -243,7 +258,16 @@ def accept(
             hashes.add(plan.group_hash)
         earlier = covering_requests(store, hashes)
     if request is None:
-        return Acceptance(None, [], [], already, {}, 0.0, [], earlier)
+        return Acceptance(
+            request_id=None,
+            removed=[],
+            removed_from_test=[],
+            already_deleted=already,
+            start_stages={},
+            compliance_seconds=0.0,
+            rolled_back=[],
+            earlier_requests=earlier,
+        )
     removed = [p for h, (part, p) in points.items() if h in kept and part != TEST]
     from_test = [p for h, (part, p) in points.items() if h in kept and part == TEST]
     slices = {
@@ -255,14 +279,14 @@ def accept(
     compliance = time.perf_counter() - journaled
     crash_point("after-compliance")
     return Acceptance(
-        request.id,
-        removed,
-        from_test,
-        already,
-        {shard: min(s) + 1 for shard, s in slices.items() if s},
-        compliance,
-        [s.shard for s in state.shards.values() if request.seq in s.pending],
-        earlier,
+        request_id=request.id,
+        removed=removed,
+        removed_from_test=from_test,
+        already_deleted=already,
+        start_stages={shard: min(s) + 1 for shard, s in slices.items() if s},
+        compliance_seconds=compliance,
+        rolled_back=[s.shard for s in state.shards.values() if request.seq in s.pending],
+        earlier_requests=earlier,
     )
 
 
