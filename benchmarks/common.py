@@ -1,17 +1,26 @@
 """What every benchmark records beside its figures: the commit measured, the CPU, the
 Markdown and JSON files written side by side, and how busy the machine was with other
-work while it ran."""
+work while it ran; and measurements run in a fresh child process, whose memory and
+Ray instance are then their own.
+
+Where ``python -m benchmarks`` reads and writes: ``ROOT``, the repository.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit() -> str:
@@ -98,3 +107,29 @@ class Others:
         wall = time.perf_counter() - self.t0
         foreign = (system_busy_s() - self.busy) - (tree_cpu_s() - self.mine)
         self.cores = max(foreign, 0.0) / max(wall, 1e-9)
+
+
+def run_child(module: str, spec: dict[str, Any], name: str) -> Any:
+    """``python -m <module> --child SPEC --result FILE`` in a fresh process that joins no
+    Ray cluster of ours (``child_main`` is its entry point); what it wrote to FILE.
+    ``name`` names the measurement in the error when the child fails."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", module, "--child", json.dumps(spec), "--result", str(result)]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        return json.loads(result.read_text())
+
+
+def child_main(child: Callable[[dict[str, Any]], Any], description: str) -> int:
+    """The command line of a child process that ``run_child`` starts: ``child(spec)``,
+    written as JSON to the result file."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--child", required=True, help="JSON: the measurement's settings")
+    parser.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args()
+    args.result.write_text(json.dumps(child(json.loads(args.child))))
+    return 0

@@ -19,7 +19,8 @@ Beside them:
   run fails otherwise), so its ToW is 1 by construction, and its cost is the retrain.
 
 Costs: wall seconds, and samples processed (rows through a forward pass, inference
-included; for SISA and retraining the samples trained on).
+included; for SISA and retraining the samples trained on). The tables and the reading are
+``benchmarks.evidence_report``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.harness import Report
-from orchestrator.executors import InProcessExecutor
+from benchmarks.evidence_report import markdown, mean_of
+from benchmarks.report import Report
+from benchmarks.stores import QUIET
 from sisa.config import ModelConfig, build_config
 from sisa.data import load_source, split_train_test
 from sisa.ensemble import Ensemble
@@ -55,7 +57,6 @@ from sisa.train import train
 from sisa.trainer import configure, predict_proba
 from sisa.unlearn import forget
 
-QUIET = InProcessExecutor(progress=False)
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {"source": "digits", "n": 0},
     "purchase": {"source": "synthetic-purchase", "n": 5_000},
@@ -292,141 +293,11 @@ def dataset_rows(name: str, grid: dict, root: Path) -> list[dict[str, Any]]:
             # the challenge's utility factors, beside F: retain and test accuracy relative
             # to the reference's, over the same models
             row["utility"] = {
-                split: _mean(row, f"acc_{split}") / _mean(row, f"acc_{split}_reference")
+                split: mean_of(row, f"acc_{split}") / mean_of(row, f"acc_{split}_reference")
                 for split in ("retain", "test")
             }
             rows.append(row)
     return rows
-
-
-def _cell(row: dict[str, Any], key: str, fmt: str = ".3f") -> str:
-    v = row.get(key)
-    if not isinstance(v, dict):
-        return "–"
-    if math.isnan(v["ci95"]):
-        return f"{v['mean']:{fmt}}"
-    return f"{v['mean']:{fmt}} ± {v['ci95']:{fmt}}"
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    out = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        for sc in dict.fromkeys(r["scenario"] for r in rows if r["dataset"] == dataset):
-            mine = [r for r in rows if (r["dataset"], r["scenario"]) == (dataset, sc)]
-            first = mine[0]
-            unlearning = first["goal"] == "unlearning"
-            out += [
-                f"### {dataset}, {sc} ({first['goal']}, |F| = {first['forget_size']:,}, "
-                f"{first['seeds']} seeds)",
-                "",
-                "| method | seconds | samples | ToW | ToW-MIA | MIA AUC | SVC-MIA | F (N) | "
-                + ("acc. on the class | acc. on the rest |" if unlearning else "test acc. |"),
-                "|---|---:|---:|---:|---:|---:|---:|---:|"
-                + ("---:|---:|" if unlearning else "---:|"),
-            ]
-            for r in mine:
-                fq = (
-                    "–"
-                    if r["forgetting_quality"] is None
-                    else f"{r['forgetting_quality']:.3f} ({r['fq_models']})"
-                )
-                tail = (
-                    f"{_cell(r, 'acc_class_test')} | {_cell(r, 'acc_other_test')} |"
-                    if unlearning
-                    else f"{_cell(r, 'acc_test')} |"
-                )
-                out.append(
-                    f"| {r['method']} | {_cell(r, 'seconds', '.2f')} | "
-                    f"{r['samples']['mean']:,.0f} | {_cell(r, 'tow')} | {_cell(r, 'tow_mia')} | "
-                    f"{_cell(r, 'mia_auc')} | {_cell(r, 'svc_mia')} | {fq} | {tail}"
-                )
-            ref = next(r for r in mine if r["method"] == "retrain")
-            out += [
-                "",
-                f"Reference (retrained without F): MIA AUC {_cell(ref, 'mia_auc_reference')}, "
-                f"SVC-MIA {_cell(ref, 'svc_mia_reference')}"
-                + (
-                    ", accuracy on the class's test points "
-                    f"{_cell(ref, 'acc_class_test_reference')}."
-                    if unlearning
-                    else "."
-                ),
-                "",
-            ]
-    return "\n".join(out)
-
-
-APPROXIMATE = tuple(METHODS) + ("rum",)
-
-
-def _mean(row: dict[str, Any], key: str) -> float:
-    return row[key]["mean"] if isinstance(row.get(key), dict) else math.nan
-
-
-def _f(row: dict[str, Any]) -> str:
-    f = row["forgetting_quality"]
-    return "n/a" if f is None else f"{f:.2f}"
-
-
-def reading(rows: list[dict[str, Any]]) -> list[str]:
-    """What the table says, in sentences computed from its figures."""
-    lines = ["## Reading", ""]
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        for sc in dict.fromkeys(r["scenario"] for r in rows if r["dataset"] == dataset):
-            by = {r["method"]: r for r in rows if (r["dataset"], r["scenario"]) == (dataset, sc)}
-            sisa, retrain, original = by["sisa"], by["retrain"], by["original"]
-            approx = [by[m] for m in APPROXIMATE]
-            best = max(approx, key=lambda r: _mean(r, "tow"))
-            best_mia = max(approx, key=lambda r: _mean(r, "tow_mia"))
-            floor = _mean(retrain, "tow") - retrain["tow"]["ci95"]
-            within = [r["method"] for r in approx if _mean(r, "tow") >= floor]
-            cost = _mean(sisa, "seconds") / _mean(retrain, "seconds")
-            samples = _mean(sisa, "samples") / _mean(retrain, "samples")
-            spread = max(abs(_mean(r, "mia_auc") - _mean(r, "mia_auc_reference")) for r in approx)
-            text = (
-                f"- **{dataset}, {sc}** ({sisa['goal']}, |F| = {sisa['forget_size']:,}): SISA "
-                f"equals its retrain, so ToW = {_mean(sisa, 'tow'):.3f} and F = {_f(sisa)}; the "
-                f"deletion trained {samples:.0%} of the samples of a full retrain, in "
-                f"{cost:.2f}x its seconds. Without unlearning ToW is "
-                f"{_mean(original, 'tow'):.3f} (F {_f(original)}); an independent retrain "
-                f"scores ToW {_mean(retrain, 'tow'):.3f} and F {_f(retrain)}, the noise floor. "
-                f"Best approximate method by ToW: {best['method']} ({_mean(best, 'tow'):.3f}, "
-                f"ToW-MIA {_mean(best, 'tow_mia'):.3f}, F {_f(best)}); by ToW-MIA "
-                f"{best_mia['method']} ({_mean(best_mia, 'tow_mia'):.3f}). Within the noise "
-                f"floor's interval by ToW: {', '.join(within) or 'none'}. The loss-threshold "
-                f"AUC of every approximate method is within {spread:.3f} of its reference's."
-            )
-            if sisa["goal"] == "unlearning":
-                gone = [
-                    r["method"]
-                    for r in approx
-                    if _mean(r, "acc_class_test") <= _mean(retrain, "acc_class_test") + 0.05
-                ]
-                text += (
-                    " The measure here is accuracy on the class's held-out points: "
-                    f"{_mean(retrain, 'acc_class_test_reference'):.3f} for the retrain, "
-                    f"{_mean(sisa, 'acc_class_test'):.3f} for SISA, "
-                    f"{_mean(original, 'acc_class_test'):.3f} before unlearning; approximate "
-                    f"methods within 0.05 of the retrain: {', '.join(gone) or 'none'}."
-                )
-            lines.append(text)
-    lines += [
-        "",
-        "SISA stands apart by proof, not by a better score: its figures equal its "
-        "reference's because its weights do, which `verify` checks bitwise, while an "
-        "approximate method's ToW near 1 is a measurement on a few seeds, one forget set "
-        "per scenario (the intervals cover seeds, not the draw of the forget set) and one "
-        "split. Its cost is that of the shards the forget set reaches, retrained from the "
-        "earliest slice it reaches: forget sets this large, deleted at once, reach every "
-        "shard near its start, so the deletion trains about as much as a full retrain and "
-        "writes checkpoints on top. SISA saves where requests are few against the number of "
-        "shards (the speedup and deletion benchmarks), not on bulk deletions. Forgetting "
-        "quality from N models per side is coarse (scores below ε = ⌈ln(N − 1)⌉ only), and "
-        "the retrain row shows what N independent retrains score against each other. On "
-        "the class scenario (unlearning, not untraining) the retrain gap is the wrong "
-        "yardstick: the question is whether the class is gone from held-out data.",
-    ]
-    return lines
 
 
 def run(suite: str) -> Report:
@@ -436,19 +307,6 @@ def run(suite: str) -> Report:
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in grid["datasets"]:
             rows += dataset_rows(dataset, grid, Path(tmp))
-    markdown = (
-        "Each approximate method unlearns a monolithic model trained on the whole training "
-        "set and is compared with a model retrained from scratch without the forget set F "
-        "(same seed); SISA forgets in its own store and is compared with that store retrained "
-        "from scratch, which it equals bitwise. Figures are means ± the half-width of a 95% "
-        "t-interval over seeds; F is the challenge's forgetting quality over the N models "
-        "of the seeds. `original` is the model before unlearning; `retrain` is a second, "
-        "independent retrain (other seeds), the noise floor. Samples are rows through a "
-        "forward pass (methods) or trained on (retrain, SISA).\n\n"
-        + table(rows)
-        + "\n"
-        + "\n".join(reading(rows))
-    )
     config = grid | {
         "fraction": FRACTION,
         "sisa": {"shards": SHARDS, "slices": SLICES},
@@ -456,4 +314,4 @@ def run(suite: str) -> Report:
         "unlearn": UNLEARN,
         "datasets_config": DATASETS,
     }
-    return Report({"rows": rows}, markdown, config)
+    return Report({"rows": rows}, markdown(rows), config)

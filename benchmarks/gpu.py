@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from benchmarks.datasets import DataCache
-from benchmarks.harness import BenchmarkUnavailable, Report
+from benchmarks.report import BenchmarkUnavailable, Report, markdown_table, times
+from benchmarks.stores import training_layout
 from orchestrator.executors import InProcessExecutor, RayExecutor
 from sisa.config import Config, build_config
 from sisa.environment import configure, environment_differences
@@ -96,10 +97,10 @@ def stage_fingerprints(url: str) -> list[dict[str, Any]]:
 
 def one_id_per_shard(url: str, seed: int = 0) -> list[int]:
     """A random training ID of each shard (so every shard retrains, from varying slices)."""
-    store, rng = SisaStore(url), np.random.default_rng(seed)
+    layout, rng = training_layout(url), np.random.default_rng(seed)
     ids = []
-    for k in range(store.config().sisa.shards):
-        held = store.read_data(store.shard_head(k).data, features=False)["ids"]  # [n_k]
+    for k in range(SisaStore(url).config().sisa.shards):
+        held = layout.ids[layout.shard == k]  # [n_k]
         ids.append(int(held[rng.integers(len(held))]))
     return ids
 
@@ -209,8 +210,42 @@ def yes(flag: bool) -> str:
     return "yes" if flag else "**NO**"
 
 
+PACKING = (
+    "resources.num_gpus", "tasks at once", "wall (s)", "shards/s", "speedup vs 1",
+    "mean task (s)", "peak GPU memory (MiB)", "bitwise equal to in-process",
+)  # fmt: skip
+
+
 def render(f: dict[str, Any], sizes: dict[str, Any]) -> str:
     e, fp = f["exactness"], f["exactness"]["fingerprint"]
+    checks = [
+        (
+            "trained twice in one process: every stage's weights bitwise equal",
+            yes(e["trained_twice_identical"]),
+        ),
+        (
+            f"after forgetting {e['forgotten']} points (one per shard), `verify` against "
+            "training from scratch on cuda",
+            yes(e["verified_identical"]),
+        ),
+        (
+            "every stage trained in the environment that verified it",
+            yes(e["same_environment"]),
+        ),
+    ]
+    packing = (
+        [
+            f"{r['num_gpus']:g}",
+            str(r["at_once"]),
+            f"{r['seconds']:.1f}",
+            f"{r['shards_per_s']:.2f}",
+            times(r["speedup"]),
+            f"{r['mean_task_s']:.1f}",
+            f"{r['peak_gpu_mib']:,.0f}",
+            yes(r["identical"] and not r["environment_differences"]),
+        ]
+        for r in f["packing"]
+    )
     lines = [
         f"Synthetic Purchase, N = {sizes['n']:,}, S = {sizes['shards']}, R = {sizes['slices']}, "
         f"e = {sizes['epochs']:g}, MLP {sizes['hidden']}, batch {sizes['batch_size']}, on "
@@ -219,29 +254,14 @@ def render(f: dict[str, Any], sizes: dict[str, Any]) -> str:
         "",
         "## Exactness on CUDA",
         "",
-        "| check | result |",
-        "|---|---|",
-        f"| trained twice in one process: every stage's weights bitwise equal | "
-        f"{yes(e['trained_twice_identical'])} |",
-        f"| after forgetting {e['forgotten']} points (one per shard), `verify` against "
-        f"training from scratch on cuda | {yes(e['verified_identical'])} |",
-        f"| every stage trained in the environment that verified it | "
-        f"{yes(e['same_environment'])} |",
+        *markdown_table(("check", "result"), checks, "ll"),
         "",
         f"Training took {e['train_s']:.1f} s in process, forgetting {e['forget_s']:.1f} s, "
         f"verifying {e['verify_s']:.1f} s.",
         "",
         "## Shard tasks packed on one GPU (RayExecutor)",
         "",
-        "| resources.num_gpus | tasks at once | wall (s) | shards/s | speedup vs 1 | "
-        "mean task (s) | peak GPU memory (MiB) | bitwise equal to in-process |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    lines += [
-        f"| {r['num_gpus']:g} | {r['at_once']} | {r['seconds']:.1f} | {r['shards_per_s']:.2f} | "
-        f"{r['speedup']:.2f}x | {r['mean_task_s']:.1f} | {r['peak_gpu_mib']:,.0f} | "
-        f"{yes(r['identical'] and not r['environment_differences'])} |"
-        for r in f["packing"]
+        *markdown_table(PACKING, packing, "rrrrrrrl"),
     ]
     best = max(f["packing"], key=lambda r: r["speedup"])
     lines += [

@@ -25,36 +25,20 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import cpu_model, git_commit, write_results
-from orchestrator.executors import InProcessExecutor, RayExecutor
+from benchmarks.common import ROOT, cpu_model, git_commit, write_results
+from benchmarks.report import BenchmarkUnavailable, Report
+from benchmarks.summary import update_readme
 
-ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("quick", "full")
 # the full suite's results are the committed ones; a quick run never overwrites them
 DEFAULT_OUT = {"full": ROOT / "docs" / "benchmarks", "quick": ROOT / ".benchmarks-quick"}
 
-
-@dataclass(frozen=True)
-class Report:
-    """What a benchmark returns: its figures (JSON-ready) and their Markdown."""
-
-    figures: dict[str, Any]
-    markdown: str
-    config: dict[str, Any]  # the sizes and settings it ran with
-    plots: dict[str, Any] = field(default_factory=dict)  # file stem -> matplotlib Figure
-
-
-Benchmark = Callable[[str], Report]  # suite name -> report
-
-
-class BenchmarkUnavailable(RuntimeError):
-    """This machine cannot run the benchmark (no GPU for ``gpu``); it writes nothing."""
+Benchmark = Callable[[str], Report]  # suite name -> report (``benchmarks.report``)
 
 
 # run in this order; a module may name the suites it runs in (``SUITES``, default both)
@@ -69,18 +53,9 @@ BENCHMARKS = (
     "evidence",
     "scale",
     "sharding",
+    "startup",
     "gpu",
 )
-
-
-def store_executor(ray: bool) -> Any:
-    """Where a benchmark trains the stores it measures in (not timed there): in this
-    process, or on a local Ray instance of 2 CPUs that ``run`` shuts down afterwards."""
-    if not ray:
-        return InProcessExecutor(progress=False)
-    return RayExecutor(
-        progress=False, init_kwargs={"num_cpus": 2, "object_store_memory": 300 << 20}
-    )
 
 
 def registry(suite: str | None = None) -> dict[str, Benchmark]:
@@ -179,8 +154,6 @@ def run(
         results.append(result)
         print(f"{name}: {result['seconds']:.0f} s -> {out / name}.md", flush=True)
     if results and (out / "README.md").exists():
-        from benchmarks.summary import update_readme  # imports the benchmarks it reads
-
         update_readme(out)
         print(f"headline table -> {out / 'README.md'}", flush=True)
     if unavailable:  # after the others wrote theirs: the suite did not run whole
@@ -202,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.command == "summary":
-        from benchmarks.summary import update_readme
-
         update_readme(args.out)
         return 0
     command = "python -m benchmarks " + shlex.join(argv)

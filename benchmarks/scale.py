@@ -5,7 +5,8 @@ synthetic Purchase chunk by chunk and writes each shard's part to the store; eve
 task reads its own part back. So the driver's peak RSS is its imports, Ray's client and
 a few bytes per point of index, not the N x 600 bytes of features. Goal: ≤ 500 MB.
 
-Everything runs in a fresh child process (``--child``), so that its peak RSS (``VmHWM``)
+Everything runs in a fresh child process (``python -m benchmarks.scale --child``,
+``benchmarks.common.run_child``), so that its peak RSS (``VmHWM``)
 is the driver's own: Python, torch, Ray, then ``train``, one deletion (``forget``: the
 request, the lookup of the ID's shard and slice, the retrain, the purge), and ``verify``
 of the retrained shard, bitwise against a retrain from scratch.
@@ -13,17 +14,15 @@ of the retrained shard, bitwise against a retrain from scratch.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import ROOT, Report
+from benchmarks.common import child_main, run_child
+from benchmarks.report import Report, markdown_table
 
 GRIDS: dict[str, dict[str, Any]] = {
     "quick": {"n": 20_000, "shards": 4, "slices": 3, "epochs": 1.0},
@@ -111,17 +110,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def measure(grid: dict[str, Any]) -> dict[str, Any]:
     """Run ``child`` in a fresh process that joins no Ray cluster of ours."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     with tempfile.TemporaryDirectory() as tmp:
-        spec = grid | {"store": tmp}
-        result = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "benchmarks.scale", "--child", json.dumps(spec)]
-        cmd += ["--result", str(result)]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"scale child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        return json.loads(result.read_text())
+        return run_child("benchmarks.scale", grid | {"store": tmp}, "scale")
 
 
 def markdown(grid: dict[str, Any], f: dict[str, Any]) -> str:
@@ -150,7 +140,7 @@ def markdown(grid: dict[str, Any], f: dict[str, Any]) -> str:
         ),
         ("shard task peak RSS", f"{f['task_peak_mb']:.0f} MB"),
     ]
-    table = "| | |\n|---|---:|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    table = "\n".join(markdown_table(["", ""], rows))
     grown = f["driver_peak_mb"] - f["rss_ray_mb"]
     return (
         f"Synthetic Purchase, N = {grid['n']:,}, S = {grid['shards']}, R = {grid['slices']}, "
@@ -180,14 +170,5 @@ def run(suite: str) -> Report:
     return Report(figures, markdown(grid, figures), config)
 
 
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="the N = 1M measurement (internal)")
-    parser.add_argument("--child", required=True, help="JSON: n, shards, slices, epochs, store")
-    parser.add_argument("--result", type=Path, required=True)
-    args = parser.parse_args(argv)
-    args.result.write_text(json.dumps(child(json.loads(args.child))))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
+if __name__ == "__main__":  # the child process of ``measure``
+    sys.exit(child_main(child, "the N = 1M measurement (internal)"))

@@ -16,36 +16,35 @@ recounted here from the layout (exact). Saving = uniform's cost / the variant's,
 and measured (means over draws). Accuracy: each variant trained under several seeds,
 evaluated on its held-out points, the aggregate both ways and the reserved shard's own
 model against the others'.
+
+The tables, the reading and the plot are ``benchmarks.sharding_report``.
 """
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import statistics
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import Report
-from orchestrator.executors import InProcessExecutor
+from benchmarks.report import Report, mean_std
+from benchmarks.sharding_report import markdown, plot, reading
+from benchmarks.stores import QUIET, Layout, copy_store, training_layout
 from sisa.batch import pending_plan, process
 from sisa.config import Config, build_config
 from sisa.cost import expected_cost, layout_table, paper_batched_points, retrain_samples
 from sisa.data import synthetic_purchase
 from sisa.ids import fingerprints, unit_interval
-from sisa.partition import place, risk_tiers
+from sisa.partition import risk_tiers
 from sisa.status import evaluate
 from sisa.store import SisaStore
 from sisa.train import train
 from sisa.unlearn import accept
 
-QUIET = InProcessExecutor(progress=False)
-COPIES = itertools.count()  # every copy of a store gets a path of its own
 RISKY_SHARE = 0.05  # of the points
 RISKY_MASS = 0.8  # of the deletion probability they carry
 RISKY_P = 0.6  # a risky point's probability of being deleted (>= sisa.risk_threshold)
@@ -109,28 +108,9 @@ def store_config(sizes: Sizes, source: str, variant: str, seed: int) -> Config:
     )
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Every training point of a store: ID, shard, slice and risk. [n] each."""
-
-    ids: np.ndarray
-    shard: np.ndarray
-    slice: np.ndarray
-    risk: np.ndarray
-
-
 def store_layout(url: str) -> Layout:
-    store = SisaStore(url)
-    cfg = store.config().sisa
-    parts = [store.read_data(store.shard_head(k).data, features=False) for k in range(cfg.shards)]
-    slices = [place(cfg, p)[1] for p in parts]
-    shards = [np.full(len(p["ids"]), k) for k, p in enumerate(parts)]
-    return Layout(
-        np.concatenate([p["ids"] for p in parts]),
-        np.concatenate(shards),
-        np.concatenate(slices),
-        np.concatenate([p["risk"] for p in parts]),
-    )
+    """Every training point of the store, with its ``risk``."""
+    return training_layout(url, ("risk",))
 
 
 def recount(cfg: Config, layout: Layout, victims: np.ndarray) -> int:
@@ -148,18 +128,18 @@ def recount(cfg: Config, layout: Layout, victims: np.ndarray) -> int:
 
 def measure(url: str, root: Path, cfg: Config, layout: Layout, victims: np.ndarray) -> dict:
     """One batch on a fresh copy: accept the victims, plan, process; what it trained."""
-    copy = root / f"copy-{next(COPIES)}"
-    shutil.copytree(url, copy)
-    accept(str(copy), victims.tolist())
-    plan = pending_plan(SisaStore(str(copy)))
+    copy = copy_store(url, root, "copy")
+    accept(copy, victims.tolist())
+    plan = pending_plan(SisaStore(copy))
     assert plan is not None
-    report = process(str(copy), executor=QUIET)
+    report = process(copy, executor=QUIET)
     assert report is not None and report.samples == plan.samples  # the plan is what ran
     assert plan.samples == recount(cfg, layout, victims)  # and what the layout says
     shutil.rmtree(copy)
+    risk = layout.columns["risk"][np.isin(layout.ids, victims)]
     return {
         "victims": len(victims),
-        "risky_victims": int((layout.risk[np.isin(layout.ids, victims)] >= RISKY_P).sum()),
+        "risky_victims": int((risk >= RISKY_P).sum()),
         "shards": len(plan.shards),
         "start_stages": {s.shard: s.start_stage for s in plan.shards},
         "samples": report.samples,
@@ -190,16 +170,12 @@ def summarise_accuracy(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The aggregate's test accuracy over the store seeds, and the reserved shard's model
     against the other shards' (shard 0 is the reserved one when risk is used)."""
 
-    def spread(values: list[float]) -> dict[str, float]:
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return {"mean": statistics.mean(values), "std": std}
-
     return {
         "seeds": len(runs),
-        "average": spread([r["average"] for r in runs]),
-        "vote": spread([r["vote"] for r in runs]),
-        "shard_0": spread([r["per_shard"].get(0, float("nan")) for r in runs]),
-        "other_shards": spread(
+        "average": mean_std([r["average"] for r in runs]),
+        "vote": mean_std([r["vote"] for r in runs]),
+        "shard_0": mean_std([r["per_shard"].get(0, float("nan")) for r in runs]),
+        "other_shards": mean_std(
             [statistics.mean(a for k, a in r["per_shard"].items() if k != 0) for r in runs]
         ),
     }
@@ -226,7 +202,8 @@ def run(suite: str) -> Report:
             urls[v], configs[v], acc_runs[v] = train_variant(sizes, source, root, v)
             layouts[v] = store_layout(urls[v])
         base = layouts["uniform"]
-        prob = base.risk / base.risk.sum()  # [n_train] the request distribution
+        risk = base.columns["risk"]  # [n_train]
+        prob = risk / risk.sum()  # [n_train] the request distribution
         for v in variants:  # the same training points everywhere, so one distribution
             assert np.array_equal(np.sort(layouts[v].ids), np.sort(base.ids))
         costs = []
@@ -242,7 +219,8 @@ def run(suite: str) -> Report:
                 lay, cfg = layouts[v], configs[v]
                 S, R = cfg.sisa.shards, cfg.sisa.slices
                 counts = layout_table(lay.shard, lay.slice, S, R)
-                mass = layout_table(lay.shard, lay.slice, S, R, lay.risk / lay.risk.sum())
+                mine = lay.columns["risk"]  # [n_train], in this layout's order
+                mass = layout_table(lay.shard, lay.slice, S, R, mine / mine.sum())
                 exp = expected_cost(cfg.sisa, counts, mass, k)
                 runs = [measure(urls[v], root, cfg, lay, victims) for victims in drawn]
                 sim = [recount(cfg, lay, d) for d in simulated]
@@ -278,7 +256,7 @@ def run(suite: str) -> Report:
                 "accuracy": summarise_accuracy(acc_runs[v]),
             }
     n_train = len(base.ids)
-    risky = base.risk >= RISKY_P
+    risky = risk >= RISKY_P
     distribution = {
         "n_train": n_train,
         "risky_points": int(risky.sum()),
@@ -294,7 +272,7 @@ def run(suite: str) -> Report:
         "costs": costs,
         "savings": savings,
     }
-    figures["reading"] = reading(figures, sizes)
+    figures["reading"] = reading(figures, SIMULATED)
     config = asdict(sizes) | {
         "variants": VARIANTS,
         "risky_share": RISKY_SHARE,
@@ -302,7 +280,8 @@ def run(suite: str) -> Report:
         "p_risky": RISKY_P,
     }
     config["draws"] = {str(k): v for k, v in sizes.draws.items()}
-    return Report(figures, markdown(figures, sizes), config, {"sharding-savings": plot(savings)})
+    plots = {"sharding-savings": plot(savings)}
+    return Report(figures, markdown(figures, sizes, SIMULATED), config, plots)
 
 
 def savings_table(costs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -326,156 +305,3 @@ def savings_table(costs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-Column = tuple[str, Callable[[dict[str, Any]], str]]
-
-
-def table(columns: list[Column], rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| " + " | ".join(name for name, _ in columns) + " |"]
-    lines.append("|---|" + "---:|" * (len(columns) - 1))
-    return lines + ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
-
-
-def pct(spread: dict[str, float]) -> str:
-    return f"{spread['mean']:.2%} ± {spread['std']:.2%}"
-
-
-ACCURACY: list[Column] = [
-    ("variant", lambda r: r["name"]),
-    ("reserved shards", lambda r: str(r["reserved_shards"])),
-    ("risky slices (last)", lambda r: str(r["risky_slices"])),
-    ("shard sizes (min-max)", lambda r: f"{min(r['shard_sizes']):,}-{max(r['shard_sizes']):,}"),
-    ("aggregate, average", lambda r: pct(r["accuracy"]["average"])),
-    ("aggregate, vote", lambda r: pct(r["accuracy"]["vote"])),
-    ("shard 0's model", lambda r: pct(r["accuracy"]["shard_0"])),
-    ("other shards' models (mean)", lambda r: pct(r["accuracy"]["other_shards"])),
-]
-COSTS: list[Column] = [
-    ("K", lambda r: f"{r['k']:,}"),
-    ("variant", lambda r: r["variant"]),
-    ("draws", lambda r: str(r["draws"])),
-    ("expected samples", lambda r: f"{r['expected']['samples']:,.0f}"),
-    (
-        "measured samples (± s.e.)",
-        lambda r: f"{r['measured_samples']:,.0f} ± {r['measured_samples_se']:,.0f}",
-    ),
-    ("measured / expected", lambda r: f"{r['samples_over_expected']:.2f}x"),
-    ("simulated", lambda r: f"{r['simulated_samples']:,.0f}"),
-    ("expected points", lambda r: f"{r['expected']['touched_points']:,.0f}"),
-    ("measured points", lambda r: f"{r['measured_points']:,.0f}"),
-    ("paper N(1-(1-1/S)^K)", lambda r: f"{r['paper_points']:,.0f}"),
-    ("shards retrained", lambda r: f"{r['measured_shards']:.1f}"),
-    ("compute (s)", lambda r: f"{r['measured_compute_s']:.2f}"),
-]
-SAVINGS: list[Column] = [
-    ("K", lambda r: f"{r['k']:,}"),
-    ("variant", lambda r: r["variant"]),
-    ("samples, expected", lambda r: f"{r['expected_samples']:.2f}x"),
-    ("samples, measured", lambda r: f"{r['measured_samples']:.2f}x"),
-    ("points, expected", lambda r: f"{r['expected_points']:.2f}x"),
-    ("points, measured", lambda r: f"{r['measured_points']:.2f}x"),
-    ("compute time, measured", lambda r: f"{r['measured_compute']:.2f}x"),
-]
-
-
-def reading(f: dict[str, Any], sizes: Sizes) -> list[str]:
-    d, acc = f["distribution"], {v: i["accuracy"] for v, i in f["variants"].items()}
-    lines = [
-        f"- **Requests**: {d['risky_share']:.1%} of the {d['n_train']:,} training points "
-        f"carry {d['risky_mass']:.1%} of the deletion probability (p = {d['p_risky']} against "
-        f"{d['p_other']:.4f}).",
-    ]
-    gaps = [
-        abs(c["measured_samples"] - c["expected"]["samples"]) / c["draw_mean_sd"]
-        for c in f["costs"]
-        if c["draw_mean_sd"] > 0
-    ]
-    model = max(abs(c["simulated_samples"] / c["expected"]["samples"] - 1) for c in f["costs"])
-    lines.append(
-        f"- **Measured against expected**: the plan of every draw is exact (checked in the "
-        f"run). The mean of {SIMULATED} simulated draws per cell (plans counted, not trained) "
-        f"is within {model:.1%} of `expected_cost`, and the measured means are within "
-        f"{max(gaps, default=0.0):.1f} standard deviations of a mean of that many draws "
-        f"(median {statistics.median(gaps or [0.0]):.1f}): the gaps in the table are the "
-        "noise of few draws."
-    )
-    for v in f["variants"]:
-        if v == "uniform":
-            continue
-        rows = [s for s in f["savings"] if s["variant"] == v]
-        exp = ", ".join(f"K={s['k']}: {s['expected_samples']:.2f}x" for s in rows)
-        got = ", ".join(f"K={s['k']}: {s['measured_samples']:.2f}x" for s in rows)
-        loss = (acc["uniform"]["average"]["mean"] - acc[v]["average"]["mean"]) * 100
-        lines.append(
-            f"- **{v}**: samples retrained, uniform / {v}, expected {exp}; measured {got}. "
-            f"Aggregate accuracy (averaging) {acc[v]['average']['mean']:.2%} against "
-            f"{acc['uniform']['average']['mean']:.2%} for uniform ({loss:+.2f} points lost); "
-            f"its reserved shard's model {acc[v]['shard_0']['mean']:.2%}, the others "
-            f"{acc[v]['other_shards']['mean']:.2%}."
-        )
-    return lines
-
-
-def markdown(f: dict[str, Any], sizes: Sizes) -> str:
-    variants = [{"name": v} | i for v, i in f["variants"].items()]
-    ks = ", ".join(f"{k} ({n} draws)" for k, n in sizes.draws.items())
-    out = [
-        f"Synthetic Purchase, N = {sizes.n:,} ({f['distribution']['n_train']:,} training "
-        f"points), S = {sizes.shards}, R = {sizes.slices}, e = {sizes.epochs:g}, MLP "
-        f"{list(sizes.hidden)}, Adam. K independent requests drawn in proportion to each "
-        f"point's deletion probability, K = {ks}; each draw is processed as one batch on a "
-        "fresh copy of every store. Samples: trained by the retrains (each equals the plan "
-        "and the count from the layout, checked in the run). Points: in the shards "
-        "retrained. Expected: `sisa.cost.expected_cost` for the store's layout and the "
-        f"request distribution. Simulated: the mean over {SIMULATED} more draws, their plans "
-        "counted from the layout but not trained.",
-        "",
-        "## Layout and accuracy",
-        "",
-        f"Test accuracy over {len(sizes.store_seeds)} store seed(s), mean ± standard deviation.",
-        "",
-        *table(ACCURACY, variants),
-        "",
-        "## Cost of K requests",
-        "",
-        *table(COSTS, f["costs"]),
-        "",
-        "## Saving against uniform sharding (uniform's cost / the variant's)",
-        "",
-        *table(SAVINGS, f["savings"]),
-        "",
-        "![savings](sharding-savings.png)",
-        "",
-        "## Reading",
-        "",
-        *f["reading"],
-    ]
-    return "\n".join(out) + "\n"
-
-
-def plot(savings: list[dict[str, Any]]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for variant in dict.fromkeys(s["variant"] for s in savings):
-        rows = [s for s in savings if s["variant"] == variant]
-        ks = [s["k"] for s in rows]
-        ax.plot(ks, [s["expected_samples"] for s in rows], marker="o", label=f"{variant}, expected")
-        ax.plot(
-            ks,
-            [s["measured_samples"] for s in rows],
-            marker="x",
-            linestyle="--",
-            label=f"{variant}, measured",
-        )
-    ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("K requests per batch")
-    ax.set_ylabel("samples retrained: uniform / variant")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

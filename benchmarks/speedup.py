@@ -18,23 +18,20 @@ from __future__ import annotations
 import random
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.datasets import DataCache
-from benchmarks.harness import Report, store_executor
-from orchestrator.executors import InProcessExecutor
+from benchmarks.report import Report, markdown_table, pyplot, timed
+from benchmarks.stores import QUIET, store_executor, training_layout
 from sisa.config import build_config
 from sisa.cost import paper_speedup
 from sisa.jobs import PHASES
-from sisa.partition import place
 from sisa.store import SisaStore
 from sisa.train import train
 from sisa.trainer import configure
 from sisa.unlearn import forget
 
-QUIET = InProcessExecutor(progress=False)
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {"data.source": "digits"},
     "purchase": {"data.source": "synthetic-purchase", "data.n": 200_000},
@@ -58,20 +55,8 @@ GRIDS: dict[str, dict[str, Any]] = {
     },
 }
 EPOCHS = 10.0
-
-
-def training_points(url: str) -> tuple[list[int | str], list[int]]:
-    """Every training ID of the store, and the (0-based) slice it lives in."""
-    store = SisaStore(url)
-    cfg = store.config().sisa
-    ids: list[int | str] = []
-    slices: list[int] = []
-    for shard in range(cfg.shards):
-        arrays = store.read_data(store.shard_head(shard).data, features=False)
-        _, slice_of = place(cfg, arrays)
-        ids += arrays["ids"].tolist()
-        slices += slice_of.tolist()
-    return ids, slices
+PAPER = {"purchase": 4.63}  # the paper's measured speedup at S = 20, R = 50 (Purchase-100)
+GOAL = 0.8  # measured / ideal at the largest S and R, where the paper measured
 
 
 def victims(url: str, draws: int, rng: random.Random) -> list[int | str]:
@@ -79,7 +64,8 @@ def victims(url: str, draws: int, rng: random.Random) -> list[int | str]:
     positions (stratified sampling): a uniformly random deletion's cost depends steeply on
     its slice, and the cost model's ideal is an expectation over slices, so a few plain
     random draws would scatter far around it."""
-    ids, slices = training_points(url)
+    layout = training_layout(url)
+    ids, slices = layout.ids.tolist(), layout.slice.tolist()
     total = SisaStore(url).config().sisa.slices
     chosen: list[int | str] = []
     for i in range(draws):
@@ -91,9 +77,7 @@ def victims(url: str, draws: int, rng: random.Random) -> list[int | str]:
 
 
 def deletion(url: str, victim: int | str, executor: Any = QUIET) -> dict[str, Any]:
-    started = time.perf_counter()
-    report = forget(url, [victim], executor=executor)
-    wall = time.perf_counter() - started
+    report, wall = timed(lambda: forget(url, [victim], executor=executor))
     phases = {p: sum(r.phases.get(p, 0.0) for r in report.shards) for p in PHASES}
     samples = sum(r.samples for r in report.shards)
     return {
@@ -153,21 +137,32 @@ def point(shards: int, slices: int, runs: list[dict], mono: dict[str, float]) ->
     }
 
 
+HEADER = (
+    "data", "S", "R", "draws", "deletion (s)", "monolithic (s)", "speedup", "ideal",
+    "of ideal", "drawn ideal", "of drawn", *(f"{p} (s)" for p in PHASES), "rest (s)",
+)  # fmt: skip
+
+
 def table(points: list[dict[str, Any]]) -> str:
-    lines = [
-        "| data | S | R | draws | deletion (s) | monolithic (s) | speedup | ideal | of ideal | "
-        "drawn ideal | of drawn | " + " | ".join(f"{p} (s)" for p in PHASES) + " | rest (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(PHASES) + 1),
-    ]
-    for p in points:
-        phases = " | ".join(f"{p['phases_s'][name]:.3f}" for name in PHASES)
-        lines.append(
-            f"| {p['dataset']} | {p['shards']} | {p['slices']} | {p['draws']} | "
-            f"{p['deletion_s']:.3f} | {p['monolithic_s']:.3f} | {p['speedup']:.2f} | "
-            f"{p['ideal']:.2f} | {p['of_ideal']:.2f} | {p['drawn_ideal']:.2f} | "
-            f"{p['of_drawn_ideal']:.2f} | {phases} | {p['rest_s']:.3f} |"
-        )
-    return "\n".join(lines)
+    rows = (
+        [
+            p["dataset"],
+            str(p["shards"]),
+            str(p["slices"]),
+            str(p["draws"]),
+            f"{p['deletion_s']:.3f}",
+            f"{p['monolithic_s']:.3f}",
+            f"{p['speedup']:.2f}",
+            f"{p['ideal']:.2f}",
+            f"{p['of_ideal']:.2f}",
+            f"{p['drawn_ideal']:.2f}",
+            f"{p['of_drawn_ideal']:.2f}",
+            *(f"{p['phases_s'][name]:.3f}" for name in PHASES),
+            f"{p['rest_s']:.3f}",
+        ]
+        for p in points
+    )
+    return "\n".join(markdown_table(HEADER, rows))
 
 
 def run(suite: str) -> Report:
@@ -197,11 +192,20 @@ def run(suite: str) -> Report:
                     points.append({"dataset": dataset} | point(shards, slices, runs, mono))
                     if on_ray:
                         points[-1]["on_ray"] = point(shards, slices, on_ray, mono)
-    markdown = (
+    config = grid | {"epochs": EPOCHS, "datasets_config": DATASETS}
+    figures = {"goal_of_ideal": GOAL, "paper_speedup": PAPER, "points": points}
+    plots = {"speedup-grid": plot(points)}
+    return Report(figures, markdown(figures, config), config, plots)
+
+
+def markdown(figures: dict[str, Any], config: dict[str, Any]) -> str:
+    """The report of the figures, from them and the settings they were measured with."""
+    points = figures["points"]
+    return (
         "One random single-point deletion, end to end (`forget`: journal, plan, retrain, "
         "commit, purge, receipt), against retraining a monolithic model (S = R = 1) from "
-        f"scratch on the same data for the same {EPOCHS:g} epochs (a deletion in a "
-        f"monolithic store, timed the same way; median of {grid['repeats']}).\n\n"
+        f"scratch on the same data for the same {config['epochs']:g} epochs (a deletion in a "
+        f"monolithic store, timed the same way; median of {config['repeats']}).\n\n"
         "A random deletion's cost depends on its slice, and the cost model's ideal "
         "S / (2/3 + 1/(3R)) is an expectation over slices; so each point draws one ID from "
         "each of `draws` equal strata of slice positions and reports the mean deletion time. "
@@ -213,30 +217,25 @@ def run(suite: str) -> Report:
         "![speedup against shards and slices](speedup-grid.png)\n\n"
         + table(points)
         + "\n\n"
-        + "\n".join(reading(points))
+        + "\n".join(reading(figures))
     )
-    config = grid | {"epochs": EPOCHS, "datasets_config": DATASETS}
-    return Report({"points": points}, markdown, config, {"speedup-grid": plot(points)})
 
 
-PAPER = {"purchase": 4.63}  # the paper's measured speedup at S = 20, R = 50 (Purchase-100)
-GOAL = 0.8  # measured / ideal at the largest S and R
-
-
-def reading(points: list[dict[str, Any]]) -> list[str]:
+def reading(figures: dict[str, Any]) -> list[str]:
     """The headline point of each dataset, in sentences computed from the figures."""
+    points, goal = figures["points"], figures["goal_of_ideal"]
     lines = ["Reading:", ""]
     for dataset in dict.fromkeys(p["dataset"] for p in points):
         top = max(
             (p for p in points if p["dataset"] == dataset), key=lambda p: (p["shards"], p["slices"])
         )
-        paper = PAPER.get(dataset)
-        verdict = "met" if top["of_ideal"] >= GOAL else "not met"
+        paper = figures["paper_speedup"].get(dataset)
+        verdict = "met" if top["of_ideal"] >= goal else "not met"
         line = (
             f"- **{dataset}, S={top['shards']}, R={top['slices']}**: one deletion takes "
             f"{top['deletion_s']:.2f} s against {top['monolithic_s']:.1f} s to retrain the "
             f"monolithic model, a {top['speedup']:.1f}x speedup; the cost model's ideal is "
-            f"{top['ideal']:.1f}x, so measured / ideal = {top['of_ideal']:.2f} (goal >= {GOAL}: "
+            f"{top['ideal']:.1f}x, so measured / ideal = {top['of_ideal']:.2f} (goal >= {goal}: "
             f"{verdict}). For the IDs drawn the exact count gives {top['drawn_ideal']:.1f}x, "
             f"of which the time reaches {top['of_drawn_ideal']:.2f}. Training is "
             f"{top['phases_s']['train'] / top['deletion_s']:.0%} of the deletion, checkpoints "
@@ -261,11 +260,7 @@ def reading(points: list[dict[str, Any]]) -> list[str]:
 
 
 def plot(points: list[dict[str, Any]]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     datasets = list(dict.fromkeys(p["dataset"] for p in points))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):

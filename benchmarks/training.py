@@ -13,7 +13,8 @@ the first N points from a file (not timed: k-means labelling is making data, not
   (A second thread helps only steps big enough to split, and checking that at large N
   would cost minutes of a budget of about eight.)
 
-Every (mode, N) runs in a fresh child process (``--child``): its peak RSS is then the
+Every (mode, N) runs in a fresh child process (``benchmarks.training_child``, where the
+measurement itself is): its peak RSS is then the
 driver's own for that measurement (the monolithic process's covers both thread counts),
 and each SISA run gets its own Ray instance, started and warmed (both workers import
 the trainer and set torch up) before the clock starts, as the monolithic process is. A
@@ -24,24 +25,18 @@ repeats; ratio = SISA wall / monolithic wall (goal ≤ 0.75).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import ROOT, Report
+from benchmarks.common import run_child
+from benchmarks.report import Report, markdown_table, pyplot
+from benchmarks.training_child import RAY_CPUS, SHARDS, SLICES
 
-SHARDS, SLICES, RAY_CPUS = 20, 10, 2
-OBJECT_STORE_BYTES = 200 << 20
 GOAL = 0.75
 MONO_THREADS = (1, 2)
 GRIDS: dict[str, dict[str, Any]] = {
@@ -54,104 +49,6 @@ GRIDS: dict[str, dict[str, Any]] = {
     },
 }
 MB = 1 << 20
-PURCHASE_CLASSES = 100
-
-
-def _warm() -> int:
-    """A worker's one-off start-up (import the trainer; the determinism switches import
-    torch's compiler stack), holding the CPU a moment so that both workers get one."""
-    from sisa.trainer import configure
-
-    configure(1)
-    time.sleep(0.5)
-    return os.getpid()
-
-
-def _workers_started() -> int | None:
-    """Worker processes this Ray instance has started so far (one log file each), or None
-    where Ray's layout is not the expected one."""
-    try:
-        from ray._private.worker import _global_node
-
-        return len(list(Path(_global_node.get_logs_dir_path()).glob("python-core-worker-*.log")))
-    except Exception:
-        return None
-
-
-def _run(config: Any, executor: Any, sisa: bool) -> dict[str, Any]:
-    """Train a store from scratch once, timed; what the shard jobs say of it."""
-    from sisa.jobs import PHASES
-    from sisa.train import train
-
-    tmp = tempfile.mkdtemp(prefix="sisa-training-")
-    before = _workers_started() if sisa else None
-    try:
-        started = time.perf_counter()
-        report = train(config, str(Path(tmp) / "store"), executor=executor)
-        wall = time.perf_counter() - started
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    after = _workers_started() if sisa else None
-    shards = report.shards
-    return {
-        "wall_s": wall,
-        "jobs_s": sum(r.seconds for r in shards),
-        "slowest_job_s": max(r.seconds for r in shards),
-        "phases_s": {p: sum(r.phases[p] for r in shards) for p in PHASES},
-        "samples": sum(r.samples for r in shards),
-        "steps": sum(r.head["stages"][-1]["step"] for r in shards),
-        "n_train": report.n_train,
-        "task_peak_bytes": max(r.peak_rss_bytes for r in shards),
-        "new_workers": None if before is None or after is None else after - before,
-    }
-
-
-def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """One mode on one N in this fresh process: ``repeats`` rounds, each training once per
-    thread count (interleaved, so drift in the machine's load hits them alike)."""
-    from orchestrator.executors import InProcessExecutor, RayExecutor
-    from sisa.config import build_config
-    from sisa.jobs import peak_rss_bytes
-    from sisa.trainer import configure
-
-    sisa = spec["mode"] == "sisa"
-    configs = {
-        t: build_config(
-            {},
-            {
-                "data.source": spec["data"],
-                "data.num_classes": PURCHASE_CLASSES,  # a prefix may lack the top label
-                "sisa.shards": SHARDS if sisa else 1,
-                "sisa.slices": SLICES if sisa else 1,
-                "sisa.epochs": spec["epochs"],
-                "resources.threads": t,
-            },
-        )
-        for t in spec["threads"]
-    }
-    configure(spec["threads"][0])  # torch's one-off start-up, before any clock
-    executor: Any = InProcessExecutor(progress=False)
-    if sisa:
-        import ray
-
-        ray.init(
-            num_cpus=RAY_CPUS,
-            object_store_memory=OBJECT_STORE_BYTES,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-        ray.get([ray.remote(_warm).remote() for _ in range(RAY_CPUS)])
-        executor = RayExecutor(progress=False)
-    runs: dict[str, list[dict[str, Any]]] = {str(t): [] for t in configs}
-    try:
-        for _ in range(spec["repeats"]):
-            for t, config in configs.items():
-                runs[str(t)].append(_run(config, executor, sisa))
-    finally:
-        if sisa:
-            ray.shutdown()
-    return {"runs": runs, "driver_peak_bytes": peak_rss_bytes()}
 
 
 def _summary(runs: list[dict[str, Any]], driver_peak_bytes: int) -> dict[str, Any]:
@@ -183,16 +80,7 @@ def measure(
     """Thread count -> medians of one mode, measured in a child process that joins no Ray
     cluster of ours."""
     spec = {"mode": mode, "data": str(data), "epochs": epochs, "threads": threads}
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "benchmarks.training", "--child", json.dumps(spec)]
-        cmd += ["--repeats", str(repeats), "--result", str(out)]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{mode} child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        result = json.loads(out.read_text())
+    result = run_child("benchmarks.training_child", spec | {"repeats": repeats}, mode)
     return {t: _summary(r, result["driver_peak_bytes"]) for t, r in result["runs"].items()}
 
 
@@ -243,11 +131,7 @@ def slope(ns: list[int], walls: list[float]) -> float | None:
 
 
 def plot(points: list[dict[str, Any]]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     ns = [p["n"] for p in points]
     fig, (walls, ratios) = plt.subplots(1, 2, figsize=(10, 3.8))
     walls.plot(ns, [p["sisa"]["wall_s"] for p in points], "o-", label=f"SISA, Ray {RAY_CPUS} CPUs")
@@ -278,24 +162,32 @@ def plot(points: list[dict[str, Any]]) -> Any:
     return fig
 
 
-def table(points: list[dict[str, Any]]) -> str:
-    lines = [
-        "| N | samples SISA | samples mono | SISA wall (s) | mono wall (s) | ratio | "
-        f"≤ {GOAL:g}× | driver peak SISA (MB) | driver peak mono (MB) | shard task peak (MB) |",
-        "|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|",
-    ]
+def table(points: list[dict[str, Any]], goal: float) -> str:
+    header = (
+        "N", "samples SISA", "samples mono", "SISA wall (s)", "mono wall (s)", "ratio",
+        f"≤ {goal:g}×", "driver peak SISA (MB)", "driver peak mono (MB)", "shard task peak (MB)",
+    )  # fmt: skip
+    rows = []
     for p in points:
         s, m = p["sisa"], p["mono"][str(p["mono_threads"])]
-        lines.append(
-            f"| {p['n']:,} | {s['samples']:,} | {m['samples']:,} | {s['wall_s']:.2f} | "
-            f"{m['wall_s']:.2f} ({p['mono_threads']} thr) | {p['ratio']:.2f} | "
-            f"{'yes' if p['goal_met'] else 'no'} | {s['driver_peak_mb']:.0f} | "
-            f"{m['driver_peak_mb']:.0f} | {s['task_peak_mb']:.0f} |"
+        rows.append(
+            [
+                f"{p['n']:,}",
+                f"{s['samples']:,}",
+                f"{m['samples']:,}",
+                f"{s['wall_s']:.2f}",
+                f"{m['wall_s']:.2f} ({p['mono_threads']} thr)",
+                f"{p['ratio']:.2f}",
+                "yes" if p["goal_met"] else "no",
+                f"{s['driver_peak_mb']:.0f}",
+                f"{m['driver_peak_mb']:.0f}",
+                f"{s['task_peak_mb']:.0f}",
+            ]
         )
-    return "\n".join(lines)
+    return "\n".join(markdown_table(header, rows, "rrrrrrcrrr"))
 
 
-def reading(points: list[dict[str, Any]]) -> str:
+def reading(points: list[dict[str, Any]], goal: float) -> str:
     """Where the ratio comes from, every number computed from the figures."""
     ns = [p["n"] for p in points]
     met = [f"{p['n']:,}" for p in points if p["goal_met"]]
@@ -304,7 +196,7 @@ def reading(points: list[dict[str, Any]]) -> str:
     out = [
         f"The ratio goes from {points[0]['ratio']:.2f}× at N = {ns[0]:,} to "
         f"{points[-1]['ratio']:.2f}× at N = {ns[-1]:,} (ideal with {RAY_CPUS} workers: "
-        f"{1 / RAY_CPUS:g}×); the goal (≤ {GOAL:g}×) is met at "
+        f"{1 / RAY_CPUS:g}×); the goal (≤ {goal:g}×) is met at "
         + (f"N = {', '.join(met)}." if met else "no N.")
         + (
             f" Wall time grows as N^{a_sisa:.2f} for SISA and N^{a_mono:.2f} for the "
@@ -388,11 +280,18 @@ def run(suite: str) -> Report:
     }
     ns = [p["n"] for p in points]
     figures = {
+        "goal": GOAL,
         "points": points,
         "slope_sisa": slope(ns, [p["sisa"]["wall_s"] for p in points]),
         "slope_mono": slope(ns, [p["mono_wall_s"] for p in points]),
     }
-    markdown = (
+    return Report(figures, markdown(figures, config), config, {"training-scaling": plot(points)})
+
+
+def markdown(figures: dict[str, Any], config: dict[str, Any]) -> str:
+    """The report of the figures, from them and the settings they were measured with."""
+    points, goal, grid = figures["points"], figures["goal"], config
+    return (
         f"Wall time of training from scratch (`sisa.train.train`): SISA with S = {SHARDS}, "
         f"R = {SLICES}, one Ray task per shard on {RAY_CPUS} CPUs, against the monolithic "
         f"model (S = R = 1) in one process, at equal sample-epochs ({grid['epochs']:g} "
@@ -401,25 +300,9 @@ def run(suite: str) -> Report:
         "Ray start-up excluded; mono is the faster of "
         f"{' and '.join(map(str, MONO_THREADS))} torch threads (2 measured up to N = "
         f"{grid['threads_up_to']:,}). Peaks are peak RSS. Load "
-        f"average when the run started: {load:.2f}.\n\n"
+        f"average when the run started: {config['load_average_at_start']:.2f}.\n\n"
         "![training wall time against N](training-scaling.png)\n\n"
-        + table(points)
+        + table(points, goal)
         + "\n\n"
-        + reading(points)
+        + reading(points, goal)
     )
-    return Report(figures, markdown, config, {"training-scaling": plot(points)})
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="one training measurement (internal)")
-    parser.add_argument("--child", required=True, help="JSON: mode, data, epochs, threads")
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--result", type=Path, required=True)
-    args = parser.parse_args(argv)
-    spec = json.loads(args.child) | {"repeats": args.repeats}
-    args.result.write_text(json.dumps(child(spec)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

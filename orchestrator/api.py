@@ -1,19 +1,21 @@
 """The HTTP API of ``sisa serve``: a FastAPI app over a ``Backend``.
 
-The app only speaks HTTP: it parses and bounds bodies, checks the bearer token, maps
-errors to status codes and documents itself (``/docs``, ``/openapi.json``). What a
-request does is the backend's (``orchestrator.serve`` runs it on Ray Serve).
+The app only speaks HTTP: it parses and bounds bodies (``orchestrator.api_guards``),
+checks the bearer token, maps errors to status codes and describes itself exactly in
+``/openapi.json`` (``orchestrator.api_schema``). What a request does is the backend's
+(``orchestrator.serve`` runs it on Ray Serve).
 
-Status codes: 413 for a body over ``serving.max_body_bytes`` or more rows than
-``serving.max_rows``; 422 for a body or rows that do not validate; 401 for a missing or
-wrong token; 403 for what the server's settings forbid; 404 for unknown request IDs;
-503 while the store cannot answer.
+Status codes: 400 for a body that cannot be decoded; 401 for a missing or wrong token;
+403 for what the server's settings forbid; 404 for unknown request IDs; 408 for a body
+that stalls; 413 for a body over ``serving.max_body_bytes`` or more rows than
+``serving.max_rows``; 422 for a body or rows that do not validate, or rows whose scores
+are not finite; 429 for a client with too many requests in flight; 503 while the store
+cannot answer or the server shuts down. There is no ``/docs`` page: Swagger UI would load
+its scripts from a CDN, so the OpenAPI JSON is the documentation.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from typing import Annotated, Any, Protocol
 
@@ -22,75 +24,42 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator.api_guards import Admission, BodyLimit, Gate, Limits, token_matches
+from orchestrator.api_schema import (
+    GUARDED,
+    NO_GROUPS,
+    WITH_BODY,
+    ForgetResponse,
+    HealthResponse,
+    PredictResponse,
+    RequestStatusBody,
+    StatusResponse,
+    ValidationErrorBody,
+    _error,
+    forget_request,
+    predict_request,
+)
 from sisa.config import ServingConfig
 from sisa.ensemble import InputError, NoModelError, check_features
 from sisa.journal import UnknownRequestError
 from sisa.predictor import LabelsOnlyError, StaleStateError
-from sisa.unlearn import MAX_REASON
 from storage import StorageError
 
 log = logging.getLogger(__name__)
 
-# fail_fast: a body of a million bad numbers yields one error, not a million
-Row = Annotated[
-    list[Annotated[float, Field(strict=True, allow_inf_nan=False)]], Field(fail_fast=True)
-]
-AnyID = StrictInt | Annotated[StrictStr, Field(max_length=256)]
 SHOWN_ERRORS = 10  # validation errors returned; the rest are counted
 BEARER = HTTPBearer(auto_error=False, description="serving.token")
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rows: list[Row] = Field(
-        min_length=1, fail_fast=True, description="feature rows, each a list of numbers"
-    )
-    probabilities: bool = Field(False, description="also return the aggregate scores")
-
-
-class ModelInfo(BaseModel):
-    version: str = Field(description="the ensemble that computed every row of this answer")
-    through: int = Field(description="deletion requests up to this number are honoured")
-
-
-class PredictResponse(BaseModel):
-    labels: list[int]
-    probabilities: list[list[float]] | None = None
-    model: ModelInfo
-
-
-class ForgetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[AnyID] | None = Field(None, min_length=1, max_length=100_000, fail_fast=True)
-    group: AnyID | None = None
-    reason: str | None = Field(None, max_length=MAX_REASON)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> ForgetRequest:
-        if (self.ids is None) == (self.group is None):
-            raise ValueError("give either 'ids' or 'group'")
-        return self
-
-
-class ForgetResponse(BaseModel):
-    request_id: str | None = Field(description="None when every ID was deleted or pending")
-    state: str
-    removed: int = Field(description="training points this request removes")
-    removed_from_test: int
-    already_deleted: list[AnyID] = Field(description="no-ops: deleted or pending before")
-    earlier_requests: list[str] = Field(description="the requests that cover the no-ops")
-    rolled_back: list[int] = Field(description="shards served from an earlier checkpoint")
-    compliance_ms: float = Field(description="from journaling to the compliant serving state")
-    model: ModelInfo | None = Field(None, description="the ensemble serving from now on")
 
 
 class Backend(Protocol):
     """What the API calls; each method may raise the errors mapped in ``build_app``."""
 
     input_shape: tuple[int, ...]
+    # optional: "int" or "str", the store's IDs and groups (None: it has no groups);
+    # without them /forget takes IDs and groups of either type
+    id_kind: str
+    group_kind: str | None
 
     async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]: ...
     async def forget(
@@ -101,64 +70,23 @@ class Backend(Protocol):
     async def health(self) -> dict[str, Any]: ...
 
 
-class BodyLimit:
-    """ASGI middleware: a body over ``limit`` bytes gets 413 before the app reads it.
-
-    A declared Content-Length is checked up front; a streamed body is counted as it
-    arrives, and buffered (at most ``limit`` bytes) so the app sees it whole."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._too_large(scope, receive, send)
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return await self._too_large(scope, receive, send)
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body, sent = b"".join(chunks), False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = f"request body over {self.limit} bytes (serving.max_body_bytes)"
-        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
-
-
 def _token_checker(token_sha256: bytes | None) -> Any:
     """A dependency that admits ``Authorization: Bearer <token>`` whose SHA-256 is
-    ``token_sha256``; digests are compared in constant time, so timing tells nothing."""
+    ``token_sha256`` (``api_guards.token_matches``: constant time). ``BEARER`` only
+    declares the scheme in the OpenAPI document."""
 
     def check(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
         if token_sha256 is None:
             raise HTTPException(
                 403, "deletion over HTTP is disabled: start the server with serving.token set"
             )
         # Starlette decodes headers as latin-1; tokens are printable ASCII (serving.token)
-        given = credentials.credentials.encode("latin-1") if credentials is not None else b""
-        digest = hashlib.sha256(given).digest()
-        if credentials is None or not hmac.compare_digest(digest, token_sha256):
+        header = request.headers.get("authorization")
+        given = header.encode("latin-1") if header is not None else None
+        if not token_matches(given, token_sha256):
             raise HTTPException(
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -175,12 +103,24 @@ PREDICTION_ERRORS: dict[type[Exception], int] = {
 UNAVAILABLE = "the model store cannot be read right now; retry shortly"
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
+def invalid(message: str, loc: list[str | int], rows: list[int] | None = None) -> dict:
+    """A 422 body: ``detail`` is always a list, as for the validation errors."""
+    item: dict[str, Any] = {"loc": loc, "msg": message, "type": "value_error"}
+    return {"detail": [item | ({"rows": rows} if rows else {})]}
+
+
 def error_body(err: Exception) -> tuple[dict[str, Any], int, dict[str, str]]:
     """(body, status, headers) for an error a prediction may raise. Backends that run
     predictions elsewhere send this back as a value, not as an exception."""
     status = next(code for kind, code in PREDICTION_ERRORS.items() if isinstance(err, kind))
     headers = {"Retry-After": "1"} if status == 503 else {}
-    return {"detail": (str(err).splitlines() or [type(err).__name__])[0]}, status, headers
+    if status == 422:
+        return invalid(_first_line(err), ["body", "rows"], getattr(err, "rows", None)), 422, {}
+    return {"detail": _first_line(err)}, status, headers
 
 
 def unavailable() -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -197,30 +137,56 @@ class PredictionFailed(Exception):
     """A prediction error that came back from a backend as ``error_body``'s value."""
 
     def __init__(self, body: dict[str, Any], status: int, headers: dict[str, str]) -> None:
-        super().__init__(body["detail"])
+        super().__init__(str(body["detail"]))
         self.response = (body, status, headers)
 
 
-def _error(status: int, err: BaseException) -> JSONResponse:
+def _is_group_of_no_groups(error: dict[str, Any]) -> bool:
+    """A 'group' where the store has none: say so, not just "extra input"."""
+    return error["type"] == "extra_forbidden" and tuple(error["loc"]) == ("body", "group")
+
+
+def _not_found(err: BaseException) -> JSONResponse:
     message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return JSONResponse({"detail": message.splitlines()[0] if message else ""}, status)
+    return JSONResponse({"detail": message.splitlines()[0] if message else "not found"}, 404)
 
 
-def build_app(backend: Backend, settings: ServingConfig, token_sha256: bytes | None) -> FastAPI:
+def build_app(
+    backend: Backend,
+    settings: ServingConfig,
+    token_sha256: bytes | None,
+    limits: Limits | None = None,
+) -> FastAPI:
+    """The app; its ``state.gate`` counts the requests in flight and drains them."""
+    limits = limits or Limits()
     app = FastAPI(
         title="sisa",
         summary="Predictions of a SISA ensemble, and deletion requests that it honours.",
         version="1",
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN
+        redoc_url=None,
     )
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.state.gate = Gate(limits.per_client, token_sha256)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        idle_s=limits.body_idle_s,
+        total_s=limits.body_total_s,
+    )
+    app.add_middleware(Admission, gate=app.state.gate)  # outermost: refuses before reading
     authorised = Depends(_token_checker(token_sha256))
+    width = int(np.prod(backend.input_shape))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         # FastAPI's default echoes the input back, which may be huge, or NaN (not JSON)
         errors = err.errors()
         detail = [
-            {"loc": [str(p)[:64] for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            {
+                "loc": [p if isinstance(p, int) else str(p)[:64] for p in e["loc"]],
+                "msg": NO_GROUPS if _is_group_of_no_groups(e) else e["msg"],
+                "type": e["type"],
+            }
             for e in errors[:SHOWN_ERRORS]
         ]
         more = {"more_errors": len(errors) - SHOWN_ERRORS} if len(errors) > SHOWN_ERRORS else {}
@@ -243,8 +209,7 @@ def build_app(backend: Backend, settings: ServingConfig, token_sha256: bytes | N
     async def _known(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse(*error_body(err))
 
-    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
-    async def predict(body: PredictRequest) -> dict[str, Any]:
+    async def predict(body: Any) -> dict[str, Any]:
         """Labels of the aggregated ensemble, and with ``probabilities`` its scores."""
         if len(body.rows) > settings.max_rows:
             raise HTTPException(413, f"more than {settings.max_rows} rows (serving.max_rows)")
@@ -253,33 +218,72 @@ def build_app(backend: Backend, settings: ServingConfig, token_sha256: bytes | N
         x = check_features(body.rows, backend.input_shape)  # [n, *f] float32
         return await backend.predict(x, body.probabilities)
 
-    @app.post("/forget", status_code=202, response_model=ForgetResponse)
-    async def forget(body: ForgetRequest, _: None = authorised) -> Any:
+    # the bodies' models are built for this store (its row width, its ID type, whether it
+    # has groups), so they are no names FastAPI could resolve from the (postponed)
+    # annotations: each endpoint is given its class before it is routed
+    predict.__annotations__["body"] = predict_request(width, settings.max_rows)
+    app.post(
+        "/predict",
+        response_model=PredictResponse,
+        response_model_exclude_none=True,
+        responses={**WITH_BODY, 403: _error("probabilities from a labels-only server")},
+    )(predict)
+
+    async def forget(body: Any, _: None = authorised) -> Any:
         """Journal a deletion request. When this answers, predictions no longer use the
         points; retraining and purging follow (see ``GET /requests/{id}``)."""
         try:
-            result = await backend.forget(body.ids, body.group, body.reason)
+            result = await backend.forget(body.ids, getattr(body, "group", None), body.reason)
         except RejectedRequest as err:
-            return _error(422, err)
+            return JSONResponse(invalid(_first_line(err), ["body"]), 422)
         if result["request_id"] is None:
             return JSONResponse(ForgetResponse(**result).model_dump(mode="json"), 200)
         return result
 
-    @app.get("/requests/{request_id}")
+    # a backend that does not say what its store's IDs are gets a body of any IDs
+    id_kind = getattr(backend, "id_kind", "any")
+    group_kind = getattr(backend, "group_kind", "any" if id_kind == "any" else None)
+    forget.__annotations__["body"] = forget_request(id_kind, group_kind)
+    app.post(
+        "/forget",
+        status_code=202,
+        response_model=ForgetResponse,
+        responses={
+            **WITH_BODY,
+            200: {"model": ForgetResponse, "description": "nothing to do: all deleted before"},
+            401: _error("missing or wrong bearer token"),
+            403: _error("deletion over HTTP is disabled (no serving.token)"),
+        },
+    )(forget)
+
+    @app.get(
+        "/requests/{request_id}",
+        response_model=RequestStatusBody,
+        response_model_exclude_none=True,
+        responses={
+            **GUARDED,
+            404: _error("no such request"),
+            422: _error("never sent: any text names a request", ValidationErrorBody),
+        },
+    )
     async def request(request_id: str) -> Any:
         """A deletion request's state (accepted, compliant, retrained, purged), and its
         receipt once purged."""
         try:
             return await backend.request(request_id)
         except UnknownRequestError as err:
-            return _error(404, err)
+            return _not_found(err)
 
-    @app.get("/status")
+    @app.get("/status", response_model=StatusResponse, responses=GUARDED)
     async def status() -> dict[str, Any]:
         """The ensemble in use, the checkpoint each shard serves, and pending requests."""
         return await backend.status()
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        response_model=HealthResponse,
+        responses={k: v for k, v in GUARDED.items() if k != 429},  # never counted
+    )
     async def healthz() -> dict[str, Any]:
         """200 while the ensemble answers."""
         return await backend.health()

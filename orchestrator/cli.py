@@ -753,9 +753,8 @@ def serving_settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    import contextlib
     import os
-    import signal
-    import threading
 
     from sisa.store import SisaStore
 
@@ -763,30 +762,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     SisaStore(args.store, args.storage_options).require_trained()
     # Ray's processes inherit this environment; the ingress gets the token's digest only
     os.environ.pop("SISA_SERVING__TOKEN", None)
-    import ray
-    from ray import serve
+    from orchestrator.serve_cluster import run_server
 
-    from orchestrator.serve import start
-
-    ray.init(address=args.ray_address, include_dashboard=False, configure_logging=False)
-    server = None
-    try:
-        server = start(args.store, args.storage_options, settings)
-        stop = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background,
-            signal.signal(signum, lambda *_: stop.set())  # where SIGINT arrives ignored
+    def ready(server: Any) -> None:
         forget = "on" if settings.token is not None else "off (no serving.token)"
-        print(f"serving {args.store} at {server.url}  (docs: {server.url}/docs)", flush=True)
+        spec = f"{server.url}/openapi.json"
+        print(f"serving {args.store} at {server.url}  (OpenAPI: {spec})", flush=True)
         print(f"  POST /forget: {forget}; retraining: {settings.retrain}", flush=True)
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if args.ray_address is None:
-            serve.shutdown()  # our own cluster: all of it goes
-        elif server is not None:
-            server.stop()  # a shared cluster: only our application
-        ray.shutdown()
+
+    # until SIGINT or SIGTERM, then drains and stops (orchestrator.serve_cluster); an
+    # interrupt during start-up ends here too, run_server having stopped what it started
+    with contextlib.suppress(KeyboardInterrupt):
+        run_server(args.store, args.storage_options, settings, args.ray_address, on_ready=ready)
     print("sisa: server stopped", file=sys.stderr)
 
 

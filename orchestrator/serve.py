@@ -1,261 +1,36 @@
-"""``sisa serve``: the aggregated ensemble and the deletion API as a Ray Serve application.
+"""``sisa serve``: the aggregated ensemble and the deletion API as one Ray Serve application.
 
-Three deployments, one application:
-
-* ``ensemble``: one deployment holding every shard model in a ``Predictor``. It reserves
-  ``serving.num_cpus`` in all, not a CPU per shard, so it fits a two-core machine.
-* ``retrainer`` (``serving.retrain = "background"``): the ``DeletionService``, which
-  batches accepted requests, retrains, purges, and tells the ensemble when models commit.
-* ``api``: the FastAPI ingress (``orchestrator.api``).
-
-How predictions stay available, consistent and compliant while deletions arrive:
-
-1. ``POST /forget`` answers 202 only after ``accept`` committed the compliant serving
-   state **and** the ensemble swapped to it. The ingress then passes the highest request
-   number it acknowledged with every prediction, and an ensemble replica whose snapshot
-   is behind refreshes before predicting: no prediction sent after a 202 uses a point of
-   that request, whichever replica answers it.
-2. When a retrain commits, the retrainer asks the ensemble to refresh, and it swaps to
-   the retrained models; every ``serving.poll_s`` it also looks for states it was not
-   told about (requests accepted by ``sisa forget``, batches of ``sisa process``).
-3. A refresh builds the next snapshot aside and swaps one reference (``sisa.predictor``),
-   so a prediction never sees a half-loaded ensemble, and a failed refresh keeps the
-   snapshot in use: swaps never fail a request.
-
-The token never reaches Ray: the ingress is given its SHA-256 and compares digests in
-constant time.
+``orchestrator.serve_deployments`` holds its three deployments (the ensemble, the
+background retrainer, the FastAPI ingress) and says how predictions stay available,
+consistent and compliant while deletions arrive; this module binds them to a store,
+starts Serve's proxy and the application, and drains and stops it.
+``orchestrator.serve_cluster`` runs it all from the command line.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from orchestrator.api import (
-    PREDICTION_ERRORS,
-    PredictionFailed,
-    RejectedRequest,
-    build_app,
-    error_body,
-    unavailable,
+from orchestrator.api_guards import Limits
+from orchestrator.executors import require_a_node_that_fits
+from orchestrator.serve_deployments import (
+    ApiDeployment,
+    EnsembleDeployment,
+    RetrainerDeployment,
 )
-from orchestrator.executors import InProcessExecutor, require_a_node_that_fits
-from orchestrator.service import DeletionService
-from sisa.batch import BatchReport
 from sisa.config import ResourcesConfig, ServingConfig
-from sisa.ids import typed_ids
-from sisa.journal import Journal, parse_request_id
-from sisa.lifecycle import request_status
-from sisa.predictor import Predictor
 from sisa.store import SisaStore
-from sisa.unlearn import UnknownIDError, accept
 
 log = logging.getLogger(__name__)
 APP_NAME = "sisa"
-
-
-def _model(version: str, through: int) -> dict[str, Any]:
-    return {"version": version, "through": through}
-
-
-@serve.deployment(name="ensemble")
-class EnsembleDeployment:
-    """Every shard model of the store, behind one Predictor."""
-
-    def __init__(self, url: str, storage_options: dict[str, Any] | None, settings: dict) -> None:
-        cfg = ServingConfig.model_validate(settings)
-        self.predictor = Predictor(url, storage_options, output=cfg.output, inference=cfg.inference)
-        self.predictor.watch(cfg.poll_s)
-
-    def predict(self, x: np.ndarray, probabilities: bool, at_least: int) -> dict[str, Any]:
-        """Labels (and scores) as a JSON body; a known failure as ``{"error": ...}``,
-        because exceptions lose their type on the way back through Ray."""
-        try:
-            if at_least > self.predictor.snapshot.through:
-                self.predictor.refresh(at_least)  # behind a request the ingress acknowledged
-            out = self.predictor.predict(x, probabilities=probabilities)
-        except tuple(PREDICTION_ERRORS) as err:
-            return {"error": error_body(err)}
-        except Exception as err:  # noqa: BLE001 - the store failed: no compliant answer now
-            log.warning("cannot refresh to request %d: %s", at_least, err)
-            return {"error": unavailable()}
-        body: dict[str, Any] = {
-            "labels": out.labels.tolist(),
-            "model": _model(out.version, out.through),
-        }
-        if out.probabilities is not None:
-            body["probabilities"] = out.probabilities.tolist()
-        return body
-
-    def refresh(self, at_least: int = 0) -> dict[str, Any]:
-        snap = self.predictor.refresh(at_least)
-        return _model(snap.version, snap.through)
-
-    def status(self) -> dict[str, Any]:
-        return self.predictor.status()
-
-    def __del__(self) -> None:
-        self.predictor.close()
-
-
-@serve.deployment(name="retrainer", ray_actor_options={"num_cpus": 0})
-class RetrainerDeployment:
-    """Retrains and purges for accepted requests, in the background."""
-
-    def __init__(
-        self, url: str, storage_options: dict[str, Any] | None, ensemble: DeploymentHandle
-    ) -> None:
-        self.ensemble = ensemble
-        self.last_error: str | None = None
-        self.service = DeletionService(
-            url,
-            storage_options,
-            executor=InProcessExecutor(progress=False),
-            on_batch=self._committed,
-            on_error=self._failed,
-        )
-        self.thread, self.stop = self.service.start()
-
-    def _committed(self, report: BatchReport) -> None:
-        self.last_error = None
-        try:
-            self.ensemble.refresh.remote().result()  # serve the retrained models now
-        except Exception as err:  # noqa: BLE001 - the ensemble's poll will catch up
-            log.warning("could not tell the ensemble about batch %s: %s", report.batch, err)
-
-    def _failed(self, err: BaseException) -> None:
-        self.last_error = f"{type(err).__name__}: {err}"
-        log.warning("deletion batch failed, will retry: %s", err)
-
-    def status(self) -> dict[str, Any]:
-        decision = self.service.last_decision
-        return {
-            "mode": "background",
-            "running": self.thread.is_alive(),
-            "batches": self.service.completed,
-            "last_decision": decision.reason if decision is not None else None,
-            "last_error": self.last_error,
-        }
-
-    def __del__(self) -> None:
-        self.stop.set()
-
-
-# a bounded queue: Serve's proxy buffers the bodies of queued requests whole
-@serve.deployment(name="api", ray_actor_options={"num_cpus": 0}, max_queued_requests=64)
-@serve.ingress()
-class ApiDeployment:
-    """The HTTP ingress: the ``Backend`` of ``orchestrator.api.build_app``."""
-
-    def __init__(
-        self,
-        url: str,
-        storage_options: dict[str, Any] | None,
-        settings: dict,
-        token_sha256: bytes | None,
-        ensemble: DeploymentHandle,
-        retrainer: DeploymentHandle | None,
-    ) -> None:
-        self.url, self.options = url, storage_options
-        self.settings = ServingConfig.model_validate(settings)
-        self.token_sha256 = token_sha256
-        self.ensemble, self.retrainer = ensemble, retrainer
-        intent = SisaStore(url, storage_options).intent() or {}
-        self.input_shape = tuple(intent["input_shape"])
-        self.id_kind, self.group_kind = intent["id_kind"], intent.get("group_kind")
-        # the highest request number a client was told about; from the journal at start,
-        # so a restarted ingress never forgets what an earlier one acknowledged
-        self.acknowledged = max(Journal(SisaStore(url, storage_options)).seqs(), default=0)
-
-    def __serve_build_asgi_app__(self) -> Any:
-        return build_app(self, self.settings, self.token_sha256)
-
-    def _store(self) -> SisaStore:
-        return SisaStore(self.url, self.options)
-
-    async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]:
-        try:
-            body = await self.ensemble.predict.remote(x, probabilities, self.acknowledged)
-        except Exception as err:  # noqa: BLE001 - e.g. the replica died; Serve restarts it
-            log.warning("ensemble unavailable: %s", err)
-            raise PredictionFailed(*unavailable()) from None
-        if "error" in body:
-            raise PredictionFailed(*body["error"])
-        return body
-
-    async def forget(self, ids: list[Any] | None, group: Any, reason: str | None) -> dict:
-        try:
-            typed = typed_ids(ids, self.id_kind) if ids is not None else None
-            if group is not None:
-                if self.group_kind is None:
-                    raise ValueError("this store's data has no groups; forget by ID instead")
-                group = typed_ids([group], self.group_kind, what="group")[0]
-            accepted = await asyncio.to_thread(
-                accept, self.url, typed, group=group, reason=reason, storage_options=self.options
-            )
-        except UnknownIDError as err:
-            raise RejectedRequest(str(err)) from None
-        except (ValueError, TypeError) as err:
-            raise RejectedRequest(str(err)) from None
-        # This request, or (a no-op) the earlier ones that cover it: either way the client
-        # now believes these points are gone, so every later prediction must honour them.
-        covering = [accepted.request_id] if accepted.request_id else accepted.earlier_requests
-        seq = max((parse_request_id(r) for r in covering), default=0)
-        self.acknowledged = max(self.acknowledged, seq)
-        model, state = None, "compliant"
-        try:
-            model = await self.ensemble.refresh.remote(seq)  # compliant before we answer
-        except Exception as err:  # noqa: BLE001 - journaled: predictions refresh or answer 503
-            log.warning("journaled request %d, but the ensemble did not refresh: %s", seq, err)
-            state = "accepted"
-        return {
-            "request_id": accepted.request_id,
-            "state": state if accepted.request_id else "nothing to do",
-            "removed": len(accepted.removed),
-            "removed_from_test": len(accepted.removed_from_test),
-            "already_deleted": accepted.already_deleted,
-            "earlier_requests": accepted.earlier_requests,
-            "rolled_back": accepted.rolled_back,
-            "compliance_ms": accepted.compliance_seconds * 1000,
-            "model": model,
-        }
-
-    async def request(self, request_id: str) -> dict[str, Any]:
-        status = await asyncio.to_thread(request_status, self._store(), request_id)
-        return status.to_dict()
-
-    async def status(self) -> dict[str, Any]:
-        ensemble = await self.ensemble.status.remote()
-        pending = await asyncio.to_thread(lambda: Journal(self._store()).open_requests())
-        retrainer = (
-            await self.retrainer.status.remote()
-            if self.retrainer is not None
-            else {"mode": "external: run 'sisa process'"}
-        )
-        now = time.time()
-        for part in (ensemble, retrainer):  # the type only: messages name paths and buckets
-            if part.get("last_error"):
-                part["last_error"] = part["last_error"].split(":")[0]
-        return {
-            "ensemble": ensemble,
-            # counts, not IDs: a request ID is its requester's handle on the receipt
-            "pending_requests": len(pending),
-            "oldest_pending_s": max((now - r.accepted_at for r in pending), default=None),
-            "retrainer": retrainer,
-            "acknowledged_through": self.acknowledged,
-        }
-
-    async def health(self) -> dict[str, Any]:
-        ensemble = await self.ensemble.status.remote()
-        return {"ok": True, "version": ensemble["version"], "through": ensemble["through"]}
 
 
 def replica_gpus(resources: ResourcesConfig, settings: ServingConfig) -> tuple[float, float]:
@@ -282,7 +57,10 @@ def replica_gpus(resources: ResourcesConfig, settings: ServingConfig) -> tuple[f
 
 
 def build_application(
-    url: str, storage_options: dict[str, Any] | None, settings: ServingConfig
+    url: str,
+    storage_options: dict[str, Any] | None,
+    settings: ServingConfig,
+    limits: Limits | None = None,
 ) -> serve.Application:
     """The application, bound to a trained store; fails here if the store is not trained
     or its models need a GPU the settings do not reserve."""
@@ -306,10 +84,12 @@ def build_application(
         if settings.token is not None
         else None
     )
-    return ApiDeployment.bind(url, storage_options, public, digest, ensemble, retrainer)
+    return ApiDeployment.bind(url, storage_options, public, digest, ensemble, retrainer, limits)
 
 
 LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
+KEEP_ALIVE_S = 5  # idle keep-alive connections close after this (Serve's default: 90 s)
+GRACE_S = 0.2  # after a drain, for the proxy to pass the last answers on
 
 
 @dataclass(frozen=True)
@@ -318,9 +98,57 @@ class Server:
 
     url: str  # http://host:port/prefix, without a trailing slash
     name: str = APP_NAME
+    limits: Limits = field(default_factory=Limits)
+
+    def drain(self) -> int:
+        """Answer the requests in flight, refusing new ones (503), for at most
+        ``limits.drain_s``; returns how many were still in flight (-1: no answer)."""
+        timeout = self.limits.drain_s
+        try:
+            with _serve_quiet():  # a handle's router announces itself at INFO
+                handle = serve.get_app_handle(self.name)
+                left = handle.drain.remote(timeout).result(timeout_s=timeout + 5)
+        except Exception as err:  # noqa: BLE001 - a stop goes on regardless
+            log.warning("could not drain %s: %s", self.name, err)
+            return -1
+        time.sleep(GRACE_S)
+        return left
 
     def stop(self) -> None:
+        """Delete the application (Serve drains its replicas); the cluster stays."""
         serve.delete(self.name)
+
+
+@contextlib.contextmanager
+def _serve_quiet() -> Iterator[None]:
+    """Serve's driver-side INFO lines, off: ``serve.run`` always reconnects to the Serve
+    it finds and says that "new http_options will not be applied", which is untrue here
+    (``start`` checks them itself); errors and warnings still show."""
+    logger = logging.getLogger("ray.serve")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _start_serve(settings: ServingConfig) -> None:
+    """Start Serve with our HTTP options, or check that the one running has them."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        http = {"host": settings.host, "port": settings.port, "keep_alive_timeout_s": KEEP_ALIVE_S}
+        serve.start(http_options=http, logging_config=LOGGING)
+        return
+    running = client.http_config
+    if (running.host, running.port) != (settings.host, settings.port):
+        raise ValueError(
+            f"Ray Serve already runs on this cluster with its proxy on {running.host}:"
+            f"{running.port}; a cluster has one proxy, so serve there (--host/--port) or "
+            "on another cluster"
+        )
 
 
 def start(
@@ -330,19 +158,22 @@ def start(
     *,
     name: str = APP_NAME,
     route_prefix: str = "/",
+    limits: Limits | None = None,
 ) -> Server:
     """Start Serve's HTTP proxy on ``settings.host:port`` (127.0.0.1 by default) and run
     the application under ``route_prefix``; returns once it answers (``serve.run`` waits
     for every deployment, and raises if one fails to start).
 
-    Serve has one proxy per cluster: if it already runs, its address stays, and every
-    application started on the cluster must name the same host and port."""
-    app = build_application(url, storage_options, settings)
+    Serve has one proxy per cluster: if it already runs, every application started on
+    the cluster must name its host and port, or this raises ``ValueError``."""
+    limits = limits or Limits()
+    app = build_application(url, storage_options, settings, limits)
     gpus = replica_gpus(SisaStore(url, storage_options).config().resources, settings)
     require_a_node_that_fits(settings.num_cpus, gpus[0], ("serving", "ensemble replica"))
     if gpus[1]:
         require_a_node_that_fits(0, gpus[1], ("resources", "background retrainer"))
-    serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=LOGGING)
-    serve.run(app, name=name, route_prefix=route_prefix, blocking=False, logging_config=LOGGING)
+    with _serve_quiet():
+        _start_serve(settings)
+        serve.run(app, name=name, route_prefix=route_prefix, blocking=False, logging_config=LOGGING)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return Server(f"http://{host}:{settings.port}{route_prefix.rstrip('/')}", name)
+    return Server(f"http://{host}:{settings.port}{route_prefix.rstrip('/')}", name, limits)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import fsspec
 import numpy as np
-import pandas as pd
 
 from sisa.ids import as_id_array, fingerprints, unit_interval
+
+if TYPE_CHECKING:  # pandas (0.2 s and more) is imported by what reads a table, when it does
+    import pandas as pd
 
 _MAX_EXAMPLES = 5
 _CHUNK = 32_768  # rows per chunk where a whole-matrix temporary would be too large
@@ -247,6 +249,8 @@ def _column_ids(col: pd.Series, what: str, *, from_text: bool) -> np.ndarray:
     CSV text is read as strings and turned into ints only when every value is canonical
     integer text, so IDs such as ``"007"`` keep their identity instead of becoming ``7``.
     """
+    import pandas as pd
+
     missing = np.flatnonzero(col.isna().to_numpy())
     if missing.size:
         raise DataError(f"column {what!r} has missing values at rows {_examples(missing)}")
@@ -266,6 +270,8 @@ def _column_ids(col: pd.Series, what: str, *, from_text: bool) -> np.ndarray:
 def _from_frame(df: pd.DataFrame, num_classes: int | None, *, from_text: bool) -> Dataset:
     """A dataset from a table with ``id``, ``label``, optional ``group`` and ``risk``, and
     feature columns."""
+    import pandas as pd
+
     for name in ("id", "label"):
         if name not in df.columns:
             raise DataError(f"missing column {name!r} (columns: {_examples(list(df.columns))})")
@@ -360,6 +366,8 @@ def _read(path: str, ext: str, num_classes: int | None) -> Dataset:
     with fsspec.open(path, "rb") as f:
         if ext == "npz":
             return _load_npz(f, num_classes)
+        import pandas as pd
+
         if ext == "csv":
             df = pd.read_csv(f, dtype={"id": str, "group": str})
             return _from_frame(df, num_classes, from_text=True)
@@ -374,13 +382,18 @@ def load_file(path: str, num_classes: int | None = None) -> Dataset:
     ext = path.lower().rsplit(".", 1)[-1] if "." in path.rsplit("/", 1)[-1] else ""
     if ext not in ("npz", "csv", "parquet"):
         raise DataError(f"unsupported file extension {ext!r} in {path!r}; use npz, csv, parquet")
+    empty: tuple[type[Exception], ...] = ()  # what pandas raises for a file without rows
+    if ext != "npz":
+        import pandas as pd
+
+        empty = (pd.errors.EmptyDataError,)
     try:
         return _read(path, ext, num_classes)
     except DataError:
         raise
     except FileNotFoundError as exc:
         raise DataError(f"no such file: {path!r}") from exc
-    except pd.errors.EmptyDataError as exc:
+    except empty as exc:
         raise DataError(f"empty file: {path!r}") from exc
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read {path!r}: {exc}") from exc

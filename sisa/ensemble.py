@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,27 @@ from sisa.trainer import configure, fresh_state
 
 
 class InputError(ValueError):
-    """Rows the models cannot take; the message says what to fix."""
+    """Rows the models cannot take; the message says what to fix.
+
+    ``rows`` names the offending rows (0-based) when the fault is in some rows only, so
+    a caller (the HTTP API) can point at each of them."""
+
+    def __init__(self, message: str, rows: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.rows = [int(r) for r in rows]
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep ``rows`` across pickling (Ray)
+        return (type(self), (str(self), self.rows))
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SHOWN_ROWS = 10  # rows an InputError's message names; ``rows`` holds them all
+
+
+def _name_rows(rows: Sequence[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:SHOWN_ROWS])
+    more = f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else ""
+    return f"row {shown}" if len(rows) == 1 else f"rows {shown}{more}"
 
 
 class NoModelError(RuntimeError):
@@ -62,16 +83,39 @@ def check_features(X: object, input_shape: Sequence[int]) -> np.ndarray:
             got = arr.shape[1] if arr.ndim == 2 else arr.shape[1:]
             raise InputError(f"each row must have {width} features, got {got}")
         arr = arr.reshape(len(arr), *shape)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         x = np.ascontiguousarray(arr, dtype=np.float32)
+        # a float64 just past float32's largest value rounds to it: refuse it all the same
+        wide = arr.dtype.kind == "f" and arr.dtype.itemsize > 4
+        over = np.abs(arr) > FLOAT32_MAX if wide else None
     if not x.flags.writeable:  # e.g. deserialised by Ray; torch wants memory it may own
         x = x.copy()
-    if not np.isfinite(x).all():  # one pass; find the row only when something is wrong
-        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    bad = ~np.isfinite(x) if over is None else ~np.isfinite(x) | over
+    if bad.any():  # one pass; find the rows only when something is wrong
+        rows = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1)).tolist()
+        verb = "holds" if len(rows) == 1 else "hold"
         raise InputError(
-            f"row {int(np.argmax(bad))} holds NaN, infinity or a value beyond float32's range"
+            f"{_name_rows(rows)} {verb} NaN, infinity or a value beyond float32's range", rows
         )
     return x
+
+
+def check_scores(probs: np.ndarray) -> np.ndarray:
+    """Refuse rows whose scores are not finite. [S, n, C] -> the same array.
+
+    Features finite in float32 can still overflow inside a model (a row of 3e38 makes
+    inf - inf = NaN in the first layer); such a row has no prediction, and returning
+    NaN (JSON null) or an argmax over NaN would be a silent wrong answer."""
+    finite = np.isfinite(probs).all(axis=(0, 2))  # [n]
+    if not finite.all():
+        rows = np.flatnonzero(~finite).tolist()
+        verb = "gives" if len(rows) == 1 else "give"
+        raise InputError(
+            f"{_name_rows(rows)} {verb} non-finite scores: the features are finite but too "
+            "large for the models (they overflow); scale them as in training",
+            rows,
+        )
+    return probs
 
 
 def state_version(state: ServingState) -> str:
@@ -146,7 +190,7 @@ class Ensemble:
             )
         device = model_device(next(iter(self.models.values())))
         probs = self.forward(torch.from_numpy(x).to(device))  # [S_live, n, C]
-        return probs.cpu().numpy()
+        return check_scores(probs.cpu().numpy())
 
     def predict_proba(self, X: object) -> np.ndarray:
         """Aggregated scores. [n, *f] -> [n, C]."""

@@ -110,7 +110,8 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
         for shard in sorted(refs)
     ]
     counts = np.bincount(index.y, minlength=index.num_classes)  # [C]
-    empty = np.flatnonzero(counts == 0).tolist()
+    # inferred as the largest label + 1, a gap is likely a mistake; declared, it is meant
+    empty = [] if config.data.num_classes else np.flatnonzero(counts == 0).tolist()
     return Ingested(jobs=jobs, n_train=len(index) - n_test, n_test=n_test, empty_classes=empty)
 
 

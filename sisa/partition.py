@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from sisa.config import SisaConfig
 from sisa.ids import as_id_array, bucket, fingerprints
@@ -91,6 +91,8 @@ def _spread(
 
 def _check_group_tiers(groups: np.ndarray, risky: np.ndarray) -> None:
     """Group sharding keeps a group together only if all its points share a tier."""
+    import pandas as pd
+
     mixed = pd.Series(risky).groupby(groups).nunique()
     split = mixed.index[mixed.to_numpy() > 1]
     if len(split):
@@ -176,14 +178,23 @@ MISSING = -2
 
 
 class Locator:
-    """Hash index from ID to (part, row): O(1) per lookup, vectorised, fine for millions."""
+    """Hash index from ID to (part, row): O(1) per lookup, vectorised, fine for millions.
+
+    The hash index (pandas) is built by ``build``, or by the first lookup of more than
+    ``SCAN_MAX`` IDs. A lookup of fewer before then, as a deletion request naming a few
+    IDs, is one vectorised scan of the IDs instead: O(N), as building the index is, with
+    the same answer, and a ``sisa forget`` does not import pandas (0.2 s and more).
+    """
+
+    SCAN_MAX = 64
 
     def __init__(self, parts: dict[int, np.ndarray]) -> None:
         keys = sorted(parts)
         ids = [as_id_array(parts[k]) for k in keys]
         non_empty = [a for a in ids if len(a)]
         self._int_ids = not non_empty or non_empty[0].dtype.kind in "iu"
-        self._index = pd.Index(np.concatenate(non_empty) if non_empty else np.array([], "int64"))
+        self._ids = np.concatenate(non_empty) if non_empty else np.array([], "int64")  # [N]
+        self._index: Any = None  # pandas.Index of self._ids, once built
         self._part = np.concatenate(
             [np.full(len(a), k, dtype=np.int64) for k, a in zip(keys, ids, strict=True)]
             or [np.array([], np.int64)]
@@ -192,15 +203,35 @@ class Locator:
             [np.arange(len(a), dtype=np.int64) for a in ids] or [np.array([], np.int64)]
         )
 
+    def build(self) -> Locator:
+        """Build the hash index now (a no-op once built); returns the locator."""
+        if self._index is None:
+            import pandas as pd
+
+            self._index = pd.Index(self._ids)
+        return self
+
+    def _scan(self, query: np.ndarray) -> np.ndarray:
+        """Position of each ID of ``query`` in ``self._ids``, -1 where absent (IDs unique)."""
+        at = np.flatnonzero(np.isin(self._ids, query))  # [hits] positions of queried IDs
+        if not len(at):
+            return np.full(len(query), -1, np.int64)
+        order = np.argsort(self._ids[at], kind="stable")
+        found, at = self._ids[at][order], at[order]  # [hits] sorted, with their positions
+        pos = np.searchsorted(found, query).clip(0, len(found) - 1)  # [q]
+        return np.where(found[pos] == query, at[pos], -1)
+
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._ids)
 
     def locate(self, query: np.ndarray) -> Located:
         query = as_id_array(query)
         if len(query) == 0 or (query.dtype.kind in "iu") != self._int_ids:
             pos = np.full(len(query), -1, dtype=np.int64)  # an int ID never matches a str ID
+        elif self._index is None and len(query) <= self.SCAN_MAX:
+            pos = self._scan(query)
         else:
-            pos = self._index.get_indexer(query)
+            pos = self.build()._index.get_indexer(query)
         found = pos >= 0
         if not found.any():
             none = np.full(len(query), -1, np.int64)

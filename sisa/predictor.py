@@ -95,8 +95,10 @@ class Predictor:
     def predict(self, X: object, *, probabilities: bool = False) -> Prediction:
         """Labels (and with ``probabilities``, aggregate scores) for a batch of rows.
 
-        Raises ``InputError`` for rows the models cannot take, and ``PermissionError``
-        when probabilities are asked of a labels-only predictor.
+        Raises ``InputError`` for rows the models cannot take, including rows whose
+        scores come out non-finite (its ``rows`` names them), and ``PermissionError``
+        when probabilities are asked of a labels-only predictor. Every score returned is
+        finite.
         """
         if probabilities and self.output == "labels":
             raise LabelsOnlyError("this predictor releases labels only (serving.output)")

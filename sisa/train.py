@@ -57,14 +57,12 @@ def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
     return train_ds, test_ds, shard_of
 
 
-def empty_classes_warning(empty: list[int], config: Config) -> str:
+def empty_classes_warning(empty: list[int]) -> str:
     """Labels with gaps (say 0 and 5) make a model with outputs no point ever trains."""
-    shown = _examples(empty)
-    size = "data.num_classes" if config.data.num_classes else "the largest label + 1"
     return (
-        f"classes {shown} have no point in the data; the model still has an output for each "
-        f"({size}), which no point trains: relabel the data to 0..C-1 without gaps, or set "
-        "data.num_classes if the classes are meant to exist"
+        f"classes {_examples(empty)} have no point in the data; the model still has an output "
+        "for each (up to the largest label), which no point trains: relabel the data to "
+        "0..C-1 without gaps, or set data.num_classes if the classes are meant to exist"
     )
 
 
@@ -96,7 +94,7 @@ def train(
     )
     jobs = ingested.jobs
     if ingested.empty_classes:
-        warnings.warn(empty_classes_warning(ingested.empty_classes, config), stacklevel=2)
+        warnings.warn(empty_classes_warning(ingested.empty_classes), stacklevel=2)
     results = run_jobs(
         executor,
         run_shard_job,

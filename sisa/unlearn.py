@@ -106,14 +106,20 @@ def _part_ids(
     """The heads and the IDs of each part's data. A batch committing meanwhile may purge
     the data a head we just read names; then the heads moved on, and we read them again.
     (Points never change shard or slice, so a plan from any generation is as good.)"""
-    while True:
-        heads = _heads(store, shards)
+    for attempt in range(100):
+        try:
+            heads = _heads(store, shards)  # a head listed, then purged as a newer one landed
+        except (StorageError, FileNotFoundError):
+            if attempt == 99:
+                raise
+            continue
         try:
             return heads, {p: store.read_data(h.data, features=False) for p, h in heads.items()}
         except (StorageError, FileNotFoundError):
             now = _heads(store, shards)
             if [h.generation for h in now.values()] == [h.generation for h in heads.values()]:
                 raise  # not a purge under us: the store is damaged
+    raise AssertionError("unreachable")
 
 
 def plan_forget(

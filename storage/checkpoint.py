@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
-
-import safetensors.torch
-import torch
+from typing import TYPE_CHECKING
 
 from storage.commit import canonical_json
+
+if TYPE_CHECKING:  # imported where tensors are handled: reading documents needs no torch
+    import torch
 
 
 def encode_weights(state: dict[str, torch.Tensor]) -> bytes:
@@ -27,12 +28,16 @@ def encode_weights(state: dict[str, torch.Tensor]) -> bytes:
     Tensors are copied to contiguous CPU memory first, which also unties shared storage
     (tied embeddings) that safetensors would otherwise refuse.
     """
+    import safetensors.torch
+
     tensors = {name: _dense_cpu(name, t, copy=True) for name, t in state.items()}
     return safetensors.torch.save(tensors)
 
 
 def decode_weights(data: bytes) -> dict[str, torch.Tensor]:
     """Load tensors written by :func:`encode_weights`."""
+    import safetensors.torch
+
     try:
         return dict(safetensors.torch.load(bytes(data)))
     except Exception as exc:  # safetensors raises its own error types for malformed input
@@ -41,6 +46,8 @@ def decode_weights(data: bytes) -> dict[str, torch.Tensor]:
 
 def encode_state(obj: object) -> bytes:
     """Serialize optimizer state and counters (dicts, lists, numbers, tensors) with torch."""
+    import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
@@ -48,6 +55,8 @@ def encode_state(obj: object) -> bytes:
 
 def decode_state(data: bytes) -> object:
     """Load :func:`encode_state` bytes without ever unpickling arbitrary objects."""
+    import torch
+
     try:
         return torch.load(io.BytesIO(bytes(data)), weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
@@ -66,6 +75,8 @@ def state_hash(state: dict[str, torch.Tensor]) -> str:
 
 def _dense_cpu(name: str, tensor: torch.Tensor, copy: bool) -> torch.Tensor:
     """A dense, contiguous CPU tensor; with ``copy`` it also owns its storage."""
+    import torch
+
     if not isinstance(name, str):
         raise TypeError(f"tensor names must be str, got {name!r}")
     if not isinstance(tensor, torch.Tensor):
@@ -77,6 +88,8 @@ def _dense_cpu(name: str, tensor: torch.Tensor, copy: bool) -> torch.Tensor:
 
 
 def _tensor_hash(name: str, tensor: torch.Tensor) -> str:
+    import torch
+
     t = _dense_cpu(name, tensor, copy=False)
     header = canonical_json({"dtype": str(t.dtype), "shape": list(t.shape)})
     h = hashlib.sha256(header + b"\n")

@@ -15,6 +15,7 @@ import pytest
 from benchmarks import speedup
 from benchmarks.datasets import DataCache
 from benchmarks.harness import main, run
+from benchmarks.stores import training_layout
 from orchestrator.executors import InProcessExecutor
 from sisa.config import build_config
 from sisa.cost import paper_speedup
@@ -71,7 +72,8 @@ def test_deletions_are_drawn_one_per_stratum_of_slices(tmp_path):
     url = str(tmp_path / "store")
     overrides = {"data.source": "digits", "sisa.shards": 2, "sisa.slices": 4, "sisa.epochs": 1}
     train(build_config({}, overrides), url, executor=InProcessExecutor(progress=False))
-    ids, slices = speedup.training_points(url)
+    layout = training_layout(url)
+    ids, slices = layout.ids.tolist(), layout.slice.tolist()
     slice_of = dict(zip(ids, slices, strict=True))
     picked = speedup.victims(url, 4, random.Random(0))
     assert sorted(slice_of[v] for v in picked) == [0, 1, 2, 3]

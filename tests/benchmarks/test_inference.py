@@ -95,10 +95,11 @@ def test_serving_runs_in_the_full_suite_only(tmp_path: Path) -> None:
 
 
 def test_the_serving_benchmarks_uvicorn_reference_starts_and_answers(tmp_path: Path, tiny) -> None:
-    """``python -m benchmarks.serving --plain-server``: the same app without Ray."""
+    """``python -m benchmarks.http_servers --plain-server``: the same app without Ray."""
     import requests
 
-    from benchmarks import serving
+    from benchmarks.http_load import JSON, body_of
+    from benchmarks.http_servers import start_plain
     from orchestrator.executors import InProcessExecutor
     from sisa.predictor import Predictor
     from sisa.store import TEST, SisaStore
@@ -109,10 +110,10 @@ def test_the_serving_benchmarks_uvicorn_reference_starts_and_answers(tmp_path: P
     store = SisaStore(url)
     test_x = store.read_data(store.latest_head(TEST).data)["X"]  # type: ignore[union-attr]
     rows = test_x[:2].reshape(2, -1).astype(np.float32)
-    proc, base = serving.start_plain(url)
+    proc, base = start_plain(url)
     try:
-        body = serving.body_of(rows, True)
-        r = requests.post(f"{base}/predict", data=body, headers=serving.JSON, timeout=30)
+        body = body_of(rows, True)
+        r = requests.post(f"{base}/predict", data=body, headers=JSON, timeout=30)
     finally:
         proc.terminate()
         proc.wait(30)

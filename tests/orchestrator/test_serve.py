@@ -1,11 +1,13 @@
 """``sisa serve`` for real: the Ray Serve application on loopback, called over HTTP.
 
 Two applications share the session's Ray cluster and Serve's one proxy: ``main`` (token
-set, probabilities allowed, background retraining) and ``strict`` under ``/strict``
-(labels only, no token, external retraining, tight limits)."""
+set, probabilities allowed, background retraining, short body timeouts and a small
+per-client bound) and ``strict`` under ``/strict`` (labels only, no token, external
+retraining, tight limits)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -31,6 +33,7 @@ pytest.importorskip("ray.serve")
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROWS = np.random.default_rng(11).random((8, 64)).astype(np.float32)
+GUARDS = {"body_idle_s": 2.0, "body_total_s": 4.0, "per_client": 8}  # main's Limits
 
 
 def free_port() -> int:
@@ -44,6 +47,7 @@ def apps(ray_cluster, tmp_path_factory):
     """Both applications on one free loopback port; Serve is shut down afterwards."""
     from ray import serve
 
+    from orchestrator.api_guards import Limits
     from orchestrator.serve import start
 
     root = tmp_path_factory.mktemp("serve")
@@ -66,7 +70,7 @@ def apps(ray_cluster, tmp_path_factory):
         },
     )
     try:
-        main = start(main_url, None, main_cfg.serving)
+        main = start(main_url, None, main_cfg.serving, limits=Limits(**GUARDS))
         strict = start(strict_url, None, strict_cfg.serving, name="strict", route_prefix="/strict")
         yield {"main": (main.url, main_url), "strict": (strict.url, strict_url), "port": port}
     finally:
@@ -116,6 +120,16 @@ def test_binds_loopback_only(apps):
     assert build_config({}).serving.host == "127.0.0.1"
 
 
+def test_a_second_app_on_another_port_is_refused_clearly(apps):
+    """A cluster has one Serve proxy: an app that asks for another port is refused, not
+    silently served on the first one's ("new http_options will not be applied")."""
+    from orchestrator.serve import start
+
+    other = build_config({}, {"serving.port": free_port()}).serving
+    with pytest.raises(ValueError, match=f"already runs .* 127.0.0.1:{apps['port']}"):
+        start(apps["main"][1], None, other, name="other", route_prefix="/other")
+
+
 def test_the_ensembles_reserve_serving_num_cpus_in_all_not_a_cpu_per_shard(apps, ray_cluster):
     """Both applications hold 3 shard models each on a 2-CPU cluster: 0.5 + 0.25 CPU."""
     used = ray_cluster.cluster_resources()["CPU"] - ray_cluster.available_resources().get("CPU", 0)
@@ -156,13 +170,31 @@ def test_labels_only_server_refuses_probabilities(apps, http):
         ({"rows": [[0.5] * 64], "extra": 1}, "Extra inputs"),
         ({"rows": [0.5] * 64}, "valid list"),
         ({"rows": [[1e39] * 64]}, "beyond float32"),
+        ({"rows": [[0.5] * 63 + [3.402823466385289e38]]}, "beyond float32"),  # rounds to max
         ({}, "Field required"),
+        ({"rows": [[0.5] * 64], "probabilities": "yes"}, "valid boolean"),  # strict types
+        ({"rows": [[0.5] * 64], "probabilities": 1}, "valid boolean"),
     ],
 )
 def test_invalid_predictions_get_422_naming_the_problem(apps, http, body, fragment):
     response = http.post(f"{apps['main'][0]}/predict", json=body)
     assert response.status_code == 422
     assert fragment in response.text
+    detail = response.json()["detail"]  # always a list of {loc, msg, type}, as documented
+    assert isinstance(detail, list) and {"loc", "msg", "type"} <= set(detail[0])
+
+
+def test_rows_whose_scores_overflow_get_422_naming_the_rows(apps, http):
+    """3e38 is finite in float32, yet overflows inside the models: no null scores."""
+    rows = np.full((4, 64), 0.5, dtype=np.float32)
+    rows[1], rows[3] = 3e38, -3e38
+    response = predict(http, apps["main"][0], rows=rows, probabilities=True)
+    assert response.status_code == 422, response.text
+    (item,) = response.json()["detail"]
+    assert item["rows"] == [1, 3] and item["msg"].startswith("rows 1, 3 give non-finite")
+    assert item["loc"] == ["body", "rows"]
+    fine = predict(http, apps["main"][0], rows=rows[[0, 2]], probabilities=True).json()
+    assert np.isfinite(np.asarray(fine["probabilities"], dtype=np.float64)).all()
 
 
 def test_a_body_of_many_bad_values_gets_a_short_422(apps, http):
@@ -228,13 +260,19 @@ def test_forget_needs_the_bearer_token(apps, http):
     ("body", "fragment"),
     [
         ({"ids": [10**9]}, "unknown IDs"),
-        ({"ids": ["12x"]}, "not a 64-bit integer"),
+        ({"ids": ["12x"]}, "valid integer"),  # this store's IDs are integers
+        ({"ids": ["12"]}, "valid integer"),  # strict: text is not a number
+        ({"ids": [2**63]}, "less than or equal to 9223372036854775807"),
+        ({"ids": [1000, 1000]}, "duplicate IDs"),
         ({"ids": [True]}, "valid"),
         ({"ids": []}, "at least 1"),
-        ({"ids": [1000], "group": "g"}, "either 'ids' or 'group'"),
+        ({"ids": [1000], "group": "g"}, "no groups"),
         ({"group": "person-1"}, "no groups"),
         ({"ids": [1000], "reason": "ticket about 1000"}, "reason names an ID"),
         ({"ids": [1000], "reason": "two\nlines"}, "one line"),
+        ({}, "give 'ids'"),
+        ({"ids": None, "group": 1000}, "valid list"),  # not nullable, as documented
+        ({"ids": [1000], "reason": 7}, "valid string"),
     ],
 )
 def test_bad_forget_requests_get_422_and_journal_nothing(apps, http, body, fragment):
@@ -242,6 +280,7 @@ def test_bad_forget_requests_get_422_and_journal_nothing(apps, http, body, fragm
     before = Journal(SisaStore(url)).seqs()
     response = http.post(f"{base}/forget", json=body, headers=AUTH)
     assert response.status_code == 422 and fragment in response.text
+    assert isinstance(response.json()["detail"], list)  # the shape of every 422
     assert Journal(SisaStore(url)).seqs() == before
 
 
@@ -265,8 +304,46 @@ def test_status_healthz_and_openapi(apps, http):
     )
     assert spec["paths"]["/forget"]["post"]["security"] == [{"HTTPBearer": []}]
     assert "/predict" not in [p for p in spec["paths"] if spec["paths"][p].get("security")]
-    docs = http.get(f"{base}/docs")
-    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # no Swagger UI: it would load its scripts from a CDN; the OpenAPI JSON stays
+    assert http.get(f"{base}/docs").status_code == 404
+    assert http.get(f"{base}/redoc").status_code == 404
+
+
+def test_the_openapi_schema_says_what_the_server_does(apps, http):
+    spec = http.get(f"{apps['main'][0]}/openapi.json").json()
+    schemas, paths = spec["components"]["schemas"], spec["paths"]
+    rows = schemas["PredictRequest"]["properties"]["rows"]
+    assert rows["items"]["minItems"] == rows["items"]["maxItems"] == 64  # this store's rows
+    assert rows["minItems"] == 1 and rows["maxItems"] == 1024  # serving.max_rows
+    assert schemas["PredictRequest"]["properties"]["probabilities"]["type"] == "boolean"
+    forget = schemas["ForgetRequest"]  # this store has integer IDs and no groups
+    assert forget["required"] == ["ids"] and set(forget["properties"]) == {"ids", "reason"}
+    assert forget["additionalProperties"] is False
+    ids = forget["properties"]["ids"]
+    assert ids["type"] == "array" and ids["items"]["type"] == "integer"  # never null
+    assert ids["uniqueItems"] is True
+    codes = {
+        ("/predict", "post"): {"200", "400", "403", "408", "413", "422", "429", "503"},
+        ("/forget", "post"): {"200", "202", "400", "401", "403", "408", "413", "422", "429", "503"},
+        ("/requests/{request_id}", "get"): {"200", "404", "408", "413", "422", "429", "503"},
+        ("/status", "get"): {"200", "408", "413", "429", "503"},
+        ("/healthz", "get"): {"200", "408", "413", "503"},
+    }
+    for (path, method), expected in codes.items():
+        responses = paths[path][method]["responses"]
+        assert set(responses) == expected, path
+        for code, response in responses.items():
+            ref = response["content"]["application/json"]["schema"]["$ref"]
+            if code == "422":
+                assert ref.endswith("/ValidationErrorBody"), path
+            elif code >= "400":
+                assert ref.endswith("/ErrorBody"), (path, code)
+    # the documented 422 body is what the server sends, e.g. for a refused deletion
+    refused = http.post(f"{apps['main'][0]}/forget", json={"ids": [10**9]}, headers=AUTH)
+    assert refused.status_code == 422
+    (item,) = refused.json()["detail"]
+    assert item == {"loc": ["body"], "msg": item["msg"], "type": "value_error"}
+    assert "unknown IDs" in item["msg"]
 
 
 def test_forget_is_compliant_at_once_then_retrained_and_purged(apps, http):
@@ -302,6 +379,34 @@ def test_forget_is_compliant_at_once_then_retrained_and_purged(apps, http):
     again = http.post(f"{base}/forget", json={"ids": [victim]}, headers=AUTH)
     assert again.status_code == 200 and again.json()["request_id"] is None
     assert again.json()["earlier_requests"] == [rid]
+
+
+def test_the_same_id_sent_by_four_clients_at_once_is_accepted_once(apps):
+    """Check and journal are one step (``sisa.journal``): one 202, three 200 no-ops that
+    name the request, and the journal holds the point once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests as client
+
+    base, url = apps["main"]
+    victim = pick(url, 0, 0)
+    barrier = threading.Barrier(4)
+
+    def send(_):
+        with client.Session() as session:
+            barrier.wait()
+            return session.post(f"{base}/forget", json={"ids": [victim]}, headers=AUTH)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(4)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200, 200, 200, 202], [a.text for a in answers]
+    rid = next(a.json()["request_id"] for a in answers if a.status_code == 202)
+    for a in answers:
+        if a.status_code == 200:
+            assert a.json()["earlier_requests"] == [rid]
+    hashes = [e.hash for r in Journal(SisaStore(url)).all_requests() for e in r.entries]
+    assert hashes.count(salted_hash(SisaStore(url).salt(), victim)) == 1
 
 
 def test_predictions_alongside_forgets_never_fail_and_stay_consistent(apps, http):
@@ -386,6 +491,89 @@ def test_no_live_shard_gives_503_until_an_external_retrain_commits(apps, http):
     answer = wait_for(lambda: (r := predict(http, base, rows=ROWS[:2])).ok and r.json())
     assert answer["labels"] == Predictor(url).predict(ROWS[:2]).labels.tolist()
     assert answer["model"]["through"] == 1
+
+
+def stall(port: int, prefix: str = "") -> socket.socket:
+    """A client that sends its headers and the start of its body, then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (
+        f"POST {prefix}/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    sock.sendall(head.encode() + b'{"rows": [[0.5, ')
+    return sock
+
+
+def answer(sock: socket.socket) -> tuple[int, dict]:
+    """(status, JSON body) of the one response on ``sock``; (0, {}) if it closed."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = [int(h.split(b":")[1]) for h in lines if h.startswith(b"content-length:")]
+        if sep and length and len(body) >= length[0]:
+            break
+    if not data:
+        return 0, {}
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def test_stalled_bodies_are_cut_off_and_health_and_forget_keep_answering(apps, http):
+    """80 sockets that send headers and stall (66 once held every ingress slot for 107 s):
+    each gets 408 within the body timeout or 429 past the per-client bound, as JSON, and
+    meanwhile /healthz and an authorised /forget answer at once."""
+    base, url = apps["main"]
+    sockets = [stall(apps["port"]) for _ in range(80)]
+    try:
+        time.sleep(0.3)  # the stalled requests have reached the ingress
+        started = time.monotonic()
+        with requests.Session() as session:  # a fresh connection, from the same address
+            busy = session.get(f"{base}/status", timeout=5)
+            assert busy.status_code == 429, busy.text  # this address is at its bound now
+            assert busy.headers["Retry-After"] == "1"
+            health = session.get(f"{base}/healthz", timeout=5)
+            assert health.status_code == 200 and health.json()["ok"] is True
+            victim = pick(url, 0, 2, skip=6)
+            body = {"ids": [victim]}
+            forget = session.post(f"{base}/forget", json=body, headers=AUTH, timeout=30)
+        assert forget.status_code == 202, forget.text
+        assert time.monotonic() - started < 10
+        answers = [answer(sock) for sock in sockets]
+        took = time.monotonic() - started
+    finally:
+        for sock in sockets:
+            sock.close()
+    codes = [status for status, _ in answers]
+    assert set(codes) <= {408, 429}, codes
+    assert codes.count(408) >= GUARDS["per_client"] and codes.count(429) >= 1
+    assert all(isinstance(body["detail"], str) for _, body in answers)
+    assert took < GUARDS["body_total_s"] + 10
+    assert predict(http, base).status_code == 200  # and the server serves on
+
+
+def test_a_trickling_body_gets_408_once_its_total_time_is_up(apps):
+    """A byte every half second never trips the idle timeout, but the total one."""
+    sock = stall(apps["port"])
+    started = time.monotonic()
+    try:
+        sock.settimeout(0.5)
+        for _ in range(int(GUARDS["body_total_s"] * 2) + 8):
+            try:
+                status, body = answer(sock)
+                break
+            except TimeoutError:
+                sock.sendall(b"0")
+        else:
+            raise AssertionError("the trickle was never cut off")
+    finally:
+        sock.close()
+    assert status == 408 and "stalled" in body["detail"]
+    assert GUARDS["body_total_s"] - 0.5 <= time.monotonic() - started < GUARDS["body_total_s"] + 3
 
 
 def test_a_gpu_store_is_served_only_by_replicas_that_reserve_a_gpu():
