@@ -12,6 +12,32 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+# The development lane, ``python -m pytest -m "not slow"``, stays under 3 minutes on 2
+# cores by leaving out these files: the benchmarks' quick suites, the kill matrix, object
+# store outages, Ray clusters and Ray Serve. CI runs every test.
+SLOW_FILES = (
+    "tests/benchmarks/",
+    "tests/orchestrator/test_multinode.py",
+    "tests/orchestrator/test_crash_recovery.py",
+    "tests/orchestrator/test_executors.py",
+    "tests/orchestrator/test_serve.py",
+    "tests/orchestrator/test_serve_inputs.py",
+    "tests/orchestrator/test_serve_shutdown.py",
+    "tests/orchestrator/test_api_schema.py",
+    "tests/orchestrator/test_cli_serve.py",
+    "tests/sisa/test_s3_outage.py",
+    "tests/storage/test_outage.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).resolve().parents[1]
+    for item in items:
+        rel = Path(item.fspath).resolve().relative_to(root).as_posix()
+        if rel.startswith(SLOW_FILES):
+            item.add_marker(pytest.mark.slow)
+
+
 TINY = {
     "data": {"source": "digits", "test_fraction": 0.2},
     "sisa": {"shards": 3, "slices": 3, "epochs": 3, "seed": 7},
