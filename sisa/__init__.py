@@ -31,11 +31,16 @@ _EXPORTS = {
     "SisaStore": "sisa.store",
     "StoreStateError": "sisa.store",
     "UnknownIDError": "sisa.unlearn",
+    "RequestStatus": "sisa.lifecycle",
+    "accept": "sisa.unlearn",
+    "audit": "sisa.audit",
     "build_config": "sisa.config",
     "evaluate": "sisa.status",
     "forget": "sisa.unlearn",
     "load_config": "sisa.config",
     "plan_forget": "sisa.unlearn",
+    "process": "sisa.batch",
+    "request_status": "sisa.lifecycle",
     "status": "sisa.status",
     "train": "sisa.train",
     "verify": "sisa.verify",
@@ -54,25 +59,33 @@ __all__ = [  # the keys of _EXPORTS, spelt out for linters and type checkers
     "SisaStore",
     "StoreStateError",
     "UnknownIDError",
+    "RequestStatus",
+    "accept",
+    "audit",
     "build_config",
     "evaluate",
     "forget",
     "load_config",
     "plan_forget",
+    "process",
+    "request_status",
     "status",
     "train",
     "verify",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
+    from sisa.audit import audit
+    from sisa.batch import process
     from sisa.config import Config, ConfigError, build_config, load_config
     from sisa.data import DataError, Dataset
     from sisa.ensemble import Ensemble, InputError, NoModelError
+    from sisa.lifecycle import RequestStatus, request_status
     from sisa.predictor import Prediction, Predictor
     from sisa.status import evaluate, status
     from sisa.store import SisaStore, StoreStateError
     from sisa.train import train
-    from sisa.unlearn import UnknownIDError, forget, plan_forget
+    from sisa.unlearn import UnknownIDError, accept, forget, plan_forget
     from sisa.verify import verify
 
 
