@@ -150,7 +150,7 @@ class _Audit:
             else:
                 self.flag("unexpected file", rel, "not a document of the store", "warning")
         self.load_requests()
-        self.unfinished = self.unfinished_batch()
+        self.unfinished = self.load_unfinished_batch()
         chain = self.check_receipts(expect_head)
         for rel, body in self.docs.items():
             self.check_strings(rel, body)
@@ -233,7 +233,7 @@ class _Audit:
         self.everything = self.deleted | self.deleted_groups | self.pending
         self.everything |= {r.group for r in self.open if r.group}
 
-    def unfinished_batch(self) -> BatchPlan | None:
+    def load_unfinished_batch(self) -> BatchPlan | None:
         """The plan of a batch that has started and not finished (a failure or a crash cut
         it short, or a process runs now): its leftovers are expected until it resumes."""
         try:

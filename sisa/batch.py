@@ -399,14 +399,16 @@ def _tombstone(store: SisaStore, requests: list[Request], candidates: set[str]) 
     a group whose points were all deleted by ID is then known as deleted, and forgetting it
     later is a no-op, while a group that lost some of its points keeps the rest live.
     """
-    known = {e["hash"] for e in store.tombstones().body["entries"]}
+    current = store.tombstones().body
+    known = {e["hash"] for e in current["entries"]}
     entries = []
     for r in requests:  # a point is tombstoned once, by the first request that named it
         for e in r.entries:
             if e.hash not in known:
                 known.add(e.hash)
                 entries.append({"hash": e.hash, "part": e.part, "request": r.seq})
-    groups = emptied_groups(store, candidates - set(store.tombstones().body["groups"]))
+    tombstoned = set(current["groups"])
+    groups = emptied_groups(store, candidates - tombstoned)
     groups |= {r.group for r in requests if r.group}
-    if entries or groups - set(store.tombstones().body["groups"]):
+    if entries or groups - tombstoned:
         store.add_tombstones(entries, sorted(groups))
