@@ -1,7 +1,7 @@
 """Accuracy against the number of shards: what isolation costs the aggregate.
 
 For each dataset, S of the grid, sharding (uniform, stratified) and seed, a store is
-trained and evaluated on its held-out data; ``sisa.status.evaluate`` scores the same
+trained and evaluated on its held-out data; ``sisa.evidence.status.evaluate`` scores the same
 shard models aggregated both ways (probability averaging and label voting). S = 1 is the
 monolithic model. Reported: mean and standard deviation over seeds, and the loss against
 the monolithic model in accuracy points (the paper: under 2 points at S = 20 on simple
@@ -21,9 +21,9 @@ from benchmarks.datasets import DataCache
 from benchmarks.report import Report, markdown_table, mean_std, pyplot
 from benchmarks.stores import store_executor
 from sisa.config import build_config
-from sisa.status import evaluate
-from sisa.train import train
-from sisa.trainer import configure
+from sisa.evidence.status import evaluate
+from sisa.training.train import train
+from sisa.training.trainer import configure
 
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {"data.source": "digits"},

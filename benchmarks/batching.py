@@ -1,7 +1,7 @@
 """Batched deletions against the cost model: K requests accepted, then one ``process``.
 
 The store is trained once in this process (``calibration_run``); what its training
-measured is what every later plan calibrates from (``sisa.cost``: optimizer time per
+measured is what every later plan calibrates from (``sisa.deletion.cost``: optimizer time per
 sample, a checkpoint per stage, loading and purging per job). Each batch runs on a fresh
 copy of it (``bench_batch``): the points in the shards retrained against the paper's
 N(1 - (1 - 1/S)^K), and the retrain's compute and wall time against the plan's predicted
@@ -22,13 +22,13 @@ import numpy as np
 from benchmarks.common import Others
 from benchmarks.report import median, timed
 from benchmarks.stores import QUIET, copy_store, training_layout
-from sisa.batch import BatchPlan, BatchReport, pending_plan, process
 from sisa.config import build_config
-from sisa.cost import calibration, paper_batched_points
-from sisa.jobs import PHASES, ShardResult
-from sisa.store import SisaStore
-from sisa.train import train
-from sisa.unlearn import Acceptance, accept
+from sisa.deletion.accept import Acceptance, accept
+from sisa.deletion.batch import BatchPlan, BatchReport, pending_plan, process
+from sisa.deletion.cost import calibration, paper_batched_points
+from sisa.store.artifacts import SisaStore
+from sisa.training.jobs import PHASES, ShardResult
+from sisa.training.train import train
 
 
 def phase_totals(results: list[ShardResult]) -> dict[str, float]:

@@ -3,7 +3,7 @@
 ``accept`` journals one single-ID request and commits the serving state; a live ensemble
 then refreshes with ``Ensemble.load(store, previous=...)`` and predicts one row. Each
 repeat is followed by ``process``, so every request meets a fully trained store, and is
-checked: the refreshed ensemble serves what ``serving.current`` says, the touched shard
+checked: the refreshed ensemble serves what ``compliance.current`` says, the touched shard
 is rolled back (or dropped) and untouched shards keep their loaded models. Beside it,
 ``backlog`` groups the acceptances of a large batch by how many requests were open.
 """
@@ -17,16 +17,16 @@ import numpy as np
 
 from benchmarks.report import median, timed
 from benchmarks.stores import QUIET, training_layout
-from sisa import serving
-from sisa.batch import process
-from sisa.ensemble import Ensemble
-from sisa.store import TEST, SisaStore
-from sisa.unlearn import Acceptance, accept
+from sisa.deletion import compliance
+from sisa.deletion.accept import Acceptance, accept
+from sisa.deletion.batch import process
+from sisa.serving.ensemble import Ensemble
+from sisa.store.artifacts import TEST, SisaStore
 
 
 def check_compliant(old: Ensemble, new: Ensemble, store: SisaStore, acc: Acceptance) -> None:
     """The refreshed ensemble serves the serving state, rolled back where the request hit."""
-    state = serving.current(store)
+    state = compliance.current(store)
     assert new.served == state.shards  # same generation, stage and checkpoint per shard
     assert set(new.models) == {k for k, s in state.shards.items() if s.live}
     assert acc.rolled_back and set(acc.rolled_back) == set(acc.start_stages)

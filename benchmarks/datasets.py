@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sisa.data import load_source
+from sisa.data.dataset import load_source
 
 
 class DataCache:

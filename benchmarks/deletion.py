@@ -7,14 +7,14 @@ and the reading are ``benchmarks.deletion_report``. Shard jobs run in this proce
 * compliance: ``accept`` one single-ID request, then refresh a live ensemble with
   ``Ensemble.load(store, previous=...)`` and predict one row. Reported as medians over
   repeats; each repeat is followed by ``process`` so every request meets a fully trained
-  store. It asserts that the refreshed ensemble serves what ``serving.current`` says, that
+  store. It asserts that the refreshed ensemble serves what ``compliance.current`` says, that
   the touched shard is rolled back (or dropped) and that untouched shards keep their
   loaded models.
 * batched: K random single-ID requests accepted one by one, then one ``process`` on a
   fresh copy of a trained Purchase store. Measured against the cost model, in the same
   run: the points in the shards retrained against the paper's N(1 - (1 - 1/S)^K), and the
   retrain's compute and wall time against the plan's predicted seconds (the store's
-  training calibrates them, ``sisa.cost``: optimizer time per sample, a checkpoint per
+  training calibrates them, ``sisa.deletion.cost``: optimizer time per sample, a checkpoint per
   stage, loading and purging per job), with the goal measured <= 1.1 x predicted;
   deletions per second. The gap is split into the optimizer time and the fixed costs
   (loading, checkpoint writes, purging), each against its calibrated unit cost, beside the
@@ -39,7 +39,7 @@ from benchmarks.compliance import backlog, bench_compliance
 from benchmarks.deletion_report import reading, render
 from benchmarks.report import Report, median
 from benchmarks.stores import copy_store, train_store
-from sisa.trainer import configure
+from sisa.training.trainer import configure
 
 GOAL_S = 0.100  # the deletion-service issue's goal for accepted -> compliant
 GOAL_RATIO = 1.1  # batched deletions: measured <= 1.1 x the cost model's prediction

@@ -160,9 +160,9 @@ def render(figures: dict[str, Any], purchase: dict[str, Any]) -> str:
             "",
             *table(SPLIT, split_rows(figures)),
             "",
-            "From the shard jobs' phases (`sisa.jobs.PHASES`): train = the optimizer steps; "
-            "checkpoint = writing each stage (fsync'd) and the head; load = reading data and "
-            "the checkpoint to resume from; purge = sweeping the replaced generation. "
+            "From the shard jobs' phases (`sisa.training.jobs.PHASES`): train = the optimizer "
+            "steps; checkpoint = writing each stage (fsync'd) and the head; load = reading data "
+            "and the checkpoint to resume from; purge = sweeping the replaced generation. "
             "'other work' = cores busy with processes this benchmark did not start during "
             "the training or the `process` call.",
             "",
@@ -299,10 +299,10 @@ def reading(figures: dict[str, Any]) -> list[str]:
         f"{ms(buckets[0]['compliance_s'], 0)} ms with {buckets[0]['open']} requests open and "
         f"{ms(buckets[-1]['compliance_s'], 0)} ms with {buckets[-1]['open']} open; "
         f"accepting all {big['k']:,} one by one took {big['accept_total_s']:.1f} s. Validation "
-        "(`deleted_or_requested`) and `serving.refresh` both walk every open request, so one "
+        "(`deleted_or_requested`) and `compliance.refresh` both walk every open request, so one "
         "acceptance costs O(open requests). This process reads each journal document once and "
-        "then keeps it (`sisa.journal` caches them per process); a fresh process per request, "
-        "such as one CLI call each, reads every open document again. "
+        "then keeps it (`sisa.store.journal` caches them per process); a fresh process per "
+        "request, such as one CLI call each, reads every open document again. "
         + (
             f"The {goal_ms} ms goal fails, at the median, once {slow[0]['open']} requests are "
             "open; it holds only while `process` keeps the backlog short."

@@ -42,20 +42,20 @@ from benchmarks.evidence_report import markdown, mean_of
 from benchmarks.report import Report
 from benchmarks.stores import QUIET
 from sisa.config import ModelConfig, build_config
-from sisa.data import load_source, split_train_test
-from sisa.ensemble import Ensemble
+from sisa.data.dataset import load_source, split_train_test
+from sisa.deletion.accept import forget
+from sisa.evidence.approximate import Examples, baseline_config
 from sisa.evidence.evaluation import Outputs, evidence
 from sisa.evidence.methods import METHODS
 from sisa.evidence.quality import forgetting_quality, logit_scaled_confidence
 from sisa.evidence.rum import RUM, fit_tracking_confidence
 from sisa.evidence.scenarios import SCENARIOS, Scenario, scenario
-from sisa.evidence.training import Examples, baseline_config
-from sisa.models import build_model
-from sisa.status import status
-from sisa.store import SisaStore
-from sisa.train import train
-from sisa.trainer import configure, predict_proba
-from sisa.unlearn import forget
+from sisa.evidence.status import status
+from sisa.serving.ensemble import Ensemble
+from sisa.store.artifacts import SisaStore
+from sisa.training.models import build_model
+from sisa.training.train import train
+from sisa.training.trainer import configure, predict_proba
 
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {"source": "digits", "n": 0},

@@ -37,11 +37,11 @@ from benchmarks.report import BenchmarkUnavailable, Report, markdown_table, time
 from benchmarks.stores import training_layout
 from orchestrator.executors import InProcessExecutor, RayExecutor
 from sisa.config import Config, build_config
-from sisa.environment import configure, environment_differences
-from sisa.store import SisaStore
-from sisa.train import train
-from sisa.unlearn import forget
-from sisa.verify import verify
+from sisa.deletion.accept import forget
+from sisa.evidence.verify import verify
+from sisa.store.artifacts import SisaStore
+from sisa.training.environment import configure, environment_differences
+from sisa.training.train import train
 
 SUITES = ("full",)
 SIZES: dict[str, Any] = {

@@ -30,9 +30,9 @@ from benchmarks.common import tree_cpu_s
 from benchmarks.report import percentiles
 from benchmarks.stores import training_layout
 from orchestrator.api_schema import predict_request
-from sisa.ensemble import check_features
-from sisa.predictor import Predictor
-from sisa.store import SisaStore
+from sisa.serving.ensemble import check_features
+from sisa.serving.predictor import Predictor
+from sisa.store.artifacts import SisaStore
 
 JSON = {"Content-Type": "application/json"}
 TIMEOUT = (10, 600)

@@ -33,7 +33,7 @@ from ray.serve.handle import DeploymentHandle  # noqa: E402
 
 from benchmarks.common import ROOT  # noqa: E402
 from sisa.config import build_config  # noqa: E402
-from sisa.predictor import Predictor  # noqa: E402
+from sisa.serving.predictor import Predictor  # noqa: E402
 
 MAX_BODY = 32 << 20  # serving.max_body_bytes for every run (default 4 MiB)
 MAX_ROWS = 4096  # serving.max_rows for every run (default 1,024): the largest batch sent

@@ -5,7 +5,7 @@ random order, round after round, and reported as medians:
 
 * single: one model's ``softmax(model(x))`` under ``inference_mode``, timed as S calls
   back to back (so warm, as the goal's "S single forwards" are) and divided by S;
-* loop, fused: the ``sisa.inference`` forward, x [n, *f] -> [S, n, C];
+* loop, fused: the ``sisa.serving.inference`` forward, x [n, *f] -> [S, n, C];
 * end to end (e2e): the served path itself, ``Ensemble.predict`` (validate numpy rows,
   torch, forward, numpy, ``aggregate(..., "average")``, ``decide``), with
   ``serving.inference`` = loop, fused and auto.
@@ -30,10 +30,10 @@ from torch import nn
 from benchmarks.common import load_average, load_change
 from benchmarks.report import Report, markdown_table, median, us
 from sisa.config import ModelConfig, build_config
-from sisa.ensemble import Ensemble
-from sisa.inference import auto_strategy, build_forward
-from sisa.models import build_model
-from sisa.trainer import configure
+from sisa.serving.ensemble import Ensemble
+from sisa.serving.inference import auto_strategy, build_forward
+from sisa.training.models import build_model
+from sisa.training.trainer import configure
 
 GOAL = 1.25  # end-to-end ensemble time / (S x one model's forward)
 VARIANTS = ("single", "loop", "fused", "e2e_loop", "e2e_fused", "e2e_auto")

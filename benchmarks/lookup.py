@@ -1,6 +1,6 @@
 """ID lookup at scale: where an ID lives must stay O(1) per ID as the store grows.
 
-A deletion request names IDs; ``sisa.partition.Locator`` answers (shard, row) for each
+A deletion request names IDs; ``sisa.data.partition.Locator`` answers (shard, row) for each
 with one hash-table probe. For growing N this times assigning every point to a shard and
 slice, building the index, and 10,000 random lookups (the best of 5: the fastest run is
 the one the machine disturbed least). The lookup time per N divided by the smallest N's
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import Report, markdown_table, timed, times
-from sisa.partition import Locator, assign
+from sisa.data.partition import Locator, assign
 
 GRIDS: dict[str, dict[str, Any]] = {
     "quick": {"int": [10_000, 100_000], "str": [10_000], "shards": 20, "slices": 50},

@@ -52,9 +52,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     from orchestrator.executors import RayExecutor
     from sisa.config import build_config
-    from sisa.train import train
-    from sisa.unlearn import forget
-    from sisa.verify import verify
+    from sisa.deletion.accept import forget
+    from sisa.evidence.verify import verify
+    from sisa.training.train import train
 
     out: dict[str, Any] = {"rss_imports_mb": rss_mb()[0]}
     ray.init(

@@ -70,8 +70,8 @@ from benchmarks.report import Report, ms
 from benchmarks.serving_report import reading, render
 from benchmarks.stores import train_store
 from sisa.config import build_config
-from sisa.predictor import Predictor
-from sisa.store import TEST, SisaStore
+from sisa.serving.predictor import Predictor
+from sisa.store.artifacts import TEST, SisaStore
 
 GOAL_S = 0.050  # the project's goal: p99 of a one-row prediction
 BATCHES = (1, 16, 256, MAX_ROWS)  # rows per request in the throughput phase

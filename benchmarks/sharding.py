@@ -10,7 +10,7 @@ and ``aware, all slices`` (the same shards, every slice: the effect of fewer sha
 For K in the suite's batch sizes and several draws of K independent requests (a point
 drawn twice is deleted once), every store gets the same victims on a fresh copy: one
 ``accept``, then one ``process``. Measured: the samples the retrains trained and the points
-in the shards they retrained, against ``sisa.cost.expected_cost`` for the store's layout
+in the shards they retrained, against ``sisa.deletion.cost.expected_cost`` for the store's layout
 and the request distribution (what the cost model expects before any draw), and the plan
 recounted here from the layout (exact). Saving = uniform's cost / the variant's, expected
 and measured (means over draws). Accuracy: each variant trained under several seeds,
@@ -34,16 +34,16 @@ import numpy as np
 from benchmarks.report import Report, mean_std
 from benchmarks.sharding_report import markdown, plot, reading
 from benchmarks.stores import QUIET, Layout, copy_store, training_layout
-from sisa.batch import pending_plan, process
 from sisa.config import Config, build_config
-from sisa.cost import expected_cost, layout_table, paper_batched_points, retrain_samples
-from sisa.data import synthetic_purchase
+from sisa.data.dataset import synthetic_purchase
+from sisa.data.partition import risk_tiers
+from sisa.deletion.accept import accept
+from sisa.deletion.batch import pending_plan, process
+from sisa.deletion.cost import expected_cost, layout_table, paper_batched_points, retrain_samples
+from sisa.evidence.status import evaluate
 from sisa.ids import fingerprints, unit_interval
-from sisa.partition import risk_tiers
-from sisa.status import evaluate
-from sisa.store import SisaStore
-from sisa.train import train
-from sisa.unlearn import accept
+from sisa.store.artifacts import SisaStore
+from sisa.training.train import train
 
 RISKY_SHARE = 0.05  # of the points
 RISKY_MASS = 0.8  # of the deletion probability they carry

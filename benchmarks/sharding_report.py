@@ -104,7 +104,7 @@ def markdown(f: dict[str, Any], sizes: Sizes, simulated: int) -> str:
         f"point's deletion probability, K = {ks}; each draw is processed as one batch on a "
         "fresh copy of every store. Samples: trained by the retrains (each equals the plan "
         "and the count from the layout, checked in the run). Points: in the shards "
-        "retrained. Expected: `sisa.cost.expected_cost` for the store's layout and the "
+        "retrained. Expected: `sisa.deletion.cost.expected_cost` for the store's layout and the "
         f"request distribution. Simulated: the mean over {simulated} more draws, their plans "
         "counted from the layout but not trained.",
         "",

@@ -7,10 +7,10 @@ scratch on the same data with the same epochs, timed in the same run the same wa
 deletion in a monolithic store retrains all of it. Reported per point:
 
 * measured speedup = median monolithic training time / median deletion time;
-* the cost model's ideal ``S / (2/3 + 1/(3R))`` (``sisa.cost.paper_speedup``), and
+* the cost model's ideal ``S / (2/3 + 1/(3R))`` (``sisa.deletion.cost.paper_speedup``), and
   measured / ideal;
 * where a deletion's time goes: the shard job's load, train, checkpoint and purge phases
-  (``sisa.jobs.PHASES``), and the rest (journal, planning, receipts, scheduling).
+  (``sisa.training.jobs.PHASES``), and the rest (journal, planning, receipts, scheduling).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from benchmarks.datasets import DataCache
 from benchmarks.report import Report, markdown_table, pyplot, timed
 from benchmarks.stores import QUIET, store_executor, training_layout
 from sisa.config import build_config
-from sisa.cost import paper_speedup
-from sisa.jobs import PHASES
-from sisa.store import SisaStore
-from sisa.train import train
-from sisa.trainer import configure
-from sisa.unlearn import forget
+from sisa.deletion.accept import forget
+from sisa.deletion.cost import paper_speedup
+from sisa.store.artifacts import SisaStore
+from sisa.training.jobs import PHASES
+from sisa.training.train import train
+from sisa.training.trainer import configure
 
 DATASETS: dict[str, dict[str, Any]] = {
     "digits": {"data.source": "digits"},

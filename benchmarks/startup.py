@@ -44,9 +44,9 @@ from benchmarks.datasets import DataCache
 from benchmarks.report import Report
 from benchmarks.stores import store_executor
 from sisa.config import build_config
-from sisa.partition import place
-from sisa.store import SisaStore
-from sisa.train import train
+from sisa.data.partition import place
+from sisa.store.artifacts import SisaStore
+from sisa.training.train import train
 
 GOAL_S = 0.5  # status and forget, wall clock on 2 cores
 SLACK_S = 0.3  # forget --wait <= retrain + import torch + SLACK_S

@@ -15,9 +15,9 @@ import numpy as np
 
 from orchestrator.executors import InProcessExecutor, RayExecutor
 from sisa.config import build_config
-from sisa.partition import place
-from sisa.store import SisaStore
-from sisa.train import train
+from sisa.data.partition import place
+from sisa.store.artifacts import SisaStore
+from sisa.training.train import train
 
 QUIET = InProcessExecutor(progress=False)  # shard jobs in this process, no progress bars
 COPIES = itertools.count()  # every copy of a store gets a path of its own
@@ -45,7 +45,7 @@ def train_store(root: Path, name: str, overrides: dict[str, Any]) -> tuple[str, 
 def copy_store(url: str, root: Path, name: str) -> str:
     """A fresh copy of a trained store (paths in a store are relative).
 
-    Every copy gets a path of its own: ``sisa.journal`` caches request documents per
+    Every copy gets a path of its own: ``sisa.store.journal`` caches request documents per
     process by (URL, salt, number), and copies share the salt.
     """
     dest = str(root / f"{name}-{next(COPIES)}")

@@ -19,7 +19,7 @@ driver's own for that measurement (the monolithic process's covers both thread c
 and each SISA run gets its own Ray instance, started and warmed (both workers import
 the trainer and set torch up) before the clock starts, as the monolithic process is. A
 shard task's peak is the ``peak_rss_bytes`` of its ``ShardResult``. Wall time is
-``sisa.train.train`` end to end (split and write the data, run the jobs), median of the
+``sisa.training.train.train`` end to end (split and write the data, run the jobs), median of the
 repeats; ratio = SISA wall / monolithic wall (goal ≤ 0.75).
 """
 
@@ -92,7 +92,7 @@ def threads(n: int, up_to: int) -> list[int]:
 def purchase(sizes: list[int], folder: Path) -> dict[int, Path]:
     """Synthetic Purchase files of each size: the first N rows of one draw of the largest
     (generating it is k-means labelling, slower than training at small N; once is enough)."""
-    from sisa.data import synthetic_purchase
+    from sisa.data.dataset import synthetic_purchase
 
     arrays = synthetic_purchase(max(sizes), 0).to_arrays()
     paths = {}
@@ -292,9 +292,9 @@ def markdown(figures: dict[str, Any], config: dict[str, Any]) -> str:
     """The report of the figures, from them and the settings they were measured with."""
     points, goal, grid = figures["points"], figures["goal"], config
     return (
-        f"Wall time of training from scratch (`sisa.train.train`): SISA with S = {SHARDS}, "
-        f"R = {SLICES}, one Ray task per shard on {RAY_CPUS} CPUs, against the monolithic "
-        f"model (S = R = 1) in one process, at equal sample-epochs ({grid['epochs']:g} "
+        "Wall time of training from scratch (`sisa.training.train.train`): SISA with "
+        f"S = {SHARDS}, R = {SLICES}, one Ray task per shard on {RAY_CPUS} CPUs, against the "
+        f"monolithic model (S = R = 1) in one process, at equal sample-epochs ({grid['epochs']:g} "
         "epochs, equal-cost schedule) on synthetic Purchase. Medians of "
         f"{'/'.join(map(str, grid['repeats']))} runs per N, each (mode, N) in a fresh process, "
         "Ray start-up excluded; mono is the faster of "

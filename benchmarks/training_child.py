@@ -4,7 +4,7 @@
 every (mode, N): its peak RSS is then the driver's own for that measurement, and a SISA
 run gets a Ray instance of its own, started and warmed (both workers import the trainer
 and set torch up) before the clock starts, as the monolithic process is. ``train_once``
-times ``sisa.train.train`` end to end and reads what the shard jobs say of it.
+times ``sisa.training.train.train`` end to end and reads what the shard jobs say of it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ PURCHASE_CLASSES = 100
 def warm() -> int:
     """A worker's one-off start-up (import the trainer; the determinism switches import
     torch's compiler stack), holding the CPU a moment so that both workers get one."""
-    from sisa.trainer import configure
+    from sisa.training.trainer import configure
 
     configure(1)
     time.sleep(0.5)
@@ -47,8 +47,8 @@ def workers_started() -> int | None:
 
 def train_once(config: Any, executor: Any, sisa: bool) -> dict[str, Any]:
     """Train a store from scratch once, timed; what the shard jobs say of it."""
-    from sisa.jobs import PHASES
-    from sisa.train import train
+    from sisa.training.jobs import PHASES
+    from sisa.training.train import train
 
     tmp = tempfile.mkdtemp(prefix="sisa-training-")
     before = workers_started() if sisa else None
@@ -79,8 +79,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     mode (sisa or mono), data (a file), epochs, threads, repeats."""
     from orchestrator.executors import InProcessExecutor, RayExecutor
     from sisa.config import build_config
-    from sisa.jobs import peak_rss_bytes
-    from sisa.trainer import configure
+    from sisa.training.jobs import peak_rss_bytes
+    from sisa.training.trainer import configure
 
     sisa = spec["mode"] == "sisa"
     configs = {

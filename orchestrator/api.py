@@ -41,9 +41,9 @@ from orchestrator.api_schema import (
     predict_request,
 )
 from sisa.config import ServingConfig
-from sisa.ensemble import InputError, NoModelError, check_features
-from sisa.journal import UnknownRequestError
-from sisa.predictor import LabelsOnlyError, StaleStateError
+from sisa.serving.ensemble import InputError, NoModelError, check_features
+from sisa.serving.predictor import LabelsOnlyError, StaleStateError
+from sisa.store.journal import UnknownRequestError
 from storage import StorageError
 
 log = logging.getLogger(__name__)

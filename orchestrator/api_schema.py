@@ -26,8 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from sisa.journal import STATES
-from sisa.unlearn import MAX_REASON
+from sisa.deletion.accept import MAX_REASON
+from sisa.store.journal import STATES
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # fail_fast: a body of a million bad numbers yields one error, not a million
@@ -35,7 +35,7 @@ Number = Annotated[
     StrictFloat,  # JSON integers too; never booleans or strings
     Field(
         allow_inf_nan=False,
-        # documented, checked by sisa.ensemble.check_features with its own message
+        # documented, checked by sisa.serving.ensemble.check_features with its own message
         json_schema_extra={"minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX},
     ),
 ]

@@ -91,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("requests", help="deletion requests and their states")
     p.add_argument("id", nargs="?", help="show one request (with its receipt once purged)")
-    p.add_argument(
-        "--state", choices=["accepted", "compliant", "retrained", "purged", "damaged"]
-    )
+    p.add_argument("--state", choices=["accepted", "compliant", "retrained", "purged", "damaged"])
     p.add_argument("--json", action="store_true")
     _store_args(p)
 
@@ -228,7 +226,7 @@ def read_ids_file(path: str) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from sisa.config import load_config, parse_assignments
-    from sisa.train import train
+    from sisa.training.train import train
 
     config = load_config(args.config, overrides=parse_assignments(args.set))
     with warnings.catch_warnings(record=True) as caught:  # one line each, not a traceback
@@ -258,7 +256,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _request_args(args: argparse.Namespace) -> tuple[list[int | str] | None, Any]:
     """IDs (or a group) from the command line, typed as the store's IDs; checks only."""
-    from sisa.store import SisaStore
+    from sisa.store.artifacts import SisaStore
 
     raw = list(args.ids) + (read_ids_file(args.ids_file) if args.ids_file else [])
     if args.ids_file and not raw and not args.ids:
@@ -279,9 +277,9 @@ def _request_args(args: argparse.Namespace) -> tuple[list[int | str] | None, Any
 
 
 def cmd_forget(args: argparse.Namespace) -> None:
-    from sisa.lifecycle import request_status
-    from sisa.store import SisaStore
-    from sisa.unlearn import accept, wait_purged
+    from sisa.deletion.accept import accept, wait_purged
+    from sisa.deletion.lifecycle import request_status
+    from sisa.store.artifacts import SisaStore
 
     ids, group = _request_args(args)
     if args.wait:  # it will retrain: refuse before journaling what it could not finish
@@ -304,8 +302,8 @@ def cmd_forget(args: argparse.Namespace) -> None:
 
 
 def _check_models_runnable(url: str, storage_options: dict[str, Any] | None) -> None:
-    from sisa.factories import check_factory
-    from sisa.store import SisaStore
+    from sisa.store.artifacts import SisaStore
+    from sisa.training.factories import check_factory
 
     store = SisaStore(url, storage_options)
     store.require_trained()
@@ -355,8 +353,8 @@ def _print_receipt(receipt: dict[str, Any]) -> None:
 
 
 def cmd_requests(args: argparse.Namespace) -> None:
-    from sisa.lifecycle import damaged_entries, request_status, request_statuses
-    from sisa.store import SisaStore
+    from sisa.deletion.lifecycle import damaged_entries, request_status, request_statuses
+    from sisa.store.artifacts import SisaStore
 
     store = SisaStore(args.store, args.storage_options)
     if args.id is not None:
@@ -395,16 +393,16 @@ _VOID_HINT = (
 
 def _warn_damaged(store_url: str, storage_options: dict[str, Any] | None) -> None:
     """Name each damaged journal entry on stderr: the store is not clean while it stands."""
-    from sisa.lifecycle import damaged_entries
-    from sisa.store import SisaStore
+    from sisa.deletion.lifecycle import damaged_entries
+    from sisa.store.artifacts import SisaStore
 
     for path in damaged_entries(SisaStore(store_url, storage_options)):
         print(f"sisa: warning: damaged journal entry {path}: {_VOID_HINT}", file=sys.stderr)
 
 
 def cmd_void(args: argparse.Namespace) -> None:
-    from sisa.journal import Journal
-    from sisa.store import SisaStore
+    from sisa.store.artifacts import SisaStore
+    from sisa.store.journal import Journal
 
     entry = args.entry.removeprefix("journal/").removeprefix("r").removesuffix(".json")
     if not (entry.isascii() and entry.isdigit()) or int(entry) < 1:
@@ -416,8 +414,8 @@ def cmd_void(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from sisa.batch import pending_plan
-    from sisa.store import SisaStore
+    from sisa.deletion.batch import pending_plan
+    from sisa.store.artifacts import SisaStore
 
     plan = pending_plan(SisaStore(args.store, args.storage_options))
     if args.json:
@@ -447,7 +445,7 @@ def _print_plan(plan: Any) -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> None:
-    from sisa.batch import process
+    from sisa.deletion.batch import process
 
     executor = _executor(args)
     if args.follow:
@@ -539,7 +537,7 @@ def _follow(args: argparse.Namespace, executor: Any) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from sisa.audit import audit
+    from sisa.evidence.audit import audit
 
     report = audit(args.store, args.storage_options, expect_head=args.expect_head)
     if args.json:
@@ -561,7 +559,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> None:
-    from sisa.tombstones import repair_tombstones
+    from sisa.store.tombstones import repair_tombstones
 
     repair = repair_tombstones(args.store, args.storage_options)
     if repair.dropped_groups:
@@ -575,8 +573,8 @@ def cmd_repair(args: argparse.Namespace) -> None:
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
-    from sisa.lifecycle import request_status
-    from sisa.store import SisaStore
+    from sisa.deletion.lifecycle import request_status
+    from sisa.store.artifacts import SisaStore
 
     status = request_status(SisaStore(args.store, args.storage_options), args.id)
     if status.receipt is None:
@@ -590,8 +588,8 @@ def cmd_receipt(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from orchestrator.io import read_features, write_predictions
-    from sisa.ensemble import Ensemble
-    from sisa.store import SisaStore
+    from sisa.serving.ensemble import Ensemble
+    from sisa.store.artifacts import SisaStore
 
     if args.output and not args.output.endswith((".csv", ".json")):
         raise CLIError(f"{args.output}: predictions are written as .csv or .json")
@@ -602,7 +600,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sisa.status import status
+    from sisa.evidence.status import status
 
     info = status(args.store, args.storage_options, check=args.check)
     if args.json:
@@ -636,7 +634,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from sisa.status import evaluate
+    from sisa.evidence.status import evaluate
 
     if args.forgotten or args.forgotten_file:
         return cmd_evidence(args)
@@ -662,8 +660,8 @@ EVIDENCE_LINES = (
 
 
 def cmd_evidence(args: argparse.Namespace) -> None:
-    from sisa.evidence.report import EvidenceError, forgetting_evidence
-    from sisa.store import SisaStore
+    from sisa.evidence.forgetting import EvidenceError, forgetting_evidence
+    from sisa.store.artifacts import SisaStore
 
     intent = SisaStore(args.store, args.storage_options).intent()
     if intent is None:
@@ -706,7 +704,7 @@ def cmd_evidence(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from sisa.verify import verify
+    from sisa.evidence.verify import verify
 
     report = verify(
         args.store, args.shard, storage_options=args.storage_options, executor=_executor(args)
@@ -756,7 +754,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import contextlib
     import os
 
-    from sisa.store import SisaStore
+    from sisa.store.artifacts import SisaStore
 
     settings = serving_settings(args)
     SisaStore(args.store, args.storage_options).require_trained()
@@ -785,10 +783,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from sisa.config import ConfigError
-    from sisa.data import DataError
-    from sisa.journal import UnknownRequestError
-    from sisa.store import StoreStateError
-    from sisa.unlearn import UnknownIDError
+    from sisa.data.dataset import DataError
+    from sisa.deletion.accept import UnknownIDError
+    from sisa.store.artifacts import StoreStateError
+    from sisa.store.journal import UnknownRequestError
     from storage import StorageError
 
     return (

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.executors import InProcessExecutor
-from sisa.audit import audit
-from sisa.batch import process
 from sisa.config import Config, build_config
-from sisa.status import evaluate
-from sisa.store import SisaStore
-from sisa.train import train
-from sisa.trainer import configure
-from sisa.unlearn import accept
-from sisa.verify import verify
+from sisa.deletion.accept import accept
+from sisa.deletion.batch import process
+from sisa.evidence.audit import audit
+from sisa.evidence.status import evaluate
+from sisa.evidence.verify import verify
+from sisa.store.artifacts import SisaStore
+from sisa.training.train import train
+from sisa.training.trainer import configure
 
 DEMO_CONFIG = {
     "data": {"source": "digits", "test_fraction": 0.2},

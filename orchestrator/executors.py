@@ -1,6 +1,6 @@
 """Executors: where shard jobs run. In this process, or as one Ray task per shard.
 
-Both satisfy ``sisa.jobs.Executor`` and show one progress bar over shards x stages. Jobs
+Both satisfy ``sisa.training.jobs.Executor`` and show one progress bar over shards x stages. Jobs
 are plain data and resumable, so the result does not depend on the executor, and a Ray
 task that dies (worker lost, node gone) is retried and resumes from its last committed
 stage.
@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from orchestrator.shared_disk import SharedDiskCheck
 from sisa.config import ResourcesConfig
-from sisa.environment import require_device
-from sisa.factories import TRUST_ENV
-from sisa.jobs import Progress
+from sisa.training.environment import require_device
+from sisa.training.factories import TRUST_ENV
+from sisa.training.jobs import Progress
 
 J = TypeVar("J")
 R = TypeVar("R")

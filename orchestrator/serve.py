@@ -27,7 +27,7 @@ from orchestrator.serve_deployments import (
     RetrainerDeployment,
 )
 from sisa.config import ResourcesConfig, ServingConfig
-from sisa.store import SisaStore
+from sisa.store.artifacts import SisaStore
 
 log = logging.getLogger(__name__)
 APP_NAME = "sisa"

@@ -17,7 +17,7 @@ How predictions stay available, consistent and compliant while deletions arrive:
 2. When a retrain commits, the retrainer asks the ensemble to refresh, and it swaps to
    the retrained models; every ``serving.poll_s`` it also looks for states it was not
    told about (requests accepted by ``sisa forget``, batches of ``sisa process``).
-3. A refresh builds the next snapshot aside and swaps one reference (``sisa.predictor``),
+3. A refresh builds the next snapshot aside and swaps one reference (``sisa.serving.predictor``),
    so a prediction never sees a half-loaded ensemble, and a failed refresh keeps the
    snapshot in use: swaps never fail a request.
 
@@ -49,14 +49,14 @@ from orchestrator.api import (
 from orchestrator.api_guards import Limits
 from orchestrator.executors import InProcessExecutor
 from orchestrator.service import DeletionService
-from sisa.batch import BatchReport
 from sisa.config import ServingConfig
+from sisa.deletion.accept import UnknownIDError, accept
+from sisa.deletion.batch import BatchReport
+from sisa.deletion.lifecycle import request_status
 from sisa.ids import typed_ids
-from sisa.journal import Journal, parse_request_id
-from sisa.lifecycle import request_status
-from sisa.predictor import Predictor
-from sisa.store import SisaStore
-from sisa.unlearn import UnknownIDError, accept
+from sisa.serving.predictor import Predictor
+from sisa.store.artifacts import SisaStore
+from sisa.store.journal import Journal, parse_request_id
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Requests are compliant the moment they are accepted (rollback serving), so retra
 wait and coalesce. The loop starts a batch when its oldest request has waited
 ``deletion.batch_window_s`` seconds, or earlier when waiting longer would, by the
 calibrated cost model, retrain that request after ``deletion.deadline_s``
-(``sisa.cost.should_start``). Requests accepted while a batch runs wait for the next one,
+(``sisa.deletion.cost.should_start``). Requests accepted while a batch runs wait for the next one,
 which retrains each shard once from the earliest slice any of them touches.
 """
 
@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sisa.batch import BatchReport, pending_plan, process
-from sisa.cost import Decision, should_start
-from sisa.jobs import Executor
-from sisa.journal import Journal
-from sisa.store import SisaStore
+from sisa.deletion.batch import BatchReport, pending_plan, process
+from sisa.deletion.cost import Decision, should_start
+from sisa.store.artifacts import SisaStore
+from sisa.store.journal import Journal
+from sisa.training.jobs import Executor
 from storage import LeaseHeldError
 
 KEEP = 100  # batch reports and errors a service remembers

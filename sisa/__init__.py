@@ -13,37 +13,35 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 # every public name and the submodule that defines it
 _EXPORTS = {
     "Config": "sisa.config",
     "ConfigError": "sisa.config",
-    "DataError": "sisa.data",
-    "Dataset": "sisa.data",
-    "Ensemble": "sisa.ensemble",
-    "InputError": "sisa.ensemble",
-    "NoModelError": "sisa.ensemble",
-    "Prediction": "sisa.predictor",
-    "Predictor": "sisa.predictor",
-    "SisaStore": "sisa.store",
-    "StoreStateError": "sisa.store",
-    "UnknownIDError": "sisa.unlearn",
-    "RequestStatus": "sisa.lifecycle",
-    "accept": "sisa.unlearn",
-    "audit": "sisa.audit",
+    "DataError": "sisa.data.dataset",
+    "Dataset": "sisa.data.dataset",
+    "Ensemble": "sisa.serving.ensemble",
+    "InputError": "sisa.serving.ensemble",
+    "NoModelError": "sisa.serving.ensemble",
+    "Prediction": "sisa.serving.predictor",
+    "Predictor": "sisa.serving.predictor",
+    "SisaStore": "sisa.store.artifacts",
+    "StoreStateError": "sisa.store.artifacts",
+    "UnknownIDError": "sisa.deletion.accept",
+    "RequestStatus": "sisa.deletion.lifecycle",
+    "accept": "sisa.deletion.accept",
+    "audit": "sisa.evidence.audit",
     "build_config": "sisa.config",
-    "evaluate": "sisa.status",
-    "forget": "sisa.unlearn",
+    "evaluate": "sisa.evidence.status",
+    "forget": "sisa.deletion.accept",
     "load_config": "sisa.config",
-    "plan_forget": "sisa.unlearn",
-    "process": "sisa.batch",
-    "request_status": "sisa.lifecycle",
-    "status": "sisa.status",
-    "train": "sisa.train",
-    "verify": "sisa.verify",
+    "plan_forget": "sisa.deletion.accept",
+    "process": "sisa.deletion.batch",
+    "request_status": "sisa.deletion.lifecycle",
+    "status": "sisa.evidence.status",
+    "train": "sisa.training.train",
+    "verify": "sisa.evidence.verify",
 }
 
 __all__ = [  # the keys of _EXPORTS, spelt out for linters and type checkers
@@ -75,39 +73,23 @@ __all__ = [  # the keys of _EXPORTS, spelt out for linters and type checkers
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
-    from sisa.audit import audit
-    from sisa.batch import process
     from sisa.config import Config, ConfigError, build_config, load_config
-    from sisa.data import DataError, Dataset
-    from sisa.ensemble import Ensemble, InputError, NoModelError
-    from sisa.lifecycle import RequestStatus, request_status
-    from sisa.predictor import Prediction, Predictor
-    from sisa.status import evaluate, status
-    from sisa.store import SisaStore, StoreStateError
-    from sisa.train import train
-    from sisa.unlearn import UnknownIDError, accept, forget, plan_forget
-    from sisa.verify import verify
-
-
-class _Package(types.ModuleType):
-    """``sisa`` itself. ``train``, ``status``, ``evaluate``... name functions, and three of
-    them (``train``, ``status``, ``verify``) are also submodules: importing
-    ``sisa.status`` binds the submodule on the package, which would hide the function.
-    The package binds the function instead, so ``sisa.status`` is the function whichever
-    was imported first, as when this file imported everything eagerly."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if _EXPORTS.get(name) == f"{self.__name__}.{name}" and isinstance(value, types.ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+    from sisa.data.dataset import DataError, Dataset
+    from sisa.deletion.accept import UnknownIDError, accept, forget, plan_forget
+    from sisa.deletion.batch import process
+    from sisa.deletion.lifecycle import RequestStatus, request_status
+    from sisa.evidence.audit import audit
+    from sisa.evidence.status import evaluate, status
+    from sisa.evidence.verify import verify
+    from sisa.serving.ensemble import Ensemble, InputError, NoModelError
+    from sisa.serving.predictor import Prediction, Predictor
+    from sisa.store.artifacts import SisaStore, StoreStateError
+    from sisa.training.train import train
 
 
 def __getattr__(name: str) -> Any:
     """A public name, imported from its submodule on first use; or a submodule not yet
-    imported (``import sisa; sisa.journal``), which the eager package had imported."""
+    imported (``import sisa; sisa.store.journal``), which the eager package had imported."""
     module = _EXPORTS.get(name)
     if module is not None:
         value = getattr(importlib.import_module(module), name)

@@ -25,7 +25,7 @@ SLOW_FILES = (
     "tests/orchestrator/test_serve_shutdown.py",
     "tests/orchestrator/test_api_schema.py",
     "tests/orchestrator/test_cli_serve.py",
-    "tests/sisa/test_s3_outage.py",
+    "tests/sisa/store/test_s3_outage.py",
     "tests/storage/test_outage.py",
 )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sisa.partition import MISSING, Locator
+from sisa.data.partition import MISSING, Locator
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "sklearn", "pandas", "scipy")
@@ -70,7 +70,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def training_ids(url: str, row: int = 0) -> list[int]:
     """The ID at ``row`` of each shard's data."""
-    from sisa.store import SisaStore
+    from sisa.store.artifacts import SisaStore
 
     store = SisaStore(url)
     data = [store.read_data(store.shard_head(k).data, features=False) for k in range(3)]
@@ -89,7 +89,7 @@ def test_import_sisa_imports_neither_torch_nor_sklearn():
                           "store": store.__module__, "shards": config.sisa.shards}}))
         """
     )
-    assert got == {"imported": [], "store": "sisa.store", "shards": 2}
+    assert got == {"imported": [], "store": "sisa.store.artifacts", "shards": 2}
 
 
 def test_every_public_name_resolves_to_its_definition():
@@ -98,7 +98,7 @@ def test_every_public_name_resolves_to_its_definition():
         import importlib, json
         import sisa
         from sisa import *  # noqa: F403
-        import sisa.status, sisa.train, sisa.verify  # submodules named like functions
+        import sisa.evidence.status, sisa.training.train, sisa.evidence.verify  # noqa: E401
         wrong = [n for n, m in sisa._EXPORTS.items()
                  if getattr(sisa, n) is not getattr(importlib.import_module(m), n)
                  or globals()[n] is not getattr(sisa, n)]
@@ -110,7 +110,7 @@ def test_every_public_name_resolves_to_its_definition():
         print(json.dumps({"all": sorted(sisa.__all__) == sorted(sisa._EXPORTS),
                           "wrong": wrong, "callable": callable(sisa.train),
                           "dir": set(sisa.__all__) <= set(dir(sisa)),
-                          "submodule": sisa.journal.__name__, "missing": missing}))
+                          "submodule": sisa.store.journal.__name__, "missing": missing}))
         """
     )
     assert got == {
@@ -118,21 +118,21 @@ def test_every_public_name_resolves_to_its_definition():
         "wrong": [],
         "callable": True,
         "dir": True,
-        "submodule": "sisa.journal",
+        "submodule": "sisa.store.journal",
         "missing": "module 'sisa' has no attribute 'no_such_name'",
     }
 
 
 def test_a_submodule_imported_first_does_not_hide_the_function():
-    """``from sisa.status import status`` binds the submodule on the package; the package
-    keeps the function, as when it imported everything at once."""
+    """The modules that define ``status`` and ``train`` live in subpackages, so importing
+    them first leaves ``sisa.status`` and ``sisa.train`` the functions."""
     got = fresh(
         """
         import json
-        from sisa.status import status
-        from sisa.train import train as train_fn
+        import sisa.evidence.status, sisa.training.train  # noqa: E401
         import sisa
-        print(json.dumps([sisa.status is status, sisa.train is train_fn]))
+        print(json.dumps([sisa.status is sisa.evidence.status.status,
+                          sisa.train is sisa.training.train.train]))
         """
     )
     assert got == [True, True]
@@ -156,7 +156,7 @@ def test_commands_that_train_nothing_import_neither_torch_nor_sklearn(store):
 
 
 def test_forget_wait_trains_without_the_compiler_and_stays_exact(store):
-    from sisa.verify import verify
+    from sisa.evidence.verify import verify
 
     got = cli("forget", "--wait", "--no-progress", "--store", store, str(training_ids(store, 1)[0]))
     assert got["code"] == 0 and "purged" in got["out"]
@@ -170,7 +170,7 @@ def test_configure_sets_the_flag_as_torch_does_without_the_compiler():
         import json, os, sys
         import torch
         torch._C._set_deterministic_algorithms(True, warn_only=True)  # laxer: tightened
-        from sisa.environment import configure
+        from sisa.training.environment import configure
         configure(1, "cpu")
         before = [m for m in ("torch._dynamo", "torch._inductor") if m in sys.modules]
         flag = torch.are_deterministic_algorithms_enabled()
@@ -199,7 +199,7 @@ def test_configure_sets_an_imported_inductor_config():
         import json
         import torch._inductor.config as inductor
         inductor.deterministic = False
-        from sisa.environment import configure
+        from sisa.training.environment import configure
         configure(1, "cpu")
         import torch
         print(json.dumps([inductor.deterministic, torch.are_deterministic_algorithms_enabled()]))
@@ -216,7 +216,7 @@ def test_optimizers_run_without_the_compiler_and_bitwise_as_torchs_own():
         """
         import json, sys
         import torch
-        from sisa.environment import configure
+        from sisa.training.environment import configure
         from storage import tensor_hashes
 
         def run(name):
@@ -241,7 +241,7 @@ def test_optimizers_run_without_the_compiler_and_bitwise_as_torchs_own():
         own = {name: run(name) for name in ("sgd", "adam")}
         cached = getattr(torch.optim.Optimizer.zero_grad.__wrapped__, "__dynamo_disable")
         print(json.dumps({"compiler_before": compiler_before, "same": deferred == own,
-                          "torch_wrapper": cached.__module__ != "sisa.environment",
+                          "torch_wrapper": cached.__module__ != "sisa.training.environment",
                           "grad": torch.is_grad_enabled()}))
         """
     )
@@ -271,7 +271,7 @@ def test_a_few_ids_are_located_without_pandas_as_the_index_locates_them(kind):
         """
         import json, sys
         import numpy as np
-        from sisa.partition import Locator
+        from sisa.data.partition import Locator
         found = Locator({0: np.arange(100), 1: np.arange(100, 200)}).locate(np.array([150]))
         print(json.dumps([found.part.tolist(), found.row.tolist(), "pandas" in sys.modules]))
         """

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sisa.config import ConfigError
-from sisa.evidence.training import (
+from sisa.evidence.approximate import (
     BaselineConfig,
     Examples,
     cross_entropy_loss,

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sisa.evidence.approximate import BaselineConfig, Examples, batches, sgd, tensors
 from sisa.evidence.baselines import Method, finetune, neggrad_plus
-from sisa.evidence.training import BaselineConfig, Examples, batches, sgd, tensors
 
 GROUPS = ("low", "mid", "high")
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sisa.evidence.approximate import BaselineConfig, Examples, sgd, tensors, trainable_copy
 from sisa.evidence.baselines import kl_teacher
-from sisa.evidence.training import BaselineConfig, Examples, sgd, tensors, trainable_copy
 
 
 def scrub(model: nn.Module, forget: Examples, retain: Examples, cfg: BaselineConfig) -> nn.Module:

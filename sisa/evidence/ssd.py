@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sisa.evidence.training import BaselineConfig, Examples, tensors, trainable_copy
+from sisa.evidence.approximate import BaselineConfig, Examples, tensors, trainable_copy
 
 
 def importances(model: nn.Module, data: Examples, batch_size: int) -> list[torch.Tensor]:

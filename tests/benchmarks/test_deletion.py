@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from benchmarks.harness import run
-from sisa.cost import paper_batched_points
+from sisa.deletion.cost import paper_batched_points
 
 
 @pytest.fixture(scope="module")

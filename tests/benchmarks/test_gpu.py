@@ -13,8 +13,8 @@ import torch
 
 from benchmarks import gpu
 from benchmarks.harness import BENCHMARKS, main, registry
-from sisa.store import SisaStore
-from sisa.train import train
+from sisa.store.artifacts import SisaStore
+from sisa.training.train import train
 from tests.conftest import tiny_config
 
 

@@ -18,9 +18,9 @@ from benchmarks.harness import main, run
 from benchmarks.stores import training_layout
 from orchestrator.executors import InProcessExecutor
 from sisa.config import build_config
-from sisa.cost import paper_speedup
-from sisa.data import load_source
-from sisa.train import train
+from sisa.data.dataset import load_source
+from sisa.deletion.cost import paper_speedup
+from sisa.training.train import train
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from benchmarks.harness import registry, run
-from sisa.inference import auto_strategy
+from sisa.serving.inference import auto_strategy
 
 GOAL = 1.25
 VARIANTS = ("single", "loop", "fused", "e2e_loop", "e2e_fused", "e2e_auto")
@@ -101,9 +101,9 @@ def test_the_serving_benchmarks_uvicorn_reference_starts_and_answers(tmp_path: P
     from benchmarks.http_load import JSON, body_of
     from benchmarks.http_servers import start_plain
     from orchestrator.executors import InProcessExecutor
-    from sisa.predictor import Predictor
-    from sisa.store import TEST, SisaStore
-    from sisa.train import train
+    from sisa.serving.predictor import Predictor
+    from sisa.store.artifacts import TEST, SisaStore
+    from sisa.training.train import train
 
     url = str(tmp_path / "store")
     train(tiny(), url, executor=InProcessExecutor(progress=False))

@@ -23,10 +23,10 @@ def main(url: str, options: dict, workdir: str) -> dict:
     from ray.cluster_utils import Cluster
 
     from orchestrator.executors import RayExecutor
-    from sisa.status import status
-    from sisa.train import train
-    from sisa.unlearn import forget
-    from sisa.verify import verify
+    from sisa.deletion.accept import forget
+    from sisa.evidence.status import status
+    from sisa.evidence.verify import verify
+    from sisa.training.train import train
     from tests.conftest import tiny_config
 
     # A head that runs no jobs and two worker nodes of one CPU each: every job runs on a
@@ -47,7 +47,7 @@ def main(url: str, options: dict, workdir: str) -> dict:
         out["train_placements"] = executor.placements
         out["trained"] = _weights(status(url, options))
         # The driver never generated the data: the ingest job did, on a worker node.
-        out["driver_generated_data"] = "sisa.purchase" in sys.modules
+        out["driver_generated_data"] = "sisa.data.purchase" in sys.modules
         forget(url, FORGET, storage_options=options, executor=executor)
         out["forget_placements"] = executor.placements
         out["forgotten"] = _weights(status(url, options))

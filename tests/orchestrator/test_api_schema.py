@@ -43,7 +43,7 @@ def base_url(ray_cluster, tmp_path_factory):
 
     from orchestrator.serve import start
     from sisa.config import build_config
-    from sisa.train import train
+    from sisa.training.train import train
 
     url = str(tmp_path_factory.mktemp("schema") / "s")
     train(tiny_config(), url)
@@ -117,9 +117,7 @@ def test_every_operation_is_fuzzed(api_schema):
 
 @pytest.mark.parametrize(("label", "mode"), CASES)
 def test_the_server_does_what_its_schema_says(api_schema, label, mode):
-    (operation,) = [
-        r.ok() for r in api_schema.get_all_operations() if r.ok().label == label
-    ]
+    (operation,) = [r.ok() for r in api_schema.get_all_operations() if r.ok().label == label]
     strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
 
     @settings(

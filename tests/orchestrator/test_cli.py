@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from orchestrator.cli import main
-from sisa.ensemble import Ensemble
-from sisa.store import SisaStore
+from sisa.serving.ensemble import Ensemble
+from sisa.store.artifacts import SisaStore
 
 TINY_ARGS = [
     "--set", "sisa.shards=3", "--set", "sisa.slices=3", "--set", "sisa.epochs=3",
@@ -175,9 +175,10 @@ def test_status_labels_hashes_as_recorded_and_check_reads_the_bytes(store, tmp_p
     path.write_bytes(bytes(data))
     info = status_json(url, capsys)  # reads no payload: the hashes are the recorded ones
     assert info["hashes"] == "recorded" and "check" not in info
-    assert info["shards"][1]["weights_sha256"] == SisaStore(url).shard_head(1).stages[-1][
-        "weights_sha256"
-    ]
+    assert (
+        info["shards"][1]["weights_sha256"]
+        == SisaStore(url).shard_head(1).stages[-1]["weights_sha256"]
+    )
     assert run("status", "--store", url) == 0
     out = capsys.readouterr().out
     assert "(recorded)" in out and "'sisa status --check' reads the bytes" in out
@@ -210,7 +211,7 @@ def _sisa(*argv, env=None):
 
 
 def weights_of(url):
-    from sisa.status import status
+    from sisa.evidence.status import status
 
     return [s["weights_sha256"] for s in status(str(url))["shards"]]
 
@@ -379,9 +380,7 @@ def test_a_relative_source_in_a_config_is_read_beside_it_and_stored_resolved(
     assert SisaStore(other).config().data.source == str(later / "here.npz")
 
 
-def test_labels_with_gaps_are_trained_with_a_warning_naming_the_empty_classes(
-    tmp_path, capsys
-):
+def test_labels_with_gaps_are_trained_with_a_warning_naming_the_empty_classes(tmp_path, capsys):
     from sklearn.datasets import load_digits
 
     d = load_digits()

@@ -19,13 +19,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sisa.audit import audit
-from sisa.batch import pending_plan
-from sisa.lifecycle import request_status
-from sisa.store import SisaStore
-from sisa.verify import verify
+from sisa.deletion.batch import pending_plan
+from sisa.deletion.lifecycle import request_status
+from sisa.evidence.audit import audit
+from sisa.evidence.verify import verify
+from sisa.store.artifacts import SisaStore
 from tests.orchestrator.test_cli import TINY_ARGS, _sisa, run
-from tests.sisa.test_unlearn import layout
+from tests.sisa.deletion.test_accept import layout
 
 REQUEST_ID = re.compile(r"r\d{9}-[0-9a-f]{8}")
 FORGET_KEYS = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from sisa.train import train
+from sisa.training.train import train
 from tests.conftest import tiny_config
 from tests.orchestrator.test_serve import TOKEN, free_port, pick
 

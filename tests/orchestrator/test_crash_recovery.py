@@ -31,18 +31,18 @@ from pathlib import Path
 
 import pytest
 
-from sisa import receipts, serving
-from sisa.batch import process
+from sisa.data.partition import TEST
+from sisa.deletion import compliance, receipts
+from sisa.deletion.accept import accept
+from sisa.deletion.batch import process
 from sisa.faults import ENV
-from sisa.journal import Journal
-from sisa.partition import TEST
-from sisa.store import TEST as TEST_PREFIX
-from sisa.store import SisaStore
-from sisa.train import train
-from sisa.unlearn import accept
+from sisa.store.artifacts import TEST as TEST_PREFIX
+from sisa.store.artifacts import SisaStore
+from sisa.store.journal import Journal
+from sisa.training.train import train
 from storage import decode_arrays, read_doc
 from tests.conftest import tiny_config, write_digits_npz
-from tests.sisa.test_unlearn import layout
+from tests.sisa.deletion.test_accept import layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,8 +66,8 @@ PROCESS_POINTS = [
 # per op, flushed, right after it returns (a printed request ID is an acknowledgement).
 DRIVER = """
 import json, sys
-from sisa.batch import process
-from sisa.unlearn import accept
+from sisa.deletion.batch import process
+from sisa.deletion.accept import accept
 
 url, ops = sys.argv[1], json.loads(sys.argv[2])
 for op in ops:
@@ -200,7 +200,7 @@ def end_state(url):
     for name in fs.listdir("batches"):
         body = read_doc(fs, f"batches/{name}")
         plans[name] = {k: body[k] for k in _PLAN_KEYS}
-    serving_state = serving.current(store)
+    serving_state = compliance.current(store)
     receipt_bodies = []
     for seq in journal.receipted():
         body = receipts.read(store, seq)
@@ -277,7 +277,7 @@ def assert_recovered(url, reference, acked, deleted):
 def assert_compliant(url):
     """Right after a kill, every journaled request is already out of the served models."""
     store = SisaStore(str(url))
-    state = serving.current(store)
+    state = compliance.current(store)
     for request in Journal(store).open_requests():
         for shard in request.parts - {TEST}:
             head = store.shard_head(shard)

@@ -13,15 +13,15 @@ import pytest
 
 from orchestrator.executors import InProcessExecutor, RayExecutor, make_executor
 from sisa.config import ResourcesConfig
-from sisa.status import status
-from sisa.store import SisaStore
-from sisa.train import train
-from sisa.trainer import state_digest
-from sisa.unlearn import forget
-from sisa.verify import verify
+from sisa.deletion.accept import forget
+from sisa.evidence.status import status
+from sisa.evidence.verify import verify
+from sisa.store.artifacts import SisaStore
+from sisa.training.train import train
+from sisa.training.trainer import state_digest
 from storage import is_committed, tensor_hashes
 from tests.conftest import tiny_config
-from tests.sisa.test_unlearn import layout
+from tests.sisa.deletion.test_accept import layout
 
 pytestmark = pytest.mark.ray
 
@@ -210,7 +210,7 @@ def test_joining_a_running_cluster_by_address(ray_cluster, tmp_path):
         f"""
         import ray
         from orchestrator.executors import RayExecutor
-        from sisa.train import train
+        from sisa.training.train import train
         from tests.conftest import tiny_config
         train(tiny_config(), {url!r}, executor=RayExecutor({address!r}, progress=False))
         assert ray.get_runtime_context().gcs_address == {address!r}
@@ -236,7 +236,7 @@ def test_a_task_no_node_can_hold_is_refused_not_left_pending(ray_cluster, resour
 
 
 def _refuse(job, progress):
-    from sisa.data import DataError
+    from sisa.data.dataset import DataError
 
     raise DataError(f"no such file: {job!r}")
 
@@ -244,7 +244,7 @@ def _refuse(job, progress):
 def test_a_job_error_surfaces_as_itself(ray_cluster):
     """The job's own error, as in process: callers (the CLI) catch it by type and print
     its one-line message; Ray's wrapper and the remote traceback stay behind as the cause."""
-    from sisa.data import DataError
+    from sisa.data.dataset import DataError
 
     with pytest.raises(DataError) as err:
         RayExecutor(progress=False).map(

@@ -1,4 +1,4 @@
-"""One rule for user factories (``sisa.factories``): a command that runs the store's models
+"""One rule for user factories (``sisa.training.factories``): a command that runs the store's models
 imports its factory only when trusted; commands that only read or journal never import
 it. A refused command changes nothing: no journal entry, no batch plan. And a factory
 module beside the user is found only through PYTHONPATH, which the error says."""
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from orchestrator.cli import main
-from sisa.journal import Journal
-from sisa.store import BATCHES, SisaStore
+from sisa.store.artifacts import BATCHES, SisaStore
+from sisa.store.journal import Journal
 from tests.orchestrator.test_cli import TINY_ARGS, _sisa
 
 FACTORY = "tests.sisa.factories:tiny_linear"

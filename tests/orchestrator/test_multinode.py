@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.executors import InProcessExecutor
-from sisa.status import status
-from sisa.train import train
-from sisa.unlearn import forget
+from sisa.deletion.accept import forget
+from sisa.evidence.status import status
+from sisa.training.train import train
 from tests.conftest import tiny_config
 from tests.orchestrator.multinode import CONFIG, FORGET
 

@@ -19,12 +19,12 @@ import pytest
 
 from sisa.config import build_config
 from sisa.ids import salted_hash
-from sisa.journal import Journal
-from sisa.predictor import Predictor
-from sisa.store import SisaStore
-from sisa.train import train
+from sisa.serving.predictor import Predictor
+from sisa.store.artifacts import SisaStore
+from sisa.store.journal import Journal
+from sisa.training.train import train
 from tests.conftest import tiny_config
-from tests.sisa.test_unlearn import layout
+from tests.sisa.deletion.test_accept import layout
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 requests = pytest.importorskip("requests")
@@ -382,7 +382,7 @@ def test_forget_is_compliant_at_once_then_retrained_and_purged(apps, http):
 
 
 def test_the_same_id_sent_by_four_clients_at_once_is_accepted_once(apps):
-    """Check and journal are one step (``sisa.journal``): one 202, three 200 no-ops that
+    """Check and journal are one step (``sisa.store.journal``): one 202, three 200 no-ops that
     name the request, and the journal holds the point once."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -472,8 +472,8 @@ def test_predictions_alongside_forgets_never_fail_and_stay_consistent(apps, http
 
 def test_no_live_shard_gives_503_until_an_external_retrain_commits(apps, http):
     """Every shard rolled back past its first slice: nothing can predict compliantly."""
-    from sisa.batch import process
-    from sisa.unlearn import accept
+    from sisa.deletion.accept import accept
+    from sisa.deletion.batch import process
 
     base, url = apps["strict"]
     accepted = accept(url, [pick(url, shard, 0) for shard in range(3)])  # as 'sisa forget'

@@ -10,9 +10,9 @@ import pickle
 import numpy as np
 import pytest
 
-from sisa.ensemble import InputError
-from sisa.predictor import Predictor
-from sisa.train import train
+from sisa.serving.ensemble import InputError
+from sisa.serving.predictor import Predictor
+from sisa.training.train import train
 from tests.conftest import tiny_config
 
 

@@ -137,7 +137,7 @@ def interrupt(proc: subprocess.Popen, timeout: float = 60) -> float:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from sisa.train import train
+    from sisa.training.train import train
     from tests.conftest import tiny_config
 
     root = tmp_path_factory.mktemp("serve-stop")
@@ -286,7 +286,7 @@ def bench(runs: int = 3) -> None:
     (serve.shutdown, then ray.shutdown), and of ``sisa serve``, on this machine."""
     import tempfile
 
-    from sisa.train import train
+    from sisa.training.train import train
     from tests.conftest import tiny_config
 
     root = Path(tempfile.mkdtemp())

@@ -18,17 +18,17 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.service import DeletionService
-from sisa import receipts
-from sisa.batch import BatchPlan, batch_path, process
-from sisa.cost import Decision, should_start
-from sisa.journal import Journal
-from sisa.store import BATCHES, SisaStore
-from sisa.train import train
-from sisa.unlearn import accept
-from sisa.verify import verify
+from sisa.deletion import receipts
+from sisa.deletion.accept import accept
+from sisa.deletion.batch import BatchPlan, batch_path, process
+from sisa.deletion.cost import Decision, should_start
+from sisa.evidence.verify import verify
+from sisa.store.artifacts import BATCHES, SisaStore
+from sisa.store.journal import Journal
+from sisa.training.train import train
 from storage import LeaseHeldError, read_doc
 from tests.conftest import tiny_config
-from tests.sisa.test_unlearn import layout
+from tests.sisa.deletion.test_accept import layout
 
 TIMEOUT = 120
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from sisa.train import train
+from sisa.training.train import train
 from tests.conftest import tiny_config
 
 

@@ -95,8 +95,8 @@ def test_shipped_examples_are_valid():
 
 
 def test_serving_token_is_secret_raw_and_never_stored(tmp_path):
-    from sisa.store import SisaStore
-    from sisa.train import train
+    from sisa.store.artifacts import SisaStore
+    from sisa.training.train import train
     from tests.conftest import tiny_config
 
     token = "1979-05-27" + "0" * 10  # would parse as a TOML date+number, must stay text

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sisa.config import ConfigError
+from sisa.evidence.approximate import Examples, baseline_config, cross_entropy_loss, train_on
 from sisa.evidence.baselines import (
     catastrophic_forgetting_k,
     exact_unlearning_k,
@@ -27,8 +28,7 @@ from sisa.evidence.metrics import accuracy, cross_entropy
 from sisa.evidence.rum import RUM
 from sisa.evidence.scrub import scrub
 from sisa.evidence.ssd import ssd
-from sisa.evidence.training import Examples, baseline_config, cross_entropy_loss, train_on
-from sisa.models import MLP
+from sisa.training.models import MLP
 
 
 def blobs(n: int, seed: int) -> Examples:

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from sisa.evidence.report import EvidenceError, forgetting_evidence
-from sisa.train import prepare, train
-from sisa.unlearn import forget
+from sisa.deletion.accept import forget
+from sisa.evidence.forgetting import EvidenceError, forgetting_evidence
+from sisa.training.train import prepare, train
 from tests.conftest import tiny_config
 
 TRAIN_IDS = prepare(tiny_config())[0].ids  # [n_train]
@@ -50,7 +50,7 @@ def test_ids_still_held_or_unknown_are_refused(forgotten_store):
 def test_a_reference_that_differs_is_reported(forgotten_store, monkeypatch):
     """Were the store not what training from scratch gives, the report says so: here the
     reference is trained with another seed."""
-    module = sys.modules["sisa.train"]  # the package exports a function of that name
+    module = sys.modules["sisa.training.train"]  # the package exports a function of that name
     real = module.train
 
     def other_seed(config, url, *args, **kwargs):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from sisa.evidence.approximate import Examples, baseline_config
 from sisa.evidence.rum import RUM, fit_tracking_confidence, memorization_groups
-from sisa.evidence.training import Examples, baseline_config
-from sisa.models import MLP
+from sisa.training.models import MLP
 from tests.sisa.evidence.test_baselines import blobs, same
 
 

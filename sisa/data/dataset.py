@@ -1,0 +1,424 @@
+"""Datasets keyed by point ID: loading, validation and the per-ID train/test split.
+
+Every point carries a stable, unique ID and everything downstream is keyed by it, never by
+row position. Loaders validate eagerly so that a bad file fails here, with the offending IDs
+named, rather than deep inside training. The train/test side of a point is a keyed hash of
+its own ID, so erasing one point never moves another across the split.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
+
+import fsspec
+import numpy as np
+
+from sisa.ids import as_id_array, fingerprints, unit_interval
+
+if TYPE_CHECKING:  # pandas (0.2 s and more) is imported by what reads a table, when it does
+    import pandas as pd
+
+_MAX_EXAMPLES = 5
+_CHUNK = 32_768  # rows per chunk where a whole-matrix temporary would be too large
+NPZ_REQUIRED = ("ids", "X", "y")
+NPZ_OPTIONAL = ("groups", "risk")
+RESERVED_COLUMNS = ("id", "label", "group", "risk")  # every other column is a feature
+_INT_TEXT = r"-?(0|[1-9][0-9]*)"
+
+
+class DataError(ValueError):
+    """A problem with input data; the message names the problem and the offending points."""
+
+
+def _examples(values: Sequence[object] | np.ndarray) -> str:
+    """At most a few examples plus a count, so messages stay readable on huge inputs."""
+    items = list(values[:_MAX_EXAMPLES])
+    text = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in items)
+    if len(values) > _MAX_EXAMPLES:
+        text += f", ... ({len(values)} in all)"
+    return text
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Points with IDs, features, labels, optional groups and deletion risks, by row.
+
+    Equality compares every array exactly (dtype, shape and values); the dataclass default
+    would compare arrays elementwise and fail with an ambiguous truth value.
+    """
+
+    ids: np.ndarray  # [n] int64 or unicode, unique
+    X: np.ndarray  # [n, *feature_shape] float32, or uint8 for binary features
+    y: np.ndarray  # [n] int64 in [0, num_classes)
+    num_classes: int
+    groups: np.ndarray | None = None  # [n] int64 or unicode; points erased together
+    risk: np.ndarray | None = None  # [n] float64 in [0, 1]; probability of deletion
+
+    __hash__ = None  # type: ignore[assignment]  # arrays are mutable
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        mine, theirs = self.to_arrays(), other.to_arrays()
+        if self.num_classes != other.num_classes or set(mine) != set(theirs):
+            return False
+        return all(
+            mine[k].dtype == theirs[k].dtype and np.array_equal(mine[k], theirs[k]) for k in mine
+        )
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.X.shape[1:])
+
+    def take(self, index: np.ndarray) -> Dataset:
+        """Rows by integer index or boolean mask; IDs, labels and groups stay aligned."""
+        index = np.asarray(index)
+        return Dataset(
+            ids=self.ids[index],
+            X=self.X[index],
+            y=self.y[index],
+            num_classes=self.num_classes,
+            groups=None if self.groups is None else self.groups[index],
+            risk=None if self.risk is None else self.risk[index],
+        )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays for storage; ``from_arrays`` is the inverse."""
+        arrays = {"ids": self.ids, "X": self.X, "y": self.y}
+        if self.groups is not None:
+            arrays["groups"] = self.groups
+        if self.risk is not None:
+            arrays["risk"] = self.risk
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], num_classes: int) -> Dataset:
+        """Build and validate a dataset from ``to_arrays`` output."""
+        missing = [k for k in NPZ_REQUIRED if k not in arrays]
+        if missing:
+            raise DataError(f"missing arrays: {', '.join(missing)}")
+        extra = sorted(set(arrays) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
+        if extra:
+            known = ", ".join(NPZ_REQUIRED + NPZ_OPTIONAL)
+            raise DataError(f"unknown arrays: {', '.join(extra)} (expected {known})")
+        return _checked_arrays(arrays, num_classes)
+
+
+def _id_array(values: np.ndarray, what: str) -> np.ndarray:
+    """IDs (or groups) as int64 or unicode; floats, bools and mixtures are rejected."""
+    values = np.asarray(values)
+    if values.dtype.kind in "bfc":
+        raise DataError(f"{what} have dtype {values.dtype}; they must be integers or strings")
+    try:
+        return as_id_array(values)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"bad {what}: {exc}") from exc
+
+
+def _features(X: np.ndarray) -> np.ndarray:
+    """Features as uint8 when binary (8x smaller than float32), else float32."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"features have dtype {X.dtype}; they must be numeric")
+    if X.dtype == np.uint8:
+        return X
+    if X.dtype.kind == "b" or (X.dtype.kind in "iu" and X.size and X.min() >= 0 and X.max() <= 1):
+        return X.astype(np.uint8)
+    return X.astype(np.float32)
+
+
+def validate(ds: Dataset, *, allow_empty: bool = False) -> Dataset:
+    """Check a dataset and return it with canonical dtypes, or raise ``DataError``.
+
+    Every loader calls this, so training code may rely on unique IDs, finite features and
+    labels in range. ``allow_empty`` exists for split sides, which may legitimately be empty.
+    """
+    y = np.asarray(ds.y)
+    X = np.asarray(ds.X)
+    if np.asarray(ds.ids).ndim != 1:
+        raise DataError(f"ids must be one-dimensional, got shape {np.shape(ds.ids)}")
+    if y.ndim != 1:
+        raise DataError(f"labels must be one-dimensional, got shape {y.shape}")
+    n = np.shape(ds.ids)[0]
+    if X.ndim < 2:
+        raise DataError(f"features must have shape [n, *feature_shape], got {X.shape}")
+    lengths = {"ids": n, "X": X.shape[0], "y": y.shape[0]}
+    for name, extra in (("groups", ds.groups), ("risk", ds.risk)):
+        if extra is not None:
+            lengths[name] = np.shape(extra)[0] if np.ndim(extra) == 1 else -1
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k}={v}" for k, v in lengths.items())
+        raise DataError(f"ragged arrays: row counts differ ({shown}; -1 means not 1-D)")
+    if n == 0 and not allow_empty:
+        raise DataError("empty data: no points")
+    ids = _id_array(ds.ids, "IDs")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if uniq.shape[0] != n:
+        dups = uniq[counts > 1]
+        raise DataError(f"duplicate IDs: {_examples(dups)}")
+    y = _labels(y, ids)
+    if isinstance(ds.num_classes, bool) or not isinstance(ds.num_classes, int | np.integer):
+        raise DataError(f"num_classes must be an int, got {ds.num_classes!r}")
+    if ds.num_classes < 2:
+        raise DataError(f"num_classes must be at least 2, got {ds.num_classes}")
+    bad = (y < 0) | (y >= ds.num_classes)  # [n] bool
+    if bad.any():
+        raise DataError(
+            f"labels out of range [0, {ds.num_classes}) at IDs {_examples(ids[bad])}: "
+            f"values {_examples(y[bad])}"
+        )
+    X = _features(X)
+    if X.dtype.kind == "f":
+        flat = X.reshape(n, int(np.prod(X.shape[1:])))  # [n, d] view
+        bad = np.zeros(n, dtype=bool)  # [n]
+        for s in range(0, n, _CHUNK):
+            bad[s : s + _CHUNK] = ~np.isfinite(flat[s : s + _CHUNK]).all(axis=1)
+        if bad.any():
+            raise DataError(f"NaN or infinite features at IDs {_examples(ids[bad])}")
+    groups = None if ds.groups is None else _id_array(ds.groups, "groups")
+    risk = None if ds.risk is None else risk_values(ds.risk, ids, "risk")
+    return Dataset(ids, X, y, int(ds.num_classes), groups, risk)
+
+
+def risk_values(values: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
+    """Deletion probabilities as float64 in [0, 1], or ``DataError`` naming the IDs."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "iuf":
+        raise DataError(f"{what} has dtype {values.dtype}; it must be numbers in [0, 1]")
+    values = values.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1)  # [n] bool
+    if bad.any():
+        raise DataError(
+            f"{what} outside [0, 1] (or missing) at IDs {_examples(ids[bad])}: "
+            f"values {_examples(values[bad])}"
+        )
+    return values
+
+
+def _labels(y: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Labels as int64; float labels are accepted only when integral (e.g. read from CSV)."""
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    if y.dtype.kind != "f":
+        raise DataError(f"labels have dtype {y.dtype}; they must be integers")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(y) | (y != np.floor(y))  # [n] bool
+    if bad.any():
+        raise DataError(
+            f"labels that are not integers at IDs {_examples(ids[bad])}: values {_examples(y[bad])}"
+        )
+    return y.astype(np.int64)
+
+
+def load_digits_dataset() -> Dataset:
+    """scikit-learn's bundled 8x8 digits: small, offline, 10 classes."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    X = (bunch.data / 16.0).astype(np.float32)  # [1797, 64] in [0, 1]
+    y = bunch.target.astype(np.int64)  # [1797]
+    return validate(Dataset(np.arange(len(y), dtype=np.int64), X, y, 10))
+
+
+def synthetic_purchase(
+    n: int, seed: int, num_features: int = 600, num_classes: int = 100
+) -> Dataset:
+    """A synthetic stand-in for Purchase-100 (see ``sisa.data.purchase``), held in memory."""
+    from sisa.data.purchase import SyntheticPurchase
+
+    try:
+        gen = SyntheticPurchase(n, seed, num_features, num_classes)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    X = np.empty((n, num_features), dtype=np.uint8)  # [n, F]
+    for start, chunk in gen.chunks():
+        X[start : start + len(chunk)] = chunk
+    return validate(Dataset(gen.ids, X, gen.labels(), num_classes))
+
+
+def _column_ids(col: pd.Series, what: str, *, from_text: bool) -> np.ndarray:
+    """An ID or group column as int64 if it is integer, else as strings.
+
+    CSV text is read as strings and turned into ints only when every value is canonical
+    integer text, so IDs such as ``"007"`` keep their identity instead of becoming ``7``.
+    """
+    import pandas as pd
+
+    missing = np.flatnonzero(col.isna().to_numpy())
+    if missing.size:
+        raise DataError(f"column {what!r} has missing values at rows {_examples(missing)}")
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_float_dtype(col):
+        raise DataError(f"column {what!r} has dtype {col.dtype}; it must be integer or string")
+    if pd.api.types.is_integer_dtype(col):
+        return col.to_numpy(dtype=np.int64)
+    text = col.astype(str).to_numpy(dtype=str)  # [n] unicode
+    if from_text and text.size and col.astype(str).str.fullmatch(_INT_TEXT).all():
+        try:
+            return np.array([int(v) for v in text.tolist()], dtype=np.int64)
+        except OverflowError:
+            pass  # beyond int64: keep as strings
+    return _id_array(text, f"values of column {what!r}")
+
+
+def _from_frame(df: pd.DataFrame, num_classes: int | None, *, from_text: bool) -> Dataset:
+    """A dataset from a table with ``id``, ``label``, optional ``group`` and ``risk``, and
+    feature columns."""
+    import pandas as pd
+
+    for name in ("id", "label"):
+        if name not in df.columns:
+            raise DataError(f"missing column {name!r} (columns: {_examples(list(df.columns))})")
+    if len(df) == 0:
+        raise DataError("empty data: the table has no rows")  # column dtypes are unknowable
+    feature_cols = [c for c in df.columns if c not in RESERVED_COLUMNS]
+    if not feature_cols:
+        raise DataError(f"no feature columns besides {', '.join(RESERVED_COLUMNS)}")
+    for c in feature_cols:
+        if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])):
+            raise DataError(f"non-numeric feature column {c!r} (dtype {df[c].dtype})")
+    binary = all(
+        (pd.api.types.is_bool_dtype(df[c]) or pd.api.types.is_integer_dtype(df[c]))
+        and df[c].isin([0, 1]).all()
+        for c in feature_cols
+    )
+    X = np.empty((len(df), len(feature_cols)), dtype=np.uint8 if binary else np.float32)
+    for j, c in enumerate(feature_cols):  # column by column: no float64 copy of the table
+        na = {} if binary else {"na_value": np.nan}
+        X[:, j] = df[c].to_numpy(dtype=X.dtype, **na)
+    ids = _column_ids(df["id"], "id", from_text=from_text)
+    groups = None
+    if "group" in df.columns:
+        groups = _column_ids(df["group"], "group", from_text=from_text)
+    risk = None
+    if "risk" in df.columns:
+        col = df["risk"]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise DataError(f"column 'risk' has dtype {col.dtype}; it must be numbers in [0, 1]")
+        risk = col.to_numpy(dtype=np.float64, na_value=np.nan)  # [n], NaN named by validate
+    label = df["label"]
+    if not pd.api.types.is_numeric_dtype(label) or pd.api.types.is_bool_dtype(label):
+        raise DataError(f"column 'label' has dtype {label.dtype}; labels must be integers")
+    if label.isna().any():
+        y = label.to_numpy(dtype=np.float64, na_value=np.nan)  # [n], NaN named by validate
+    else:
+        y = label.to_numpy()  # [n]
+    return checked_index(ids, X, y, num_classes, groups, risk)
+
+
+def checked_index(
+    ids: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    num_classes: int | None,
+    groups: np.ndarray | None,
+    risk: np.ndarray | None = None,
+) -> Dataset:
+    """Infer ``num_classes`` when not given, then validate (``X`` may be a one-column
+    stand-in where the caller checks the real features itself)."""
+    if num_classes is None:
+        y_arr = np.asarray(y)
+        finite = y_arr[np.isfinite(y_arr)] if y_arr.dtype.kind == "f" else y_arr
+        ok = y_arr.dtype.kind in "iuf" and finite.size > 0
+        num_classes = int(np.floor(finite.max())) + 1 if ok else 0
+    return validate(Dataset(ids, X, y, num_classes, groups, risk))
+
+
+def check_npz_names(names: set[str]) -> None:
+    """Refuse an archive without ``ids``, ``X`` and ``y``, or with arrays we do not know."""
+    missing = [k for k in NPZ_REQUIRED if k not in names]
+    if missing:
+        raise DataError(f"npz file is missing arrays: {', '.join(missing)}")
+    extra = sorted(names - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
+    if extra:
+        raise DataError(f"npz file has unknown arrays: {', '.join(extra)}")
+
+
+def _load_npz(f: BinaryIO, num_classes: int | None) -> Dataset:
+    """Arrays from an .npz file object; object arrays are refused, never unpickled."""
+    with np.load(f, allow_pickle=False) as npz:
+        names = set(npz.files)
+        check_npz_names(names)
+        arrays = {}
+        for k in sorted(names):
+            try:
+                arrays[k] = npz[k]
+            except ValueError as exc:
+                raise DataError(f"npz array {k!r} cannot be loaded safely: {exc}") from exc
+    return _checked_arrays(arrays, num_classes)
+
+
+def _checked_arrays(arrays: dict[str, np.ndarray], num_classes: int | None) -> Dataset:
+    """``checked_index`` of arrays named as stored (``ids``, ``X``, ``y``, ``groups``...)."""
+    names = ("ids", "X", "y")
+    return checked_index(
+        *(arrays[k] for k in names), num_classes, arrays.get("groups"), arrays.get("risk")
+    )
+
+
+def _read(path: str, ext: str, num_classes: int | None) -> Dataset:
+    with fsspec.open(path, "rb") as f:
+        if ext == "npz":
+            return _load_npz(f, num_classes)
+        import pandas as pd
+
+        if ext == "csv":
+            df = pd.read_csv(f, dtype={"id": str, "group": str})
+            return _from_frame(df, num_classes, from_text=True)
+        return _from_frame(pd.read_parquet(f), num_classes, from_text=False)
+
+
+def load_file(path: str, num_classes: int | None = None) -> Dataset:
+    """Load .npz, .csv or .parquet from a local path or fsspec URL and validate it.
+
+    Labels define ``num_classes`` as ``max(label) + 1`` unless it is given.
+    """
+    ext = path.lower().rsplit(".", 1)[-1] if "." in path.rsplit("/", 1)[-1] else ""
+    if ext not in ("npz", "csv", "parquet"):
+        raise DataError(f"unsupported file extension {ext!r} in {path!r}; use npz, csv, parquet")
+    empty: tuple[type[Exception], ...] = ()  # what pandas raises for a file without rows
+    if ext != "npz":
+        import pandas as pd
+
+        empty = (pd.errors.EmptyDataError,)
+    try:
+        return _read(path, ext, num_classes)
+    except DataError:
+        raise
+    except FileNotFoundError as exc:
+        raise DataError(f"no such file: {path!r}") from exc
+    except empty as exc:
+        raise DataError(f"empty file: {path!r}") from exc
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {path!r}: {exc}") from exc
+
+
+def load_source(source: str, n: int, seed: int, num_classes: int | None = None) -> Dataset:
+    """A named built-in source, or a file path/URL."""
+    if source == "digits":
+        return load_digits_dataset()
+    if source == "synthetic-purchase":
+        return synthetic_purchase(n, seed)
+    return load_file(source, num_classes)
+
+
+def split_train_test(ds: Dataset, seed: int, test_fraction: float) -> tuple[Dataset, Dataset]:
+    """Split by a keyed hash of each ID, so a point's side never depends on other points.
+
+    Each side keeps the original relative order; either side may be empty.
+    """
+    is_test = split_mask(ds.ids, seed, test_fraction)  # [n]
+    return ds.take(~is_test), ds.take(is_test)
+
+
+def split_mask(ids: np.ndarray, seed: int, test_fraction: float) -> np.ndarray:
+    """[n] bool: which IDs are held out, each by a keyed hash of the ID alone."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    return unit_interval(fingerprints(ids), seed, "test-split") < test_fraction

@@ -1,0 +1,251 @@
+"""Ingest: the training source streamed into a store, one data artifact per part.
+
+An ingest is a job like a shard's, so an executor can run it away from the driver (on Ray,
+a task): the driver never holds the dataset, and every shard task reads its own part back
+from the store. Its order of writes is training's: ``config.json`` (the intent) first, then
+the test data and each shard's data. Features pass through once, chunk by chunk: each
+chunk's rows are routed to the part (test or shard) their ID places them in, in source
+order, so a part's rows are the same as if the whole dataset had been split in memory.
+
+Rerun on an unfinished store with the same config and data, it reuses every committed
+part and writes only the missing ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sisa.config import Config, build_config, resolve_source
+from sisa.data.dataset import split_mask
+from sisa.data.partition import place
+from sisa.data.risk import with_risk
+from sisa.data.sources import SourceIndex, open_source
+from sisa.ids import id_set_hash, salted_hashes
+from sisa.store.artifacts import (
+    PROCESS_LOCK,
+    TEST,
+    DataWriter,
+    SisaStore,
+    StoreStateError,
+    gen_dir,
+    shard_prefix,
+)
+from sisa.training.jobs import Progress, ShardJob
+from storage import Lease
+
+TEST_PART = -1  # the part of a held-out point; shards are 0..S-1
+
+
+@dataclass(frozen=True)
+class IngestJob:
+    """Stream ``config``'s source into the store at ``url`` (plain data, shippable)."""
+
+    url: str
+    storage_options: dict[str, Any]
+    config: dict[str, Any]  # Config.stored()
+    overwrite: bool = False
+    chunk_rows: int | None = None  # rows per chunk; None: sisa.data.sources.CHUNK_BYTES worth
+    source: str | None = None  # where to read ``data.source`` from, if not as written there
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ingested:
+    jobs: list[ShardJob]  # one per shard that has no committed head yet
+    n_train: int
+    n_test: int
+    empty_classes: list[int] = field(default_factory=list)  # classes no point carries
+
+
+def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
+    """Index the source, check the store, write the intent, then stream the parts."""
+    config = build_config(job.config)
+    data = (
+        config.data if job.source is None else config.data.model_copy(update={"source": job.source})
+    )
+    source = open_source(data, config.sisa.seed)
+    index = source.index()
+    # the risk placement reads, stored with the training points (as ``prepare`` does)
+    risked = with_risk(config.sisa, index)
+    part_of = _parts(config, risked)  # [n] TEST_PART or shard
+    store = SisaStore(job.url, job.storage_options)
+    data_hash = index.content_hash  # every stored column, not only the IDs
+    kept_salt = check_existing(store, config, index, data_hash, job.overwrite)
+    if store.intent() is None:
+        store.write_intent(config, _intent_info(index, data_hash), salt=kept_salt)
+
+    writers, refs = {}, {}
+    for part in [TEST_PART, *range(config.sisa.shards)]:
+        prefix = TEST if part == TEST_PART else shard_prefix(part)
+        if store.latest_head(prefix) is not None:
+            continue  # committed by an earlier, interrupted call
+        rel = f"{gen_dir(prefix, 0)}/data"
+        ids_hash = id_set_hash(index.ids[part_of == part])
+        ref = store.committed_data(rel, ids_hash)
+        if ref is not None:
+            refs[part] = ref
+        else:
+            rows = index if part == TEST_PART else risked
+            empty = _arrays(rows, np.zeros(0, np.int64), np.zeros((0, *index.feature_shape)))
+            writers[part] = (DataWriter(store, rel, empty), ids_hash, rows)
+    if writers:
+        for start, X in source.chunks(job.chunk_rows):
+            parts = part_of[start : start + len(X)]  # [m]
+            order = np.argsort(parts, kind="stable")  # [m] rows grouped by part, in order
+            bounds = np.searchsorted(parts[order], list(writers), side="left")
+            ends = np.searchsorted(parts[order], list(writers), side="right")
+            for (writer, _, rows), lo, hi in zip(writers.values(), bounds, ends, strict=True):
+                mine = order[lo:hi]  # [k] this part's rows of the chunk, ascending
+                writer.append(_arrays(rows, start + mine, X[mine]))
+        refs |= {part: writer.commit(ids_hash) for part, (writer, ids_hash, _) in writers.items()}
+
+    n_test = int(np.sum(part_of == TEST_PART))
+    if TEST_PART in refs:
+        store.commit_head(TEST, 0, {"data": refs.pop(TEST_PART), "n": n_test})
+    trusted = (config.model.name,)  # the caller's own config names it
+    jobs = [
+        ShardJob(job.url, store.storage_options, shard, 0, 1, refs[shard], [], trusted)
+        for shard in sorted(refs)
+    ]
+    counts = np.bincount(index.y, minlength=index.num_classes)  # [C]
+    # inferred as the largest label + 1, a gap is likely a mistake; declared, it is meant
+    empty = [] if config.data.num_classes else np.flatnonzero(counts == 0).tolist()
+    return Ingested(jobs=jobs, n_train=len(index) - n_test, n_test=n_test, empty_classes=empty)
+
+
+def source_location(source: str) -> str:
+    """``data.source`` as a job elsewhere must read it: a relative local path made absolute
+    here, since a worker's working directory is not the caller's."""
+    return resolve_source(source)
+
+
+def _parts(config: Config, index: SourceIndex) -> np.ndarray:
+    """Each point's part: the test side by a keyed hash of its ID, else its shard."""
+    is_test = split_mask(index.ids, config.sisa.seed, config.data.test_fraction)  # [n] bool
+    train = np.flatnonzero(~is_test)  # [t]
+    shard_of, _ = place(config.sisa, _arrays(index, train))
+    part_of = np.full(len(index), TEST_PART, dtype=np.int64)  # [n]
+    part_of[train] = shard_of
+    return part_of
+
+
+def _arrays(
+    index: SourceIndex, rows: np.ndarray, X: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The stored arrays of some source rows (with their features ``X``, if given)."""
+    arrays = {"ids": index.ids[rows], "y": index.y[rows]}
+    for name, values in (("groups", index.groups), ("risk", index.risk)):
+        if values is not None:
+            arrays[name] = values[rows]
+    if X is not None:
+        arrays["X"] = X.astype(index.x_dtype, copy=False)
+    return arrays
+
+
+def _kind(values: np.ndarray | None) -> str | None:
+    if values is None:
+        return None
+    return "int" if values.dtype.kind in "iu" else "str"
+
+
+def _intent_info(index: SourceIndex, data_hash: str) -> dict[str, Any]:
+    return {
+        "data_hash": data_hash,
+        "input_shape": list(index.feature_shape),
+        "num_classes": index.num_classes,
+        "x_dtype": str(index.x_dtype),
+        "id_kind": _kind(index.ids),
+        "group_kind": _kind(index.groups),
+    }
+
+
+def check_existing(
+    store: SisaStore, config: Config, index: SourceIndex, data_hash: str, overwrite: bool
+) -> bytes | None:
+    """Refuse anything that would lose data or undo a deletion; then clear if asked.
+
+    Returns the salt to keep when an overwrite clears a store with a deletion history.
+    """
+    foreign = store.foreign_files()
+    if foreign:
+        raise StoreStateError(
+            f"{store.url} holds files that are not part of a store ({foreign[0]}, ...); "
+            "choose an empty location"
+        )
+    if store.intent() is None and store.has_history():
+        # The salt that ties the history to IDs went with the training record; training
+        # afresh would pair the history with a new salt, and an overwrite would erase it.
+        raise StoreStateError(
+            f"{store.url} holds a deletion history (journal, receipts, tombstones) but no "
+            "training record: clearing it for an overwrite was interrupted. Move the history "
+            "(journal/, batches/, receipts/, tombstones/) elsewhere to keep it as a record, "
+            "then train again"
+        )
+    if overwrite:
+        if store.intent() is None:
+            store.delete_store()
+            return None
+        from sisa.store.journal import Journal
+
+        pending = Journal(store).open_requests()
+        if pending:
+            raise StoreStateError(
+                f"{len(pending)} deletion request(s) on {store.url} are not processed yet; "
+                "run 'sisa process' before retraining over this store"
+            )
+        _refuse_resurrection(store, index)
+        salt = store.salt()
+        if store.fs.atomic_create:  # not while a deletion batch runs
+            with Lease(store.fs, PROCESS_LOCK, store.config().deletion.lease_s):
+                store.delete_training()
+        else:
+            store.delete_training()
+        return salt
+    if store.meta() is not None:
+        raise StoreStateError(
+            f"{store.url} is already trained; pass --overwrite (overwrite=True) to retrain it"
+        )
+    intent = store.intent()
+    if intent is not None and intent["training_hash"] != config.training_hash():
+        raise StoreStateError(
+            f"{store.url} holds an unfinished training with another config; "
+            "pass --overwrite (overwrite=True) to start over"
+        )
+    if intent is not None and intent["data_hash"] != data_hash:
+        raise StoreStateError(
+            f"{store.url} holds an unfinished training over other data (IDs, labels, groups, "
+            "risk or features differ); resuming would mix the two: pass --overwrite "
+            "(overwrite=True) to start over"
+        )
+    return None
+
+
+def _refuse_resurrection(store: SisaStore, index: SourceIndex) -> None:
+    """Retraining over a store must not bring back points it was asked to forget, nor a
+    group it deleted (``sisa.store.tombstones``). The rest of a partly deleted group is welcome:
+    deleting some of a group's points never deleted the group."""
+    from sisa.store.journal import Journal, deleted_or_requested
+    from sisa.store.tombstones import deleted_groups
+
+    deleted, _ = deleted_or_requested(store)
+    deleted |= {e.hash for r in Journal(store).all_requests() for e in r.entries}
+    if deleted:
+        back = sum(h in deleted for h in salted_hashes(store.salt(), index.ids))
+        if back:
+            raise StoreStateError(
+                f"the source data holds {back} point(s) that were forgotten from {store.url}; "
+                "remove them from the source before retraining over this store"
+            )
+    if index.groups is None:
+        return
+    gone = deleted_groups(store)
+    if gone:
+        hashes = salted_hashes(store.salt(), np.unique(index.groups))
+        if back := sum(h in gone for h in hashes):
+            raise StoreStateError(
+                f"the source data holds {back} group(s) that were forgotten from {store.url} "
+                "(every point of them was deleted); remove their points from the source "
+                "before retraining over this store"
+            )

@@ -1,0 +1,130 @@
+"""Training a store from scratch: data in, one committed generation per shard out.
+
+Order of writes: ``config.json`` (the intent) first, then the test data and each shard's
+data (the ingest job, ``sisa.training.ingest``), then the shard jobs (each commits its stages and
+its head), and ``STORE.json`` last. The data reach the shard jobs through the store; on an
+executor that runs jobs elsewhere (Ray), this process never holds the dataset.
+A store without ``STORE.json`` is unfinished; calling ``train`` again with the same config
+and data resumes it from the last committed stage of every shard.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sisa.config import Config
+from sisa.data.dataset import Dataset, _examples, load_source, split_train_test
+from sisa.data.partition import place
+from sisa.data.risk import with_risk
+from sisa.deletion.cost import calibration_totals
+from sisa.store.artifacts import SisaStore
+from sisa.training.factories import check_factory
+from sisa.training.ingest import IngestJob, run_ingest_job, source_location
+from sisa.training.jobs import Executor, ShardResult, preflight, run_jobs, run_shard_job
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainReport:
+    url: str
+    shards: list[ShardResult]  # the shards this call trained (all but the resumed_shards)
+    n_train: int
+    n_test: int
+    seconds: float
+    # a rerun after an interruption: shards committed by an earlier call, not trained again
+    resumed_shards: list[int] = field(default_factory=list)
+    empty_classes: list[int] = field(default_factory=list)  # labels no point carries
+
+    @property
+    def resumed(self) -> bool:
+        """This call finished a training that an earlier, interrupted call started."""
+        return bool(self.resumed_shards) or any(r.resumed for r in self.shards)
+
+
+def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
+    """Load, validate and split the data and lay out the shards, in memory; writes
+    nothing. ``train`` streams the same split and layout into the store instead."""
+    dataset = load_source(
+        config.data.source, config.data.n, config.sisa.seed, config.data.num_classes
+    )
+    train_ds, test_ds = split_train_test(dataset, config.sisa.seed, config.data.test_fraction)
+    train_ds = with_risk(config.sisa, train_ds)  # stored with the points: placement reads it
+    shard_of, _ = place(config.sisa, train_ds.to_arrays())
+    return train_ds, test_ds, shard_of
+
+
+def empty_classes_warning(empty: list[int]) -> str:
+    """Labels with gaps (say 0 and 5) make a model with outputs no point ever trains."""
+    return (
+        f"classes {_examples(empty)} have no point in the data; the model still has an output "
+        "for each (up to the largest label), which no point trains: relabel the data to "
+        "0..C-1 without gaps, or set data.num_classes if the classes are meant to exist"
+    )
+
+
+def train(
+    config: Config,
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    executor: Executor | None = None,
+    overwrite: bool = False,
+) -> TrainReport:
+    """Train every shard slice by slice into the store at ``url``."""
+    started = time.perf_counter()
+    preflight(executor, config.resources)  # no GPU where one is asked: before any write
+    check_factory(config.model, trusted=(config.model.name,))  # importable: before any write
+    store = SisaStore(url, storage_options)
+    # what the store keeps is the source resolved here: later commands, run from any
+    # folder or node, read the same file
+    data = config.data.model_copy(update={"source": source_location(config.data.source)})
+    config = config.model_copy(update={"data": data})
+    ingest = IngestJob(url, store.storage_options, config.stored(), overwrite)
+    (ingested,) = run_jobs(
+        executor,
+        run_ingest_job,
+        [ingest],
+        resources=config.resources.for_data(),
+        units=0,
+        desc="ingest",
+    )
+    jobs = ingested.jobs
+    if ingested.empty_classes:
+        warnings.warn(empty_classes_warning(ingested.empty_classes), stacklevel=2)
+    results = run_jobs(
+        executor,
+        run_shard_job,
+        jobs,
+        resources=config.resources,
+        units=len(jobs) * config.sisa.slices,
+        desc="train",
+    )
+    # where the shards trained (the workers, not necessarily this process); every shard
+    # records its own in each stage
+    head = results[0].head if results else store.shard_head(0).body  # all committed earlier
+    fingerprint = head["stages"][-1]["fingerprint"]
+    store.write_meta(
+        {
+            "fingerprint": fingerprint,
+            "trained_at": time.time(),
+            "n_train": ingested.n_train,
+            "n_test": ingested.n_test,
+            "train_samples": sum(r.samples for r in results),  # calibrates the cost model
+            "train_seconds": sum(r.seconds for r in results),
+            **{f"train_{k}": v for k, v in calibration_totals(results).items()},
+        }
+    )
+    committed = sorted(set(range(config.sisa.shards)) - {j.shard for j in jobs})
+    return TrainReport(
+        url=url,
+        shards=results,
+        n_train=ingested.n_train,
+        n_test=ingested.n_test,
+        seconds=time.perf_counter() - started,
+        resumed_shards=committed,
+        empty_classes=ingested.empty_classes,
+    )

@@ -1,0 +1,218 @@
+"""Deterministic staged training of one shard.
+
+The determinism contract. A shard's weights after stage r are a function of
+(config, shard index, the IDs/features/labels of its slices 1..r) alone:
+
+* Initialisation draws from a generator seeded by (seed, shard) only.
+* Stage r trains on slices 1..r, starting from the state after stage r-1.
+* Each pass orders the stage's points by a keyed hash of (seed, shard, stage, epoch, ID);
+  a point's place relative to another never depends on a third, so removing a point
+  leaves the order of the rest intact.
+* Every draw inside a step (dropout) comes from an RNG seeded by the step's position
+  (seed, shard, stage, epoch, step) under ``fork_rng``; global RNG state is never read.
+* The optimizer state (momentum, Adam moments, step counts) and the counters travel with
+  every checkpoint, so resuming from a checkpoint equals never having stopped.
+* The process is configured by ``sisa.training.environment.configure`` before anything touches
+  CUDA (deterministic algorithms, no cuDNN benchmarking or TF32, a deterministic cuBLAS
+  workspace, a fixed thread count); every checkpoint records the environment's
+  fingerprint, and bitwise equality is promised only within one fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sisa.config import Config
+from sisa.faults import crash_point
+from sisa.ids import fingerprints, hash_order, id_set_hash, seed_from
+from sisa.training.environment import configure
+from sisa.training.models import build_model
+from sisa.training.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
+
+
+@dataclass(frozen=True)
+class ShardData:
+    """One shard's retained points, with each point's slice (0-based)."""
+
+    ids: np.ndarray  # [n] int64 or str
+    X: np.ndarray  # [n, *feature_shape] float32 or uint8
+    y: np.ndarray  # [n] int64
+    slice: np.ndarray  # [n] int64 in [0, R)
+    fps: np.ndarray = field(init=False)  # [n] uint64 ID fingerprints
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fps", fingerprints(self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def stage_rows(self, stage: int) -> np.ndarray:
+        """Rows trained on in (1-based) stage ``stage``: slices 1..stage. -> [m] int64."""
+        return np.flatnonzero(self.slice < stage)
+
+    def ids_hash(self, stage: int) -> str:
+        """Hash of the set of IDs that stage ``stage`` trains on."""
+        return id_set_hash(self.ids[self.stage_rows(stage)])
+
+
+@dataclass
+class TrainState:
+    """A shard model in training, with everything needed to resume it exactly."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    stage: int = 0  # last completed stage
+    step: int = 0  # optimizer steps taken in total
+    samples: int = 0  # samples trained on in total
+
+
+def _optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    o = config.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+    return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+
+def fresh_state(
+    config: Config,
+    shard: int,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    trusted: Collection[str] = (),
+) -> TrainState:
+    """A newly initialised model, seeded by (seed, shard) alone."""
+    configure(config.resources.threads, config.resources.device)  # before any CUDA work
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_from(config.sisa.seed, "init", shard))
+        model = build_model(config.model, input_shape, num_classes, trusted)
+    # "cuda" is the current device: inside a Ray task, the GPU Ray assigned to it
+    model = model.to(torch.device(config.resources.device))
+    return TrainState(model=model, optimizer=_optimizer(config, model))
+
+
+def restore_state(
+    config: Config,
+    shard: int,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    weights: dict[str, torch.Tensor],
+    extra: dict[str, Any],
+    trusted: Collection[str] = (),
+) -> TrainState:
+    """Rebuild the state saved by ``checkpoint_payload``."""
+    state = fresh_state(config, shard, input_shape, num_classes, trusted)
+    state.model.load_state_dict(weights)
+    state.optimizer.load_state_dict(extra["optimizer"])
+    state.stage, state.step, state.samples = extra["stage"], extra["step"], extra["samples"]
+    return state
+
+
+def checkpoint_payload(state: TrainState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(weights, optimizer state and counters) to store after a stage."""
+    weights = {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
+    extra = {
+        "optimizer": state.optimizer.state_dict(),
+        "stage": state.stage,
+        "step": state.step,
+        "samples": state.samples,
+    }
+    return weights, extra
+
+
+def state_digest(obj: Any) -> str:
+    """sha256 over a nested optimizer state / counters structure, tensors bit for bit."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key in sorted(value, key=repr):
+                feed(key)
+                feed(value[key])
+            digest.update(b"}")
+        elif isinstance(value, list | tuple):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed(obj)
+    return digest.hexdigest()
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _seed_step(device: torch.device, seed: int) -> None:
+    """Seed the generators a step may draw from (``torch.manual_seed`` minus its overhead)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+
+
+def train_stage(
+    state: TrainState,
+    data: ShardData,
+    config: Config,
+    shard: int,
+    stage: int,
+    on_step: Callable[[], None] | None = None,
+) -> None:
+    """Train ``state`` through (1-based) ``stage`` on slices 1..stage, in place."""
+    if stage != state.stage + 1:
+        raise ValueError(f"stage {stage} must follow the state's stage {state.stage}")
+    seed = config.sisa.seed
+    device = next(state.model.parameters()).device
+    rows = data.stage_rows(stage)  # [m]
+    samples = stage_samples(stage_epochs(config.sisa), len(rows))
+    state.model.train()
+    for epoch, length in enumerate(epoch_lengths(samples, len(rows))):
+        order = rows[hash_order(data.fps[rows], seed, "order", shard, stage, epoch)][:length]
+        for step, (lo, hi) in enumerate(batch_bounds(length, config.optim.batch_size)):
+            idx = order[lo:hi]  # [B]
+            xb = torch.from_numpy(data.X[idx]).to(device=device, dtype=torch.float32)
+            yb = torch.from_numpy(data.y[idx]).to(device)  # [B]
+            with torch.random.fork_rng(devices=_cuda_devices(device)):
+                _seed_step(device, seed_from(seed, "step", shard, stage, epoch, step))
+                state.optimizer.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(state.model(xb), yb)
+                loss.backward()
+                state.optimizer.step()
+            state.step += 1
+            state.samples += len(idx)
+            if on_step is not None:
+                on_step()
+            if epoch == step == 0:  # the stage has moved the model; its checkpoint is not out
+                crash_point("mid-stage")
+    state.stage = stage
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Class probabilities of one model. [n, *f] -> [n, C] float32."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for lo in range(0, len(X), batch_size):
+        xb = torch.from_numpy(np.ascontiguousarray(X[lo : lo + batch_size])).to(
+            device=device, dtype=torch.float32
+        )
+        out.append(torch.softmax(model(xb), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
