@@ -24,8 +24,9 @@ from benchmarks.report import median, timed
 from benchmarks.stores import QUIET, copy_store, training_layout
 from sisa.config import build_config
 from sisa.deletion.accept import Acceptance, accept
-from sisa.deletion.batch import BatchPlan, BatchReport, pending_plan, process
+from sisa.deletion.batch import BatchReport, process
 from sisa.deletion.cost import calibration, paper_batched_points
+from sisa.deletion.plan import BatchPlan, pending_plan
 from sisa.store.artifacts import SisaStore
 from sisa.training.jobs import PHASES, ShardResult
 from sisa.training.train import train

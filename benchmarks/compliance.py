@@ -21,7 +21,8 @@ from sisa.deletion import compliance
 from sisa.deletion.accept import Acceptance, accept
 from sisa.deletion.batch import process
 from sisa.serving.ensemble import Ensemble
-from sisa.store.artifacts import TEST, SisaStore
+from sisa.store.artifacts import SisaStore
+from sisa.store.layout import TEST_PREFIX
 
 
 def check_compliant(old: Ensemble, new: Ensemble, store: SisaStore, acc: Acceptance) -> None:
@@ -42,7 +43,7 @@ def bench_compliance(url: str, repeats: int, rng: np.random.Generator) -> dict[s
     """``repeats`` single-ID requests, each accepted, served and then processed."""
     store = SisaStore(url)
     cfg = store.config().sisa
-    test = store.read_data(store.latest_head(TEST).data)  # type: ignore[union-attr]
+    test = store.read_data(store.latest_head(TEST_PREFIX).data)  # type: ignore[union-attr]
     row = test["X"][:1]
     victims = rng.choice(training_layout(url).ids, repeats, replace=False).tolist()
     ensemble = Ensemble.load(store)

@@ -86,13 +86,13 @@ def stage_weights(url: str) -> list[list[str]]:
     """sha256 of every stage's weights, per shard."""
     store = SisaStore(url)
     shards = store.config().sisa.shards
-    return [[r["weights_sha256"] for r in store.shard_head(k).stages] for k in range(shards)]
+    return [[r.weights_sha256 for r in store.shard_head(k).stages] for k in range(shards)]
 
 
 def stage_fingerprints(url: str) -> list[dict[str, Any]]:
     store = SisaStore(url)
     shards = store.config().sisa.shards
-    return [r["fingerprint"] for k in range(shards) for r in store.shard_head(k).stages]
+    return [r.fingerprint for k in range(shards) for r in store.shard_head(k).stages]
 
 
 def one_id_per_shard(url: str, seed: int = 0) -> list[int]:

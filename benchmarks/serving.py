@@ -71,7 +71,8 @@ from benchmarks.serving_report import reading, render
 from benchmarks.stores import train_store
 from sisa.config import build_config
 from sisa.serving.predictor import Predictor
-from sisa.store.artifacts import TEST, SisaStore
+from sisa.store.artifacts import SisaStore
+from sisa.store.layout import TEST_PREFIX
 
 GOAL_S = 0.050  # the project's goal: p99 of a one-row prediction
 BATCHES = (1, 16, 256, MAX_ROWS)  # rows per request in the throughput phase
@@ -136,7 +137,7 @@ def bench_store(name: str, url: str, port: int, token: str, sizes: Sizes) -> dic
         | LIMITS,
     ).serving
     store = SisaStore(url)
-    test_x = store.read_data(store.latest_head(TEST).data)["X"]  # type: ignore[union-attr]
+    test_x = store.read_data(store.latest_head(TEST_PREFIX).data)["X"]  # type: ignore[union-attr]
     test_x = test_x.reshape(len(test_x), -1).astype(np.float32)
     rows = test_x[:256]
     t0 = time.perf_counter()

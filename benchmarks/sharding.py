@@ -38,8 +38,9 @@ from sisa.config import Config, build_config
 from sisa.data.dataset import synthetic_purchase
 from sisa.data.partition import risk_tiers
 from sisa.deletion.accept import accept
-from sisa.deletion.batch import pending_plan, process
+from sisa.deletion.batch import process
 from sisa.deletion.cost import expected_cost, layout_table, paper_batched_points, retrain_samples
+from sisa.deletion.plan import pending_plan
 from sisa.evidence.status import evaluate
 from sisa.ids import fingerprints, unit_interval
 from sisa.store.artifacts import SisaStore

@@ -66,7 +66,7 @@ def train_once(config: Any, executor: Any, sisa: bool) -> dict[str, Any]:
         "slowest_job_s": max(r.seconds for r in shards),
         "phases_s": {p: sum(r.phases[p] for r in shards) for p in PHASES},
         "samples": sum(r.samples for r in shards),
-        "steps": sum(r.head["stages"][-1]["step"] for r in shards),
+        "steps": sum(r.head.stages[-1].step for r in shards),
         "n_train": report.n_train,
         "task_peak_bytes": max(r.peak_rss_bytes for r in shards),
         "new_workers": None if before is None or after is None else after - before,

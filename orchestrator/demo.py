@@ -14,15 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.executors import InProcessExecutor
-from sisa.config import Config, build_config
-from sisa.deletion.accept import accept
-from sisa.deletion.batch import process
-from sisa.evidence.audit import audit
-from sisa.evidence.status import evaluate
-from sisa.evidence.verify import verify
-from sisa.store.artifacts import SisaStore
-from sisa.training.train import train
-from sisa.training.trainer import configure
+from sisa import (
+    Config,
+    SisaStore,
+    accept,
+    audit,
+    build_config,
+    configure,
+    evaluate,
+    process,
+    train,
+    verify,
+)
 
 DEMO_CONFIG = {
     "data": {"source": "digits", "test_fraction": 0.2},

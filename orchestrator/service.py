@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sisa.deletion.batch import BatchReport, pending_plan, process
+from sisa.deletion.batch import BatchReport, process
 from sisa.deletion.cost import Decision, should_start
+from sisa.deletion.plan import pending_plan
 from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal
 from sisa.training.jobs import Executor

@@ -22,26 +22,39 @@ _EXPORTS = {
     "DataError": "sisa.data.dataset",
     "Dataset": "sisa.data.dataset",
     "Ensemble": "sisa.serving.ensemble",
+    "EvidenceError": "sisa.evidence.forgetting",
     "InputError": "sisa.serving.ensemble",
+    "Journal": "sisa.store.journal",
     "NoModelError": "sisa.serving.ensemble",
     "Prediction": "sisa.serving.predictor",
     "Predictor": "sisa.serving.predictor",
+    "RequestStatus": "sisa.deletion.lifecycle",
     "SisaStore": "sisa.store.artifacts",
     "StoreStateError": "sisa.store.artifacts",
     "UnknownIDError": "sisa.deletion.accept",
-    "RequestStatus": "sisa.deletion.lifecycle",
+    "UnknownRequestError": "sisa.store.journal",
     "accept": "sisa.deletion.accept",
     "audit": "sisa.evidence.audit",
     "build_config": "sisa.config",
+    "check_factory": "sisa.training.factories",
+    "configure": "sisa.training.environment",
+    "damaged_entries": "sisa.deletion.lifecycle",
     "evaluate": "sisa.evidence.status",
     "forget": "sisa.deletion.accept",
+    "forgetting_evidence": "sisa.evidence.forgetting",
     "load_config": "sisa.config",
+    "parse_assignments": "sisa.config",
+    "pending_plan": "sisa.deletion.plan",
     "plan_forget": "sisa.deletion.accept",
     "process": "sisa.deletion.batch",
+    "repair_tombstones": "sisa.store.tombstones",
     "request_status": "sisa.deletion.lifecycle",
+    "request_statuses": "sisa.deletion.lifecycle",
     "status": "sisa.evidence.status",
     "train": "sisa.training.train",
+    "typed_ids": "sisa.ids",
     "verify": "sisa.evidence.verify",
+    "wait_purged": "sisa.deletion.accept",
 }
 
 __all__ = [  # the keys of _EXPORTS, spelt out for linters and type checkers
@@ -50,40 +63,65 @@ __all__ = [  # the keys of _EXPORTS, spelt out for linters and type checkers
     "DataError",
     "Dataset",
     "Ensemble",
+    "EvidenceError",
     "InputError",
+    "Journal",
     "NoModelError",
     "Prediction",
     "Predictor",
+    "RequestStatus",
     "SisaStore",
     "StoreStateError",
     "UnknownIDError",
-    "RequestStatus",
+    "UnknownRequestError",
     "accept",
     "audit",
     "build_config",
+    "check_factory",
+    "configure",
+    "damaged_entries",
     "evaluate",
     "forget",
+    "forgetting_evidence",
     "load_config",
+    "parse_assignments",
+    "pending_plan",
     "plan_forget",
     "process",
+    "repair_tombstones",
     "request_status",
+    "request_statuses",
     "status",
     "train",
+    "typed_ids",
     "verify",
+    "wait_purged",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
-    from sisa.config import Config, ConfigError, build_config, load_config
+    from sisa.config import Config, ConfigError, build_config, load_config, parse_assignments
     from sisa.data.dataset import DataError, Dataset
-    from sisa.deletion.accept import UnknownIDError, accept, forget, plan_forget
+    from sisa.deletion.accept import UnknownIDError, accept, forget, plan_forget, wait_purged
     from sisa.deletion.batch import process
-    from sisa.deletion.lifecycle import RequestStatus, request_status
+    from sisa.deletion.lifecycle import (
+        RequestStatus,
+        damaged_entries,
+        request_status,
+        request_statuses,
+    )
+    from sisa.deletion.plan import pending_plan
     from sisa.evidence.audit import audit
+    from sisa.evidence.forgetting import EvidenceError, forgetting_evidence
     from sisa.evidence.status import evaluate, status
     from sisa.evidence.verify import verify
+    from sisa.ids import typed_ids
     from sisa.serving.ensemble import Ensemble, InputError, NoModelError
     from sisa.serving.predictor import Prediction, Predictor
     from sisa.store.artifacts import SisaStore, StoreStateError
+    from sisa.store.journal import Journal, UnknownRequestError
+    from sisa.store.tombstones import repair_tombstones
+    from sisa.training.environment import configure
+    from sisa.training.factories import check_factory
     from sisa.training.train import train
 
 

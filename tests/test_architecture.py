@@ -1,5 +1,6 @@
-"""The architecture, checked: no import cycles anywhere in the project, and imports that go
-one way between the layers (storage <- sisa <- orchestrator); sisa never imports Ray.
+"""The architecture, checked: no import cycles anywhere in the project; imports that go one
+way between the layers (storage <- sisa <- orchestrator) and between the rooms of sisa;
+sisa never imports Ray; only the store's own module touches its bytes.
 Every import counts, at module level or inside a function; only ``if TYPE_CHECKING:``
 blocks (annotations) are left out."""
 
@@ -47,3 +48,86 @@ def test_sisa_never_imports_ray():
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [n for n in names if n == "ray" or n.startswith("ray.")], path
+
+
+# The rooms of sisa, and the rooms each may import. The base modules (config, ids, faults)
+# import no room; training never imports deletion code; evidence may read everything.
+ROOMS: dict[str, set[str]] = {
+    "base": set(),
+    "store": {"base"},
+    "data": {"base"},
+    "training": {"base", "store", "data"},
+    "deletion": {"base", "store", "data", "training"},
+    "serving": {"base", "store", "data", "training", "deletion"},
+    "evidence": {"base", "store", "data", "training", "deletion", "serving"},
+}
+
+
+def room_of(module: str) -> str | None:
+    """The room of a module of sisa (``sisa.deletion.batch`` -> deletion), ``base`` for a
+    top-level module; None for the package itself, whose exports name every room."""
+    parts = module.split(".")
+    if parts == ["sisa"]:
+        return None
+    return parts[1] if parts[1] in ROOMS else "base"
+
+
+def room_violations(edges: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module, deps in sorted(edges.items()):
+        if not module.startswith("sisa") or (room := room_of(module)) is None:
+            continue
+        for dep in sorted(d for d in deps if d.startswith("sisa")):
+            other = room_of(dep)
+            if other is not None and other != room and other not in ROOMS[room]:
+                out.append(f"{module} ({room}) imports {dep} ({other})")
+    return out
+
+
+def test_every_module_of_sisa_is_in_a_room():
+    top = {p.stem for p in (ROOT / "sisa").glob("*.py")} - {"__init__"}
+    rooms = {p.name for p in (ROOT / "sisa").iterdir() if (p / "__init__.py").exists()}
+    assert top == {"config", "ids", "faults"}
+    assert rooms == set(ROOMS) - {"base"}
+
+
+def test_rooms_import_only_the_rooms_below_them(project):
+    assert project["sisa.training.train"]  # the graph sees the rooms' imports
+    assert room_violations(project) == []
+
+
+def test_the_room_check_finds_a_violation():
+    edges = {"sisa.training.train": {"sisa.deletion.cost", "sisa.store.layout", "sisa.config"}}
+    assert room_violations(edges) == [
+        "sisa.training.train (training) imports sisa.deletion.cost (deletion)"
+    ]
+
+
+def fs_reach_ins(path: Path) -> list[int]:
+    """Lines where code reads the ``fs`` attribute of something other than ``self``."""
+    tree = ast.parse(path.read_text())
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and n.attr == "fs"
+        and not (isinstance(n.value, ast.Name) and n.value.id == "self")
+    ]
+
+
+def test_only_the_store_module_touches_the_bytes():
+    """``SisaStore`` owns the paths and the bytes; the rest of the project goes through it."""
+    owner = ROOT / "sisa" / "store" / "artifacts.py"
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for package in ("sisa", "orchestrator", "benchmarks")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != owner and (lines := fs_reach_ins(path))
+    }
+    assert found == {}
+
+
+def test_the_reach_in_check_finds_one(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f(store):\n    return store.fs.walk('')\n\nself.fs = 1\n")
+    assert fs_reach_ins(path) == [2]

@@ -167,13 +167,12 @@ def place(cfg: SisaConfig, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray
 
 @dataclass(frozen=True)
 class Located:
-    """Where each queried ID lives. ``part`` is a shard index, ``TEST`` or ``MISSING``."""
+    """Where each queried ID lives. ``part`` is a shard index, ``TEST_PART`` or ``MISSING``."""
 
     part: np.ndarray  # [q] int64
     row: np.ndarray  # [q] int64 row within that part, -1 when missing
 
 
-TEST = -1
 MISSING = -2
 
 

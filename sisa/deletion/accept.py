@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from sisa.data.partition import MISSING, TEST, Locator, place
+from sisa.data.partition import MISSING, Locator, place
 from sisa.deletion import compliance
 from sisa.deletion.batch import BatchReport, process
 from sisa.faults import crash_point
 from sisa.ids import ID, as_id_array, canonical_id, id_candidates, salted_hash
-from sisa.store.artifacts import TEST as TEST_PREFIX
-from sisa.store.artifacts import Head, SisaStore
+from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
 from sisa.store.journal import Entry, Journal, Request, covering_requests, deleted_or_requested
+from sisa.store.layout import TEST_PART, TEST_PREFIX
 from sisa.training.factories import check_factory
 from sisa.training.jobs import Executor, ShardResult
 from storage import LeaseHeldError, StorageError
@@ -51,7 +51,7 @@ class UnknownIDError(KeyError):
 class ForgetPlan:
     """What a request will do, decided before anything changes."""
 
-    to_remove: dict[int, list[ID]]  # part (shard, or TEST) -> IDs found there
+    to_remove: dict[int, list[ID]]  # part (shard, or TEST_PART) -> IDs found there
     slices: dict[int, list[int]]  # shard -> 0-based slice of each ID in to_remove
     already_deleted: list[ID]
     group_hash: str | None = None
@@ -96,7 +96,7 @@ def _heads(store: SisaStore, shards: int) -> dict[int, Head]:
     heads = {shard: store.shard_head(shard) for shard in range(shards)}
     test = store.latest_head(TEST_PREFIX)
     if test is not None:
-        heads[TEST] = test
+        heads[TEST_PART] = test
     return heads
 
 
@@ -123,9 +123,14 @@ def _part_ids(
 
 
 def plan_forget(
-    store: SisaStore, ids: list[object] | None = None, group: object | None = None
+    store: SisaStore | str,
+    ids: list[object] | None = None,
+    group: object | None = None,
+    *,
+    storage_options: StorageOptions = None,
 ) -> ForgetPlan:
     """Resolve a request into the points to remove; raise on bad input, change nothing."""
+    store = open_store(store, storage_options)
     store.require_trained()
     config, salt = store.config(), store.salt()
     if (ids is None or len(ids) == 0) == (group is None):
@@ -178,7 +183,7 @@ def plan_forget(
         rows = located.row[live & (located.part == part)]
         arrays = parts[part]
         to_remove[part] = arrays["ids"][rows].tolist()
-        if part != TEST:
+        if part != TEST_PART:
             _, slice_of = place(config.sisa, {k: v[rows] for k, v in arrays.items()})
             slices[part] = slice_of.tolist()
     return ForgetPlan(
@@ -224,25 +229,25 @@ def check_reason(
 
 
 def accept(
-    url: str,
+    store: SisaStore | str,
     ids: list[object] | None = None,
     *,
     group: object | None = None,
     reason: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    storage_options: StorageOptions = None,
 ) -> Acceptance:
     """Validate, journal and comply: when this returns, predictions no longer use the points.
 
     Retraining happens later, in ``sisa.deletion.batch.process`` (or ``forget``).
     """
-    store = SisaStore(url, storage_options)
+    store = open_store(store, storage_options)
     plan = plan_forget(store, ids, group)
     check_reason(reason, plan, group, store.salt(), (store.intent() or {}).get("id_kind", "int"))
     salt = store.salt()
     points: dict[str, tuple[int, ID]] = {}  # salted hash -> (part, ID), as the entries
     entries = []
     for part, v in sorted(plan.to_remove.items()):
-        slices = plan.slices[part] if part != TEST else [None] * len(v)
+        slices = plan.slices[part] if part != TEST_PART else [None] * len(v)
         for point, slice_ in zip(v, slices, strict=True):
             entries.append(Entry(salted_hash(salt, point), part, slice_))
             points[entries[-1].hash] = (part, point)
@@ -274,8 +279,8 @@ def accept(
             rolled_back=[],
             earlier_requests=earlier,
         )
-    removed = [p for h, (part, p) in points.items() if h in kept and part != TEST]
-    from_test = [p for h, (part, p) in points.items() if h in kept and part == TEST]
+    removed = [p for h, (part, p) in points.items() if h in kept and part != TEST_PART]
+    from_test = [p for h, (part, p) in points.items() if h in kept and part == TEST_PART]
     slices = {
         part: [e.slice for e in request.entries if e.part == part and e.slice is not None]
         for part in plan.slices
@@ -297,21 +302,24 @@ def accept(
 
 
 def wait_purged(
-    store: SisaStore,
+    store: SisaStore | str,
     request_id: str,
     executor: Executor | None = None,
     timeout: float | None = None,
     poll: float = 0.2,
+    *,
+    storage_options: StorageOptions = None,
 ) -> list[BatchReport]:
     """Process (or wait for the process that holds the store) until the request is purged."""
     from sisa.deletion import receipts
 
+    store = open_store(store, storage_options)
     seq = Journal(store).find(request_id).seq
     deadline = None if timeout is None else time.monotonic() + timeout
     reports = []
     while not receipts.exists(store, seq):
         try:
-            report = process(store.url, store.storage_options, executor=executor)
+            report = process(store, executor=executor)
             if report is not None:
                 reports.append(report)
             continue
@@ -324,26 +332,26 @@ def wait_purged(
 
 
 def forget(
-    url: str,
+    store: SisaStore | str,
     ids: list[object] | None = None,
     *,
     group: object | None = None,
     reason: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    storage_options: StorageOptions = None,
     executor: Executor | None = None,
 ) -> ForgetReport:
     """Forget points by ID, or every point of ``group``, and return once they are purged."""
     from sisa.deletion import receipts
 
     started = time.perf_counter()
-    store = SisaStore(url, storage_options)
+    store = open_store(store, storage_options)
     store.require_trained()
     check_factory(store.config().model)  # it retrains: refuse before journaling anything
-    accepted = accept(url, ids, group=group, reason=reason, storage_options=storage_options)
+    accepted = accept(store, ids, group=group, reason=reason)
     reports = []
     if accepted.request_id is None:  # nothing new; still finish what a crash left
         try:
-            report = process(url, storage_options, executor=executor)
+            report = process(store, executor=executor)
         except LeaseHeldError:  # a service is on it
             report = None
         reports = [report] if report else []

@@ -27,8 +27,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sisa.store.artifacts import SERVING, Head, SisaStore
+from sisa.store.artifacts import Head, SisaStore
 from sisa.store.journal import Journal, Request
+from sisa.store.layout import SERVING
+from sisa.store.records import StageRef
 from storage import DocumentExistsError
 
 KEEP_DOCS = 2  # a reader that listed just before a write still finds the one it chose
@@ -39,8 +41,14 @@ class ServedShard:
     shard: int
     generation: int  # of the shard's head
     stage: int  # checkpoint served: R = final, 1..R-1 = rolled back, 0 = left out
-    ref: dict[str, Any] | None  # the stage checkpoint's ref in the head; None when left out
+    ref: StageRef | None  # the stage checkpoint served; None when left out
     pending: list[int]  # open requests that hold this shard back
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> ServedShard:
+        shard, generation, stage, ref, pending = row
+        ref = StageRef.from_body(ref) if ref is not None else None
+        return cls(shard, generation, stage, ref, pending)
 
     @property
     def live(self) -> bool:
@@ -58,7 +66,8 @@ class ServingState:
         return {
             "through": self.through,
             "shards": [
-                [s.shard, s.generation, s.stage, s.ref, s.pending] for s in self.shards.values()
+                [s.shard, s.generation, s.stage, s.ref and s.ref.to_body(), s.pending]
+                for s in self.shards.values()
             ],
             "compliant_at": {str(k): v for k, v in sorted(self.compliant_at.items())},
             "written_at": time.time(),
@@ -69,7 +78,7 @@ class ServingState:
         body = head.body
         return cls(
             through=int(body["through"]),
-            shards={s[0]: ServedShard(*s) for s in body["shards"]},
+            shards={s[0]: ServedShard.from_row(s) for s in body["shards"]},
             compliant_at={int(k): float(v) for k, v in body["compliant_at"].items()},
             generation=head.generation,
         )
@@ -96,7 +105,7 @@ def compute(
         stage = min([config.sisa.slices, *touched])
         if head.body["n"] == 0:
             stage = 0  # an empty shard has nothing to contribute
-        if stage > 0 and head.stages[stage - 1].get("n") == 0:
+        if stage > 0 and head.stages[stage - 1].n == 0:
             stage = 0  # a rolled-back stage that trained on no point would only add noise
         ref = head.stages[stage - 1] if stage > 0 else None
         shards[shard] = ServedShard(shard, head.generation, stage, ref, [r.seq for r in holding])
@@ -140,7 +149,4 @@ def refresh(store: SisaStore) -> ServingState:
 
 
 def _prune(store: SisaStore, generation: int) -> None:
-    for name in store.fs.listdir(SERVING):
-        number = name[1:-5] if name[0] == "g" and name.endswith(".json") else ""
-        if number.isascii() and number.isdigit() and int(number) <= generation - KEEP_DOCS:
-            store.fs.delete(f"{SERVING}/{name}")
+    store.prune_heads(SERVING, below=generation - KEEP_DOCS + 1)

@@ -24,15 +24,12 @@ trains few samples per stage it writes, so a rate per sample alone would under-p
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
 
 from sisa.config import SisaConfig
-from sisa.training.jobs import PHASES, ShardResult
 from sisa.training.schedule import stage_epochs, stage_samples
 
 
@@ -146,13 +143,6 @@ class Calibration:
             + stages * self.seconds_per_stage
             + jobs * self.seconds_per_job
         )
-
-
-def calibration_totals(results: Sequence[ShardResult]) -> dict[str, Any]:
-    """What a run records for ``calibration`` beyond samples and seconds: its phases summed
-    over jobs, the stages it wrote, and its jobs."""
-    phases = {p: sum(r.phases.get(p, 0.0) for r in results) for p in PHASES}
-    return {"phases": phases, "stages": sum(len(r.trained) for r in results), "jobs": len(results)}
 
 
 def calibration(

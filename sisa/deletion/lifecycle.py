@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sisa.data.partition import TEST
 from sisa.deletion import compliance, receipts
-from sisa.store.artifacts import TEST as TEST_PREFIX
-from sisa.store.artifacts import SisaStore, shard_prefix
-from sisa.store.journal import Journal, Request, doc_path
+from sisa.store.artifacts import SisaStore, StorageOptions, open_store
+from sisa.store.journal import Journal, Request
+from sisa.store.layout import TEST_PART, part_prefix, request_path
 
 
 @dataclass(frozen=True)
@@ -43,15 +42,20 @@ class RequestStatus:
 def _applied(store: SisaStore, parts: set[int]) -> dict[int, int]:
     out = {}
     for part in parts:
-        head = store.latest_head(TEST_PREFIX if part == TEST else shard_prefix(part))
+        head = store.latest_head(part_prefix(part))
         out[part] = int(head.body.get("journal_seq", 0)) if head is not None else 0
     return out
 
 
 def request_statuses(
-    store: SisaStore, requests: list[Request] | None = None, with_receipts: bool = False
+    store: SisaStore | str,
+    requests: list[Request] | None = None,
+    with_receipts: bool = False,
+    *,
+    storage_options: StorageOptions = None,
 ) -> list[RequestStatus]:
     """The status of ``requests`` (all journaled requests by default), in order."""
+    store = open_store(store, storage_options)
     store.require_trained()
     journal = Journal(store)
     requests = journal.all_requests() if requests is None else requests
@@ -74,9 +78,9 @@ def request_statuses(
                 id=r.id,
                 seq=r.seq,
                 state=state,
-                points=sum(1 for e in r.entries if e.part != TEST),
-                test_points=sum(1 for e in r.entries if e.part == TEST),
-                shards=sorted(r.parts - {TEST}),
+                points=sum(1 for e in r.entries if e.part != TEST_PART),
+                test_points=sum(1 for e in r.entries if e.part == TEST_PART),
+                shards=sorted(r.parts - {TEST_PART}),
                 group=r.group is not None,
                 reason=r.reason,
                 accepted_at=r.accepted_at,
@@ -87,12 +91,15 @@ def request_statuses(
     return out
 
 
-def damaged_entries(store: SisaStore) -> list[str]:
+def damaged_entries(store: SisaStore | str, storage_options: StorageOptions = None) -> list[str]:
     """Store paths of the journal entries that cannot be read and that no void closes."""
-    return [doc_path(seq) for seq in Journal(store).damaged()]
+    return [request_path(seq) for seq in Journal(open_store(store, storage_options)).damaged()]
 
 
-def request_status(store: SisaStore, request_id: str) -> RequestStatus:
+def request_status(
+    store: SisaStore | str, request_id: str, *, storage_options: StorageOptions = None
+) -> RequestStatus:
     """One request's status, with its receipt once purged; UnknownRequestError if none."""
+    store = open_store(store, storage_options)
     request = Journal(store).find(request_id)
     return request_statuses(store, [request], with_receipts=True)[0]

@@ -18,23 +18,23 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sisa.data.partition import TEST
 from sisa.deletion.compliance import ServingState
-from sisa.store.artifacts import SisaStore, gen_dir, shard_prefix
-from sisa.store.journal import Journal, Request, receipt_path
-from storage import StorageError, read_doc, sha256_hex, write_doc
+from sisa.store.artifacts import SisaStore
+from sisa.store.journal import Journal, Request
+from sisa.store.layout import TEST_PART, head_path, receipt_path, shard_prefix
+from storage import StorageError, sha256_hex
 from storage.commit import canonical_json
 
 if TYPE_CHECKING:
-    from sisa.deletion.batch import BatchPlan
+    from sisa.deletion.plan import BatchPlan
 
 
 def exists(store: SisaStore, seq: int) -> bool:
-    return store.fs.exists(receipt_path(seq))
+    return store.exists(receipt_path(seq))
 
 
 def read(store: SisaStore, seq: int) -> dict[str, Any]:
-    return read_doc(store.fs, receipt_path(seq))
+    return store.read_doc(receipt_path(seq))
 
 
 def digest(body: dict[str, Any]) -> str:
@@ -51,24 +51,24 @@ def build(
     """The receipt body of ``request``, processed by the batch ``plan``."""
     planned = {s.shard: s for s in plan.shards}
     parts, retrained_at = [], []
-    for part in sorted(request.parts - {TEST}):
+    for part in sorted(request.parts - {TEST_PART}):
         head = store.shard_head(part)
         retrained_at.append(head.body.get("committed_at", 0.0))
         entry: dict[str, Any] = {
             "shard": part,
             "points": sum(1 for e in request.entries if e.part == part),
             "new_generation": head.generation,
-            "new_checkpoint": head.stages[-1]["state_hash"] if head.stages else None,
+            "new_checkpoint": head.stages[-1].state_hash if head.stages else None,
         }
         p = planned.get(part)
         if p is not None:
-            live = {head.data["dir"]} | {s["dir"] for s in head.stages}
+            live = {head.data.dir} | {s.dir for s in head.stages}
             entry |= {
                 "stages": list(range(p.start_stage, len(p.old_checkpoints) + 1)),
                 "old_generation": p.generation,
                 "old_checkpoint": p.old_checkpoints[-1] if p.old_checkpoints else None,
                 "purged": [d for d in p.old_dirs if d not in live]
-                + [f"{gen_dir(shard_prefix(part), p.generation)}.json"],
+                + [head_path(shard_prefix(part), p.generation)],
             }
         else:  # its points were gone already (a duplicate request): nothing retrained
             entry |= {"stages": [], "old_generation": None, "old_checkpoint": None, "purged": []}
@@ -81,7 +81,7 @@ def build(
         "ids": sorted(e.hash for e in request.entries),
         "group": request.group,
         "shards": parts,
-        "test_points": sum(1 for e in request.entries if e.part == TEST),
+        "test_points": sum(1 for e in request.entries if e.part == TEST_PART),
         "accepted_at": request.accepted_at,
         "compliant_at": state.compliant_at.get(request.seq, request.accepted_at),
         "retrained_at": max(retrained_at, default=request.accepted_at),
@@ -105,7 +105,7 @@ def append(store: SisaStore, body: dict[str, Any]) -> dict[str, Any]:
     before = [s for s in Journal(store).receipted() if s < seq]
     prev = digest(read(store, before[-1])) if before else None
     body = body | {"prev": prev, "purged_at": time.time()}
-    write_doc(store.fs, receipt_path(seq), body)
+    store.write_doc(receipt_path(seq), body)
     return body
 
 

@@ -51,26 +51,30 @@ import numpy as np
 import storage
 from sisa.data.partition import place
 from sisa.deletion import compliance, receipts
-from sisa.deletion.batch import BatchPlan, batch_path, unfinished_batch
+from sisa.deletion.plan import BatchPlan, unfinished_batch
 from sisa.ids import fingerprints, id_candidates, salted_hash
-from sisa.store.artifacts import (
+from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
+from sisa.store.journal import Journal, Request
+from sisa.store.layout import (
+    HEAD_NAME,
     LOCKS,
     OWN_PATHS,
     SHARDS,
     STATE,
-    TEST,
+    TEST_PREFIX,
     TOMBSTONES,
     WEIGHTS,
-    SisaStore,
+    batch_path,
+    head_path,
+    receipt_path,
+    request_seq,
     shard_prefix,
 )
-from sisa.store.journal import Journal, Request, receipt_path
+from sisa.store.records import DataRef, StageRef
 from sisa.store.tombstones import legacy_groups
 from storage import MANIFEST, TEMP_PREFIX, StorageError
 
 TOMBS = TOMBSTONES + "/"
-_HEAD = re.compile(r"^g([0-9]{6,})\.json\Z")
-_JOURNAL = re.compile(r"^journal/r([0-9]{9})\.json\Z")
 _INT = re.compile(r"^(-?[1-9][0-9]{0,17}|0)\Z")  # an integer as str() writes it, within int64
 
 
@@ -103,10 +107,13 @@ class AuditReport:
 
 
 def audit(
-    url: str, storage_options: dict[str, Any] | None = None, *, expect_head: str | None = None
+    store: SisaStore | str,
+    storage_options: StorageOptions = None,
+    *,
+    expect_head: str | None = None,
 ) -> AuditReport:
-    """Check the claims of the module docstring on the store at ``url``."""
-    store = SisaStore(url, storage_options)
+    """Check the claims of the module docstring on ``store`` (a ``SisaStore`` or a URL)."""
+    store = open_store(store, storage_options)
     store.require_trained()
     return _Audit(store).run(expect_head)
 
@@ -128,16 +135,16 @@ class _Audit:
 
     def run(self, expect_head: str | None) -> AuditReport:
         self.config, self.salt = self.store.config(), self.store.salt()
-        files = self.store.fs.walk("")
+        files = self.store.files()
         parts: dict[str, list[str]] = defaultdict(list)
         npz = []
         for rel in files:
             top, name = rel.split("/")[0], rel.rsplit("/", 1)[-1]
             if top not in OWN_PATHS:
                 self.flag("foreign file", rel, "not written by a store", "warning")
-            elif top in (SHARDS, TEST):
-                parts["/".join(rel.split("/")[:2]) if top == SHARDS else TEST].append(rel)
-                if _HEAD.match(name):
+            elif top in (SHARDS, TEST_PREFIX):
+                parts["/".join(rel.split("/")[:2]) if top == SHARDS else TEST_PREFIX].append(rel)
+                if HEAD_NAME.match(name):
                     self.read_json(rel)
             elif name.startswith(TEMP_PREFIX):
                 self.flag("temp file", rel, "left by an interrupted write", "warning")
@@ -160,13 +167,13 @@ class _Audit:
         expected = {shard_prefix(k): k for k in range(self.config.sisa.shards)}
         heads = {}
         for prefix in sorted(parts.keys() | expected.keys()):
-            if prefix not in expected and prefix != TEST:
+            if prefix not in expected and prefix != TEST_PREFIX:
                 for rel in parts[prefix]:
                     self.flag("unreferenced artifact", rel, "not a part of this store")
                 continue
             try:
                 heads[prefix] = self.check_part(prefix, expected.get(prefix), parts[prefix])
-            except (KeyError, TypeError, AttributeError) as err:
+            except (KeyError, TypeError, AttributeError, ValueError) as err:
                 self.flag("malformed document", prefix, f"the head of {prefix}: {err!r}")
         if self.stale_groups:
             detail = (
@@ -183,7 +190,7 @@ class _Audit:
 
     def read_json(self, rel: str) -> None:
         try:
-            self.docs[rel] = storage.read_doc(self.store.fs, rel)  # checks its self-hash
+            self.docs[rel] = self.store.read_doc(rel)  # checks its self-hash
         except (StorageError, ValueError) as err:
             self.flag("tampered document", rel, str(err))
 
@@ -191,10 +198,10 @@ class _Audit:
         """The journal's requests, and which hashes are purged or pending."""
         self.requests: dict[int, Request] = {}
         for rel, body in self.docs.items():
-            if match := _JOURNAL.match(rel):
+            if (seq := request_seq(rel)) is not None:
                 try:
                     request = Request.from_body(body)
-                    if request.seq != int(match.group(1)):
+                    if request.seq != seq:
                         raise ValueError(f"it says it is request {request.seq}")
                     self.requests[request.seq] = request
                 except (KeyError, TypeError, ValueError) as err:
@@ -202,10 +209,10 @@ class _Audit:
         self.voided = {r.voids for r in self.requests.values() if r.voids is not None}
         self.unreadable: set[int] = set()  # journal entries that are damaged (or voided)
         for i, f in enumerate(self.findings):  # a damaged entry stands until it is voided
-            match = _JOURNAL.match(f.path)
-            if match and f.kind in ("tampered document", "malformed document"):
-                self.unreadable.add(int(match.group(1)))
-                if int(match.group(1)) in self.voided:
+            seq = request_seq(f.path)
+            if seq is not None and f.kind in ("tampered document", "malformed document"):
+                self.unreadable.add(seq)
+                if seq in self.voided:
                     self.findings[i] = Finding("voided journal entry", f.path, f.detail, "warning")
                 else:
                     detail = f"{f.detail}; its request cannot be processed: resubmit it, then "
@@ -215,7 +222,7 @@ class _Audit:
         receipted = set(self.receipted)
         done = [r for s, r in sorted(self.requests.items()) if s in receipted]
         self.open = [r for s, r in sorted(self.requests.items()) if s not in receipted]
-        heads = [(r, _HEAD.match(r[len(TOMBS) :])) for r in self.docs if r.startswith(TOMBS)]
+        heads = [(r, HEAD_NAME.match(r[len(TOMBS) :])) for r in self.docs if r.startswith(TOMBS)]
         gens = {int(m.group(1)): r for r, m in heads if m}
         latest = gens[max(gens)] if gens else ""
         tombs = self.docs.get(latest, {"entries": [], "groups": []})
@@ -302,7 +309,7 @@ class _Audit:
         if plan is None or match is None:
             return False
         generation = int(match.group(1))
-        if prefix == TEST:
+        if prefix == TEST_PREFIX:
             return plan.test_removed > 0 and generation >= head_generation - 1
         replaced = {shard_prefix(s.shard): s.generation for s in plan.shards}
         return prefix in replaced and generation >= replaced[prefix]
@@ -311,7 +318,7 @@ class _Audit:
         """How many deleted or requested IDs (or IDs ``among`` these) an .npz file outside
         live data holds."""
         try:
-            arrays = storage.decode_arrays(self.store.fs.read_bytes(rel))
+            arrays = storage.decode_arrays(self.store.read_bytes(rel))
         except ValueError as err:
             self.flag("unexpected file", rel, str(err), "warning")
             return 0
@@ -321,17 +328,18 @@ class _Audit:
         among = self.everything if among is None else among
         return sum(h in among for h in self.hashes(values))
 
-    def check_part(self, prefix: str, shard: int | None, files: list[str]) -> dict | None:
+    def check_part(self, prefix: str, shard: int | None, files: list[str]) -> Head | None:
         """A shard (or the test data): its latest head, what that references, and the rest."""
-        gens = [int(m.group(1)) for r in files if (m := _HEAD.match(r[len(prefix) + 1 :]))]
-        head_rel = f"{prefix}/g{max(gens):06d}.json" if gens else ""
-        head = self.docs.get(head_rel)
-        if head is None:
+        gens = [int(m.group(1)) for r in files if (m := HEAD_NAME.match(r[len(prefix) + 1 :]))]
+        head_rel = head_path(prefix, max(gens)) if gens else ""
+        body = self.docs.get(head_rel)
+        if body is None:
             if shard is not None or files:
                 self.flag("missing head", prefix, "no readable head: the part is not audited")
             return None
-        refs = [head["data"], *head.get("stages", [])]
-        live = {ref["dir"] + "/": self.manifest(ref, head_rel) for ref in refs}
+        head = Head(max(gens), body)
+        refs = [head.data, *head.stages]
+        live = {ref.dir + "/": self.manifest(ref, head_rel) for ref in refs}
         for rel in files:
             folder = next((d for d in live if rel.startswith(d)), None)
             name = rel.rsplit("/", 1)[-1]
@@ -350,21 +358,21 @@ class _Audit:
                 self.flag("temp file", rel, "left inside a live artifact", "warning")
             elif live[folder] and name != MANIFEST and name not in live[folder].files:
                 self.flag("unlisted file", rel, "in a live artifact but not in its manifest")
-        data = self.check_data(head["data"]["dir"], live[head["data"]["dir"] + "/"], shard)
+        data = self.check_data(head.data.dir, live[head.data.dir + "/"], shard)
         if data is not None:
-            self.check_stages(prefix, head["stages"], live, *data)
+            self.check_stages(prefix, head.stages, live, *data)
         return head
 
-    def manifest(self, ref: dict, head_rel: str) -> storage.Manifest | None:
+    def manifest(self, ref: DataRef | StageRef, head_rel: str) -> storage.Manifest | None:
         try:
-            manifest = storage.read_manifest(self.store.fs, ref["dir"])
+            manifest = self.store.manifest(ref.dir)
         except StorageError as err:
-            self.flag("corrupt artifact", ref["dir"], str(err))
+            self.flag("corrupt artifact", ref.dir, str(err))
             return None
-        if manifest.sha256 != ref["manifest"]:
-            self.flag("corrupt artifact", ref["dir"], f"not the manifest {head_rel} names")
+        if manifest.sha256 != ref.manifest:
+            self.flag("corrupt artifact", ref.dir, f"not the manifest {head_rel} names")
             return None
-        self.check_strings(f"{ref['dir']}/{MANIFEST}", manifest.meta)
+        self.check_strings(f"{ref.dir}/{MANIFEST}", manifest.meta)
         return manifest
 
     def check_data(self, rel: str, manifest: storage.Manifest | None, shard: int | None):
@@ -372,7 +380,7 @@ class _Audit:
         if manifest is None:
             return None  # reported with the manifest
         try:  # every file is read (and verified) once; only the IDs are decoded
-            files = {n: storage.read_file(self.store.fs, rel, n, manifest) for n in manifest.files}
+            files = {n: self.store.read_file(rel, n, manifest) for n in manifest.files}
             arrays = storage.decode_arrays(files["ids.npz"])
         except (KeyError, StorageError, ValueError) as err:
             self.flag("corrupt data", rel, repr(err))
@@ -393,47 +401,47 @@ class _Audit:
             return None
         return place(self.config.sisa, arrays)[1], fingerprints(ids)
 
-    def check_stages(self, prefix: str, stages: list, live: dict, slice_of, fps) -> None:
+    def check_stages(self, prefix: str, stages: list[StageRef], live: dict, slice_of, fps) -> None:
         if len(stages) != self.config.sisa.slices:
             self.flag("corrupt checkpoint", prefix, f"its head lists {len(stages)} stages")
         parent = None
         for r, ref in enumerate(stages, 1):
-            rel, manifest = ref["dir"], live[ref["dir"] + "/"]
+            rel, manifest = ref.dir, live[ref.dir + "/"]
             if manifest is None:  # reported with the manifest
-                parent = ref.get("state_hash")
+                parent = ref.state_hash
                 continue
             try:
-                raw = storage.read_file(self.store.fs, rel, WEIGHTS, manifest)
-                storage.decode_state(storage.read_file(self.store.fs, rel, STATE, manifest))
+                raw = self.store.read_file(rel, WEIGHTS, manifest)
+                storage.decode_state(self.store.read_file(rel, STATE, manifest))
                 weights, meta = storage.decode_weights(raw), manifest.meta
             except (StorageError, ValueError) as err:
                 self.flag("corrupt checkpoint", rel, repr(err))
-                parent = ref.get("state_hash")
+                parent = ref.state_hash
                 continue
             # the hash of the IDs stage r trained on, computed as sisa.ids.id_set_hash does
             trained_on = hashlib.sha256(np.sort(fps[slice_of < r]).tobytes()).hexdigest()
-            if not meta.get("ids_hash") == ref.get("ids_hash") == trained_on:
+            if not meta.get("ids_hash") == ref.ids_hash == trained_on:
                 self.flag("checkpoint trained on other points", rel, f"stage {r} of {prefix}")
             if (meta.get("stage"), meta.get("parent")) != (r, parent):
                 self.flag("broken lineage", rel, f"not stage {r} continuing stage {r - 1}")
             parent = storage.state_hash(weights)
-            if not meta.get("state_hash") == ref.get("state_hash") == parent:
+            if not meta.get("state_hash") == ref.state_hash == parent:
                 self.flag("corrupt checkpoint", rel, "its state hash is not its weights'")
 
-    def check_serving(self, heads: dict[str, dict | None]) -> None:
+    def check_serving(self, heads: dict[str, Head | None]) -> None:
         state = compliance.current(self.store)
         for k in range(self.config.sisa.shards):
             head, served = heads.get(shard_prefix(k)), state.shards.get(k)
             if head is None:
                 continue  # reported with the part
             ref = served.ref if served is not None else None
-            stages = {(s["dir"], s["manifest"]) for s in head["stages"]}
-            if served is None or ref is not None and (ref["dir"], ref["manifest"]) not in stages:
+            stages = {(s.dir, s.manifest) for s in head.stages}
+            if served is None or ref is not None and (ref.dir, ref.manifest) not in stages:
                 self.flag("serving a stale checkpoint", "serving", f"shard {k}: {ref}")
                 continue
-            applied = int(head.get("journal_seq", 0))
+            applied = int(head.body.get("journal_seq", 0))
             held = [s for r in self.open if r.seq > applied for s in r.slices(k)]
-            stage = ref["stage"] if ref is not None else 0
+            stage = ref.stage if ref is not None else 0
             if held and stage > min(held):
                 detail = f"shard {k} serves stage {stage}, trained on a pending point"
                 self.flag("serving a pending point", "serving", detail)

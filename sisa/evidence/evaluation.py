@@ -8,7 +8,6 @@ class's held-out test points). ``evidence`` returns flat, JSON-ready figures.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +52,6 @@ class Outputs:
 
     def loss(self, split: str) -> np.ndarray:
         return cross_entropy(*self.pair(split))
-
-
-def outputs_of(
-    predict: Callable[[np.ndarray], np.ndarray],
-    features: dict[str, np.ndarray],
-    labels: dict[str, np.ndarray],
-) -> Outputs:
-    """``Outputs`` of a model given as its predict-probabilities function."""
-    return Outputs({s: predict(X) for s, X in features.items()}, dict(labels))
 
 
 def _mia(out: Outputs, seed: int) -> dict[str, float | None]:

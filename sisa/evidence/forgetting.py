@@ -26,7 +26,8 @@ from sisa.evidence.evaluation import Outputs, evidence
 from sisa.evidence.status import status
 from sisa.ids import as_id_array
 from sisa.serving.ensemble import Ensemble
-from sisa.store.artifacts import TEST, SisaStore
+from sisa.store.artifacts import SisaStore, StorageOptions, open_store
+from sisa.store.layout import TEST_PREFIX
 from sisa.training.jobs import Executor
 
 
@@ -74,7 +75,7 @@ def _reference(store: SisaStore, folder: Path, executor: Executor | None) -> str
     from sisa.training.train import train
 
     config = store.config()
-    current, test = _current(store), store.read_data(store.latest_head(TEST).data)
+    current, test = _current(store), store.read_data(store.latest_head(TEST_PREFIX).data)
     data = {k: np.concatenate([current[k], test[k]]) for k in current if k in test}
     path = folder / "remaining.npz"
     np.savez(path, **data)
@@ -88,22 +89,22 @@ def _reference(store: SisaStore, folder: Path, executor: Executor | None) -> str
 
 
 def forgetting_evidence(
-    url: str,
+    store: SisaStore | str,
     forgotten: Sequence[object],
     *,
     source: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    storage_options: StorageOptions = None,
     executor: Executor | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """MIA and ToW figures of the store at ``url`` for the ``forgotten`` IDs, against a
-    reference trained from scratch on the store's current data."""
+    """MIA and ToW figures of ``store`` for the ``forgotten`` IDs, against a reference
+    trained from scratch on the store's current data."""
     if not forgotten:
         raise EvidenceError("name at least one forgotten ID")
-    store = SisaStore(url, storage_options)
+    store = open_store(store, storage_options)
     store.require_trained()
     config = store.config()
-    test_head = store.latest_head(TEST)
+    test_head = store.latest_head(TEST_PREFIX)
     if test_head is None or test_head.body["n"] == 0:
         raise EvidenceError("this store has no test data (data.test_fraction = 0)")
     current = _current(store)
@@ -117,7 +118,7 @@ def forgetting_evidence(
     with tempfile.TemporaryDirectory(prefix="sisa-reference-") as tmp:
         ref_url = _reference(store, Path(tmp), executor)
         theirs = Ensemble.load(SisaStore(ref_url))
-        identical = [s["weights_sha256"] for s in status(url, storage_options)["shards"]] == [
+        identical = [s["weights_sha256"] for s in status(store)["shards"]] == [
             s["weights_sha256"] for s in status(ref_url)["shards"]
         ]
         figures = evidence(

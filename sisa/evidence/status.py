@@ -8,12 +8,13 @@ import numpy as np
 
 from sisa.deletion import compliance
 from sisa.serving.aggregate import accuracy, aggregate, decide
-from sisa.store.artifacts import TEST, SisaStore
-from sisa.store.journal import Journal, doc_path
+from sisa.store.artifacts import SisaStore, StorageOptions, open_store
+from sisa.store.journal import Journal
+from sisa.store.layout import TEST_PREFIX, WEIGHTS, request_path
 
 
 def status(
-    url: str, storage_options: dict[str, Any] | None = None, *, check: bool = False
+    store: SisaStore | str, storage_options: StorageOptions = None, *, check: bool = False
 ) -> dict[str, Any]:
     """Per shard: points, generation, and the URL and sha256 of its final weights.
 
@@ -21,7 +22,7 @@ def status(
     every file that a head references is read and hashed, and ``check`` lists the files
     whose bytes no longer match (``ok`` is false then).
     """
-    store = SisaStore(url, storage_options)
+    store = open_store(store, storage_options)
     meta = store.require_trained()
     config = store.config()
     served = compliance.current(store)
@@ -35,13 +36,13 @@ def status(
                 "points": head.body["n"],
                 "generation": head.generation,
                 "served_stage": served.shards[shard].stage,  # < slices while rolled back
-                "weights_url": store.fs.url_of(f"{final['dir']}/weights.safetensors"),
-                "weights_sha256": final["weights_sha256"],
+                "weights_url": store.url_of(f"{final.dir}/{WEIGHTS}"),
+                "weights_sha256": final.weights_sha256,
             }
         )
-    test = store.latest_head(TEST)
+    test = store.latest_head(TEST_PREFIX)
     return {
-        "store": url,
+        "store": store.url,
         "shards": shards,
         "slices": config.sisa.slices,
         "points": sum(s["points"] for s in shards),
@@ -49,7 +50,7 @@ def status(
         "deleted": len(store.tombstones().body["entries"]),
         "pending_requests": [r.seq for r in Journal(store).open_requests()],
         # requests whose journal entry cannot be read: never processed until resubmitted
-        "damaged_journal_entries": [doc_path(seq) for seq in Journal(store).damaged()],
+        "damaged_journal_entries": [request_path(seq) for seq in Journal(store).damaged()],
         "config": config.stored(),
         "fingerprint": meta["fingerprint"],
         "hashes": "recorded",  # as written; ``check`` reads the bytes
@@ -59,20 +60,20 @@ def status(
 def check_files(store: SisaStore) -> dict[str, Any]:
     """Every artifact the heads reference, read against its manifest."""
     heads = [store.shard_head(k) for k in range(store.config().sisa.shards)]
-    if (test := store.latest_head(TEST)) is not None:
+    if (test := store.latest_head(TEST_PREFIX)) is not None:
         heads.append(test)
-    refs = {ref["dir"]: ref for head in heads for ref in (head.data, *head.stages)}
+    refs = {ref.dir: ref for head in heads for ref in (head.data, *head.stages)}
     problems = [p for ref in refs.values() for p in store.check_artifact(ref)]
     return {"ok": not problems, "artifacts": len(refs), "problems": problems}
 
 
-def evaluate(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate(store: SisaStore | str, storage_options: StorageOptions = None) -> dict[str, Any]:
     """Accuracy of each shard model and of the aggregate on the store's test data."""
     from sisa.serving.ensemble import Ensemble  # torch: only what runs the models imports it
 
-    store = SisaStore(url, storage_options)
+    store = open_store(store, storage_options)
     ensemble = Ensemble.load(store)
-    test = store.latest_head(TEST)
+    test = store.latest_head(TEST_PREFIX)
     if test is None or test.body["n"] == 0:
         raise ValueError("this store has no test data (data.test_fraction = 0)")
     arrays = store.read_data(test.data)

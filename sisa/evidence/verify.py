@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sisa.store.artifacts import SisaStore
+from sisa.store.artifacts import SisaStore, StorageOptions, open_store
 from sisa.training.jobs import (
     Executor,
     ShardVerdict,
@@ -41,21 +41,23 @@ class VerifyReport:
 
 
 def verify(
-    url: str,
+    store: SisaStore | str,
     shard: int | None = None,
     *,
-    storage_options: dict[str, Any] | None = None,
+    storage_options: StorageOptions = None,
     executor: Executor | None = None,
 ) -> VerifyReport:
     """Check that every (or one) shard equals training from scratch on what it holds."""
-    store = SisaStore(url, storage_options)
+    store = open_store(store, storage_options)
     meta = store.require_trained()
     config = store.config()
     if shard is not None and not 0 <= shard < config.sisa.shards:
         raise ValueError(f"shard {shard} does not exist (this store has {config.sisa.shards})")
     preflight(executor, config.resources)  # a GPU store needs a GPU to retrain on
     shards = [shard] if shard is not None else list(range(config.sisa.shards))
-    jobs = [VerifyJob(url, store.storage_options, k) for k in shards]
+    jobs = [
+        VerifyJob(url=store.url, storage_options=store.storage_options, shard=k) for k in shards
+    ]
     verdicts = run_jobs(
         executor,
         run_verify_job,

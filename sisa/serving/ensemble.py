@@ -22,7 +22,7 @@ from sisa.deletion import compliance
 from sisa.deletion.compliance import ServedShard, ServingState
 from sisa.serving.aggregate import aggregate, decide
 from sisa.serving.inference import EnsembleForward, build_forward, model_device
-from sisa.store.artifacts import SisaStore
+from sisa.store.artifacts import SisaStore, StorageOptions, open_store
 from sisa.training.trainer import configure, fresh_state
 
 
@@ -122,7 +122,7 @@ def state_version(state: ServingState) -> str:
     """Names the ensemble a serving state describes: the checkpoints of its live shards.
 
     Two states with the same version predict the same, whatever their documents say."""
-    live = sorted((s.shard, s.ref["weights_sha256"]) for s in state.shards.values() if s.ref)
+    live = sorted((s.shard, s.ref.weights_sha256) for s in state.shards.values() if s.ref)
     return hashlib.sha256(json.dumps(live).encode()).hexdigest()[:16]
 
 
@@ -145,18 +145,21 @@ class Ensemble:
     @classmethod
     def load(
         cls,
-        store: SisaStore,
+        store: SisaStore | str,
         previous: Ensemble | None = None,
         state: ServingState | None = None,
         inference: str = "auto",
+        *,
+        storage_options: StorageOptions = None,
     ) -> Ensemble:
         """Load the checkpoint the serving state names for each shard, verifying checksums.
 
         Open deletion requests roll their shards back (``sisa.deletion.compliance``), so the
-        ensemble never depends on a point whose deletion was accepted. Models whose checkpoint did
-        not change are taken from ``previous`` instead of being read again. ``state``
+        ensemble never depends on a point whose deletion was accepted. Models whose checkpoint
+        did not change are taken from ``previous`` instead of being read again. ``state``
         defaults to ``compliance.current(store)``.
         """
+        store = open_store(store, storage_options)
         store.require_trained()
         config, intent = store.config(), store.intent() or {}
         shape, classes = tuple(intent["input_shape"]), int(intent["num_classes"])

@@ -23,7 +23,7 @@ from sisa.deletion import compliance
 from sisa.deletion.compliance import ServingState
 from sisa.serving.aggregate import decide
 from sisa.serving.ensemble import Ensemble, state_version
-from sisa.store.artifacts import SisaStore
+from sisa.store.artifacts import SisaStore, StorageOptions, open_store
 from storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,15 @@ class Predictor:
 
     def __init__(
         self,
-        url: str | SisaStore,
-        storage_options: dict[str, Any] | None = None,
+        store: SisaStore | str,
+        storage_options: StorageOptions = None,
         *,
         output: Literal["probabilities", "labels"] = "probabilities",
         inference: str = "auto",
     ) -> None:
         if output not in ("probabilities", "labels"):
             raise ValueError(f"output must be 'probabilities' or 'labels', got {output!r}")
-        self.store = url if isinstance(url, SisaStore) else SisaStore(url, storage_options)
+        self.store = open_store(store, storage_options)
         self.output = output
         self.inference = inference
         self.last_error: str | None = None

@@ -1,20 +1,8 @@
-"""The layout of a SISA store on top of the storage commit protocol.
+"""A SISA store: typed reads and writes of its documents, heads, data and checkpoints.
 
-```
-config.json                    training intent: config + training hash (written first)
-STORE.json                     the trained marker: fingerprint, shapes, salt (written last)
-shards/00003/g000002.json      head of shard 3, generation 2: its data and stage checkpoints
-shards/00003/g000002/data/     artifact: ids.npz (ids, labels, groups), X.npz (features)
-                               or, as ingested in chunks, X-00000.npz, X-00001.npz, ...
-shards/00003/g000002/stage-004/ artifact: weights.safetensors, state.pt
-test/g000001.json              head of the held-out test data; test/g000001/data/
-tombstones/g000005.json        salted hashes of every deleted ID and group
-journal/r000000007.json        deletion request 7: salted hashes, shard and slice of each
-batches/b000000007.json        the plan of the batch that processes requests up to 7
-serving/g000012.json           the checkpoint each shard serves (rolled back while pending)
-receipts/r000000007.json       receipt of request 7, chained to receipt 6 by hash
-locks/process.json             lease of the one process that retrains
-```
+The paths are those of ``sisa.store.layout``; the records a head holds are those of
+``sisa.store.records``. Every write follows the storage commit protocol, and callers
+reach the bytes only through this class.
 
 A head document names every artifact its generation uses; a stage that a retrain did not
 touch is referenced from an older generation's folder. The head with the highest
@@ -26,25 +14,45 @@ deletes it.
 
 from __future__ import annotations
 
-import re
+import os
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sisa.config import Config, build_config
 from sisa.faults import crash_point
+from sisa.store.data_writer import DataWriter, data_ref
+from sisa.store.layout import (
+    BATCHES,
+    CONFIG_DOC,
+    HEAD_NAME,
+    JOURNAL,
+    OWN_PATHS,
+    RECEIPTS,
+    SERVING,
+    SHARDS,
+    STAGE_FILES,
+    STATE,
+    STORE_DOC,
+    TEST_PREFIX,
+    TOMBSTONES,
+    WEIGHTS,
+    head_path,
+    shard_prefix,
+)
+from sisa.store.records import DataRef, StageRef
 from storage import (
     MANIFEST,
-    ArtifactWriter,
+    Lease,
     Manifest,
     StorageError,
     Store,
     decode_arrays,
     decode_state,
     decode_weights,
-    encode_arrays,
     encode_state,
     encode_weights,
     is_committed,
@@ -60,62 +68,45 @@ from storage import (
 if TYPE_CHECKING:  # weights are tensors; reading the store's documents needs no torch
     import torch
 
-STORE_DOC = "STORE.json"
-CONFIG_DOC = "config.json"
-TEST = "test"
-TOMBSTONES = "tombstones"
-SHARDS = "shards"
-JOURNAL = "journal"  # deletion requests, one write-once document each
-BATCHES = "batches"  # the plan of each batch of requests, written before it runs
-SERVING = "serving"  # which checkpoint of each shard predictions use
-RECEIPTS = "receipts"  # one per processed request, chained by hash
-LOCKS = "locks"
-PROCESS_LOCK = f"{LOCKS}/process.json"  # the lease of the one process that retrains
-# tombstones written under the rule that a group is deleted only once emptied carry it
-GROUP_RULE = "group_rule"
-OWN_PATHS = (
-    CONFIG_DOC,
-    STORE_DOC,
-    SHARDS,
-    TEST,
-    TOMBSTONES,
-    JOURNAL,
-    BATCHES,
-    SERVING,
-    RECEIPTS,
-    LOCKS,
-)  # all a store ever writes; fmt: skip
-WEIGHTS, STATE = "weights.safetensors", "state.pt"
-STAGE_FILES = (MANIFEST, WEIGHTS, STATE)
-_HEAD = re.compile(r"^g([0-9]{6,})\.json\Z")
+StorageOptions = dict[str, Any] | None  # fsspec options for a URL (credentials, endpoint...)
 
 
 class StoreStateError(RuntimeError):
     """The store is not in a state that allows the operation (untrained, already trained)."""
 
 
-def shard_prefix(shard: int) -> str:
-    return f"{SHARDS}/{shard:05d}"
-
-
-def gen_dir(prefix: str, generation: int) -> str:
-    return f"{prefix}/g{generation:06d}"
-
-
 @dataclass(frozen=True)
 class Head:
-    """A committed head document of a shard or of the test data."""
+    """A committed head document: of a shard, the test data, the tombstones or the
+    serving state. ``body`` is the document as written; ``data`` and ``stages`` read a
+    shard's or the test data's records from it."""
 
     generation: int
     body: dict[str, Any]
 
-    @property
-    def stages(self) -> list[dict[str, Any]]:
-        return self.body.get("stages", [])
+    @cached_property
+    def stages(self) -> list[StageRef]:
+        return [StageRef.from_body(ref) for ref in self.body.get("stages", [])]
 
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.body["data"]
+    @cached_property
+    def data(self) -> DataRef:
+        return DataRef.from_body(self.body["data"])
+
+
+def open_store(
+    store: SisaStore | str | os.PathLike, storage_options: StorageOptions = None
+) -> SisaStore:
+    """The API's one convention: every public entry point takes the store as a ``SisaStore``
+    or as a URL (or local path) plus its storage options."""
+    if isinstance(store, SisaStore):
+        if storage_options:
+            raise ValueError(
+                "storage_options go with a URL; a SisaStore was given, which carries its own"
+            )
+        return store
+    if isinstance(store, str | os.PathLike):
+        return SisaStore(os.fspath(store), storage_options)
+    raise TypeError(f"store must be a SisaStore or a URL, not {type(store).__name__}")
 
 
 class SisaStore:
@@ -181,15 +172,69 @@ class SisaStore:
         except FileNotFoundError:
             return None
 
+    # -- write-once documents (journal, plans, receipts) and leases --------------------
+
+    def read_doc(self, rel: str) -> dict[str, Any]:
+        """A document, verified against its self-hash (``FileNotFoundError`` if absent)."""
+        return read_doc(self.fs, rel)
+
+    def write_doc(self, rel: str, body: dict[str, Any]) -> None:
+        """Create a document once (``DocumentExistsError`` if another writer was first)."""
+        write_doc(self.fs, rel, body)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(rel)
+
+    def names(self, folder: str) -> list[str]:
+        """The names directly in ``folder`` (none when it does not exist)."""
+        return self.fs.listdir(folder)
+
+    def files(self, prefix: str = "") -> list[str]:
+        """Every file under ``prefix``, as paths relative to the store."""
+        return self.fs.walk(prefix)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.read_bytes(rel)
+
+    def delete(self, rel: str) -> None:
+        self.fs.delete(rel)
+
+    def url_of(self, rel: str) -> str:
+        return self.fs.url_of(rel)
+
+    def versions(self, folder: str) -> dict[str, str]:
+        """A stamp of each file in ``folder`` that changes when the file is rewritten."""
+        return self.fs.versions(folder)
+
+    @property
+    def atomic_create(self) -> bool:
+        """Whether this backend creates a document only if absent, atomically."""
+        return self.fs.atomic_create
+
+    def require_atomic_create(self, what: str) -> None:
+        self.fs.require_atomic_create(what)
+
+    def lease(self, rel: str, seconds: float) -> Lease:
+        """The lease document at ``rel``, held for ``seconds`` at a time once acquired."""
+        return Lease(self.fs, rel, seconds)
+
+    def manifest(self, rel_dir: str) -> Manifest:
+        """The manifest of the artifact at ``rel_dir``, as written (not checked against a head)."""
+        return read_manifest(self.fs, rel_dir)
+
+    def read_file(self, rel_dir: str, name: str, manifest: Manifest) -> bytes:
+        """One file of an artifact, verified against ``manifest``."""
+        return read_file(self.fs, rel_dir, name, manifest)
+
     # -- heads ------------------------------------------------------------------------
 
     def latest_head(self, prefix: str) -> Head | None:
         """The committed head with the highest generation under ``prefix``."""
-        gens = [int(m.group(1)) for n in self.fs.listdir(prefix) if (m := _HEAD.match(n))]
+        gens = [int(m.group(1)) for n in self.fs.listdir(prefix) if (m := HEAD_NAME.match(n))]
         if not gens:
             return None
         generation = max(gens)
-        return Head(generation, read_doc(self.fs, f"{gen_dir(prefix, generation)}.json"))
+        return Head(generation, read_doc(self.fs, head_path(prefix, generation)))
 
     def shard_head(self, shard: int) -> Head:
         head = self.latest_head(shard_prefix(shard))
@@ -200,7 +245,7 @@ class SisaStore:
     def commit_head(self, prefix: str, generation: int, body: dict[str, Any]) -> Head:
         """Write the head document: the commit point of a generation."""
         body = {k: v for k, v in body.items() if k != "generation"} | {"generation": generation}
-        write_doc(self.fs, f"{gen_dir(prefix, generation)}.json", body)
+        write_doc(self.fs, head_path(prefix, generation), body)
         return Head(generation, body)
 
     def sweep(self, prefix: str) -> list[str]:
@@ -212,10 +257,10 @@ class SisaStore:
         head = self.latest_head(prefix)
         keep: set[str] = set()
         if head is not None:
-            keep.add(f"{gen_dir(prefix, head.generation)}.json")
-            data_files = (MANIFEST, "ids.npz", *x_files(head.data))
-            keep.update(f"{head.data['dir']}/{name}" for name in data_files)
-            keep.update(f"{s['dir']}/{name}" for s in head.stages for name in STAGE_FILES)
+            keep.add(head_path(prefix, head.generation))
+            data_files = (MANIFEST, "ids.npz", *head.data.x_files)
+            keep.update(f"{head.data.dir}/{name}" for name in data_files)
+            keep.update(f"{s.dir}/{name}" for s in head.stages for name in STAGE_FILES)
         deleted = []
         for rel in self.fs.walk(prefix):
             if rel in keep:  # only the files a committed artifact consists of
@@ -229,7 +274,7 @@ class SisaStore:
 
     def sweep_all(self) -> list[str]:
         """Sweep every shard and the test data: finishes a purge a crash interrupted."""
-        prefixes = [f"{SHARDS}/{name}" for name in self.fs.listdir(SHARDS)] + [TEST]
+        prefixes = [f"{SHARDS}/{name}" for name in self.fs.listdir(SHARDS)] + [TEST_PREFIX]
         return [url for prefix in prefixes for url in self.sweep(prefix)]
 
     def foreign_files(self) -> list[str]:
@@ -248,7 +293,7 @@ class SisaStore:
         The training record goes last: it holds the salt that ties that history to IDs,
         so an interrupted delete leaves it for the next attempt to carry over.
         """
-        for rel in (STORE_DOC, SHARDS, TEST, SERVING, CONFIG_DOC):
+        for rel in (STORE_DOC, SHARDS, TEST_PREFIX, SERVING, CONFIG_DOC):
             self.fs.delete_tree(rel)
 
     def has_history(self) -> bool:
@@ -257,16 +302,22 @@ class SisaStore:
 
     # -- data artifacts ---------------------------------------------------------------
 
-    def write_data(self, rel_dir: str, arrays: dict[str, np.ndarray], ids_hash: str) -> dict:
+    def write_data(self, rel_dir: str, arrays: dict[str, np.ndarray], ids_hash: str) -> DataRef:
         """Commit a part's data (or reuse an identical committed one); return its ref."""
         ref = self.committed_data(rel_dir, ids_hash)
         if ref is not None:
             return ref
-        writer = DataWriter(self, rel_dir, {k: v[:0] for k, v in arrays.items()}, single=True)
+        writer = self.data_writer(rel_dir, {k: v[:0] for k, v in arrays.items()}, single=True)
         writer.append(arrays)
         return writer.commit(ids_hash)
 
-    def committed_data(self, rel_dir: str, ids_hash: str) -> dict | None:
+    def data_writer(
+        self, rel_dir: str, empty: dict[str, np.ndarray], *, single: bool = False
+    ) -> DataWriter:
+        """A writer of the data artifact at ``rel_dir`` (``empty``: its arrays, no rows)."""
+        return DataWriter(self.fs, rel_dir, empty, single=single)
+
+    def committed_data(self, rel_dir: str, ids_hash: str) -> DataRef | None:
         """The ref of committed data at ``rel_dir`` holding exactly ``ids_hash``'s IDs; any
         other artifact there is an unreferenced leftover of an abandoned attempt, removed."""
         if not is_committed(self.fs, rel_dir):
@@ -277,14 +328,14 @@ class SisaStore:
         self.fs.delete_tree(rel_dir)
         return None
 
-    def read_data(self, ref: dict[str, Any], features: bool = True) -> dict[str, np.ndarray]:
+    def read_data(self, ref: DataRef, features: bool = True) -> dict[str, np.ndarray]:
         """Verified arrays of a data artifact (``ids``, ``y``, maybe ``groups`` and ``X``)."""
         manifest = self._manifest(ref)
-        arrays = decode_arrays(read_file(self.fs, ref["dir"], "ids.npz", manifest))
+        arrays = decode_arrays(read_file(self.fs, ref.dir, "ids.npz", manifest))
         if features:
             parts = [
-                decode_arrays(read_file(self.fs, ref["dir"], name, manifest))["X"]
-                for name in x_files(ref)
+                decode_arrays(read_file(self.fs, ref.dir, name, manifest))["X"]
+                for name in ref.x_files
             ]
             arrays["X"] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return arrays
@@ -297,14 +348,17 @@ class SisaStore:
         weights: dict[str, torch.Tensor],
         extra: dict[str, Any],
         meta: dict[str, Any],
-    ) -> dict[str, Any]:
-        """Commit one stage checkpoint; return its ref for the head."""
+    ) -> StageRef:
+        """Commit one stage checkpoint; return its record for the head."""
         if is_committed(self.fs, rel_dir):
             self.fs.delete_tree(rel_dir)  # unreferenced leftover that did not match
         files = {WEIGHTS: encode_weights(weights), STATE: encode_state(extra)}
         meta = meta | {"state_hash": state_hash(weights), "tensors": tensor_hashes(weights)}
         manifest = write_artifact(self.fs, rel_dir, files, meta)
-        return stage_ref(rel_dir, manifest.sha256, manifest.files[WEIGHTS].sha256, meta)
+        weights_sha = manifest.files[WEIGHTS].sha256
+        return StageRef.from_body(
+            meta | {"dir": rel_dir, "manifest": manifest.sha256, "weights_sha256": weights_sha}
+        )
 
     def stage_meta(self, rel_dir: str) -> dict[str, Any] | None:
         """Meta of a committed stage artifact, or None when absent/uncommitted."""
@@ -320,15 +374,15 @@ class SisaStore:
         }
 
     def read_stage(
-        self, ref: dict[str, Any], state: bool = True
+        self, ref: StageRef, state: bool = True
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
         """Verified weights (and optimizer state with counters) of a stage checkpoint."""
         manifest = self._manifest(ref)
-        weights = decode_weights(read_file(self.fs, ref["dir"], WEIGHTS, manifest))
-        extra = decode_state(read_file(self.fs, ref["dir"], STATE, manifest)) if state else None
+        weights = decode_weights(read_file(self.fs, ref.dir, WEIGHTS, manifest))
+        extra = decode_state(read_file(self.fs, ref.dir, STATE, manifest)) if state else None
         return weights, extra  # type: ignore[return-value]
 
-    def check_artifact(self, ref: dict[str, Any]) -> list[str]:
+    def check_artifact(self, ref: DataRef | StageRef) -> list[str]:
         """Read every file of a referenced artifact against its manifest: the problems
         (the file's URL and why), or none. The hashes a head records are what was written;
         this is what the bytes are now."""
@@ -339,17 +393,17 @@ class SisaStore:
         problems = []
         for name in manifest.files:
             try:
-                read_file(self.fs, ref["dir"], name, manifest)
+                read_file(self.fs, ref.dir, name, manifest)
             except StorageError as err:
                 problems.append(str(err))
         return problems
 
-    def _manifest(self, ref: dict[str, Any]) -> Manifest:
-        manifest = read_manifest(self.fs, ref["dir"])
-        if manifest.sha256 != ref["manifest"]:
+    def _manifest(self, ref: DataRef | StageRef) -> Manifest:
+        manifest = read_manifest(self.fs, ref.dir)
+        if manifest.sha256 != ref.manifest:
             raise StorageError(
-                f"{self.fs.url_of(ref['dir'])}: manifest {manifest.sha256[:12]} is not the one "
-                f"its head references ({ref['manifest'][:12]}); refusing to load it"
+                f"{self.fs.url_of(ref.dir)}: manifest {manifest.sha256[:12]} is not the one "
+                f"its head references ({ref.manifest[:12]}); refusing to load it"
             )
         return manifest
 
@@ -359,105 +413,8 @@ class SisaStore:
         head = self.latest_head(TOMBSTONES)
         return head or Head(-1, {"entries": [], "groups": []})
 
-    def add_tombstones(self, entries: list[dict[str, Any]], groups: list[str]) -> Head:
-        """Record deleted IDs (salted hashes with their part) once their batch is purged."""
-        current = self.tombstones()
-        body = current.body | {
-            "entries": current.body["entries"] + entries,
-            "groups": sorted(set(current.body["groups"]) | set(groups)),
-        }
-        if GROUP_RULE not in current.body:  # see sisa.store.tombstones: what came before the rule
-            body |= {GROUP_RULE: "emptied", "legacy_groups": sorted(current.body["groups"])}
-        return self._commit_tombstones(current, body)
-
-    def drop_tombstoned_groups(self, groups: set[str], record: dict[str, Any]) -> Head:
-        """Remove group hashes from the tombstones (``sisa.store.tombstones.repair_tombstones``);
-        ``record`` says when and how many, and is kept in the tombstones for good."""
-        current = self.tombstones()
-        body = current.body | {
-            "groups": sorted(set(current.body["groups"]) - groups),
-            "legacy_groups": sorted(set(current.body.get("legacy_groups", [])) - groups),
-            GROUP_RULE: "emptied",
-            "repairs": [*current.body.get("repairs", []), record],
-        }
-        return self._commit_tombstones(current, body)
-
-    def _commit_tombstones(self, current: Head, body: dict[str, Any]) -> Head:
-        head = self.commit_head(TOMBSTONES, current.generation + 1, body)
-        for old in self.fs.listdir(TOMBSTONES):
-            if _HEAD.match(old) and old != f"g{head.generation:06d}.json":
-                self.fs.delete(f"{TOMBSTONES}/{old}")
-        return head
-
-
-def stage_ref(rel_dir: str, manifest: str, weights_sha: str, meta: dict[str, Any]) -> dict:
-    """What a head records about one stage checkpoint."""
-    keys = ("stage", "ids_hash", "parent", "state_hash", "n", "samples", "step", "fingerprint")
-    return {"dir": rel_dir, "manifest": manifest, "weights_sha256": weights_sha} | {
-        k: meta[k] for k in keys if k in meta
-    }
-
-
-def x_files(ref: dict[str, Any]) -> list[str]:
-    """The feature files of a data artifact, in row order."""
-    return list(ref.get("x_files", ["X.npz"]))
-
-
-def data_ref(rel_dir: str, manifest: Manifest) -> dict[str, Any]:
-    """What a head records of a committed data artifact."""
-    ref = {"dir": rel_dir, "manifest": manifest.sha256, "n": manifest.meta["n"]}
-    names = manifest.meta.get("x_files", ["X.npz"])
-    return ref if names == ["X.npz"] else ref | {"x_files": names}
-
-
-class DataWriter:
-    """One part's data, written as it streams in: each appended chunk's features become
-    a file ``X-00000.npz``, ``X-00001.npz``...; IDs, labels and groups (a few bytes per
-    point) are kept and written with the manifest by ``commit``. Readers concatenate the
-    feature files in order, so the rows are those of one ``write_data`` of the same arrays.
-    """
-
-    def __init__(
-        self,
-        store: SisaStore,
-        rel_dir: str,
-        empty: dict[str, np.ndarray],
-        *,
-        single: bool = False,
-    ) -> None:
-        self.rel_dir = rel_dir
-        self._writer = ArtifactWriter(store.fs, rel_dir)
-        self._small: dict[str, list[np.ndarray]] = {k: [v] for k, v in empty.items() if k != "X"}
-        self._empty_x = empty["X"]  # [0, *feature_shape]
-        self._single = single  # one append, named X.npz as write_data always did
-        self._names: list[str] = []
-
-    def append(self, arrays: dict[str, np.ndarray]) -> None:
-        """Add rows (``ids``, ``y``, ``X``, maybe ``groups``); an empty chunk adds nothing."""
-        if set(arrays) != set(self._small) | {"X"}:
-            raise ValueError(f"expected arrays {sorted(self._small) + ['X']}, got {sorted(arrays)}")
-        if self._single and self._names:
-            raise ValueError("a single-file data writer takes one append")
-        if len(arrays["ids"]) == 0 and not self._single:
-            return
-        name = "X.npz" if self._single else f"X-{len(self._names):05d}.npz"
-        self._writer.add(name, encode_arrays({"X": arrays["X"]}))
-        self._names.append(name)
-        for key, chunks in self._small.items():
-            chunks.append(arrays[key])
-
-    def commit(self, ids_hash: str) -> dict[str, Any]:
-        """Write the IDs and the manifest (the commit); return the data's ref."""
-        if not self._names:
-            self._append_empty()
-        small = {k: np.concatenate(v) for k, v in self._small.items()}
-        self._writer.add("ids.npz", encode_arrays(small))
-        meta: dict[str, Any] = {"ids_hash": ids_hash, "n": int(len(small["ids"]))}
-        if self._names != ["X.npz"]:
-            meta["x_files"] = self._names
-        return data_ref(self.rel_dir, self._writer.commit(meta))
-
-    def _append_empty(self) -> None:
-        name = "X.npz" if self._single else "X-00000.npz"
-        self._writer.add(name, encode_arrays({"X": self._empty_x}))
-        self._names.append(name)
+    def prune_heads(self, prefix: str, below: int) -> None:
+        """Delete the head documents under ``prefix`` of generations below ``below``."""
+        for name in self.fs.listdir(prefix):
+            if (m := HEAD_NAME.match(name)) and int(m.group(1)) < below:
+                self.fs.delete(f"{prefix}/{name}")

@@ -37,19 +37,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sisa.store.artifacts import JOURNAL, RECEIPTS, SisaStore
-from storage import CorruptArtifactError, DocumentExistsError, read_doc, write_doc
+from sisa.store.artifacts import SisaStore
+from sisa.store.layout import JOURNAL, RECEIPTS, REQUEST_NAME, request_path
+from storage import CorruptArtifactError, DocumentExistsError
 
 STATES = ("accepted", "compliant", "retrained", "purged")
 _REQUEST_ID = re.compile(r"^r([0-9]{9})-([0-9a-f]{8})\Z")
-_DOC = re.compile(r"^r([0-9]{9})\.json\Z")
 
 
 class DamagedEntryError(CorruptArtifactError):
     """A journal document that cannot be read as a request."""
 
     def __init__(self, seq: int, detail: str) -> None:
-        super().__init__(f"damaged journal entry {doc_path(seq)}: {detail}")
+        super().__init__(f"damaged journal entry {request_path(seq)}: {detail}")
         self.seq = seq
 
 
@@ -115,14 +115,6 @@ class Request:
         )
 
 
-def doc_path(seq: int) -> str:
-    return f"{JOURNAL}/r{seq:09d}.json"
-
-
-def receipt_path(seq: int) -> str:
-    return f"{RECEIPTS}/r{seq:09d}.json"
-
-
 def parse_request_id(request_id: str) -> int:
     """The sequence number of a well-formed request ID; never used as a path unchecked."""
     match = _REQUEST_ID.match(request_id) if isinstance(request_id, str) else None
@@ -134,7 +126,7 @@ def parse_request_id(request_id: str) -> int:
 
 
 def _seqs(store: SisaStore, folder: str) -> list[int]:
-    return sorted(int(m.group(1)) for n in store.fs.listdir(folder) if (m := _DOC.match(n)))
+    return sorted(int(m.group(1)) for n in store.names(folder) if (m := REQUEST_NAME.match(n)))
 
 
 _CACHE: OrderedDict[tuple[str, int, str], Request] = OrderedDict()
@@ -156,8 +148,8 @@ class Journal:
         self._stamps: dict[str, str] = {}
 
     def seqs(self) -> list[int]:
-        self._stamps = self.store.fs.versions(JOURNAL)
-        return sorted(int(m.group(1)) for n in self._stamps if (m := _DOC.match(n)))
+        self._stamps = self.store.versions(JOURNAL)
+        return sorted(int(m.group(1)) for n in self._stamps if (m := REQUEST_NAME.match(n)))
 
     def receipted(self) -> list[int]:
         return _seqs(self.store, RECEIPTS)
@@ -181,7 +173,7 @@ class Journal:
         are contiguous, so every request before ``n`` was checked. When no point is left,
         nothing is written and None is returned: an earlier request covers them all.
         """
-        self.store.fs.require_atomic_create("the deletion journal")
+        self.store.require_atomic_create("the deletion journal")
         checked = seen_through
         while True:
             seqs = self.seqs()
@@ -204,22 +196,22 @@ class Journal:
                 resubmitted_as=resubmitted_as,
             )
             try:
-                write_doc(self.store.fs, doc_path(seq), request.to_body())
+                self.store.write_doc(request_path(seq), request.to_body())
                 return request
             except DocumentExistsError:
                 continue  # another writer took this number; check its points, take the next
 
     def read(self, seq: int) -> Request:
-        name = doc_path(seq).rsplit("/", 1)[1]
+        name = request_path(seq).rsplit("/", 1)[1]
         if name not in self._stamps:
             self.seqs()
         stamp = self._stamps.get(name, "")
-        key = (self.store.fs.url_of(""), seq, stamp)
+        key = (self.store.url_of(""), seq, stamp)
         stamped = bool(stamp.split(":")[-1])
         request = _CACHE.get(key) if stamped else None
         if request is None:
             try:
-                request = Request.from_body(read_doc(self.store.fs, doc_path(seq)))
+                request = Request.from_body(self.store.read_doc(request_path(seq)))
                 if request.seq != seq:
                     raise ValueError(f"it says it is request {request.seq}")
             except CorruptArtifactError as err:
@@ -278,7 +270,7 @@ class Journal:
         are unknowable; the resubmission is what deletes them.)
         """
         if seq not in self.damaged():
-            raise ValueError(f"{doc_path(seq)} is not a damaged journal entry (or is voided)")
+            raise ValueError(f"{request_path(seq)} is not a damaged journal entry (or is voided)")
         resubmitted = None
         if resubmitted_as is not None:
             resubmitted = self.find(resubmitted_as)

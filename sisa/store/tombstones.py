@@ -27,15 +27,50 @@ from dataclasses import dataclass
 from typing import Any
 
 from sisa.ids import salted_hashes
-from sisa.store.artifacts import GROUP_RULE, PROCESS_LOCK, TEST, SisaStore, shard_prefix
+from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
 from sisa.store.journal import Journal
-from storage import Lease
+from sisa.store.layout import PROCESS_LOCK, TEST_PREFIX, TOMBSTONES, shard_prefix
+
+# tombstones written under the rule that a group is deleted only once emptied carry it
+GROUP_RULE = "group_rule"
+
+
+def add_tombstones(store: SisaStore, entries: list[dict[str, Any]], groups: list[str]) -> Head:
+    """Record deleted IDs (salted hashes with their part) once their batch is purged, and
+    the groups it emptied."""
+    current = store.tombstones()
+    body = current.body | {
+        "entries": current.body["entries"] + entries,
+        "groups": sorted(set(current.body["groups"]) | set(groups)),
+    }
+    if GROUP_RULE not in current.body:  # the first tombstones under the rule: see above
+        body |= {GROUP_RULE: "emptied", "legacy_groups": sorted(current.body["groups"])}
+    return _commit(store, current, body)
+
+
+def drop_tombstoned_groups(store: SisaStore, groups: set[str], record: dict[str, Any]) -> Head:
+    """Remove group hashes from the tombstones (``repair_tombstones``); ``record`` says when
+    and how many, and is kept in the tombstones for good."""
+    current = store.tombstones()
+    body = current.body | {
+        "groups": sorted(set(current.body["groups"]) - groups),
+        "legacy_groups": sorted(set(current.body.get("legacy_groups", [])) - groups),
+        GROUP_RULE: "emptied",
+        "repairs": [*current.body.get("repairs", []), record],
+    }
+    return _commit(store, current, body)
+
+
+def _commit(store: SisaStore, current: Head, body: dict[str, Any]) -> Head:
+    head = store.commit_head(TOMBSTONES, current.generation + 1, body)
+    store.prune_heads(TOMBSTONES, head.generation)
+    return head
 
 
 def live_groups(store: SisaStore) -> set[str]:
     """Salted hashes of the groups some point of the store's latest heads carries."""
     salt, out = store.salt(), set()
-    prefixes = [shard_prefix(k) for k in range(store.config().sisa.shards)] + [TEST]
+    prefixes = [shard_prefix(k) for k in range(store.config().sisa.shards)] + [TEST_PREFIX]
     for prefix in prefixes:
         head = store.latest_head(prefix)
         if head is None:
@@ -91,18 +126,18 @@ class Repair:
     tombstone_generation: int  # of the tombstones after the repair
 
 
-def repair_tombstones(url: str, storage_options: dict[str, Any] | None = None) -> Repair:
+def repair_tombstones(store: SisaStore | str, storage_options: StorageOptions = None) -> Repair:
     """Drop stale group tombstones (see the module docstring); idempotent.
 
     Runs under the store's process lease, so no batch tombstones meanwhile. IDs are never
     touched: every deleted point stays deleted.
     """
-    store = SisaStore(url, storage_options)
+    store = open_store(store, storage_options)
     store.require_trained()
-    with Lease(store.fs, PROCESS_LOCK, store.config().deletion.lease_s).acquire(0.0):
+    with store.lease(PROCESS_LOCK, store.config().deletion.lease_s).acquire(0.0):
         stale = stale_groups(store)
         if not stale:
             return Repair(0, store.tombstones().generation)
         record = {"at": time.time(), "dropped_groups": len(stale)}
-        head = store.drop_tombstoned_groups(stale, record)
+        head = drop_tombstoned_groups(store, stale, record)
         return Repair(len(stale), head.generation)

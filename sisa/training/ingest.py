@@ -24,22 +24,12 @@ from sisa.data.partition import place
 from sisa.data.risk import with_risk
 from sisa.data.sources import SourceIndex, open_source
 from sisa.ids import id_set_hash, salted_hashes
-from sisa.store.artifacts import (
-    PROCESS_LOCK,
-    TEST,
-    DataWriter,
-    SisaStore,
-    StoreStateError,
-    gen_dir,
-    shard_prefix,
-)
+from sisa.store.artifacts import SisaStore, StoreStateError
+from sisa.store.layout import PROCESS_LOCK, TEST_PART, TEST_PREFIX, data_dir, part_prefix
 from sisa.training.jobs import Progress, ShardJob
-from storage import Lease
-
-TEST_PART = -1  # the part of a held-out point; shards are 0..S-1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IngestJob:
     """Stream ``config``'s source into the store at ``url`` (plain data, shippable)."""
 
@@ -78,10 +68,10 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
 
     writers, refs = {}, {}
     for part in [TEST_PART, *range(config.sisa.shards)]:
-        prefix = TEST if part == TEST_PART else shard_prefix(part)
+        prefix = part_prefix(part)
         if store.latest_head(prefix) is not None:
             continue  # committed by an earlier, interrupted call
-        rel = f"{gen_dir(prefix, 0)}/data"
+        rel = data_dir(prefix, 0)
         ids_hash = id_set_hash(index.ids[part_of == part])
         ref = store.committed_data(rel, ids_hash)
         if ref is not None:
@@ -89,7 +79,7 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
         else:
             rows = index if part == TEST_PART else risked
             empty = _arrays(rows, np.zeros(0, np.int64), np.zeros((0, *index.feature_shape)))
-            writers[part] = (DataWriter(store, rel, empty), ids_hash, rows)
+            writers[part] = (store.data_writer(rel, empty), ids_hash, rows)
     if writers:
         for start, X in source.chunks(job.chunk_rows):
             parts = part_of[start : start + len(X)]  # [m]
@@ -103,10 +93,18 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
 
     n_test = int(np.sum(part_of == TEST_PART))
     if TEST_PART in refs:
-        store.commit_head(TEST, 0, {"data": refs.pop(TEST_PART), "n": n_test})
+        store.commit_head(TEST_PREFIX, 0, {"data": refs.pop(TEST_PART).to_body(), "n": n_test})
     trusted = (config.model.name,)  # the caller's own config names it
     jobs = [
-        ShardJob(job.url, store.storage_options, shard, 0, 1, refs[shard], [], trusted)
+        ShardJob(
+            url=job.url,
+            storage_options=store.storage_options,
+            shard=shard,
+            generation=0,
+            start_stage=1,
+            data=refs[shard],
+            trusted=trusted,
+        )
         for shard in sorted(refs)
     ]
     counts = np.bincount(index.y, minlength=index.num_classes)  # [C]
@@ -197,8 +195,8 @@ def check_existing(
             )
         _refuse_resurrection(store, index)
         salt = store.salt()
-        if store.fs.atomic_create:  # not while a deletion batch runs
-            with Lease(store.fs, PROCESS_LOCK, store.config().deletion.lease_s):
+        if store.atomic_create:  # not while a deletion batch runs
+            with store.lease(PROCESS_LOCK, store.config().deletion.lease_s):
                 store.delete_training()
         else:
             store.delete_training()

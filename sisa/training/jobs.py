@@ -21,7 +21,9 @@ from sisa.config import Config, ResourcesConfig
 from sisa.data.partition import place
 from sisa.faults import crash_point
 from sisa.ids import id_set_hash
-from sisa.store.artifacts import TEST, SisaStore, gen_dir, shard_prefix, stage_ref
+from sisa.store.artifacts import Head, SisaStore
+from sisa.store.layout import TEST_PREFIX, data_dir, shard_prefix, stage_dir
+from sisa.store.records import DataRef, StageRef
 from sisa.training.environment import (
     configure,
     environment_differences,
@@ -91,7 +93,7 @@ def run_jobs(
     return executor.map(fn, jobs, resources=resources, units=units, desc=desc)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardJob:
     """Train ``shard`` into ``generation`` from ``start_stage`` (1-based) on ``data``.
 
@@ -105,8 +107,8 @@ class ShardJob:
     shard: int
     generation: int
     start_stage: int
-    data: dict[str, Any]  # ref of the committed data artifact (see drop_rows)
-    base: list[dict[str, Any]] = field(default_factory=list)  # refs of stages < start_stage
+    data: DataRef  # the committed data artifact (see drop_rows)
+    base: list[StageRef] = field(default_factory=list)  # the stages < start_stage
     trusted: tuple[
         str, ...
     ] = ()  # model factories the caller vouches for (see sisa.training.models)
@@ -114,21 +116,21 @@ class ShardJob:
     drop_rows: tuple[int, ...] = ()  # rows of ``data`` this generation no longer holds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TestDataJob:
     """Commit generation ``generation`` of the held-out data: ``data`` less ``drop_rows``."""
 
     url: str
     storage_options: dict[str, Any]
     generation: int
-    data: dict[str, Any]  # ref of the previous generation's data
+    data: DataRef  # the previous generation's data
     drop_rows: tuple[int, ...]
     head_extra: dict[str, Any] = field(default_factory=dict)
 
 
 def derive_data(
-    store: SisaStore, prefix: str, generation: int, parent: dict[str, Any], drop_rows: Sequence[int]
-) -> dict[str, Any]:
+    store: SisaStore, prefix: str, generation: int, parent: DataRef, drop_rows: Sequence[int]
+) -> DataRef:
     """Commit a generation's data: its parent's rows less ``drop_rows``, in order.
 
     Idempotent: a retry finds the identical committed artifact and returns its ref.
@@ -137,7 +139,7 @@ def derive_data(
     keep = np.ones(len(arrays["ids"]), dtype=bool)  # [n]
     keep[list(drop_rows)] = False
     kept = {k: v[keep] for k, v in arrays.items()}
-    rel = f"{gen_dir(prefix, generation)}/data"
+    rel = data_dir(prefix, generation)
     ref = store.write_data(rel, kept, id_set_hash(kept["ids"]))
     crash_point("after-data-commit")
     return ref
@@ -146,12 +148,12 @@ def derive_data(
 def run_test_data_job(job: TestDataJob, progress: Progress) -> dict[str, Any]:
     """Derive and commit the held-out data's next generation; return its head body."""
     store = SisaStore(job.url, job.storage_options)
-    head = store.latest_head(TEST)
+    head = store.latest_head(TEST_PREFIX)
     if head is not None and head.generation >= job.generation:
         return head.body  # committed by an earlier try
-    ref = derive_data(store, TEST, job.generation, job.data, job.drop_rows)
-    body = {"data": ref, "n": ref["n"]} | job.head_extra | {"committed_at": time.time()}
-    return store.commit_head(TEST, job.generation, body).body
+    ref = derive_data(store, TEST_PREFIX, job.generation, job.data, job.drop_rows)
+    body = {"data": ref.to_body(), "n": ref.n} | job.head_extra | {"committed_at": time.time()}
+    return store.commit_head(TEST_PREFIX, job.generation, body).body
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,7 +166,7 @@ class ShardResult:
     samples: int  # samples trained on by this job
     seconds: float
     purged: list[str]
-    head: dict[str, Any]
+    head: Head  # the committed head
     phases: dict[str, float] = field(default_factory=dict)  # seconds per PHASES entry
     # Peak resident memory of the process that ran the job, up to the job's end: what a
     # task needs reserved. A reused worker (Ray) carries the peaks of its earlier jobs,
@@ -198,6 +200,13 @@ def peak_rss_bytes() -> int:
 PHASES = ("load", "train", "checkpoint", "purge")  # where a shard job's time goes
 
 
+def calibration_totals(results: Sequence[ShardResult]) -> dict[str, Any]:
+    """What a run records for ``calibration`` beyond samples and seconds: its phases summed
+    over jobs, the stages it wrote, and its jobs."""
+    phases = {p: sum(r.phases.get(p, 0.0) for r in results) for p in PHASES}
+    return {"phases": phases, "stages": sum(len(r.trained) for r in results), "jobs": len(results)}
+
+
 class Phases:
     """Accumulates a job's seconds per phase: reading data and checkpoints (load), the
     optimizer steps (train), writing stages and the head (checkpoint), and the sweep."""
@@ -213,7 +222,7 @@ class Phases:
         self.mark = now
 
 
-def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> ShardData:
+def load_shard_data(store: SisaStore, config: Config, shard: int, ref: DataRef) -> ShardData:
     """A shard's committed data with each point's slice, checked against the layout."""
     from sisa.training.trainer import ShardData
 
@@ -224,7 +233,7 @@ def load_shard_data(store: SisaStore, config: Config, shard: int, ref: dict) -> 
     return ShardData(arrays["ids"], arrays["X"], arrays["y"], slice_of)
 
 
-def _restore(store: SisaStore, config: Config, job: ShardJob, ref: dict) -> TrainState:
+def _restore(store: SisaStore, config: Config, job: ShardJob, ref: StageRef) -> TrainState:
     from sisa.training.trainer import restore_state
 
     intent = store.intent() or {}
@@ -237,10 +246,10 @@ def _require_same_environment(job: ShardJob, fingerprint: dict[str, Any]) -> Non
     """Refuse to continue stages trained in another environment (another GPU model, torch,
     CUDA...): the shard would then equal no training from scratch in either."""
     for ref in job.base:
-        differences = environment_differences(ref.get("fingerprint", {}), fingerprint)
+        differences = environment_differences(ref.fingerprint or {}, fingerprint)
         if differences:
             raise EnvironmentMismatchError(
-                f"shard {job.shard} stage {ref['stage']} was trained in another environment "
+                f"shard {job.shard} stage {ref.stage} was trained in another environment "
                 f"({'; '.join(differences)}); retraining from it here would mix the two and "
                 "break bitwise equality with training from scratch. Run this where the store "
                 "was trained (on Ray: pin the GPU type, RayExecutor(task_options="
@@ -271,7 +280,7 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
             samples=0,
             seconds=time.perf_counter() - started,
             purged=store.sweep(prefix),
-            head=head.body,
+            head=head,
             peak_rss_bytes=peak_rss_bytes(),
         )
 
@@ -281,16 +290,16 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     data = load_shard_data(store, config, job.shard, data_ref)
     phases.lap("load")
     for ref in job.base:  # stages kept from the old generation must not have seen a change
-        if ref["ids_hash"] != data.ids_hash(ref["stage"]):
-            raise RuntimeError(f"shard {job.shard} stage {ref['stage']} would be reused stale")
+        if ref.ids_hash != data.ids_hash(ref.stage):
+            raise RuntimeError(f"shard {job.shard} stage {ref.stage} would be reused stale")
     configure(config.resources.threads, config.resources.device)  # before any CUDA work
     training_hash, fingerprint = config.training_hash(), environment_fingerprint(config)
     _require_same_environment(job, fingerprint)
-    parent = job.base[-1]["state_hash"] if job.base else None
-    refs: list[dict[str, Any]] = []
+    parent = job.base[-1].state_hash if job.base else None
+    refs: list[StageRef] = []
     resumed: list[int] = []
     for stage in range(job.start_stage, slices + 1):  # resume what an earlier try committed
-        meta = store.stage_meta(f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}")
+        meta = store.stage_meta(stage_dir(prefix, job.generation, stage))
         if (
             not meta
             or (meta["ids_hash"], meta["parent"], meta["training_hash"])
@@ -298,8 +307,8 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
             or environment_differences(meta.get("fingerprint", {}), fingerprint)
         ):
             break  # train again from here: a stage is continued only in its own environment
-        rel = f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}"
-        refs.append(stage_ref(rel, meta["manifest"], meta["weights_sha256"], meta))
+        rel = stage_dir(prefix, job.generation, stage)
+        refs.append(StageRef.from_body(meta | {"dir": rel}))
         parent = meta["state_hash"]
         resumed.append(stage)
         progress(1)
@@ -333,11 +342,11 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
                 "step": state.step,
                 "fingerprint": fingerprint,
             }
-            rel = f"{gen_dir(prefix, job.generation)}/stage-{stage:03d}"
+            rel = stage_dir(prefix, job.generation, stage)
             ref = store.write_stage(rel, weights, extra, meta)
             phases.lap("checkpoint")
             refs.append(ref)
-            parent = ref["state_hash"]
+            parent = ref.state_hash
             trained.append(stage)
             progress(1)
             crash_point("after-stage-commit")
@@ -346,8 +355,8 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         "shard": job.shard,
         "n": len(data),
         "training_hash": training_hash,
-        "data": data_ref,
-        "stages": job.base + refs,
+        "data": data_ref.to_body(),
+        "stages": [ref.to_body() for ref in job.base + refs],
     } | job.head_extra
     body["committed_at"] = time.time()
     crash_point("before-head-commit")
@@ -366,13 +375,13 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         samples=samples,
         seconds=time.perf_counter() - started,
         purged=purged,
-        head=head.body,
+        head=head,
         phases=phases.seconds,
         peak_rss_bytes=peak_rss_bytes(),
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VerifyJob:
     url: str
     storage_options: dict[str, Any]
@@ -422,7 +431,7 @@ def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
     state = fresh_state(config, job.shard, tuple(intent["input_shape"]), intent["num_classes"])
     checks = []
     for ref in head.stages:
-        train_stage(state, data, config, job.shard, ref["stage"])
+        train_stage(state, data, config, job.shard, ref.stage)
         weights, extra = checkpoint_payload(state)
         retrained = tensor_hashes(weights)
         stored_weights, stored_extra = store.read_stage(ref)  # checksums verified on read
@@ -430,10 +439,10 @@ def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
         names = sorted(set(stored) | set(retrained))
         checks.append(
             StageCheck(
-                stage=ref["stage"],
-                stored_hash=ref["state_hash"],
+                stage=ref.stage,
+                stored_hash=ref.state_hash,
                 retrained_hash=state_hash(weights),
-                ids_match=ref["ids_hash"] == data.ids_hash(ref["stage"]),
+                ids_match=ref.ids_hash == data.ids_hash(ref.stage),
                 mismatched_tensors=[n for n in names if stored.get(n) != retrained.get(n)],
                 state_match=state_digest(stored_extra) == state_digest(extra),
             )
@@ -443,7 +452,7 @@ def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
         {
             d
             for ref in head.stages
-            for d in environment_differences(ref.get("fingerprint", {}), fingerprint)
+            for d in environment_differences(ref.fingerprint or {}, fingerprint)
         }
     )
     return ShardVerdict(job.shard, head.generation, len(data), checks, fingerprint, differences)

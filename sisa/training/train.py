@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -21,11 +20,17 @@ from sisa.config import Config
 from sisa.data.dataset import Dataset, _examples, load_source, split_train_test
 from sisa.data.partition import place
 from sisa.data.risk import with_risk
-from sisa.deletion.cost import calibration_totals
-from sisa.store.artifacts import SisaStore
+from sisa.store.artifacts import SisaStore, StorageOptions, open_store
 from sisa.training.factories import check_factory
 from sisa.training.ingest import IngestJob, run_ingest_job, source_location
-from sisa.training.jobs import Executor, ShardResult, preflight, run_jobs, run_shard_job
+from sisa.training.jobs import (
+    Executor,
+    ShardResult,
+    calibration_totals,
+    preflight,
+    run_jobs,
+    run_shard_job,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,22 +73,27 @@ def empty_classes_warning(empty: list[int]) -> str:
 
 def train(
     config: Config,
-    url: str,
-    storage_options: dict[str, Any] | None = None,
+    store: SisaStore | str,
+    storage_options: StorageOptions = None,
     *,
     executor: Executor | None = None,
     overwrite: bool = False,
 ) -> TrainReport:
-    """Train every shard slice by slice into the store at ``url``."""
+    """Train every shard slice by slice into ``store`` (a ``SisaStore`` or a URL)."""
     started = time.perf_counter()
     preflight(executor, config.resources)  # no GPU where one is asked: before any write
     check_factory(config.model, trusted=(config.model.name,))  # importable: before any write
-    store = SisaStore(url, storage_options)
+    store = open_store(store, storage_options)
     # what the store keeps is the source resolved here: later commands, run from any
     # folder or node, read the same file
     data = config.data.model_copy(update={"source": source_location(config.data.source)})
     config = config.model_copy(update={"data": data})
-    ingest = IngestJob(url, store.storage_options, config.stored(), overwrite)
+    ingest = IngestJob(
+        url=store.url,
+        storage_options=store.storage_options,
+        config=config.stored(),
+        overwrite=overwrite,
+    )
     (ingested,) = run_jobs(
         executor,
         run_ingest_job,
@@ -105,8 +115,8 @@ def train(
     )
     # where the shards trained (the workers, not necessarily this process); every shard
     # records its own in each stage
-    head = results[0].head if results else store.shard_head(0).body  # all committed earlier
-    fingerprint = head["stages"][-1]["fingerprint"]
+    head = results[0].head if results else store.shard_head(0)  # all committed earlier
+    fingerprint = head.stages[-1].fingerprint
     store.write_meta(
         {
             "fingerprint": fingerprint,
@@ -120,7 +130,7 @@ def train(
     )
     committed = sorted(set(range(config.sisa.shards)) - {j.shard for j in jobs})
     return TrainReport(
-        url=url,
+        url=store.url,
         shards=results,
         n_train=ingested.n_train,
         n_test=ingested.n_test,

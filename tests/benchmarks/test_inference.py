@@ -102,13 +102,14 @@ def test_the_serving_benchmarks_uvicorn_reference_starts_and_answers(tmp_path: P
     from benchmarks.http_servers import start_plain
     from orchestrator.executors import InProcessExecutor
     from sisa.serving.predictor import Predictor
-    from sisa.store.artifacts import TEST, SisaStore
+    from sisa.store.artifacts import SisaStore
+    from sisa.store.layout import TEST_PREFIX
     from sisa.training.train import train
 
     url = str(tmp_path / "store")
     train(tiny(), url, executor=InProcessExecutor(progress=False))
     store = SisaStore(url)
-    test_x = store.read_data(store.latest_head(TEST).data)["X"]  # type: ignore[union-attr]
+    test_x = store.read_data(store.latest_head(TEST_PREFIX).data)["X"]  # type: ignore[union-attr]
     rows = test_x[:2].reshape(2, -1).astype(np.float32)
     proc, base = start_plain(url)
     try:

@@ -151,7 +151,7 @@ def test_corrupted_checkpoint_is_never_loaded(tmp_path, capsys):
     url = str(tmp_path / "s")
     assert run("train", "--store", url, "--no-progress", *TINY_ARGS) == 0
     store = SisaStore(url)
-    final = store.shard_head(0).stages[-1]["dir"]
+    final = store.shard_head(0).stages[-1].dir
     path = Path(url) / final / "weights.safetensors"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
@@ -168,7 +168,7 @@ def test_status_labels_hashes_as_recorded_and_check_reads_the_bytes(store, tmp_p
     capsys.readouterr()
     assert run("status", "--store", url, "--check") == 0
     assert "every file matches its hash" in capsys.readouterr().out
-    final = SisaStore(url).shard_head(1).stages[-1]["dir"]
+    final = SisaStore(url).shard_head(1).stages[-1].dir
     path = Path(url) / final / "weights.safetensors"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit
@@ -177,7 +177,7 @@ def test_status_labels_hashes_as_recorded_and_check_reads_the_bytes(store, tmp_p
     assert info["hashes"] == "recorded" and "check" not in info
     assert (
         info["shards"][1]["weights_sha256"]
-        == SisaStore(url).shard_head(1).stages[-1]["weights_sha256"]
+        == SisaStore(url).shard_head(1).stages[-1].weights_sha256
     )
     assert run("status", "--store", url) == 0
     out = capsys.readouterr().out
@@ -194,7 +194,7 @@ def test_status_labels_hashes_as_recorded_and_check_reads_the_bytes(store, tmp_p
 def test_partial_checkpoint_is_detected(tmp_path, capsys):
     url = str(tmp_path / "s")
     assert run("train", "--store", url, "--no-progress", *TINY_ARGS) == 0
-    final = SisaStore(url).shard_head(1).stages[-1]["dir"]
+    final = SisaStore(url).shard_head(1).stages[-1].dir
     (Path(url) / final / "MANIFEST.json").unlink()
     with pytest.raises(Exception, match="not committed"):
         Ensemble.load(SisaStore(url))

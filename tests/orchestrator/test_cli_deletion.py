@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sisa.deletion.batch import pending_plan
 from sisa.deletion.lifecycle import request_status
+from sisa.deletion.plan import pending_plan
 from sisa.evidence.audit import audit
 from sisa.evidence.verify import verify
 from sisa.store.artifacts import SisaStore
@@ -135,7 +135,7 @@ def heads(url):
     store = SisaStore(url)
     k = store.config().sisa.shards
     return {
-        shard: (h.generation, [s["state_hash"] for s in h.stages])
+        shard: (h.generation, [s.state_hash for s in h.stages])
         for shard in range(k)
         for h in [store.shard_head(shard)]
     }

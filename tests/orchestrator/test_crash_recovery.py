@@ -31,14 +31,13 @@ from pathlib import Path
 
 import pytest
 
-from sisa.data.partition import TEST
 from sisa.deletion import compliance, receipts
 from sisa.deletion.accept import accept
 from sisa.deletion.batch import process
 from sisa.faults import ENV
-from sisa.store.artifacts import TEST as TEST_PREFIX
 from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal
+from sisa.store.layout import TEST_PART, TEST_PREFIX
 from sisa.training.train import train
 from storage import decode_arrays, read_doc
 from tests.conftest import tiny_config, write_digits_npz
@@ -188,7 +187,7 @@ def end_state(url):
         body = {k: v for k, v in head.body.items() if k != "committed_at"}
         heads[prefix] = body  # generation, data ref (ids hash via manifest), stage refs
         for ref in [head.data] + head.stages:  # everything a head references is there
-            assert f"{ref['dir']}/MANIFEST.json" in payloads
+            assert f"{ref.dir}/MANIFEST.json" in payloads
     for prefix, body in heads.items():
         if prefix == TEST_PREFIX:
             continue
@@ -233,7 +232,7 @@ def end_state(url):
         "serving": {
             "through": serving_state.through,
             "shards": {
-                k: (s.generation, s.stage, s.ref["dir"] if s.ref else None, s.pending)
+                k: (s.generation, s.stage, s.ref.dir if s.ref else None, s.pending)
                 for k, s in serving_state.shards.items()
             },
         },
@@ -279,7 +278,7 @@ def assert_compliant(url):
     store = SisaStore(str(url))
     state = compliance.current(store)
     for request in Journal(store).open_requests():
-        for shard in request.parts - {TEST}:
+        for shard in request.parts - {TEST_PART}:
             head = store.shard_head(shard)
             if int(head.body.get("journal_seq", 0)) < request.seq:
                 assert state.shards[shard].stage <= min(request.slices(shard))

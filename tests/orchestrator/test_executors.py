@@ -145,7 +145,7 @@ def checkpoints(url):
     for shard in range(store.config().sisa.shards):
         for ref in store.shard_head(shard).stages:
             weights, extra = store.read_stage(ref)
-            out[shard, ref["stage"]] = (tensor_hashes(weights), state_digest(extra))
+            out[shard, ref.stage] = (tensor_hashes(weights), state_digest(extra))
     return out
 
 

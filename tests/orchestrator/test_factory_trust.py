@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from orchestrator.cli import main
-from sisa.store.artifacts import BATCHES, SisaStore
+from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal
+from sisa.store.layout import BATCHES
 from tests.orchestrator.test_cli import TINY_ARGS, _sisa
 
 FACTORY = "tests.sisa.factories:tiny_linear"

@@ -20,11 +20,13 @@ from orchestrator.cli import main
 from orchestrator.service import DeletionService
 from sisa.deletion import receipts
 from sisa.deletion.accept import accept
-from sisa.deletion.batch import BatchPlan, batch_path, process
+from sisa.deletion.batch import process
 from sisa.deletion.cost import Decision, should_start
+from sisa.deletion.plan import BatchPlan
 from sisa.evidence.verify import verify
-from sisa.store.artifacts import BATCHES, SisaStore
+from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal
+from sisa.store.layout import BATCHES, batch_path
 from sisa.training.train import train
 from storage import LeaseHeldError, read_doc
 from tests.conftest import tiny_config

@@ -44,7 +44,7 @@ def test_forgetting_risky_points_retrains_one_shard_from_a_late_slice(trained):
     assert set(shards[risky]) == {0} and set(slices[risky]) == {2, 3}
     assert set(shards[~risky]) == {1, 2, 3} and set(slices[~risky]) == {0, 1, 2, 3}
     head = SisaStore(url).shard_head(0)
-    assert [s["n"] for s in head.stages][:2] == [0, 0]  # slices 1-2 of shard 0 are empty
+    assert [s.n for s in head.stages][:2] == [0, 0]  # slices 1-2 of shard 0 are empty
 
     late = [int(i) for i in ids[risky & (slices == 3)][:2]]
     acc = accept(url, late[:1])  # comply: shard 0 serves stage 3, which never saw it

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from sisa.config import SisaConfig
-from sisa.data.partition import MISSING, TEST, Locator, Tiers, assign, place, risk_tiers
+from sisa.data.partition import MISSING, Locator, Tiers, assign, place, risk_tiers
+from sisa.store.layout import TEST_PART
 
 N = 5000
 
@@ -74,9 +75,9 @@ def test_locator_finds_parts_and_rows(kind):
     make = (
         (lambda a: np.asarray(a)) if kind == "int" else (lambda a: np.array([f"p{i}" for i in a]))
     )
-    parts = {0: make([5, 1, 9]), 1: make([2]), TEST: make([7, 3])}
+    parts = {0: make([5, 1, 9]), 1: make([2]), TEST_PART: make([7, 3])}
     located = Locator(parts).locate(make([9, 2, 3, 100]))
-    assert located.part.tolist() == [0, 1, TEST, MISSING]
+    assert located.part.tolist() == [0, 1, TEST_PART, MISSING]
     assert located.row.tolist() == [2, 0, 1, -1]
     wrong_kind = np.array(["5"]) if kind == "int" else np.array([5])
     assert Locator(parts).locate(wrong_kind).part.tolist() == [MISSING]

@@ -13,7 +13,8 @@ from sisa.data.partition import place
 from sisa.deletion.accept import UnknownIDError, forget, plan_forget
 from sisa.evidence.status import status
 from sisa.evidence.verify import verify
-from sisa.store.artifacts import SisaStore, gen_dir, shard_prefix
+from sisa.store.artifacts import SisaStore
+from sisa.store.layout import gen_dir, shard_prefix
 from sisa.training.train import train
 from storage import decode_arrays
 from tests.conftest import tiny_config, write_digits_npz
@@ -105,7 +106,7 @@ def test_trailing_points_belong_to_a_slice_and_are_unlearned(trained):
     final = head.stages[-1]
     from sisa.ids import id_set_hash
 
-    assert final["ids_hash"] == id_set_hash(arrays["ids"])  # last stage saw every point
+    assert final.ids_hash == id_set_hash(arrays["ids"])  # last stage saw every point
     trailing = [int(i) for i in arrays["ids"][-3:]]
     forget(url, trailing)
     assert_equals_scratch(trained, url, trailing)
@@ -166,13 +167,13 @@ def test_purge_deletes_every_file_that_saw_a_deleted_point(trained):
     store = SisaStore(url)
     before = store.shard_head(1)
     report = forget(url, [victim])
-    stale = [before.data["dir"]] + [s["dir"] for s in before.stages if s["stage"] >= 2]
+    stale = [before.data.dir] + [s.dir for s in before.stages if s.stage >= 2]
     for rel in stale:
         assert not store.fs.walk(rel), f"{rel} survived the purge"
     assert f"{gen_dir(shard_prefix(1), 0)}.json" not in store.fs.walk(shard_prefix(1))
     assert report.purged
     # stage 1 never saw the point: it is reused, not retrained
-    assert store.shard_head(1).stages[0]["dir"] == before.stages[0]["dir"]
+    assert store.shard_head(1).stages[0].dir == before.stages[0].dir
     for rel in store.fs.walk():
         if rel.endswith(".npz"):
             arrays = decode_arrays(store.fs.read_bytes(rel))
@@ -239,7 +240,8 @@ def test_verify_catches_a_shard_that_was_not_unlearned(trained):
     from sisa.ids import id_set_hash
 
     ref = store.write_data(f"{gen_dir(shard_prefix(0), 1)}/data", kept, id_set_hash(kept["ids"]))
-    store.commit_head(shard_prefix(0), 1, head.body | {"data": ref, "n": len(kept["ids"])})
+    body = head.body | {"data": ref.to_body(), "n": len(kept["ids"])}
+    store.commit_head(shard_prefix(0), 1, body)
     report = verify(url, shard=0)
     assert not report.identical
     assert not all(s.ids_match for s in report.shards[0].stages)
@@ -251,7 +253,7 @@ def test_forgetting_is_cheaper_than_retraining(trained):
     ids, shards, slices = layout(url)
     victim = int(ids[(shards == 2) & (slices == 2)][0])
     report = forget(url, [victim])
-    full = sum(s["samples"] for k in range(3) for s in [SisaStore(url).shard_head(k).stages[-1]])
+    full = sum(SisaStore(url).shard_head(k).stages[-1].samples for k in range(3))
     assert 0 < report.shards[0].samples < full / 3
 
 

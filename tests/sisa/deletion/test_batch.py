@@ -11,9 +11,10 @@ import pytest
 import sisa.deletion.batch
 from sisa.deletion import receipts
 from sisa.deletion.accept import accept, forget
-from sisa.deletion.batch import BatchPlan, pending_plan, process
+from sisa.deletion.batch import process
 from sisa.deletion.cost import calibration
 from sisa.deletion.lifecycle import request_status, request_statuses
+from sisa.deletion.plan import BatchPlan, pending_plan
 from sisa.evidence.verify import verify
 from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal
@@ -134,14 +135,14 @@ def test_a_receipt_records_hashes_stages_checkpoints_and_purged_artifacts(url):
     assert receipt["reason"] == "ticket 4411"
     [shard] = receipt["shards"]
     assert shard["stages"] == [2, 3, 4]
-    assert shard["old_checkpoint"] == old.stages[-1]["state_hash"]
-    assert shard["new_checkpoint"] == new.stages[-1]["state_hash"]
+    assert shard["old_checkpoint"] == old.stages[-1].state_hash
+    assert shard["new_checkpoint"] == new.stages[-1].state_hash
     assert (shard["old_generation"], shard["new_generation"]) == (0, 1)
-    stale = [old.data["dir"]] + [s["dir"] for s in old.stages[1:]]
+    stale = [old.data.dir] + [s.dir for s in old.stages[1:]]
     assert sorted(shard["purged"]) == sorted(stale + ["shards/00002/g000000.json"])
     for rel in shard["purged"]:
         assert not store.fs.exists(rel)
-    assert old.stages[0]["dir"] in {s["dir"] for s in new.stages}  # stage 1 reused
+    assert old.stages[0].dir in {s.dir for s in new.stages}  # stage 1 reused
     assert (
         receipt["accepted_at"]
         <= receipt["compliant_at"]
@@ -218,7 +219,7 @@ def test_processing_is_idempotent(url):
 
 def test_a_sweep_deletes_files_planted_inside_a_live_artifact(url):
     store = SisaStore(url)
-    live = store.shard_head(0).stages[-1]["dir"]
+    live = store.shard_head(0).stages[-1].dir
     old = store.fs.read_bytes(f"{live}/weights.safetensors")
     store.fs.write_bytes(f"{live}/weights-old.safetensors", old)  # hidden stale copy
     store.fs.write_bytes(f"{live}/.tmp-leftover", b"x")
@@ -268,7 +269,7 @@ def test_a_reason_may_not_name_any_id_of_the_store(string_store):
 
 def test_the_audit_finds_an_id_hidden_in_a_reason(string_store):
     from sisa.evidence.audit import audit
-    from sisa.store.journal import doc_path
+    from sisa.store.layout import request_path
     from storage import read_doc, sha256_hex
     from storage.commit import canonical_json
 
@@ -277,9 +278,9 @@ def test_the_audit_finds_an_id_hidden_in_a_reason(string_store):
     a, b = str(ids[0]), str(ids[1])
     forget(url, [a], reason="ticket 9")
     store = SisaStore(url)
-    body = read_doc(store.fs, doc_path(1)) | {"reason": f"also about ({b})"}  # forged
+    body = read_doc(store.fs, request_path(1)) | {"reason": f"also about ({b})"}  # forged
     doc = {"body": body, "sha256": sha256_hex(canonical_json(body))}
-    store.fs.write_bytes(doc_path(1), canonical_json(doc) + b"\n")
+    store.fs.write_bytes(request_path(1), canonical_json(doc) + b"\n")
     assert audit(url).ok  # b is live: mentioning it is not yet a leak
     forget(url, [b])
     assert "raw deleted ID in a document" in {f.kind for f in audit(url).findings}

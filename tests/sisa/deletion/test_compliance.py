@@ -123,7 +123,7 @@ def test_accept_still_refuses_a_damaged_store(url):
     from storage import StorageError
 
     store = SisaStore(url)
-    store.fs.delete(f"{store.shard_head(1).data['dir']}/MANIFEST.json")
+    store.fs.delete(f"{store.shard_head(1).data.dir}/MANIFEST.json")
     with pytest.raises(StorageError, match="not committed"):
         accept(url, [pick(url, 0, 2)])
     assert Journal(store).seqs() == []

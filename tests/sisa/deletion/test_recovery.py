@@ -5,6 +5,8 @@ no further writes); tests/orchestrator/test_cli.py kills real processes."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import sisa.deletion.accept
@@ -14,8 +16,10 @@ from sisa.deletion import compliance
 from sisa.deletion.accept import accept, forget
 from sisa.deletion.batch import process
 from sisa.evidence.verify import verify
-from sisa.store.artifacts import SisaStore, StoreStateError, gen_dir, shard_prefix
+from sisa.store.artifacts import SisaStore, StoreStateError
 from sisa.store.journal import Journal
+from sisa.store.layout import gen_dir, shard_prefix
+from sisa.store.tombstones import add_tombstones
 from sisa.training.train import train
 from storage import decode_arrays
 from tests.conftest import tiny_config
@@ -102,7 +106,7 @@ def test_heads_past_a_million_generations(tmp_path):
     store.commit_head("tombstones", 999_999, {"entries": [], "groups": []})
     store.commit_head("tombstones", 1_000_000, {"entries": [{"hash": "h"}], "groups": []})
     assert store.tombstones().generation == 1_000_000
-    store.add_tombstones([{"hash": "i", "part": 0, "generation": 0}], [])
+    add_tombstones(store, [{"hash": "i", "part": 0, "generation": 0}], [])
     assert [e["hash"] for e in store.tombstones().body["entries"]] == ["h", "i"]
 
 
@@ -160,10 +164,10 @@ def test_verify_checks_the_optimizer_state_too(tmp_path):
     for state in extra["optimizer"]["state"].values():
         state["momentum_buffer"] = torch.zeros_like(state["momentum_buffer"])
     rel = f"{gen_dir(shard_prefix(0), 1)}/stage-002"
-    meta = store.stage_meta(head.stages[1]["dir"])
+    meta = store.stage_meta(head.stages[1].dir)
     ref = store.write_stage(rel, weights, extra, {k: meta[k] for k in ("stage", "ids_hash")})
-    ref = ref | {"ids_hash": head.stages[1]["ids_hash"]}
-    stages = [head.stages[0], ref, head.stages[2]]
+    ref = dataclasses.replace(ref, ids_hash=head.stages[1].ids_hash)
+    stages = [s.to_body() for s in (head.stages[0], ref, head.stages[2])]
     store.commit_head(shard_prefix(0), 1, head.body | {"stages": stages})
     assert encode_state(extra)  # the tampered state is a valid checkpoint
     report = verify(url)
@@ -178,7 +182,6 @@ def test_the_head_references_what_it_loads(tmp_path):
     train(tiny_config(**{"sisa.shards": 1}), url)
     store = SisaStore(url)
     head = store.shard_head(0)
-    ref = dict(head.stages[-1])
-    ref["manifest"] = "0" * 64
+    ref = dataclasses.replace(head.stages[-1], manifest="0" * 64)
     with pytest.raises(Exception, match="refusing to load"):
         store.read_stage(ref)

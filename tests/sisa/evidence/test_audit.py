@@ -13,8 +13,9 @@ import pytest
 from sisa.deletion import receipts
 from sisa.deletion.accept import accept, forget
 from sisa.evidence.audit import audit
-from sisa.store.artifacts import SERVING, WEIGHTS, SisaStore, gen_dir, shard_prefix
-from sisa.store.journal import Journal, doc_path, receipt_path
+from sisa.store.artifacts import SisaStore
+from sisa.store.journal import Journal
+from sisa.store.layout import SERVING, WEIGHTS, gen_dir, receipt_path, request_path, shard_prefix
 from sisa.training.train import train
 from storage import encode_arrays, read_doc, read_manifest, sha256_hex, write_doc
 from storage.commit import canonical_json
@@ -98,7 +99,7 @@ def test_an_open_request_is_a_pending_warning_not_a_violation(forgotten):
     assert report.ok, report.findings
     pending = [f for f in report.findings if f.kind == "pending deletion"]
     assert [(f.severity, f.path) for f in pending] == [
-        ("warning", SisaStore(url).shard_head(2).data["dir"])
+        ("warning", SisaStore(url).shard_head(2).data.dir)
     ]
     assert "1 point" in pending[0].detail
     assert (report.requests, report.open_requests, report.chain.length) == (4, 1, 3)
@@ -116,7 +117,7 @@ def test_serving_a_checkpoint_that_saw_the_point_is_a_violation(url, case, kind)
     latest = store.latest_head(SERVING)
     body = {k: v for k, v in latest.body.items() if k != "generation"}
     body["shards"] = [list(s) for s in body["shards"]]
-    body["shards"][1][2:4] = [3, final]
+    body["shards"][1][2:4] = [3, final.to_body()]
     store.commit_head(SERVING, latest.generation + 1, body)
     assert kinds(audit(url)) == {kind}
 
@@ -190,7 +191,7 @@ def test_tombstones_that_lost_a_purged_point_are_caught(forgotten):
 
 
 def stage_files(store, ref):
-    return {rel: store.fs.read_bytes(rel) for rel in store.fs.walk(ref["dir"])}
+    return {rel: store.fs.read_bytes(rel) for rel in store.fs.walk(ref.dir)}
 
 
 def test_a_stale_checkpoint_put_back_is_caught(url):
@@ -199,16 +200,16 @@ def test_a_stale_checkpoint_put_back_is_caught(url):
     saved = stage_files(store, old.stages[1]) | stage_files(store, old.data)
     forget(url, [victim(url, 1, 0)])
     assert audit(url).ok
-    weights = saved[f"{old.stages[1]['dir']}/weights.safetensors"]
+    weights = saved[f"{old.stages[1].dir}/weights.safetensors"]
     saved["shards/00009/g000000/stage-001/weights.safetensors"] = weights  # no such shard
     for rel, data in saved.items():
         store.fs.write_bytes(rel, data)
-    live = store.shard_head(1).stages[1]["dir"]  # and old weights hidden in a live folder
+    live = store.shard_head(1).stages[1].dir  # and old weights hidden in a live folder
     store.fs.write_bytes(f"{live}/old.safetensors", weights)
     report = audit(url)
     unreferenced = {f.path: f.detail for f in report.findings if f.kind == "unreferenced artifact"}
     assert set(unreferenced) == set(saved)
-    assert "1 deleted" in unreferenced[f"{old.data['dir']}/ids.npz"]
+    assert "1 deleted" in unreferenced[f"{old.data.dir}/ids.npz"]
     assert [f.path for f in report.findings if f.kind == "unlisted file"] == [
         f"{live}/old.safetensors"
     ]
@@ -218,9 +219,9 @@ def test_a_stale_checkpoint_put_back_is_caught(url):
 def test_old_weights_under_fresh_records_are_caught(url):
     """Old weights swapped into a live stage, with its manifest and head re-signed."""
     store = SisaStore(url)
-    old = store.fs.read_bytes(f"{store.shard_head(1).stages[1]['dir']}/weights.safetensors")
+    old = store.fs.read_bytes(f"{store.shard_head(1).stages[1].dir}/weights.safetensors")
     forget(url, [victim(url, 1, 0)])
-    stages = [s["dir"] for s in store.shard_head(1).stages]
+    stages = [s.dir for s in store.shard_head(1).stages]
     store.fs.write_bytes(f"{stages[1]}/weights.safetensors", old)
     entry = {"sha256": sha256_hex(old), "size": len(old)}
     forge(url, f"{stages[1]}/MANIFEST.json", lambda b: b["files"].update({WEIGHTS: entry}))
@@ -249,9 +250,9 @@ def test_a_forged_head_referencing_stale_artifacts_is_caught(url, stale):
 
     def point_at_stale(body):
         if stale == "stage":
-            body["stages"][1] = ref | {"ids_hash": body["stages"][1]["ids_hash"]}  # a lie
+            body["stages"][1] = ref.to_body() | {"ids_hash": body["stages"][1]["ids_hash"]}  # a lie
         else:
-            body |= {"data": ref, "n": old.body["n"]}
+            body |= {"data": ref.to_body(), "n": old.body["n"]}
 
     forge(url, f"{gen_dir(shard_prefix(1), 1)}.json", point_at_stale)
     report = audit(url)
@@ -261,9 +262,7 @@ def test_a_forged_head_referencing_stale_artifacts_is_caught(url, stale):
         assert {"checkpoint trained on other points", "broken lineage"} <= kinds(report)
     else:
         deleted = [f for f in report.findings if f.kind == "deleted point in live data"]
-        assert [(f.path, f.detail) for f in deleted] == [
-            (ref["dir"], "1 purged point(s) or group(s)")
-        ]
+        assert [(f.path, f.detail) for f in deleted] == [(ref.dir, "1 purged point(s) or group(s)")]
         assert "checkpoint trained on other points" in kinds(report)
 
 
@@ -274,13 +273,13 @@ def test_a_raw_string_id_left_in_metadata_is_caught(string_base, tmp_path):
     assert isinstance(gone, str)
     forget(url, [gone], reason="ticket-17")
     assert audit(url).findings == []  # no false alarm on a string-ID store
-    forge(url, doc_path(1), lambda body: body.update(note=["kept", {"by": gone}]))
+    forge(url, request_path(1), lambda body: body.update(note=["kept", {"by": gone}]))
     store = SisaStore(url)
     write_doc(store.fs, "batches/notes.json", {"kept": victim(url, 0, 0)})  # not deleted
     store.fs.write_bytes("batches/leak.npz", encode_arrays({"ids": np.array(["user-x", gone])}))
     report = audit(url)
     assert {(f.kind, f.path) for f in report.violations} == {
-        ("raw deleted ID in a document", doc_path(1)),
+        ("raw deleted ID in a document", request_path(1)),
         ("deleted point in a file", "batches/leak.npz"),
     }
 
@@ -306,7 +305,7 @@ def test_corrupt_bytes_are_caught(forgotten, target, kind):
     url, _ = forgotten
     store = SisaStore(url)
     head = store.shard_head(0)
-    folder = head.stages[1]["dir"] if target == "weights.safetensors" else head.data["dir"]
+    folder = head.stages[1].dir if target == "weights.safetensors" else head.data.dir
     rel = f"{folder}/{target}"
     data = bytearray(store.fs.read_bytes(rel))
     data[len(data) // 2] ^= 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sisa.evidence.evaluation import Outputs, evidence, outputs_of
+from sisa.evidence.evaluation import Outputs, evidence
 from sisa.evidence.mia import logistic_loss_attack
 
 
@@ -72,9 +72,6 @@ def test_outputs_are_checked(reference: Outputs) -> None:
         Outputs(dict(reference.proba, extra=reference.proba["test"]), reference.labels)
     with pytest.raises(ValueError, match="forget: 3 rows of probabilities for 60 labels"):
         Outputs(dict(reference.proba, forget=reference.proba["forget"][:3]), reference.labels)
-    X = {s: np.zeros((len(y), 2)) for s, y in reference.labels.items()}
-    out = outputs_of(lambda x: np.full((len(x), 4), 0.25), X, reference.labels)
-    assert out.proba["retain"].shape == (400, 4)
 
 
 def test_the_logistic_attack_compares_with_test_points_of_the_forget_sets_classes() -> None:

@@ -39,6 +39,6 @@ def test_lifecycle_is_identical_on_every_backend(backend, tmp_path):
     assert got == [s["weights_sha256"] for s in status(reference)["shards"]]
     # nothing left in the store mentions a purged generation
     store = SisaStore(url, options)
-    live = {ref["dir"] for k in range(2) for ref in store.shard_head(k).stages}
+    live = {ref.dir for k in range(2) for ref in store.shard_head(k).stages}
     stage_dirs = {rel.rsplit("/", 1)[0] for rel in store.fs.walk("shards") if "/stage-" in rel}
     assert stage_dirs == live

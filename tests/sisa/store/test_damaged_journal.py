@@ -15,12 +15,13 @@ from sisa.deletion.batch import process
 from sisa.evidence.audit import audit
 from sisa.evidence.status import status
 from sisa.store.artifacts import SisaStore
-from sisa.store.journal import Journal, doc_path
+from sisa.store.journal import Journal
+from sisa.store.layout import request_path
 from tests.sisa.deletion.test_accept import layout
 
 
 def truncate(url, seq, keep=50):
-    path = f"{url}/{doc_path(seq)}"
+    path = f"{url}/{request_path(seq)}"
     with open(path, "rb") as f:
         raw = f.read()
     with open(path, "wb") as f:
@@ -115,7 +116,7 @@ def test_a_request_body_that_is_not_a_request_is_damaged_too(url):
     from storage import write_doc
 
     store = SisaStore(url)
-    write_doc(store.fs, doc_path(1), {"id": "r000000001-00000000", "seq": 1})  # no entries
+    write_doc(store.fs, request_path(1), {"id": "r000000001-00000000", "seq": 1})  # no entries
     assert Journal(store).damaged() == [1]
     assert accept(url, [sorted(live_ids(url))[0]]).request_id.startswith("r000000002-")
 

@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from sisa.store.artifacts import SisaStore
-from sisa.store.journal import Entry, Journal, UnknownRequestError, doc_path, parse_request_id
+from sisa.store.journal import Entry, Journal, UnknownRequestError, parse_request_id
+from sisa.store.layout import request_path
 from storage import read_doc
 
 
@@ -39,11 +40,11 @@ def test_a_request_document_round_trips_and_is_write_once(tmp_path):
     request = Journal(store).append([Entry("a", 1, 2), Entry("b", -1, None)], "g", "why")
     again = Journal(store).find(request.id)
     assert again == request and again.parts == {1, -1} and again.slices(1) == [2]
-    assert read_doc(store.fs, doc_path(1))["id"] == request.id
+    assert read_doc(store.fs, request_path(1))["id"] == request.id
     from storage import StorageError, write_doc
 
     with pytest.raises(StorageError):
-        write_doc(store.fs, doc_path(1), {"forged": True})
+        write_doc(store.fs, request_path(1), {"forged": True})
 
 
 @pytest.mark.parametrize(

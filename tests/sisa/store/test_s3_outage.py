@@ -17,7 +17,8 @@ import pytest
 from sisa.data.partition import place
 from sisa.deletion.accept import accept, forget
 from sisa.deletion.batch import process
-from sisa.store.artifacts import SisaStore, gen_dir, shard_prefix
+from sisa.store.artifacts import SisaStore
+from sisa.store.layout import gen_dir, shard_prefix
 from sisa.training.train import train
 from sisa.training.trainer import state_digest
 from storage import StorageIOError, is_committed, tensor_hashes
@@ -68,7 +69,7 @@ def checkpoints(url, options=None):
     out = {}
     for ref in store.shard_head(0).stages:
         weights, extra = store.read_stage(ref)
-        out[ref["stage"]] = (tensor_hashes(weights), state_digest(extra))
+        out[ref.stage] = (tensor_hashes(weights), state_digest(extra))
     return out
 
 
@@ -143,11 +144,11 @@ def test_a_checkpoint_read_cut_off_fails_clearly(s3, monkeypatch):
     train(tiny_config(**CONFIG), url, options)
     ref = SisaStore(url, options).shard_head(0).stages[0]
     weights, _ = SisaStore(url, options).read_stage(ref)
-    stop_before(monkeypatch, server, "_cat_file", f"{ref['dir']}/weights.safetensors")
+    stop_before(monkeypatch, server, "_cat_file", f"{ref.dir}/weights.safetensors")
     with pytest.raises(StorageIOError) as err:
         SisaStore(url, options).read_stage(ref)  # the manifest is read, then the server stops
     assert time.monotonic() - server.stopped_at < 10
-    assert str(err.value).startswith(f"{url}/{ref['dir']}/weights.safetensors: could not read")
+    assert str(err.value).startswith(f"{url}/{ref.dir}/weights.safetensors: could not read")
     server.start()
     again, _ = SisaStore(url, options).read_stage(ref)
     assert tensor_hashes(again) == tensor_hashes(weights)

@@ -16,8 +16,9 @@ from sisa.deletion.batch import process
 from sisa.evidence.audit import audit
 from sisa.evidence.verify import verify
 from sisa.ids import salted_hash
-from sisa.store.artifacts import GROUP_RULE, TOMBSTONES, SisaStore, StoreStateError
-from sisa.store.tombstones import deleted_groups, repair_tombstones, stale_groups
+from sisa.store.artifacts import SisaStore, StoreStateError
+from sisa.store.layout import TOMBSTONES
+from sisa.store.tombstones import GROUP_RULE, deleted_groups, repair_tombstones, stale_groups
 from sisa.training.train import train
 from tests.conftest import tiny_config, write_digits_npz
 

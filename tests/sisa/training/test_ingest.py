@@ -10,7 +10,8 @@ from sisa.data.dataset import DataError, synthetic_purchase
 from sisa.data.purchase import SyntheticPurchase
 from sisa.data.sources import PurchaseSource, open_source
 from sisa.evidence.status import status
-from sisa.store.artifacts import TEST, SisaStore
+from sisa.store.artifacts import SisaStore
+from sisa.store.layout import TEST_PREFIX
 from sisa.training.ingest import IngestJob, run_ingest_job
 from sisa.training.train import prepare, train
 from tests.conftest import tiny_config
@@ -19,7 +20,7 @@ PURCHASE = {"data.source": "synthetic-purchase", "data.n": 2000, "sisa.shards": 
 
 
 def _ingest(config, url: str, chunk_rows: int):
-    job = IngestJob(url, {}, config.stored(), chunk_rows=chunk_rows)
+    job = IngestJob(url=url, storage_options={}, config=config.stored(), chunk_rows=chunk_rows)
     return run_ingest_job(job, lambda units: None)
 
 
@@ -30,7 +31,7 @@ def test_parts_hold_the_rows_of_an_in_memory_split(tmp_path, chunk_rows):
     ingested = _ingest(config, str(tmp_path / "s"), chunk_rows)
     store = SisaStore(str(tmp_path / "s"))
     assert (ingested.n_train, ingested.n_test) == (len(train_ds), len(test_ds))
-    test = store.read_data(store.latest_head(TEST).data)
+    test = store.read_data(store.latest_head(TEST_PREFIX).data)
     assert np.array_equal(test["ids"], test_ds.ids) and np.array_equal(test["X"], test_ds.X)
     assert [j.shard for j in ingested.jobs] == [0, 1, 2]
     for job in ingested.jobs:
@@ -39,7 +40,7 @@ def test_parts_hold_the_rows_of_an_in_memory_split(tmp_path, chunk_rows):
         for key, want in (("ids", train_ds.ids), ("y", train_ds.y), ("X", train_ds.X)):
             assert got[key].dtype == want.dtype
             assert np.array_equal(got[key], want[rows]), key
-        parts = len(job.data.get("x_files", ["X.npz"]))
+        parts = len(job.data.x_files)
         assert parts == (1 if chunk_rows is None else len(range(0, 2000, chunk_rows)))
 
 
@@ -57,7 +58,7 @@ def test_chunking_changes_no_bit_of_the_trained_store(tmp_path):
     store = SisaStore(chunked)
     for shard in range(3):
         head = store.shard_head(shard)
-        assert len(head.data["x_files"]) > 1
+        assert len(head.data.x_files) > 1
         assert len(store.read_data(head.data)["X"]) == head.body["n"]  # not swept away
 
 
@@ -66,12 +67,12 @@ def test_a_rerun_writes_only_the_missing_parts(tmp_path):
     url = str(tmp_path / "s")
     first = _ingest(config, url, 500)
     store = SisaStore(url)
-    lost = first.jobs[1].data["dir"]
+    lost = first.jobs[1].data.dir
     store.fs.delete_tree(lost)  # as if the ingest died before this part's commit
-    kept = {j.shard: j.data["manifest"] for j in first.jobs}
+    kept = {j.shard: j.data.manifest for j in first.jobs}
     again = _ingest(config, url, 500)
-    assert {j.shard: j.data["manifest"] for j in again.jobs} == kept  # same bytes
-    assert store.read_data(again.jobs[1].data)["ids"].size == again.jobs[1].data["n"]
+    assert {j.shard: j.data.manifest for j in again.jobs} == kept  # same bytes
+    assert store.read_data(again.jobs[1].data)["ids"].size == again.jobs[1].data.n
 
 
 def test_another_source_over_an_unfinished_store_is_refused(tmp_path):

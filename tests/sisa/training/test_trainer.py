@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import sisa.training.jobs
-from sisa.store.artifacts import SisaStore, gen_dir, shard_prefix
+from sisa.store.artifacts import SisaStore
+from sisa.store.layout import gen_dir, shard_prefix
 from sisa.training.jobs import ShardJob, peak_rss_bytes, run_shard_job
 from sisa.training.train import train
 from sisa.training.trainer import fresh_state
@@ -38,8 +39,9 @@ def test_a_retry_resumes_only_stages_trained_on_the_same_ids(tmp_path, monkeypat
     def job(generation: int, dropped_rows: int) -> ShardJob:
         kept = {k: v[dropped_rows:] for k, v in arrays.items()}
         rel = f"{gen_dir(shard_prefix(0), generation)}/data"
+        data = store.write_data(rel, kept, id_set_hash(kept["ids"]))
         return ShardJob(
-            url, {}, 0, generation, 1, store.write_data(rel, kept, id_set_hash(kept["ids"])), []
+            url=url, storage_options={}, shard=0, generation=generation, start_stage=1, data=data
         )
 
     class Crash(Exception):
@@ -64,7 +66,7 @@ def test_a_retry_resumes_only_stages_trained_on_the_same_ids(tmp_path, monkeypat
         attempt(job(2, 2), crashing=True)  # stage 1 of generation 2 on one data set...
     other = attempt(job(2, 3), crashing=False)  # ...retried on another
     assert other.resumed == [] and other.trained == [1, 2, 3]
-    assert other.head["stages"][0]["ids_hash"] != same.head["stages"][0]["ids_hash"]
+    assert other.head.stages[0].ids_hash != same.head.stages[0].ids_hash
 
 
 def test_a_shard_job_reports_the_peak_memory_of_its_process(tmp_path):
@@ -77,7 +79,15 @@ def test_a_shard_job_reports_the_peak_memory_of_its_process(tmp_path):
     url = str(tmp_path / "s")
     report = train(tiny_config(**{"sisa.shards": 2}), url)
     store = SisaStore(url)
-    done = run_shard_job(ShardJob(url, {}, 0, 0, 1, store.shard_head(0).data), lambda _: None)
+    job = ShardJob(
+        url=url,
+        storage_options={},
+        shard=0,
+        generation=0,
+        start_stage=1,
+        data=store.shard_head(0).data,
+    )
+    done = run_shard_job(job, lambda _: None)
     assert done.trained == [] and done.samples == 0  # the early return
     peaks = [r.peak_rss_bytes for r in [*report.shards, done]]
     for peak in peaks:

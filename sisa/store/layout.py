@@ -1,0 +1,110 @@
+"""Every path of a SISA store, in one place. No other module spells a path of the layout.
+
+```
+config.json                    training intent: config + training hash (written first)
+STORE.json                     the trained marker: fingerprint, shapes, salt (written last)
+shards/00003/g000002.json      head of shard 3, generation 2: its data and stage checkpoints
+shards/00003/g000002/data/     artifact: ids.npz (ids, labels, groups), X.npz (features)
+                               or, as ingested in chunks, X-00000.npz, X-00001.npz, ...
+shards/00003/g000002/stage-004/ artifact: weights.safetensors, state.pt
+test/g000001.json              head of the held-out test data; test/g000001/data/
+tombstones/g000005.json        salted hashes of every deleted ID and group
+journal/r000000007.json        deletion request 7: salted hashes, shard and slice of each
+batches/b000000007.json        the plan of the batch that processes requests up to 7
+serving/g000012.json           the checkpoint each shard serves (rolled back while pending)
+receipts/r000000007.json       receipt of request 7, chained to receipt 6 by hash
+locks/process.json             lease of the one process that retrains
+```
+
+Paths are built from integers only (shard, generation, stage, sequence number), each
+formatted with a fixed width, so no ID or user string ever becomes a path.
+
+A *part* is where a point lives: a shard ``0..S-1``, or ``TEST_PART`` for the held-out
+test data. Its *prefix* is the folder of its heads.
+"""
+
+from __future__ import annotations
+
+import re
+
+from storage import MANIFEST
+
+STORE_DOC = "STORE.json"
+CONFIG_DOC = "config.json"
+TEST_PREFIX = "test"
+TOMBSTONES = "tombstones"
+SHARDS = "shards"
+JOURNAL = "journal"  # deletion requests, one write-once document each
+BATCHES = "batches"  # the plan of each batch of requests, written before it runs
+SERVING = "serving"  # which checkpoint of each shard predictions use
+RECEIPTS = "receipts"  # one per processed request, chained by hash
+LOCKS = "locks"
+PROCESS_LOCK = f"{LOCKS}/process.json"  # the lease of the one process that retrains
+OWN_PATHS = (
+    CONFIG_DOC,
+    STORE_DOC,
+    SHARDS,
+    TEST_PREFIX,
+    TOMBSTONES,
+    JOURNAL,
+    BATCHES,
+    SERVING,
+    RECEIPTS,
+    LOCKS,
+)  # all a store ever writes; fmt: skip
+WEIGHTS, STATE = "weights.safetensors", "state.pt"
+STAGE_FILES = (MANIFEST, WEIGHTS, STATE)
+DEFAULT_X_FILES = ("X.npz",)  # the features of a data artifact written in one piece
+
+TEST_PART = -1  # the part of a held-out point; shards are 0..S-1
+
+HEAD_NAME = re.compile(r"^g([0-9]{6,})\.json\Z")  # a head document in its prefix
+REQUEST_NAME = re.compile(r"^r([0-9]{9})\.json\Z")  # a journal entry or a receipt
+BATCH_NAME = re.compile(r"^b([0-9]{9})\.json\Z")
+
+
+def shard_prefix(shard: int) -> str:
+    return f"{SHARDS}/{shard:05d}"
+
+
+def part_prefix(part: int) -> str:
+    """The prefix of a shard's heads, or of the test data's for ``TEST_PART``."""
+    return TEST_PREFIX if part == TEST_PART else shard_prefix(part)
+
+
+def gen_dir(prefix: str, generation: int) -> str:
+    """The folder of one generation's artifacts."""
+    return f"{prefix}/g{generation:06d}"
+
+
+def head_path(prefix: str, generation: int) -> str:
+    """The head document of one generation: writing it commits the generation."""
+    return f"{gen_dir(prefix, generation)}.json"
+
+
+def data_dir(prefix: str, generation: int) -> str:
+    return f"{gen_dir(prefix, generation)}/data"
+
+
+def stage_dir(prefix: str, generation: int, stage: int) -> str:
+    """The checkpoint after ``stage`` slices (1-based), written by that generation."""
+    return f"{gen_dir(prefix, generation)}/stage-{stage:03d}"
+
+
+def request_path(seq: int) -> str:
+    return f"{JOURNAL}/r{seq:09d}.json"
+
+
+def request_seq(rel: str) -> int | None:
+    """The sequence number of the journal entry at ``rel``; None for any other path."""
+    folder, _, name = rel.rpartition("/")
+    match = REQUEST_NAME.match(name) if folder == JOURNAL else None
+    return int(match.group(1)) if match else None
+
+
+def receipt_path(seq: int) -> str:
+    return f"{RECEIPTS}/r{seq:09d}.json"
+
+
+def batch_path(through: int) -> str:
+    return f"{BATCHES}/b{through:09d}.json"
