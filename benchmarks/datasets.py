@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sisa.data.dataset import load_source
+from sisa.data.loaders import load_source
 
 
 class DataCache:

@@ -42,7 +42,8 @@ from benchmarks.evidence_report import markdown, mean_of
 from benchmarks.report import Report
 from benchmarks.stores import QUIET
 from sisa.config import ModelConfig, build_config
-from sisa.data.dataset import load_source, split_train_test
+from sisa.data.dataset import split_train_test
+from sisa.data.loaders import load_source
 from sisa.deletion.accept import forget
 from sisa.evidence.approximate import Examples, baseline_config
 from sisa.evidence.evaluation import Outputs, evidence
@@ -259,7 +260,7 @@ def dataset_rows(name: str, grid: dict, root: Path) -> list[dict[str, Any]]:
             runs.record("retrain", other_out, ref_out[seed], others[seed][2], seed)
             cfg = baseline_config(UNLEARN | {"epochs": grid["unlearn_epochs"], "seed": seed})
             # RUM refines by the proxy recorded while this seed's original trained
-            methods = dict(METHODS) | {"rum": RUM(originals[seed][1][sc.forget])}
+            methods = dict(METHODS) | {"rum": RUM(memorization=originals[seed][1][sc.forget])}
             for method, fn in methods.items():
                 with counting_rows(original) as seen:
                     started = time.perf_counter()

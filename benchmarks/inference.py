@@ -74,7 +74,13 @@ def ensemble(models: list[nn.Module], w: Any, strategy: str) -> Ensemble:
     """The served path itself: ``Ensemble.predict`` validates numpy rows, runs the forward
     the strategy picks, aggregates (average) and decides. numpy [n, f] -> labels [n]."""
     config = build_config({}, {"sisa.aggregation": "average"})
-    return Ensemble(config, w.classes, tuple(w.shape), dict(enumerate(models)), inference=strategy)
+    return Ensemble(
+        config=config,
+        num_classes=w.classes,
+        input_shape=tuple(w.shape),
+        models=dict(enumerate(models)),
+        inference=strategy,
+    )
 
 
 def measure(

@@ -35,7 +35,7 @@ from benchmarks.report import Report, mean_std
 from benchmarks.sharding_report import markdown, plot, reading
 from benchmarks.stores import QUIET, Layout, copy_store, training_layout
 from sisa.config import Config, build_config
-from sisa.data.dataset import synthetic_purchase
+from sisa.data.loaders import synthetic_purchase
 from sisa.data.partition import risk_tiers
 from sisa.deletion.accept import accept
 from sisa.deletion.batch import process

@@ -92,7 +92,7 @@ def threads(n: int, up_to: int) -> list[int]:
 def purchase(sizes: list[int], folder: Path) -> dict[int, Path]:
     """Synthetic Purchase files of each size: the first N rows of one draw of the largest
     (generating it is k-means labelling, slower than training at small N; once is enough)."""
-    from sisa.data.dataset import synthetic_purchase
+    from sisa.data.loaders import synthetic_purchase
 
     arrays = synthetic_purchase(max(sizes), 0).to_arrays()
     paths = {}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sisa.config import ResourcesConfig
+from sisa.store.layout import PROBE_PREFIX
 from storage import Store
 
 PROBE_TIMEOUT_S = 300  # the probe tasks set up the jobs' runtime environment on each node
@@ -72,7 +73,7 @@ def _probe(store: Store, nodes: list[dict[str, Any]], task_options: dict[str, An
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     token = secrets.token_hex(16)
-    rel = f"locks/probe-{token}"
+    rel = f"{PROBE_PREFIX}{token}"
     created = _missing_folders(Path(store.path(rel)).parent)
     store.write_bytes(rel, token.encode())
     try:

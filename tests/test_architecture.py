@@ -131,3 +131,43 @@ def test_the_reach_in_check_finds_one(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("def f(store):\n    return store.fs.walk('')\n\nself.fs = 1\n")
     assert fs_reach_ins(path) == [2]
+
+
+def positional_records(path: Path) -> list[str]:
+    """Dataclasses of four or more fields that can be built positionally."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for deco in node.decorator_list:
+            text = ast.unparse(deco)
+            if (
+                text.startswith(("dataclass", "dataclasses.dataclass"))
+                and "kw_only=True" not in text
+            ):
+                fields = [b for b in node.body if isinstance(b, ast.AnnAssign)]
+                if len(fields) >= 4:
+                    out.append(node.name)
+    return out
+
+
+def test_records_of_four_or_more_fields_are_built_with_keywords():
+    """A record such as ``ShardResult`` built from many positional arguments breaks
+    silently when a field is added or two are swapped."""
+    found = {
+        str(path.relative_to(ROOT)): names
+        for path in sorted((ROOT / "sisa").rglob("*.py"))
+        if (names := positional_records(path))
+    }
+    assert found == {}
+
+
+def test_the_record_check_finds_one(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(
+        "from dataclasses import dataclass\n"
+        "@dataclass(frozen=True)\nclass A:\n    a: int\n    b: int\n    c: int\n    d: int\n"
+        "@dataclass(frozen=True, kw_only=True)\nclass B:\n    a: int\n    b: int\n    c: int\n"
+        "    d: int\n"
+    )
+    assert positional_records(path) == ["A"]

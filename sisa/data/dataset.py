@@ -1,39 +1,32 @@
-"""Datasets keyed by point ID: loading, validation and the per-ID train/test split.
+"""Datasets keyed by point ID: validation and the per-ID train/test split.
 
 Every point carries a stable, unique ID and everything downstream is keyed by it, never by
-row position. Loaders validate eagerly so that a bad file fails here, with the offending IDs
-named, rather than deep inside training. The train/test side of a point is a keyed hash of
-its own ID, so erasing one point never moves another across the split.
+row position. Loaders (``sisa.data.loaders``) validate eagerly so that a bad file fails
+there, with the offending IDs named, rather than deep inside training. The train/test side
+of a point is a keyed hash of its own ID, so erasing one point never moves another across
+the split.
 """
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
 
-import fsspec
 import numpy as np
 
 from sisa.ids import as_id_array, fingerprints, unit_interval
-
-if TYPE_CHECKING:  # pandas (0.2 s and more) is imported by what reads a table, when it does
-    import pandas as pd
 
 _MAX_EXAMPLES = 5
 _CHUNK = 32_768  # rows per chunk where a whole-matrix temporary would be too large
 NPZ_REQUIRED = ("ids", "X", "y")
 NPZ_OPTIONAL = ("groups", "risk")
-RESERVED_COLUMNS = ("id", "label", "group", "risk")  # every other column is a feature
-_INT_TEXT = r"-?(0|[1-9][0-9]*)"
 
 
 class DataError(ValueError):
     """A problem with input data; the message names the problem and the offending points."""
 
 
-def _examples(values: Sequence[object] | np.ndarray) -> str:
+def first_values(values: Sequence[object] | np.ndarray) -> str:
     """At most a few examples plus a count, so messages stay readable on huge inputs."""
     items = list(values[:_MAX_EXAMPLES])
     text = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in items)
@@ -42,7 +35,7 @@ def _examples(values: Sequence[object] | np.ndarray) -> str:
     return text
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(kw_only=True, frozen=True, eq=False)
 class Dataset:
     """Points with IDs, features, labels, optional groups and deletion risks, by row.
 
@@ -107,7 +100,7 @@ class Dataset:
         if extra:
             known = ", ".join(NPZ_REQUIRED + NPZ_OPTIONAL)
             raise DataError(f"unknown arrays: {', '.join(extra)} (expected {known})")
-        return _checked_arrays(arrays, num_classes)
+        return checked_arrays(arrays, num_classes)
 
 
 def _id_array(values: np.ndarray, what: str) -> np.ndarray:
@@ -161,7 +154,7 @@ def validate(ds: Dataset, *, allow_empty: bool = False) -> Dataset:
     uniq, counts = np.unique(ids, return_counts=True)
     if uniq.shape[0] != n:
         dups = uniq[counts > 1]
-        raise DataError(f"duplicate IDs: {_examples(dups)}")
+        raise DataError(f"duplicate IDs: {first_values(dups)}")
     y = _labels(y, ids)
     if isinstance(ds.num_classes, bool) or not isinstance(ds.num_classes, int | np.integer):
         raise DataError(f"num_classes must be an int, got {ds.num_classes!r}")
@@ -170,8 +163,8 @@ def validate(ds: Dataset, *, allow_empty: bool = False) -> Dataset:
     bad = (y < 0) | (y >= ds.num_classes)  # [n] bool
     if bad.any():
         raise DataError(
-            f"labels out of range [0, {ds.num_classes}) at IDs {_examples(ids[bad])}: "
-            f"values {_examples(y[bad])}"
+            f"labels out of range [0, {ds.num_classes}) at IDs {first_values(ids[bad])}: "
+            f"values {first_values(y[bad])}"
         )
     X = _features(X)
     if X.dtype.kind == "f":
@@ -180,10 +173,10 @@ def validate(ds: Dataset, *, allow_empty: bool = False) -> Dataset:
         for s in range(0, n, _CHUNK):
             bad[s : s + _CHUNK] = ~np.isfinite(flat[s : s + _CHUNK]).all(axis=1)
         if bad.any():
-            raise DataError(f"NaN or infinite features at IDs {_examples(ids[bad])}")
+            raise DataError(f"NaN or infinite features at IDs {first_values(ids[bad])}")
     groups = None if ds.groups is None else _id_array(ds.groups, "groups")
     risk = None if ds.risk is None else risk_values(ds.risk, ids, "risk")
-    return Dataset(ids, X, y, int(ds.num_classes), groups, risk)
+    return Dataset(ids=ids, X=X, y=y, num_classes=int(ds.num_classes), groups=groups, risk=risk)
 
 
 def risk_values(values: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
@@ -196,8 +189,8 @@ def risk_values(values: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
         bad = ~np.isfinite(values) | (values < 0) | (values > 1)  # [n] bool
     if bad.any():
         raise DataError(
-            f"{what} outside [0, 1] (or missing) at IDs {_examples(ids[bad])}: "
-            f"values {_examples(values[bad])}"
+            f"{what} outside [0, 1] (or missing) at IDs {first_values(ids[bad])}: "
+            f"values {first_values(values[bad])}"
         )
     return values
 
@@ -212,104 +205,10 @@ def _labels(y: np.ndarray, ids: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(y) | (y != np.floor(y))  # [n] bool
     if bad.any():
         raise DataError(
-            f"labels that are not integers at IDs {_examples(ids[bad])}: values {_examples(y[bad])}"
+            f"labels that are not integers at IDs {first_values(ids[bad])}: "
+            f"values {first_values(y[bad])}"
         )
     return y.astype(np.int64)
-
-
-def load_digits_dataset() -> Dataset:
-    """scikit-learn's bundled 8x8 digits: small, offline, 10 classes."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    X = (bunch.data / 16.0).astype(np.float32)  # [1797, 64] in [0, 1]
-    y = bunch.target.astype(np.int64)  # [1797]
-    return validate(Dataset(np.arange(len(y), dtype=np.int64), X, y, 10))
-
-
-def synthetic_purchase(
-    n: int, seed: int, num_features: int = 600, num_classes: int = 100
-) -> Dataset:
-    """A synthetic stand-in for Purchase-100 (see ``sisa.data.purchase``), held in memory."""
-    from sisa.data.purchase import SyntheticPurchase
-
-    try:
-        gen = SyntheticPurchase(n, seed, num_features, num_classes)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
-    X = np.empty((n, num_features), dtype=np.uint8)  # [n, F]
-    for start, chunk in gen.chunks():
-        X[start : start + len(chunk)] = chunk
-    return validate(Dataset(gen.ids, X, gen.labels(), num_classes))
-
-
-def _column_ids(col: pd.Series, what: str, *, from_text: bool) -> np.ndarray:
-    """An ID or group column as int64 if it is integer, else as strings.
-
-    CSV text is read as strings and turned into ints only when every value is canonical
-    integer text, so IDs such as ``"007"`` keep their identity instead of becoming ``7``.
-    """
-    import pandas as pd
-
-    missing = np.flatnonzero(col.isna().to_numpy())
-    if missing.size:
-        raise DataError(f"column {what!r} has missing values at rows {_examples(missing)}")
-    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_float_dtype(col):
-        raise DataError(f"column {what!r} has dtype {col.dtype}; it must be integer or string")
-    if pd.api.types.is_integer_dtype(col):
-        return col.to_numpy(dtype=np.int64)
-    text = col.astype(str).to_numpy(dtype=str)  # [n] unicode
-    if from_text and text.size and col.astype(str).str.fullmatch(_INT_TEXT).all():
-        try:
-            return np.array([int(v) for v in text.tolist()], dtype=np.int64)
-        except OverflowError:
-            pass  # beyond int64: keep as strings
-    return _id_array(text, f"values of column {what!r}")
-
-
-def _from_frame(df: pd.DataFrame, num_classes: int | None, *, from_text: bool) -> Dataset:
-    """A dataset from a table with ``id``, ``label``, optional ``group`` and ``risk``, and
-    feature columns."""
-    import pandas as pd
-
-    for name in ("id", "label"):
-        if name not in df.columns:
-            raise DataError(f"missing column {name!r} (columns: {_examples(list(df.columns))})")
-    if len(df) == 0:
-        raise DataError("empty data: the table has no rows")  # column dtypes are unknowable
-    feature_cols = [c for c in df.columns if c not in RESERVED_COLUMNS]
-    if not feature_cols:
-        raise DataError(f"no feature columns besides {', '.join(RESERVED_COLUMNS)}")
-    for c in feature_cols:
-        if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])):
-            raise DataError(f"non-numeric feature column {c!r} (dtype {df[c].dtype})")
-    binary = all(
-        (pd.api.types.is_bool_dtype(df[c]) or pd.api.types.is_integer_dtype(df[c]))
-        and df[c].isin([0, 1]).all()
-        for c in feature_cols
-    )
-    X = np.empty((len(df), len(feature_cols)), dtype=np.uint8 if binary else np.float32)
-    for j, c in enumerate(feature_cols):  # column by column: no float64 copy of the table
-        na = {} if binary else {"na_value": np.nan}
-        X[:, j] = df[c].to_numpy(dtype=X.dtype, **na)
-    ids = _column_ids(df["id"], "id", from_text=from_text)
-    groups = None
-    if "group" in df.columns:
-        groups = _column_ids(df["group"], "group", from_text=from_text)
-    risk = None
-    if "risk" in df.columns:
-        col = df["risk"]
-        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            raise DataError(f"column 'risk' has dtype {col.dtype}; it must be numbers in [0, 1]")
-        risk = col.to_numpy(dtype=np.float64, na_value=np.nan)  # [n], NaN named by validate
-    label = df["label"]
-    if not pd.api.types.is_numeric_dtype(label) or pd.api.types.is_bool_dtype(label):
-        raise DataError(f"column 'label' has dtype {label.dtype}; labels must be integers")
-    if label.isna().any():
-        y = label.to_numpy(dtype=np.float64, na_value=np.nan)  # [n], NaN named by validate
-    else:
-        y = label.to_numpy()  # [n]
-    return checked_index(ids, X, y, num_classes, groups, risk)
 
 
 def checked_index(
@@ -327,85 +226,15 @@ def checked_index(
         finite = y_arr[np.isfinite(y_arr)] if y_arr.dtype.kind == "f" else y_arr
         ok = y_arr.dtype.kind in "iuf" and finite.size > 0
         num_classes = int(np.floor(finite.max())) + 1 if ok else 0
-    return validate(Dataset(ids, X, y, num_classes, groups, risk))
+    return validate(Dataset(ids=ids, X=X, y=y, num_classes=num_classes, groups=groups, risk=risk))
 
 
-def check_npz_names(names: set[str]) -> None:
-    """Refuse an archive without ``ids``, ``X`` and ``y``, or with arrays we do not know."""
-    missing = [k for k in NPZ_REQUIRED if k not in names]
-    if missing:
-        raise DataError(f"npz file is missing arrays: {', '.join(missing)}")
-    extra = sorted(names - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
-    if extra:
-        raise DataError(f"npz file has unknown arrays: {', '.join(extra)}")
-
-
-def _load_npz(f: BinaryIO, num_classes: int | None) -> Dataset:
-    """Arrays from an .npz file object; object arrays are refused, never unpickled."""
-    with np.load(f, allow_pickle=False) as npz:
-        names = set(npz.files)
-        check_npz_names(names)
-        arrays = {}
-        for k in sorted(names):
-            try:
-                arrays[k] = npz[k]
-            except ValueError as exc:
-                raise DataError(f"npz array {k!r} cannot be loaded safely: {exc}") from exc
-    return _checked_arrays(arrays, num_classes)
-
-
-def _checked_arrays(arrays: dict[str, np.ndarray], num_classes: int | None) -> Dataset:
+def checked_arrays(arrays: dict[str, np.ndarray], num_classes: int | None) -> Dataset:
     """``checked_index`` of arrays named as stored (``ids``, ``X``, ``y``, ``groups``...)."""
     names = ("ids", "X", "y")
     return checked_index(
         *(arrays[k] for k in names), num_classes, arrays.get("groups"), arrays.get("risk")
     )
-
-
-def _read(path: str, ext: str, num_classes: int | None) -> Dataset:
-    with fsspec.open(path, "rb") as f:
-        if ext == "npz":
-            return _load_npz(f, num_classes)
-        import pandas as pd
-
-        if ext == "csv":
-            df = pd.read_csv(f, dtype={"id": str, "group": str})
-            return _from_frame(df, num_classes, from_text=True)
-        return _from_frame(pd.read_parquet(f), num_classes, from_text=False)
-
-
-def load_file(path: str, num_classes: int | None = None) -> Dataset:
-    """Load .npz, .csv or .parquet from a local path or fsspec URL and validate it.
-
-    Labels define ``num_classes`` as ``max(label) + 1`` unless it is given.
-    """
-    ext = path.lower().rsplit(".", 1)[-1] if "." in path.rsplit("/", 1)[-1] else ""
-    if ext not in ("npz", "csv", "parquet"):
-        raise DataError(f"unsupported file extension {ext!r} in {path!r}; use npz, csv, parquet")
-    empty: tuple[type[Exception], ...] = ()  # what pandas raises for a file without rows
-    if ext != "npz":
-        import pandas as pd
-
-        empty = (pd.errors.EmptyDataError,)
-    try:
-        return _read(path, ext, num_classes)
-    except DataError:
-        raise
-    except FileNotFoundError as exc:
-        raise DataError(f"no such file: {path!r}") from exc
-    except empty as exc:
-        raise DataError(f"empty file: {path!r}") from exc
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {path!r}: {exc}") from exc
-
-
-def load_source(source: str, n: int, seed: int, num_classes: int | None = None) -> Dataset:
-    """A named built-in source, or a file path/URL."""
-    if source == "digits":
-        return load_digits_dataset()
-    if source == "synthetic-purchase":
-        return synthetic_purchase(n, seed)
-    return load_file(source, num_classes)
 
 
 def split_train_test(ds: Dataset, seed: int, test_fraction: float) -> tuple[Dataset, Dataset]:

@@ -167,7 +167,8 @@ def place(cfg: SisaConfig, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray
 
 @dataclass(frozen=True)
 class Located:
-    """Where each queried ID lives. ``part`` is a shard index, ``TEST_PART`` or ``MISSING``."""
+    """Where each queried ID lives. ``part`` is a shard index, the test part (-1,
+    ``sisa.store.layout.TEST_PART``) or ``MISSING``."""
 
     part: np.ndarray  # [q] int64
     row: np.ndarray  # [q] int64 row within that part, -1 when missing

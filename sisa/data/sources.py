@@ -21,20 +21,13 @@ import fsspec
 import numpy as np
 
 from sisa.config import DataConfig
-from sisa.data.dataset import (
-    DataError,
-    Dataset,
-    _examples,
-    check_npz_names,
-    checked_index,
-    load_digits_dataset,
-    load_file,
-)
+from sisa.data.dataset import DataError, Dataset, checked_index, first_values
+from sisa.data.loaders import check_npz_names, load_digits_dataset, load_file
 
 CHUNK_BYTES = 32 << 20  # features in flight at once: 55,924 rows of Purchase's 600 bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SourceIndex:
     """Everything about a source but its features: enough to split, place and check it."""
 
@@ -103,9 +96,15 @@ class InMemorySource:
         content.index(ds.ids, ds.y, ds.groups, ds.risk)
         content.array("X", ds.X)
         return SourceIndex(
-            ds.ids, ds.y, ds.groups, ds.num_classes, ds.feature_shape, ds.X.dtype, ds.risk,
-            content.hexdigest(),
-        )  # fmt: skip
+            ids=ds.ids,
+            y=ds.y,
+            groups=ds.groups,
+            num_classes=ds.num_classes,
+            feature_shape=ds.feature_shape,
+            x_dtype=ds.X.dtype,
+            risk=ds.risk,
+            content_hash=content.hexdigest(),
+        )
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         X = self.dataset.X
@@ -134,7 +133,16 @@ class PurchaseSource:
         content = ContentHash(f"synthetic-purchase:{params}")
         content.index(gen.ids, labels, None)
         digest = content.hexdigest()
-        return SourceIndex(gen.ids, labels, None, gen.num_classes, shape, np.uint8, None, digest)
+        return SourceIndex(
+            ids=gen.ids,
+            y=labels,
+            groups=None,
+            num_classes=gen.num_classes,
+            feature_shape=shape,
+            x_dtype=np.uint8,
+            risk=None,
+            content_hash=digest,
+        )
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         return self.generator.chunks(rows or chunk_rows(self.generator.num_features))
@@ -183,7 +191,16 @@ class NpzSource:
         x_dtype = self._scan_features(dtype, ds.ids, content)
         shape = tuple(shape[1:])
         digest = content.hexdigest()
-        return SourceIndex(ds.ids, ds.y, ds.groups, ds.num_classes, shape, x_dtype, ds.risk, digest)
+        return SourceIndex(
+            ids=ds.ids,
+            y=ds.y,
+            groups=ds.groups,
+            num_classes=ds.num_classes,
+            feature_shape=shape,
+            x_dtype=x_dtype,
+            risk=ds.risk,
+            content_hash=digest,
+        )
 
     def _scan_features(self, dtype: np.dtype, ids: np.ndarray, content: ContentHash) -> np.dtype:
         """One pass over every feature: ``load_file``'s dtype rule (binary as uint8;
@@ -199,7 +216,7 @@ class NpzSource:
                 rows = ~np.isfinite(X.reshape(len(X), -1)).all(axis=1)  # [m]
                 bad.extend(ids[start : start + len(X)][rows][:5].tolist())
         if bad:
-            raise DataError(f"NaN or infinite features at IDs {_examples(bad)}")
+            raise DataError(f"NaN or infinite features at IDs {first_values(bad)}")
         if dtype == np.uint8 or dtype.kind == "b" or (dtype.kind in "iu" and lo >= 0 and hi <= 1):
             return np.dtype(np.uint8)
         return np.dtype(np.float32)

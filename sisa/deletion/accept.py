@@ -1,6 +1,6 @@
 """Forgetting points by ID (or by group): validate, journal, comply, then retrain.
 
-The lifecycle of a request (DESIGN.md, "Deletion lifecycle"):
+The lifecycle of a request (docs/design.md, "Deletion service"):
 
 1. **Validate** (``plan_forget``). Unknown IDs raise an error naming them, as do empty
    requests, duplicates and unknown groups; nothing is written. IDs deleted or requested

@@ -36,7 +36,7 @@ from storage import DocumentExistsError
 KEEP_DOCS = 2  # a reader that listed just before a write still finds the one it chose
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServedShard:
     shard: int
     generation: int  # of the shard's head
@@ -48,14 +48,14 @@ class ServedShard:
     def from_row(cls, row: list[Any]) -> ServedShard:
         shard, generation, stage, ref, pending = row
         ref = StageRef.from_body(ref) if ref is not None else None
-        return cls(shard, generation, stage, ref, pending)
+        return cls(shard=shard, generation=generation, stage=stage, ref=ref, pending=pending)
 
     @property
     def live(self) -> bool:
         return self.ref is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServingState:
     through: int  # every request numbered up to this is accounted for
     shards: dict[int, ServedShard]
@@ -108,10 +108,16 @@ def compute(
         if stage > 0 and head.stages[stage - 1].n == 0:
             stage = 0  # a rolled-back stage that trained on no point would only add noise
         ref = head.stages[stage - 1] if stage > 0 else None
-        shards[shard] = ServedShard(shard, head.generation, stage, ref, [r.seq for r in holding])
+        shards[shard] = ServedShard(
+            shard=shard,
+            generation=head.generation,
+            stage=stage,
+            ref=ref,
+            pending=[r.seq for r in holding],
+        )
     now, before = time.time(), previous.compliant_at if previous else {}
     compliant_at = {r.seq: before.get(r.seq, now) for r in open_requests}
-    return ServingState(through, shards, compliant_at)
+    return ServingState(through=through, shards=shards, compliant_at=compliant_at)
 
 
 def _latest(store: SisaStore) -> ServingState | None:
@@ -145,7 +151,12 @@ def refresh(store: SisaStore) -> ServingState:
         except DocumentExistsError:
             continue
         _prune(store, generation)
-        return ServingState(state.through, state.shards, state.compliant_at, generation)
+        return ServingState(
+            through=state.through,
+            shards=state.shards,
+            compliant_at=state.compliant_at,
+            generation=generation,
+        )
 
 
 def _prune(store: SisaStore, generation: int) -> None:

@@ -62,7 +62,7 @@ def layout_table(
     return table.reshape(shards, slices)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExpectedCost:
     """What K requests are expected to cost, for a placement and a request distribution."""
 
@@ -103,10 +103,10 @@ def expected_cost(
     )
     touched = 1.0 - untouched[:, -1]  # [S]
     return ExpectedCost(
-        requests,
-        float(touched @ counts.sum(axis=1)),
-        float(samples),
-        float(touched.sum()),
+        requests=requests,
+        touched_points=float(touched @ counts.sum(axis=1)),
+        samples=float(samples),
+        shards_touched=float(touched.sum()),
     )
 
 
@@ -125,7 +125,7 @@ def full_retrain_samples(cfg: SisaConfig, n: int) -> int:
     return stage_samples(Fraction(str(cfg.epochs)), n)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Calibration:
     """Measured unit costs. Stores and batches recorded before their phases were only
     calibrate per sample (the stage and job terms are then 0)."""
@@ -158,12 +158,17 @@ def calibration(
     ``phases`` (``sisa.training.jobs.PHASES``) when known, so that the run itself is predicted
     exactly: samples·train/samples + stages·checkpoint/stages + jobs·rest/jobs."""
     if samples <= 0 or seconds <= 0:
-        return Calibration(None, "none")
+        return Calibration(seconds_per_sample=None, source="none")
     train, checkpoint = (phases or {}).get("train", 0.0), (phases or {}).get("checkpoint", 0.0)
     if train <= 0 or stages <= 0 or jobs <= 0:
-        return Calibration(seconds / samples, source)
+        return Calibration(seconds_per_sample=seconds / samples, source=source)
     rest = max(seconds - train - checkpoint, 0.0)
-    return Calibration(train / samples, source, checkpoint / stages, rest / jobs)
+    return Calibration(
+        seconds_per_sample=train / samples,
+        source=source,
+        seconds_per_stage=checkpoint / stages,
+        seconds_per_job=rest / jobs,
+    )
 
 
 @dataclass(frozen=True)

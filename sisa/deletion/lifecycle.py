@@ -16,7 +16,7 @@ from sisa.store.journal import Journal, Request
 from sisa.store.layout import TEST_PART, part_prefix, request_path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RequestStatus:
     id: str
     seq: int

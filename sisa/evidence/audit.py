@@ -57,6 +57,7 @@ from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
 from sisa.store.journal import Journal, Request
 from sisa.store.layout import (
     HEAD_NAME,
+    IDS_FILE,
     LOCKS,
     OWN_PATHS,
     SHARDS,
@@ -78,7 +79,7 @@ TOMBS = TOMBSTONES + "/"
 _INT = re.compile(r"^(-?[1-9][0-9]{0,17}|0)\Z")  # an integer as str() writes it, within int64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Finding:
     kind: str
     path: str  # store-relative
@@ -86,7 +87,7 @@ class Finding:
     severity: Literal["violation", "warning"] = "violation"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AuditReport:
     chain: receipts.ChainReport
     findings: list[Finding]
@@ -115,10 +116,10 @@ def audit(
     """Check the claims of the module docstring on ``store`` (a ``SisaStore`` or a URL)."""
     store = open_store(store, storage_options)
     store.require_trained()
-    return _Audit(store).run(expect_head)
+    return _Audit(store=store).run(expect_head)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Audit:
     store: SisaStore
     findings: list[Finding] = field(default_factory=list)
@@ -126,7 +127,7 @@ class _Audit:
     known: dict[Any, str] = field(default_factory=dict)  # ID or group -> salted hash
 
     def flag(self, kind: str, path: str, detail: str, severity: str = "violation") -> None:
-        self.findings.append(Finding(kind, path, detail, severity))  # type: ignore[arg-type]
+        self.findings.append(Finding(kind=kind, path=path, detail=detail, severity=severity))  # type: ignore[arg-type]
 
     def hashes(self, values: list[Any]) -> list[str]:
         for value in set(values) - self.known.keys():  # each distinct value hashed once
@@ -186,7 +187,13 @@ class _Audit:
             self.check_serving(heads)
         except (KeyError, StorageError, TypeError, ValueError) as err:
             self.flag("unreadable serving state", "serving", repr(err))
-        return AuditReport(chain, self.findings, len(files), len(self.requests), len(self.open))
+        return AuditReport(
+            chain=chain,
+            findings=self.findings,
+            scanned_files=len(files),
+            requests=len(self.requests),
+            open_requests=len(self.open),
+        )
 
     def read_json(self, rel: str) -> None:
         try:
@@ -213,11 +220,18 @@ class _Audit:
             if seq is not None and f.kind in ("tampered document", "malformed document"):
                 self.unreadable.add(seq)
                 if seq in self.voided:
-                    self.findings[i] = Finding("voided journal entry", f.path, f.detail, "warning")
+                    self.findings[i] = Finding(
+                        kind="voided journal entry",
+                        path=f.path,
+                        detail=f.detail,
+                        severity="warning",
+                    )
                 else:
                     detail = f"{f.detail}; its request cannot be processed: resubmit it, then "
                     detail += "'sisa void' the entry"
-                    self.findings[i] = Finding("damaged journal entry", f.path, detail)
+                    self.findings[i] = Finding(
+                        kind="damaged journal entry", path=f.path, detail=detail
+                    )
         self.receipted = Journal(self.store).receipted()
         receipted = set(self.receipted)
         done = [r for s, r in sorted(self.requests.items()) if s in receipted]
@@ -381,7 +395,7 @@ class _Audit:
             return None  # reported with the manifest
         try:  # every file is read (and verified) once; only the IDs are decoded
             files = {n: self.store.read_file(rel, n, manifest) for n in manifest.files}
-            arrays = storage.decode_arrays(files["ids.npz"])
+            arrays = storage.decode_arrays(files[IDS_FILE])
         except (KeyError, StorageError, ValueError) as err:
             self.flag("corrupt data", rel, repr(err))
             return None
@@ -437,7 +451,8 @@ class _Audit:
             ref = served.ref if served is not None else None
             stages = {(s.dir, s.manifest) for s in head.stages}
             if served is None or ref is not None and (ref.dir, ref.manifest) not in stages:
-                self.flag("serving a stale checkpoint", "serving", f"shard {k}: {ref}")
+                shown = dict(sorted(ref.to_body().items())) if ref is not None else None
+                self.flag("serving a stale checkpoint", "serving", f"shard {k}: {shown}")
                 continue
             applied = int(head.body.get("journal_seq", 0))
             held = [s for r in self.open if r.seq > applied for s in r.slices(k)]

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from sisa.config import build_config
-from sisa.data.dataset import load_source, split_train_test
+from sisa.data.dataset import split_train_test
+from sisa.data.loaders import load_source
 from sisa.evidence.evaluation import Outputs, evidence
 from sisa.evidence.status import status
 from sisa.ids import as_id_array

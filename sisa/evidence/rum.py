@@ -86,7 +86,7 @@ def default_methods() -> dict[str, Method]:
     return {"low": finetune, "mid": neggrad_plus, "high": neggrad_plus}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RUM:
     """The meta-algorithm as a method: refine by ``memorization``, then unlearn the groups
     in ``order``, each with ``methods[group]`` applied to the model the previous group

@@ -29,7 +29,7 @@ Goal = Literal["untraining", "unlearning"]
 SCENARIOS = ("random", "high-memorization", "low-memorization", "class")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Scenario:
     """A forget set: training rows, the goal it tests, and for ``unlearning`` the class."""
 
@@ -54,7 +54,7 @@ def _size(n_train: int, fraction: float) -> int:
 def random_forget(n_train: int, fraction: float, seed: int) -> Scenario:
     """A uniformly random ``fraction`` of the training rows (untraining)."""
     rows = np.random.default_rng(seed).choice(n_train, _size(n_train, fraction), replace=False)
-    return Scenario("random", "untraining", np.sort(rows))
+    return Scenario(name="random", goal="untraining", forget=np.sort(rows))
 
 
 def memorization_forget(memorization: np.ndarray, fraction: float, which: str) -> Scenario:
@@ -66,7 +66,7 @@ def memorization_forget(memorization: np.ndarray, fraction: float, which: str) -
     k = _size(len(memorization), fraction)
     order = np.argsort(memorization, kind="stable")  # least memorised first
     rows = order[-k:] if which == "high" else order[:k]
-    return Scenario(f"{which}-memorization", "untraining", np.sort(rows))
+    return Scenario(name=f"{which}-memorization", goal="untraining", forget=np.sort(rows))
 
 
 def class_forget(y_train: np.ndarray, forgotten_class: int) -> Scenario:
@@ -76,7 +76,7 @@ def class_forget(y_train: np.ndarray, forgotten_class: int) -> Scenario:
         raise ValueError(f"class {forgotten_class} has no training rows")
     if len(rows) == len(y_train):
         raise ValueError(f"class {forgotten_class} is the whole training set; nothing would remain")
-    return Scenario("class", "unlearning", rows, forgotten_class)
+    return Scenario(name="class", goal="unlearning", forget=rows, forgotten_class=forgotten_class)
 
 
 def scenario(

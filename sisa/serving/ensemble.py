@@ -126,7 +126,7 @@ def state_version(state: ServingState) -> str:
     return hashlib.sha256(json.dumps(live).encode()).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Ensemble:
     config: Config
     num_classes: int
@@ -177,7 +177,14 @@ class Ensemble:
             model = fresh_state(config, shard, shape, classes).model
             model.load_state_dict(weights)
             models[shard] = model.eval()
-        return cls(config, classes, shape, models, state.shards, inference)
+        return cls(
+            config=config,
+            num_classes=classes,
+            input_shape=shape,
+            models=models,
+            served=state.shards,
+            inference=inference,
+        )
 
     def check_features(self, X: object) -> np.ndarray:
         """Validate (and un-flatten) input features. [n, *f] or [n, prod(f)] -> [n, *f]."""

@@ -38,7 +38,7 @@ class StaleStateError(RuntimeError):
     """The store does not yet show a request the caller knows was accepted."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Snapshot:
     """One consistent ensemble, and the serving state it was loaded for."""
 
@@ -52,7 +52,7 @@ class Snapshot:
         return self.state.through
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Prediction:
     labels: np.ndarray  # [n] int64
     probabilities: np.ndarray | None  # [n, C] float32 aggregate scores; None: labels only
@@ -105,7 +105,10 @@ class Predictor:
         snap = self._snapshot  # read once: every row below uses this one ensemble
         scores = snap.ensemble.predict_proba(X)  # [n, C]
         return Prediction(
-            decide(scores), scores if probabilities else None, snap.version, snap.through
+            labels=decide(scores),
+            probabilities=scores if probabilities else None,
+            version=snap.version,
+            through=snap.through,
         )
 
     def predict_labels(self, X: object) -> np.ndarray:
@@ -152,7 +155,7 @@ class Predictor:
                 if attempt == LOAD_ATTEMPTS:
                     raise
                 continue  # purged under us: the next state names the new checkpoints
-            return Snapshot(ensemble, state, version, time.time())
+            return Snapshot(ensemble=ensemble, state=state, version=version, loaded_at=time.time())
         raise AssertionError("unreachable")
 
     def watch(self, interval_s: float) -> None:

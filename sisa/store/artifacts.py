@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from sisa.store.layout import (
     BATCHES,
     CONFIG_DOC,
     HEAD_NAME,
+    IDS_FILE,
     JOURNAL,
     OWN_PATHS,
     RECEIPTS,
@@ -84,11 +84,11 @@ class Head:
     generation: int
     body: dict[str, Any]
 
-    @cached_property
+    @property
     def stages(self) -> list[StageRef]:
         return [StageRef.from_body(ref) for ref in self.body.get("stages", [])]
 
-    @cached_property
+    @property
     def data(self) -> DataRef:
         return DataRef.from_body(self.body["data"])
 
@@ -258,7 +258,7 @@ class SisaStore:
         keep: set[str] = set()
         if head is not None:
             keep.add(head_path(prefix, head.generation))
-            data_files = (MANIFEST, "ids.npz", *head.data.x_files)
+            data_files = (MANIFEST, IDS_FILE, *head.data.x_files)
             keep.update(f"{head.data.dir}/{name}" for name in data_files)
             keep.update(f"{s.dir}/{name}" for s in head.stages for name in STAGE_FILES)
         deleted = []
@@ -331,7 +331,7 @@ class SisaStore:
     def read_data(self, ref: DataRef, features: bool = True) -> dict[str, np.ndarray]:
         """Verified arrays of a data artifact (``ids``, ``y``, maybe ``groups`` and ``X``)."""
         manifest = self._manifest(ref)
-        arrays = decode_arrays(read_file(self.fs, ref.dir, "ids.npz", manifest))
+        arrays = decode_arrays(read_file(self.fs, ref.dir, IDS_FILE, manifest))
         if features:
             parts = [
                 decode_arrays(read_file(self.fs, ref.dir, name, manifest))["X"]

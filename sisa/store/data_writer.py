@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from sisa.store.layout import DEFAULT_X_FILES
+from sisa.store.layout import DEFAULT_X_FILES, IDS_FILE, x_file
 from sisa.store.records import DataRef
 from storage import ArtifactWriter, Manifest, Store, encode_arrays
 
@@ -49,7 +49,7 @@ class DataWriter:
             raise ValueError("a single-file data writer takes one append")
         if len(arrays["ids"]) == 0 and not self._single:
             return
-        name = "X.npz" if self._single else f"X-{len(self._names):05d}.npz"
+        name = DEFAULT_X_FILES[0] if self._single else x_file(len(self._names))
         self._writer.add(name, encode_arrays({"X": arrays["X"]}))
         self._names.append(name)
         for key, chunks in self._small.items():
@@ -60,13 +60,13 @@ class DataWriter:
         if not self._names:
             self._append_empty()
         small = {k: np.concatenate(v) for k, v in self._small.items()}
-        self._writer.add("ids.npz", encode_arrays(small))
+        self._writer.add(IDS_FILE, encode_arrays(small))
         meta: dict[str, Any] = {"ids_hash": ids_hash, "n": int(len(small["ids"]))}
-        if self._names != ["X.npz"]:
+        if tuple(self._names) != DEFAULT_X_FILES:
             meta["x_files"] = self._names
         return data_ref(self.rel_dir, self._writer.commit(meta))
 
     def _append_empty(self) -> None:
-        name = "X.npz" if self._single else "X-00000.npz"
+        name = DEFAULT_X_FILES[0] if self._single else x_file(0)
         self._writer.add(name, encode_arrays({"X": self._empty_x}))
         self._names.append(name)

@@ -69,7 +69,7 @@ class Entry:
     slice: int | None  # None for test points
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     id: str
     seq: int

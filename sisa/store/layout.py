@@ -16,8 +16,8 @@ receipts/r000000007.json       receipt of request 7, chained to receipt 6 by has
 locks/process.json             lease of the one process that retrains
 ```
 
-Paths are built from integers only (shard, generation, stage, sequence number), each
-formatted with a fixed width, so no ID or user string ever becomes a path.
+Paths are built from integers (shard, generation, stage, sequence number), each formatted
+with a fixed width, or from random hex tokens, so no ID or user string ever becomes a path.
 
 A *part* is where a point lives: a shard ``0..S-1``, or ``TEST_PART`` for the held-out
 test data. Its *prefix* is the folder of its heads.
@@ -54,7 +54,9 @@ OWN_PATHS = (
 )  # all a store ever writes; fmt: skip
 WEIGHTS, STATE = "weights.safetensors", "state.pt"
 STAGE_FILES = (MANIFEST, WEIGHTS, STATE)
+IDS_FILE = "ids.npz"  # a data artifact's IDs, labels and groups
 DEFAULT_X_FILES = ("X.npz",)  # the features of a data artifact written in one piece
+PROBE_PREFIX = f"{LOCKS}/probe-"  # a node's check that it sees the same disk (then deleted)
 
 TEST_PART = -1  # the part of a held-out point; shards are 0..S-1
 
@@ -89,6 +91,11 @@ def data_dir(prefix: str, generation: int) -> str:
 def stage_dir(prefix: str, generation: int, stage: int) -> str:
     """The checkpoint after ``stage`` slices (1-based), written by that generation."""
     return f"{gen_dir(prefix, generation)}/stage-{stage:03d}"
+
+
+def x_file(chunk: int) -> str:
+    """The features of one chunk of a data artifact ingested in chunks."""
+    return f"X-{chunk:05d}.npz"
 
 
 def request_path(seq: int) -> str:

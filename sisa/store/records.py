@@ -1,8 +1,9 @@
 """What a head document records, as typed records: its data artifact and its stage checkpoints.
 
 A head body stays a JSON object on disk, written exactly as before; these records are how
-code reads and writes its parts. ``to_body`` gives the JSON form, ``from_body`` reads it
-back (including heads written by earlier versions, which may lack the optional fields).
+code reads and writes its parts. ``from_body`` reads one, checking the types of what it
+reads (a ``ValueError`` names the field), and ``to_body`` writes it back key for key: a
+field that the body did not hold stays absent, one that was ``null`` stays ``null``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ class DataRef:
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> DataRef:
+        x_files = body.get("x_files", list(DEFAULT_X_FILES))
+        if not (isinstance(x_files, list) and x_files and all(_is(str, f) for f in x_files)):
+            raise ValueError(f"data record: x_files must be a list of names, not {x_files!r}")
         return cls(
-            dir=str(body["dir"]),
-            manifest=str(body["manifest"]),
-            n=int(body["n"]),
-            x_files=tuple(body.get("x_files", DEFAULT_X_FILES)),
+            dir=_field(body, "dir", str),
+            manifest=_field(body, "manifest", str),
+            n=_field(body, "n", int),
+            x_files=tuple(x_files),
         )
 
 
@@ -57,7 +61,9 @@ class StageRef:
     samples: int | None = None  # samples trained on since stage 0
     step: int | None = None  # optimizer steps since stage 0
     fingerprint: dict[str, Any] | None = None  # the environment that trained it
-    present: frozenset[str] = field(default=frozenset(_STAGE_META), compare=False, repr=False)
+    # the optional fields the body held (``None`` in one it held means ``null``); a record
+    # built in code holds them all
+    present: frozenset[str] = field(default=frozenset(_STAGE_META), repr=False)
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -66,18 +72,46 @@ class StageRef:
             "weights_sha256": self.weights_sha256,
         }
         for key in _STAGE_META:
-            if key in self.present:
-                body[key] = getattr(self, key)
+            value = getattr(self, key)
+            if key in self.present or value is not None:  # set since (dataclasses.replace)
+                body[key] = value
         return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> StageRef:
         """Also builds one from a stage's own metadata (which holds more than a head keeps)."""
         present = frozenset(k for k in _STAGE_META if k in body)
+        for key, kind in _STAGE_TYPES.items():
+            if key in present and body[key] is not None and not _is(kind, body[key]):
+                raise ValueError(f"stage record: {key} must be {kind.__name__}, not {body[key]!r}")
         return cls(
-            dir=str(body["dir"]),
-            manifest=str(body["manifest"]),
-            weights_sha256=str(body["weights_sha256"]),
+            dir=_field(body, "dir", str),
+            manifest=_field(body, "manifest", str),
+            weights_sha256=_field(body, "weights_sha256", str),
             present=present,
             **{k: body[k] for k in present},
         )
+
+
+_STAGE_TYPES = {
+    "stage": int,
+    "ids_hash": str,
+    "parent": str,
+    "state_hash": str,
+    "n": int,
+    "samples": int,
+    "step": int,
+    "fingerprint": dict,
+}
+
+
+def _is(kind: type, value: Any) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _field(body: dict[str, Any], key: str, kind: type) -> Any:
+    """``body[key]``, which must be of type ``kind`` (a missing key is a ``KeyError``)."""
+    value = body[key]
+    if not _is(kind, value):
+        raise ValueError(f"head record: {key} must be {kind.__name__}, not {value!r}")
+    return value

@@ -30,7 +30,6 @@ from sisa.training.environment import (
     environment_fingerprint,
     require_device,
 )
-from storage import state_hash, tensor_hashes
 
 if TYPE_CHECKING:  # the trainer (torch) is imported by the jobs that train, when they run
     from sisa.training.trainer import ShardData, TrainState
@@ -230,7 +229,7 @@ def load_shard_data(store: SisaStore, config: Config, shard: int, ref: DataRef) 
     shard_of, slice_of = place(config.sisa, arrays)
     if len(shard_of) and not np.all(shard_of == shard):
         raise RuntimeError(f"data of shard {shard} holds points of other shards; refusing")
-    return ShardData(arrays["ids"], arrays["X"], arrays["y"], slice_of)
+    return ShardData(ids=arrays["ids"], X=arrays["X"], y=arrays["y"], slice=slice_of)
 
 
 def _restore(store: SisaStore, config: Config, job: ShardJob, ref: StageRef) -> TrainState:
@@ -379,80 +378,3 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         phases=phases.seconds,
         peak_rss_bytes=peak_rss_bytes(),
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class VerifyJob:
-    url: str
-    storage_options: dict[str, Any]
-    shard: int
-
-
-@dataclass(frozen=True)
-class StageCheck:
-    stage: int
-    stored_hash: str  # state hash of the committed checkpoint
-    retrained_hash: str  # state hash of the from-scratch retrain
-    ids_match: bool  # the checkpoint was trained on exactly the shard's current IDs
-    mismatched_tensors: list[str]
-    state_match: bool  # optimizer state and counters, which later retrains resume from
-
-    @property
-    def identical(self) -> bool:
-        return self.ids_match and self.state_match and not self.mismatched_tensors
-
-
-@dataclass(frozen=True)
-class ShardVerdict:
-    shard: int
-    generation: int
-    n: int
-    stages: list[StageCheck]
-    fingerprint: dict[str, Any]  # of the environment that retrained
-    # how the environments that trained the stored stages differ from this one (empty:
-    # the same); bitwise equality is promised only when empty
-    environment_differences: list[str] = field(default_factory=list)
-
-    @property
-    def identical(self) -> bool:
-        return all(s.identical for s in self.stages)
-
-
-def run_verify_job(job: VerifyJob, progress: Progress) -> ShardVerdict:
-    """Retrain one shard from scratch on its current data; compare every stage bitwise."""
-    from sisa.training.trainer import checkpoint_payload, fresh_state, state_digest, train_stage
-
-    store = SisaStore(job.url, job.storage_options)
-    config, intent = store.config(), store.intent() or {}
-    configure(config.resources.threads, config.resources.device)  # before any CUDA work
-    fingerprint = environment_fingerprint(config)
-    head = store.shard_head(job.shard)
-    data = load_shard_data(store, config, job.shard, head.data)
-    state = fresh_state(config, job.shard, tuple(intent["input_shape"]), intent["num_classes"])
-    checks = []
-    for ref in head.stages:
-        train_stage(state, data, config, job.shard, ref.stage)
-        weights, extra = checkpoint_payload(state)
-        retrained = tensor_hashes(weights)
-        stored_weights, stored_extra = store.read_stage(ref)  # checksums verified on read
-        stored = tensor_hashes(stored_weights)
-        names = sorted(set(stored) | set(retrained))
-        checks.append(
-            StageCheck(
-                stage=ref.stage,
-                stored_hash=ref.state_hash,
-                retrained_hash=state_hash(weights),
-                ids_match=ref.ids_hash == data.ids_hash(ref.stage),
-                mismatched_tensors=[n for n in names if stored.get(n) != retrained.get(n)],
-                state_match=state_digest(stored_extra) == state_digest(extra),
-            )
-        )
-        progress(1)
-    differences = sorted(
-        {
-            d
-            for ref in head.stages
-            for d in environment_differences(ref.fingerprint or {}, fingerprint)
-        }
-    )
-    return ShardVerdict(job.shard, head.generation, len(data), checks, fingerprint, differences)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sisa.config import Config
-from sisa.data.dataset import Dataset, _examples, load_source, split_train_test
+from sisa.data.dataset import Dataset, first_values, split_train_test
+from sisa.data.loaders import load_source
 from sisa.data.partition import place
 from sisa.data.risk import with_risk
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
@@ -65,7 +66,7 @@ def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
 def empty_classes_warning(empty: list[int]) -> str:
     """Labels with gaps (say 0 and 5) make a model with outputs no point ever trains."""
     return (
-        f"classes {_examples(empty)} have no point in the data; the model still has an output "
+        f"classes {first_values(empty)} have no point in the data; the model still has an output "
         "for each (up to the largest label), which no point trains: relabel the data to "
         "0..C-1 without gaps, or set data.num_classes if the classes are meant to exist"
     )

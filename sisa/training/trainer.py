@@ -38,7 +38,7 @@ from sisa.training.models import build_model
 from sisa.training.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardData:
     """One shard's retained points, with each point's slice (0-based)."""
 
@@ -63,7 +63,7 @@ class ShardData:
         return id_set_hash(self.ids[self.stage_rows(stage)])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainState:
     """A shard model in training, with everything needed to resume it exactly."""
 

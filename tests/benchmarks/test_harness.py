@@ -18,7 +18,7 @@ from benchmarks.harness import main, run
 from benchmarks.stores import training_layout
 from orchestrator.executors import InProcessExecutor
 from sisa.config import build_config
-from sisa.data.dataset import load_source
+from sisa.data.loaders import load_source
 from sisa.deletion.cost import paper_speedup
 from sisa.training.train import train
 

@@ -8,16 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sisa.data.dataset import (
-    DataError,
-    Dataset,
-    load_digits_dataset,
-    load_file,
-    load_source,
-    split_train_test,
-    synthetic_purchase,
-    validate,
-)
+from sisa.data.dataset import DataError, Dataset, split_train_test, validate
+from sisa.data.loaders import load_digits_dataset, load_file, load_source, synthetic_purchase
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +139,9 @@ def test_csv_keeps_leading_zero_ids_and_binary_features(tmp_path: Path) -> None:
 def test_npz_round_trip(tmp_path: Path, purchase: Dataset, with_groups: bool) -> None:
     ds = purchase.take(np.arange(50))
     if with_groups:
-        ds = Dataset(ds.ids.astype(str), ds.X, ds.y, ds.num_classes, ds.ids % 7)
+        ds = Dataset(
+            ids=ds.ids.astype(str), X=ds.X, y=ds.y, num_classes=ds.num_classes, groups=ds.ids % 7
+        )
     path = _write_npz(tmp_path / "d.npz", **ds.to_arrays())
     loaded = load_file(path, num_classes=ds.num_classes)
     assert loaded == ds
@@ -253,15 +247,27 @@ def test_unsupported_extension_and_missing_file(tmp_path: Path) -> None:
 
 def test_validate_direct() -> None:
     a = _good_arrays()
-    ok = validate(Dataset(a["ids"], a["X"].astype(np.float64), a["y"], 2))
+    ok = validate(Dataset(ids=a["ids"], X=a["X"].astype(np.float64), y=a["y"], num_classes=2))
     assert ok.X.dtype == np.float32
     with pytest.raises(DataError, match="empty data"):
-        validate(Dataset(a["ids"][:0], a["X"][:0], a["y"][:0], 2))
-    assert len(validate(Dataset(a["ids"][:0], a["X"][:0], a["y"][:0], 2), allow_empty=True)) == 0
+        validate(Dataset(ids=a["ids"][:0], X=a["X"][:0], y=a["y"][:0], num_classes=2))
+    assert (
+        len(
+            validate(
+                Dataset(ids=a["ids"][:0], X=a["X"][:0], y=a["y"][:0], num_classes=2),
+                allow_empty=True,
+            )
+        )
+        == 0
+    )
     with pytest.raises(DataError, match="labels have dtype bool"):
-        validate(Dataset(a["ids"], a["X"], a["y"].astype(bool), 2))
+        validate(Dataset(ids=a["ids"], X=a["X"], y=a["y"].astype(bool), num_classes=2))
     with pytest.raises(DataError, match="mix integers and strings"):
-        validate(Dataset(np.array([1, "a", 2, 3, 4, 5], dtype=object), a["X"], a["y"], 2))
+        validate(
+            Dataset(
+                ids=np.array([1, "a", 2, 3, 4, 5], dtype=object), X=a["X"], y=a["y"], num_classes=2
+            )
+        )
     with pytest.raises(DataError, match="missing arrays: y"):
         Dataset.from_arrays({"ids": a["ids"], "X": a["X"]}, 2)
 
@@ -305,7 +311,13 @@ def test_split_keeps_groups_and_string_ids() -> None:
     n = 200
     ids = np.array([f"u{i}" for i in range(n)])
     ds = validate(
-        Dataset(ids, np.zeros((n, 2), np.float32), np.arange(n) % 2, 2, np.arange(n) // 4)
+        Dataset(
+            ids=ids,
+            X=np.zeros((n, 2), np.float32),
+            y=np.arange(n) % 2,
+            num_classes=2,
+            groups=np.arange(n) // 4,
+        )
     )
     train, test = split_train_test(ds, 1, 0.5)
     for side in (train, test):
@@ -339,7 +351,9 @@ def test_a_risk_column_is_carried_and_is_not_a_feature(tmp_path: Path, ext: str)
     half = ds.take(np.arange(len(ds)) % 2 == 0)
     assert half.risk is not None and np.array_equal(half.risk, ds.risk[::2])
     assert Dataset.from_arrays(ds.to_arrays(), ds.num_classes) == ds
-    assert ds != Dataset(ds.ids, ds.X, ds.y, ds.num_classes, ds.groups)  # risk differs
+    assert ds != Dataset(
+        ids=ds.ids, X=ds.X, y=ds.y, num_classes=ds.num_classes, groups=ds.groups
+    )  # risk differs
 
 
 def test_npz_risk_round_trip(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ def points(n: int = 40, risk: np.ndarray | None = None) -> Dataset:
     ids = np.arange(100, 100 + n, dtype=np.int64)
     groups = np.array([f"person-{i // 4}" for i in range(n)])
     X = np.zeros((n, 2), np.float32)
-    return validate(Dataset(ids, X, np.arange(n) % 2, 2, groups, risk))
+    return validate(
+        Dataset(ids=ids, X=X, y=np.arange(n) % 2, num_classes=2, groups=groups, risk=risk)
+    )
 
 
 def aware(source: str, **kw: object) -> SisaConfig:

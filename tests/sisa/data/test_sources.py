@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sisa.data.dataset import DataError, load_file
+from sisa.data.dataset import DataError
+from sisa.data.loaders import load_file
 from sisa.data.sources import InMemorySource, NpzSource, open_source
 from tests.conftest import tiny_config
 

@@ -72,7 +72,7 @@ def same(a: nn.Module, b: nn.Module) -> bool:
 CFG = baseline_config({"epochs": 3, "lr": 0.05, "batch_size": 16})
 
 
-ALL = dict(METHODS) | {"rum": RUM(np.linspace(0, 1, 30))}
+ALL = dict(METHODS) | {"rum": RUM(memorization=np.linspace(0, 1, 30))}
 
 
 def hooks_of(model: nn.Module) -> list[object]:

@@ -65,7 +65,7 @@ def test_rum_unlearns_the_groups_in_order_each_from_the_last_model() -> None:
 
     start = nn.Linear(1, 2)
     start.tag = []
-    rum = RUM(memo, {g: recorder(g) for g in ("low", "mid", "high")})
+    rum = RUM(memorization=memo, methods={g: recorder(g) for g in ("low", "mid", "high")})
     out = rum(start, forget, retain, baseline_config())
     assert calls == [
         ("low", [1.0, 5.0], 4, []),  # memorisation 0.1, 0.2
@@ -74,7 +74,7 @@ def test_rum_unlearns_the_groups_in_order_each_from_the_last_model() -> None:
     ]
     assert out.tag == ["low", "mid", "high"]
     with pytest.raises(ValueError, match="5 memorisation scores for 6 forget examples"):
-        RUM(memo[:5])(start, forget, retain, baseline_config())
+        RUM(memorization=memo[:5])(start, forget, retain, baseline_config())
 
 
 def test_rum_with_its_default_methods_changes_a_copy() -> None:
@@ -85,5 +85,5 @@ def test_rum_with_its_default_methods_changes_a_copy() -> None:
     memo = fit_tracking_confidence(model, data, cfg, epochs=5)
     forget, retain = Examples(data.X[:30], data.y[:30]), Examples(data.X[30:], data.y[30:])
     before = copy.deepcopy(model)
-    out = RUM(memo[:30])(model, forget, retain, cfg)
+    out = RUM(memorization=memo[:30])(model, forget, retain, cfg)
     assert same(model, before) and not same(out, model)

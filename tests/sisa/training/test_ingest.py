@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sisa.data.dataset import DataError, synthetic_purchase
+from sisa.data.dataset import DataError
+from sisa.data.loaders import synthetic_purchase
 from sisa.data.purchase import SyntheticPurchase
 from sisa.data.sources import PurchaseSource, open_source
 from sisa.evidence.status import status
