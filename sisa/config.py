@@ -14,7 +14,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -29,6 +29,11 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Fields added after stores were first written. Their defaults do what those stores
+    # did, so the training hash leaves such a field out while it holds its default: the
+    # hash of an older store's config stays what it was (``Config.training_hash``).
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -244,6 +249,11 @@ class Config(_Section):
         Checkpoints record it; a checkpoint made under another hash is never reused.
         """
         body = self.model_dump(mode="json", exclude={"resources", "deletion", "serving"})
+        for name, section in body.items():
+            model = getattr(self, name)
+            for key in model.LATER_FIELDS:  # at its default: as before the field existed
+                if getattr(model, key) == type(model).model_fields[key].default:
+                    del section[key]
         if self.sisa.deletion_risk is None:  # the tier settings then change nothing
             for key in RISK_SETTINGS:
                 del body["sisa"][key]

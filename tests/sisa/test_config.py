@@ -1,6 +1,6 @@
 import pytest
 
-from sisa.config import ConfigError, load_config, parse_assignments
+from sisa.config import ConfigError, build_config, load_config, parse_assignments
 
 
 def write(tmp_path, text):
@@ -122,3 +122,31 @@ def test_weak_tokens_are_refused_without_echoing_them(token):
         load_config(environ={"SISA_SERVING__TOKEN": token})
     assert "serving.token: " in str(err.value)
     assert token not in str(err.value)
+
+
+# The training hashes of configs as stores recorded them before any later field existed.
+# A new config field must keep them (list it in its section's LATER_FIELDS), or every store
+# trained before it would look trained under another config.
+RECORDED_HASHES = {
+    "default": "5867f9a5bdc5b42ef486ad88b234c97f9fc99e97f96c6d45381d95aa2563f8d9",
+    "tiny": "3e421cb0be8a5fa5d79ff75e6137fd8af0523e84dbd313240ae05fea715b51a6",
+    "risk": "67dbfb2bf95d30170a5e4a2976bdb29398161f0ce264a6ce73bf0a83227c45e1",
+}
+
+
+def test_training_hashes_of_existing_configs_never_change(tiny):
+    from sisa.config import Config
+
+    assert Config().training_hash() == RECORDED_HASHES["default"]
+    assert tiny().training_hash() == RECORDED_HASHES["tiny"]
+    risk = build_config({"sisa": {"deletion_risk": "column"}})
+    assert risk.training_hash() == RECORDED_HASHES["risk"]
+
+
+def test_a_later_field_enters_the_hash_only_when_set(monkeypatch):
+    from sisa.config import OptimConfig
+
+    monkeypatch.setattr(OptimConfig, "LATER_FIELDS", frozenset({"weight_decay"}))
+    assert build_config({}).training_hash() != RECORDED_HASHES["default"]  # now left out
+    changed = build_config({"optim": {"weight_decay": 0.01}}).training_hash()
+    assert changed != build_config({}).training_hash()
