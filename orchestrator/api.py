@@ -42,7 +42,7 @@ from orchestrator.api_schema import (
 )
 from sisa.config import ServingConfig
 from sisa.serving.ensemble import InputError, NoModelError, check_features
-from sisa.serving.predictor import LabelsOnlyError, StaleStateError
+from sisa.serving.predictor import LabelsOnlyError, Prediction, StaleStateError
 from sisa.store.journal import UnknownRequestError
 from storage import StorageError
 
@@ -101,6 +101,20 @@ PREDICTION_ERRORS: dict[type[Exception], int] = {
     StaleStateError: 503,  # the store does not show an acknowledged request yet
 }
 UNAVAILABLE = "the model store cannot be read right now; retry shortly"
+
+
+def prediction_body(out: Prediction) -> dict[str, Any]:
+    """A ``Prediction`` as the /predict body (``PredictResponse``): class indices, the
+    original label values beside them, the class names, and the scores if any."""
+    body: dict[str, Any] = {
+        "labels": out.labels.tolist(),
+        "label_names": list(out.label_names),
+        "classes": list(out.classes),
+        "model": {"version": out.version, "through": out.through},
+    }
+    if out.probabilities is not None:
+        body["probabilities"] = out.probabilities.tolist()
+    return body
 
 
 def _first_line(err: BaseException) -> str:
@@ -210,7 +224,8 @@ def build_app(
         return JSONResponse(*error_body(err))
 
     async def predict(body: Any) -> dict[str, Any]:
-        """Labels of the aggregated ensemble, and with ``probabilities`` its scores."""
+        """Labels of the aggregated ensemble (class indices and the original label values
+        beside them), and with ``probabilities`` its scores, one column per class."""
         if len(body.rows) > settings.max_rows:
             raise HTTPException(413, f"more than {settings.max_rows} rows (serving.max_rows)")
         if body.probabilities and settings.output == "labels":

@@ -40,6 +40,7 @@ Number = Annotated[
     ),
 ]
 AnyID = StrictInt | Annotated[StrictStr, Field(max_length=256)]  # in responses
+ClassName = StrictInt | StrictStr  # a class's original label value (the store's vocabulary)
 
 
 class ErrorBody(BaseModel):
@@ -92,7 +93,13 @@ class ModelInfo(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    labels: list[int]
+    labels: list[int] = Field(description="the class index of each row")
+    label_names: list[ClassName] = Field(
+        description="the original label value of each row's class (classes[labels[i]])"
+    )
+    classes: list[ClassName] = Field(
+        description="every class's name in class order: probabilities[i][c] scores classes[c]"
+    )
     probabilities: list[list[float]] | None = Field(
         None, description="aggregate scores per row and class, all finite"
     )
@@ -196,6 +203,7 @@ class EnsembleStatus(BaseModel):
     loaded_at: float
     aggregation: str
     num_classes: int
+    classes: list[ClassName]
     input_shape: list[int]
     output: str
     inference: str | None

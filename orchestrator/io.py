@@ -9,14 +9,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RESERVED = ("id", "label", "group", "risk")
+from sisa.config import DataConfig
+from sisa.data.columns import feature_matrix, feature_names
+from sisa.data.dataset import DataError
+
+FIXED = ("id", "prediction", "label", "score")  # the columns before the per-class scores
 
 
-def read_features(path: str) -> tuple[np.ndarray | None, np.ndarray]:
+def read_features(
+    path: str, data: DataConfig | None = None
+) -> tuple[np.ndarray | None, np.ndarray]:
     """(ids or None, features [n, ...]) from .npz (``X``, optional ``ids``), .csv or .parquet.
 
-    CSV/Parquet: every column but ``id``, ``label``, ``group`` and ``risk`` is a feature.
+    CSV/Parquet: the feature columns training chose by the store's column mapping
+    (``data``): ``data.feature_columns``, else every numeric column but the ID, label,
+    group and risk columns; missing values are filled as in training.
     """
+    data = data if data is not None else DataConfig()
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"{path}: no such input file")
@@ -32,19 +41,38 @@ def read_features(path: str) -> tuple[np.ndarray | None, np.ndarray]:
             raise ValueError(f"{path}: unreadable .npz input ({err})") from None
     if suffix in (".csv", ".parquet"):
         frame = pd.read_csv(file) if suffix == ".csv" else pd.read_parquet(file)
-        ids = frame["id"].to_numpy() if "id" in frame.columns else None
-        features = frame.drop(columns=[c for c in RESERVED if c in frame.columns])
-        bad = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-        if bad:
-            raise ValueError(f"{path}: non-numeric feature columns: {bad[:5]}")
-        return ids, features.to_numpy(dtype=np.float32)
+        ids = frame[data.id_column].to_numpy() if data.id_column in frame.columns else None
+        try:
+            columns = feature_names(frame, data)
+        except DataError as err:
+            raise ValueError(f"{path}: {err}") from None
+        return ids, feature_matrix(frame, columns, data.fill_missing).astype(np.float32)
     raise ValueError(f"{path}: unsupported input type {suffix!r}; use .npz, .csv or .parquet")
 
 
-def write_predictions(path: str | None, ids: np.ndarray | None, scores: np.ndarray) -> None:
-    """Write prediction, its score, and the ID when known; CSV (default) or JSON."""
+def write_predictions(
+    path: str | None,
+    ids: np.ndarray | None,
+    scores: np.ndarray,
+    classes: list[str | int] | None = None,
+) -> None:
+    """Write, per row, the ID when known, the predicted class index, its original label
+    value, its score, and every class's score under the class's name; CSV (default) or
+    JSON. A class named like a fixed column gets ``p_`` before its name."""
     pred = scores.argmax(axis=1)
-    frame = pd.DataFrame({"prediction": pred, "score": scores[np.arange(len(pred)), pred].round(6)})
+    names = list(range(scores.shape[1])) if classes is None else list(classes)
+    frame = pd.DataFrame(
+        {
+            "prediction": pred,
+            "label": [names[i] for i in pred],
+            "score": scores[np.arange(len(pred)), pred].round(6),
+        }
+    )
+    for c, name in enumerate(names):
+        header = str(name)
+        frame[f"p_{header}" if header in FIXED or header in frame.columns else header] = scores[
+            :, c
+        ].round(6)
     if ids is not None:
         frame.insert(0, "id", ids)
     if path is None:

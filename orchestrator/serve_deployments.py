@@ -44,6 +44,7 @@ from orchestrator.api import (
     RejectedRequest,
     build_app,
     error_body,
+    prediction_body,
     unavailable,
 )
 from orchestrator.api_guards import Limits
@@ -86,13 +87,7 @@ class EnsembleDeployment:
         except Exception as err:  # noqa: BLE001 - the store failed: no compliant answer now
             log.warning("cannot refresh to request %d: %s", at_least, err)
             return {"error": unavailable()}
-        body: dict[str, Any] = {
-            "labels": out.labels.tolist(),
-            "model": _model(out.version, out.through),
-        }
-        if out.probabilities is not None:
-            body["probabilities"] = out.probabilities.tolist()
-        return body
+        return prediction_body(out)
 
     def refresh(self, at_least: int = 0) -> dict[str, Any]:
         snap = self.predictor.refresh(at_least)

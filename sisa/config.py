@@ -16,7 +16,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ENV_PREFIX = "SISA_"
 SECRETS = {"serving.token"}
@@ -25,6 +34,15 @@ RISK_SETTINGS = ("deletion_risk", "risk_threshold", "risky_shard_fraction", "ris
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending field."""
+
+
+def _field_error(title: str, loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A validation error placed on field ``loc``, for checks that span several fields
+    (a plain ``ValueError`` there would name the section, not the field)."""
+    error = PydanticCustomError("value_error", message)
+    return ValidationError.from_exception_data(
+        title, [InitErrorDetails(type=error, loc=loc, input=value)]
+    )
 
 
 class _Section(BaseModel):
@@ -44,7 +62,8 @@ class _Section(BaseModel):
         return value
 
 
-BUILTIN_SOURCES = ("digits", "synthetic-purchase")
+IN_MEMORY = "in-memory"  # data.source of a store trained from data passed to ``train``
+BUILTIN_SOURCES = ("digits", "synthetic-purchase", IN_MEMORY)
 
 
 def resolve_source(source: str, base: str | Path | None = None) -> str:
@@ -66,13 +85,72 @@ class DataConfig(_Section):
     """``"digits"`` (bundled), ``"synthetic-purchase"``, or a path/URL to .npz, .csv or .parquet.
     A relative path in a config file is relative to that file's folder; typed on the
     command line or in ``SISA_DATA__SOURCE``, to the working folder. Training stores it
-    resolved."""
+    resolved; ``"in-memory"`` records that ``train`` was given the data (``data=``)."""
     n: int = Field(10_000, ge=10)
     """Number of points for ``synthetic-purchase``."""
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     """Share of points held out for evaluation, chosen per ID by a keyed hash."""
     num_classes: int | None = Field(None, ge=2)
-    """Number of classes for user files; inferred as max(label)+1 when unset."""
+    """Number of classes for user files with integer labels; inferred as max(label)+1 when
+    unset. With a vocabulary (``classes``, or string labels) it must equal its length."""
+    id_column: str = Field("id", min_length=1)
+    """Table column (CSV, Parquet, DataFrame) holding each point's unique ID."""
+    label_column: str = Field("label", min_length=1)
+    """Table column holding the label: integers, or strings / any values (a vocabulary)."""
+    group_column: str = Field("group", min_length=1)
+    """Table column of groups (points erased together); optional in the table."""
+    risk_column: str = Field("risk", min_length=1)
+    """Table column of deletion probabilities in [0, 1]; optional in the table."""
+    feature_columns: tuple[str, ...] | None = None
+    """Table columns used as features, in this order. Unset: every other numeric column,
+    in table order (text columns are left out; a boolean column is an error)."""
+    classes: tuple[str | int, ...] | None = None
+    """The label vocabulary, in class order (class i is ``classes[i]``). Unset: integer
+    labels are classes as they are; other labels get their sorted distinct values, recorded
+    at training. Declare it when a class name could identify a person (docs/design.md)."""
+    fill_missing: float | None = None
+    """Constant that replaces missing (NaN) features; unset: missing features are refused.
+    Labels, IDs, groups and risks are never filled."""
+    split: Literal["auto", "id", "group"] = "auto"
+    """Rule of the held-out split: by a keyed hash of each point's ``id``, or of its
+    ``group`` (a group is never on both sides). ``auto``: by group when the data has
+    groups. The rule used is recorded; a store trained before the rule existed used ``id``."""
+
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "id_column",
+            "label_column",
+            "group_column",
+            "risk_column",
+            "feature_columns",
+            "classes",
+            "fill_missing",
+            "split",
+        }
+    )
+
+    @field_validator("feature_columns", "classes", mode="before")
+    @classmethod
+    def _no_boolean_items(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value):
+            raise ValueError("must not hold true/false")
+        return value
+
+    @field_validator("feature_columns", "classes")
+    @classmethod
+    def _distinct(cls, value: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        if value is not None and not value:
+            raise ValueError("must not be empty (leave it unset instead)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("must not repeat a value")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _two_classes(cls, value: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        if value is not None and len(value) < 2:
+            raise ValueError("must name at least 2 classes")
+        return value
 
 
 class SisaConfig(_Section):
@@ -121,18 +199,20 @@ class SisaConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "mlp"
-    """``mlp``, ``cnn``, or ``"package.module:factory"``, called as
+    """``mlp``, ``cnn``, ``resnet`` (residual blocks with BatchNorm, for images such as
+    [C,32,32]), or ``"package.module:factory"``, called as
     ``factory(input_shape, num_classes)`` and returning a ``torch.nn.Module``."""
     hidden: tuple[int, ...] = (128,)
-    """Hidden layer widths of the MLP (channels of the CNN's conv layers)."""
+    """Hidden layer widths of the MLP (channels of the CNN's conv layers; of the ResNet's
+    residual blocks, one block per width, each after the first halving the map)."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout probability; its masks are drawn per step from the step's position."""
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if value not in ("mlp", "cnn") and value.count(":") != 1:
-            raise ValueError("must be 'mlp', 'cnn' or 'package.module:factory'")
+        if value not in ("mlp", "cnn", "resnet") and value.count(":") != 1:
+            raise ValueError("must be 'mlp', 'cnn', 'resnet' or 'package.module:factory'")
         return value
 
     @field_validator("hidden")
@@ -144,16 +224,73 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    name: Literal["sgd", "adam"] = "sgd"
-    """Optimizer; its state (momentum, moments, step counts) is checkpointed every stage."""
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "schedule",
+            "warmup_stages",
+            "min_lr_ratio",
+            "step_gamma",
+            "step_stages",
+            "clip_norm",
+            "label_smoothing",
+            "stage_accuracy",
+        }
+    )
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    """Optimizer; its state (momentum, moments, step counts) is checkpointed every stage.
+    ``adamw`` is Adam with decoupled weight decay (``torch.optim.AdamW``)."""
     lr: float = Field(0.05, gt=0)
-    """Learning rate."""
+    """Peak learning rate; ``schedule`` scales it by the step's place in the stages."""
     momentum: float = Field(0.9, ge=0, lt=1)
     """SGD momentum."""
     weight_decay: float = Field(0.0, ge=0)
-    """L2 weight decay."""
+    """Weight decay: L2 added to the gradient (sgd, adam), decoupled (adamw)."""
     batch_size: int = Field(32, ge=1)
     """Points per step; batches are cut from the stage's hash order of retained IDs."""
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    """Learning rate after warmup, by position in the stages (stage, fraction of it done;
+    never a step count, which deletions change): constant, cosine decay to
+    ``min_lr_ratio`` x lr at the end of stage R, or x ``step_gamma`` every ``step_stages``."""
+    warmup_stages: float = Field(0.0, ge=0)
+    """Linear warmup from 0 to lr over this many stages (fractions allowed, at most R)."""
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    """cosine: the rate at the end of stage R, as a fraction of lr."""
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    """step: factor applied to the rate at each decay."""
+    step_stages: float = Field(1.0, gt=0)
+    """step: stages (fractions allowed) between decays, counted from the end of warmup."""
+    clip_norm: float | None = Field(None, gt=0)
+    """Clip each step's gradient to this total L2 norm; unset: no clipping."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    """Label smoothing of the cross-entropy loss (0: none)."""
+    stage_accuracy: Literal["off", "train"] = "off"
+    """``train``: record each stage's accuracy on the shard's points seen so far (slices
+    1..stage) with its checkpoint; its mean training loss is recorded always."""
+
+    @model_validator(mode="after")
+    def _combinations(self) -> OptimConfig:
+        if self.name == "adamw" and self.momentum != type(self).model_fields["momentum"].default:
+            raise _field_error(
+                "OptimConfig",
+                ("momentum",),
+                "is SGD's; adamw has no momentum setting (its betas are fixed)",
+                self.momentum,
+            )
+        for key, schedule in (
+            ("min_lr_ratio", "cosine"),
+            ("step_gamma", "step"),
+            ("step_stages", "step"),
+        ):
+            value = getattr(self, key)
+            if self.schedule != schedule and value != type(self).model_fields[key].default:
+                raise _field_error(
+                    "OptimConfig",
+                    (key,),
+                    f"applies only to optim.schedule = '{schedule}', not '{self.schedule}'",
+                    value,
+                )
+        return self
 
 
 class ResourcesConfig(_Section):
@@ -237,6 +374,18 @@ class Config(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     deletion: DeletionConfig = DeletionConfig()
     serving: ServingConfig = ServingConfig()
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> Config:
+        if self.optim.warmup_stages > self.sisa.slices:
+            raise _field_error(
+                "Config",
+                ("optim", "warmup_stages"),
+                f"must be at most sisa.slices = {self.sisa.slices}: warmup is counted in "
+                "stages, and training has no more",
+                self.optim.warmup_stages,
+            )
+        return self
 
     def stored(self) -> dict[str, Any]:
         """What a store records of this config: everything but the server's settings."""

@@ -247,10 +247,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     if args.output and not args.output.endswith((".csv", ".json")):
         raise CLIError(f"{args.output}: predictions are written as .csv or .json")
-    ids, X = read_features(args.input)
-    ensemble = Ensemble.load(SisaStore(args.store, args.storage_options))
+    store = SisaStore(args.store, args.storage_options)
+    ids, X = read_features(args.input, store.config().data)  # the store's column mapping
+    ensemble = Ensemble.load(store)
     scores = ensemble.predict_proba(X)
-    write_predictions(args.output, ids, scores)
+    write_predictions(args.output, ids, scores, ensemble.class_names)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -215,9 +215,12 @@ def print_status(info: dict[str, Any], checked: bool) -> None:
     for s in info["shards"]:
         stage = s["served_stage"]
         served = "" if stage == info["slices"] else f"  serving stage {stage}"
+        metrics = "" if s.get("loss") is None else f"  loss {s['loss']:.4f}"
+        if s.get("accuracy") is not None:
+            metrics += f"  accuracy {s['accuracy']:.4f}"
         print(
             f"  shard {s['shard']:>3}  points {s['points']:>7}  generation {s['generation']:>3}"
-            f"  weights {s['weights_sha256'][:16]} (recorded){served}"
+            f"  weights {s['weights_sha256'][:16]} (recorded){metrics}{served}"
         )
     if not checked:
         print("hashes as recorded when written; 'sisa status --check' reads the bytes")

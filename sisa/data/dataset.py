@@ -3,8 +3,9 @@
 Every point carries a stable, unique ID and everything downstream is keyed by it, never by
 row position. Loaders (``sisa.data.loaders``) validate eagerly so that a bad file fails
 there, with the offending IDs named, rather than deep inside training. The train/test side
-of a point is a keyed hash of its own ID, so erasing one point never moves another across
-the split.
+of a point is a keyed hash of its own ID, or with groups of its group (so one group's
+points are never on both sides), so erasing one point never moves another across the
+split.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Dataset:
     num_classes: int
     groups: np.ndarray | None = None  # [n] int64 or unicode; points erased together
     risk: np.ndarray | None = None  # [n] float64 in [0, 1]; probability of deletion
+    # the label vocabulary: y[i] is class classes[y[i]]; None for integer labels as they are
+    classes: tuple[str | int, ...] | None = None
 
     __hash__ = None  # type: ignore[assignment]  # arrays are mutable
 
@@ -60,6 +63,8 @@ class Dataset:
             return NotImplemented
         mine, theirs = self.to_arrays(), other.to_arrays()
         if self.num_classes != other.num_classes or set(mine) != set(theirs):
+            return False
+        if self.classes != other.classes:
             return False
         return all(
             mine[k].dtype == theirs[k].dtype and np.array_equal(mine[k], theirs[k]) for k in mine
@@ -79,6 +84,7 @@ class Dataset:
             num_classes=self.num_classes,
             groups=None if self.groups is None else self.groups[index],
             risk=None if self.risk is None else self.risk[index],
+            classes=self.classes,
         )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -173,10 +179,23 @@ def validate(ds: Dataset, *, allow_empty: bool = False) -> Dataset:
         for s in range(0, n, _CHUNK):
             bad[s : s + _CHUNK] = ~np.isfinite(flat[s : s + _CHUNK]).all(axis=1)
         if bad.any():
-            raise DataError(f"NaN or infinite features at IDs {first_values(ids[bad])}")
+            raise DataError(
+                f"NaN or infinite features at IDs {first_values(ids[bad])} (data.fill_missing "
+                "fills missing values with a constant)"
+            )
     groups = None if ds.groups is None else _id_array(ds.groups, "groups")
     risk = None if ds.risk is None else risk_values(ds.risk, ids, "risk")
-    return Dataset(ids=ids, X=X, y=y, num_classes=int(ds.num_classes), groups=groups, risk=risk)
+    if ds.classes is not None and len(ds.classes) != ds.num_classes:
+        raise DataError(f"{len(ds.classes)} class names for num_classes = {ds.num_classes}")
+    return Dataset(
+        ids=ids,
+        X=X,
+        y=y,
+        num_classes=int(ds.num_classes),
+        groups=groups,
+        risk=risk,
+        classes=ds.classes,
+    )
 
 
 def risk_values(values: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
@@ -218,15 +237,20 @@ def checked_index(
     num_classes: int | None,
     groups: np.ndarray | None,
     risk: np.ndarray | None = None,
+    classes: tuple[str | int, ...] | None = None,
 ) -> Dataset:
     """Infer ``num_classes`` when not given, then validate (``X`` may be a one-column
-    stand-in where the caller checks the real features itself)."""
+    stand-in where the caller checks the real features itself). ``y`` are class indices
+    here; ``sisa.data.labels`` maps other labels through ``classes`` first."""
     if num_classes is None:
         y_arr = np.asarray(y)
         finite = y_arr[np.isfinite(y_arr)] if y_arr.dtype.kind == "f" else y_arr
         ok = y_arr.dtype.kind in "iuf" and finite.size > 0
         num_classes = int(np.floor(finite.max())) + 1 if ok else 0
-    return validate(Dataset(ids=ids, X=X, y=y, num_classes=num_classes, groups=groups, risk=risk))
+    ds = Dataset(
+        ids=ids, X=X, y=y, num_classes=num_classes, groups=groups, risk=risk, classes=classes
+    )
+    return validate(ds)
 
 
 def checked_arrays(arrays: dict[str, np.ndarray], num_classes: int | None) -> Dataset:
@@ -237,17 +261,37 @@ def checked_arrays(arrays: dict[str, np.ndarray], num_classes: int | None) -> Da
     )
 
 
-def split_train_test(ds: Dataset, seed: int, test_fraction: float) -> tuple[Dataset, Dataset]:
-    """Split by a keyed hash of each ID, so a point's side never depends on other points.
+def split_rule(setting: str, has_groups: bool) -> str:
+    """The split a training uses: ``data.split``, where ``auto`` is by group when the data
+    has groups (a person's points all on one side), else by ID."""
+    if setting == "group" and not has_groups:
+        raise DataError("data.split = 'group', but the data has no groups")
+    if setting == "auto":
+        return "group" if has_groups else "id"
+    return setting
+
+
+def split_train_test(
+    ds: Dataset, seed: int, test_fraction: float, rule: str = "id"
+) -> tuple[Dataset, Dataset]:
+    """Split by a keyed hash of each ID (or group, ``rule``), so a point's side never
+    depends on other points.
 
     Each side keeps the original relative order; either side may be empty.
     """
-    is_test = split_mask(ds.ids, seed, test_fraction)  # [n]
+    keys = ds.groups if rule == "group" else ds.ids
+    is_test = split_mask(keys, seed, test_fraction, rule)  # [n]
     return ds.take(~is_test), ds.take(is_test)
 
 
-def split_mask(ids: np.ndarray, seed: int, test_fraction: float) -> np.ndarray:
-    """[n] bool: which IDs are held out, each by a keyed hash of the ID alone."""
+def split_mask(ids: np.ndarray, seed: int, test_fraction: float, rule: str = "id") -> np.ndarray:
+    """[n] bool: which points are held out, each by a keyed hash of its key alone: its ID,
+    or under the ``group`` rule its group (so ``ids`` are then the groups)."""
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    return unit_interval(fingerprints(ids), seed, "test-split") < test_fraction
+    if rule not in ("id", "group"):
+        raise ValueError(f"split rule must be 'id' or 'group', got {rule!r}")
+    if ids is None:
+        raise DataError("the group split needs groups; the data has none")
+    context = "test-split" if rule == "id" else "test-split-group"
+    return unit_interval(fingerprints(ids), seed, context) < test_fraction

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +21,16 @@ from typing import BinaryIO, Protocol
 import fsspec
 import numpy as np
 
-from sisa.config import DataConfig
-from sisa.data.dataset import DataError, Dataset, checked_index, first_values
-from sisa.data.loaders import check_npz_names, load_digits_dataset, load_file
+from sisa.config import IN_MEMORY, DataConfig
+from sisa.data.dataset import DataError, Dataset, first_values
+from sisa.data.labels import checked_labeled, fill_features
+from sisa.data.loaders import (
+    IN_MEMORY_ERROR,
+    check_npz_names,
+    load_digits_dataset,
+    load_file,
+    rules,
+)
 
 CHUNK_BYTES = 32 << 20  # features in flight at once: 55,924 rows of Purchase's 600 bytes
 
@@ -39,6 +47,7 @@ class SourceIndex:
     x_dtype: np.dtype
     risk: np.ndarray | None = None  # [n] float64 deletion probabilities, or None
     content_hash: str = ""  # sha256 of every stored column (``ContentHash``)
+    classes: tuple[str | int, ...] | None = None  # the label vocabulary, or None (integers)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -69,6 +78,12 @@ class ContentHash:
         for name, values in (("ids", ids), ("y", y), ("groups", groups), ("risk", risk)):
             self.array(name, values)
 
+    def vocabulary(self, classes: tuple[str | int, ...] | None) -> None:
+        """The class names, when there are any: renaming a class changes the content.
+        Integer labels without a vocabulary hash as they did before vocabularies."""
+        if classes is not None:
+            self._sha.update(f"|classes:{json.dumps(list(classes))}|".encode())
+
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
 
@@ -95,6 +110,7 @@ class InMemorySource:
         content = ContentHash("in-memory")
         content.index(ds.ids, ds.y, ds.groups, ds.risk)
         content.array("X", ds.X)
+        content.vocabulary(ds.classes)
         return SourceIndex(
             ids=ds.ids,
             y=ds.y,
@@ -104,6 +120,7 @@ class InMemorySource:
             x_dtype=ds.X.dtype,
             risk=ds.risk,
             content_hash=content.hexdigest(),
+            classes=ds.classes,
         )
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -154,8 +171,10 @@ class NpzSource:
     larger than memory can be ingested. Checks and dtypes are those of ``load_file``, and
     all of them run in ``index``, over every feature, before a caller writes anything."""
 
-    def __init__(self, path: str, num_classes: int | None) -> None:
-        self.path, self.num_classes = path, num_classes
+    def __init__(self, path: str, data: DataConfig | int | None) -> None:
+        # an int (or None) is ``num_classes`` with the default settings
+        self.path = path
+        self.data = data if isinstance(data, DataConfig) else rules(data)
         self._index: SourceIndex | None = None
         self._members: dict[str, str] = {}  # array name -> archive member
 
@@ -182,13 +201,20 @@ class NpzSource:
         if dtype.kind not in "biuf":
             raise DataError(f"features have dtype {dtype}; they must be numeric")
         stub = np.zeros((len(ids), 1), np.uint8)  # the features are scanned below
-        ds = checked_index(
-            ids, stub, small["y"], self.num_classes, small.get("groups"), small.get("risk")
+        ds = checked_labeled(
+            ids,
+            stub,
+            small["y"],
+            num_classes=self.data.num_classes,
+            declared=self.data.classes,
+            groups=small.get("groups"),
+            risk=small.get("risk"),
         )
         content = ContentHash("npz")
         content.index(ds.ids, ds.y, ds.groups, ds.risk)
         content.header("X", dtype, shape)
         x_dtype = self._scan_features(dtype, ds.ids, content)
+        content.vocabulary(ds.classes)
         shape = tuple(shape[1:])
         digest = content.hexdigest()
         return SourceIndex(
@@ -200,6 +226,7 @@ class NpzSource:
             x_dtype=x_dtype,
             risk=ds.risk,
             content_hash=digest,
+            classes=ds.classes,
         )
 
     def _scan_features(self, dtype: np.dtype, ids: np.ndarray, content: ContentHash) -> np.dtype:
@@ -208,8 +235,9 @@ class NpzSource:
         content hash. A damaged archive fails here too, so nothing is written from a file
         that cannot be read."""
         lo, hi, bad = 0, 1, []
-        for start, X in self._raw_chunks():
-            content.rows(X)
+        for start, raw in self._raw_chunks():
+            content.rows(raw)
+            X = fill_features(raw, self.data.fill_missing)
             if X.dtype.kind in "iu" and X.size:
                 lo, hi = min(lo, int(X.min())), max(hi, int(X.max()))
             elif X.dtype.kind == "f":
@@ -224,7 +252,8 @@ class NpzSource:
     def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         index = self.index()
         for start, raw in self._raw_chunks(rows):
-            yield start, raw.astype(index.x_dtype, copy=False)
+            filled = fill_features(raw, self.data.fill_missing)
+            yield start, filled.astype(index.x_dtype, copy=False)
 
     def _raw_chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """The features as stored, ``rows`` at a time (default: ``CHUNK_BYTES`` worth)."""
@@ -289,6 +318,8 @@ def open_source(data: DataConfig, seed: int) -> Source:
         return InMemorySource(load_digits_dataset())
     if data.source == "synthetic-purchase":
         return PurchaseSource(data.n, seed)
+    if data.source == IN_MEMORY:
+        raise DataError(IN_MEMORY_ERROR)
     if data.source.lower().endswith(".npz"):
-        return NpzSource(data.source, data.num_classes)
-    return InMemorySource(load_file(data.source, data.num_classes))
+        return NpzSource(data.source, data)
+    return InMemorySource(load_file(data.source, data=data))

@@ -56,6 +56,7 @@ from sisa.ids import fingerprints, id_candidates, salted_hash
 from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
 from sisa.store.journal import Journal, Request
 from sisa.store.layout import (
+    CONFIG_DOC,
     HEAD_NAME,
     IDS_FILE,
     LOCKS,
@@ -125,6 +126,7 @@ class _Audit:
     findings: list[Finding] = field(default_factory=list)
     docs: dict[str, Any] = field(default_factory=dict)  # path -> body of each JSON document
     known: dict[Any, str] = field(default_factory=dict)  # ID or group -> salted hash
+    labels_seen: set[int] = field(default_factory=set)  # classes of the live data
 
     def flag(self, kind: str, path: str, detail: str, severity: str = "violation") -> None:
         self.findings.append(Finding(kind=kind, path=path, detail=detail, severity=severity))  # type: ignore[arg-type]
@@ -176,6 +178,7 @@ class _Audit:
                 heads[prefix] = self.check_part(prefix, expected.get(prefix), parts[prefix])
             except (KeyError, TypeError, AttributeError, ValueError) as err:
                 self.flag("malformed document", prefix, f"the head of {prefix}: {err!r}")
+        self.check_classes()
         if self.stale_groups:
             detail = (
                 f"{len(self.stale_groups)} tombstoned group(s) still have live points: an "
@@ -194,6 +197,23 @@ class _Audit:
             requests=len(self.requests),
             open_requests=len(self.open),
         )
+
+    def check_classes(self) -> None:
+        """Class names recorded from the data that no remaining point carries: the name of
+        a class whose last point was forgotten stays in the vocabulary (it fixes the output
+        size), and a name can identify a person. Declared ``data.classes`` are meant."""
+        names = self.store.classes()
+        if names is None or self.config.data.classes is not None:
+            return
+        unused = [name for i, name in enumerate(names) if i not in self.labels_seen]
+        if unused:
+            shown = ", ".join(repr(n) for n in unused[:10])
+            detail = (
+                f"{len(unused)} class name(s) recorded from the data have no remaining point: "
+                f"{shown}. The vocabulary keeps them (a deletion never changes it); if a name "
+                "could identify a person, retrain with data.classes declared (docs/design.md)"
+            )
+            self.flag("class without points", CONFIG_DOC, detail, "warning")
 
     def read_json(self, rel: str) -> None:
         try:
@@ -400,6 +420,8 @@ class _Audit:
             self.flag("corrupt data", rel, repr(err))
             return None
         ids, groups = arrays["ids"], arrays.get("groups")
+        if "y" in arrays:
+            self.labels_seen.update(np.unique(arrays["y"]).tolist())
         hashes = self.hashes(ids.tolist())
         dead = sum(h in self.deleted for h in hashes)
         if groups is not None:  # a legacy group tombstone may name a live group: not a leak

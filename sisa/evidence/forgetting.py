@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sisa.config import build_config
-from sisa.data.dataset import split_train_test
+from sisa.data.dataset import DataError, split_train_test
 from sisa.data.loaders import load_source
 from sisa.evidence.evaluation import Outputs, evidence
 from sisa.evidence.status import status
@@ -43,12 +43,25 @@ def _current(store: SisaStore) -> dict[str, np.ndarray]:
 
 
 def _forgotten_rows(
-    source: str, config: Any, ids: Sequence[object], remaining: np.ndarray
+    store: SisaStore, source: str, ids: Sequence[object], remaining: np.ndarray
 ) -> tuple[dict[str, np.ndarray], int]:
     """The forgotten training points' arrays from ``source``, and how many forgotten IDs
-    were held-out test points (never trained on, so nothing to measure)."""
-    dataset = load_source(source, config.data.n, config.sisa.seed, config.data.num_classes)
-    train, test = split_train_test(dataset, config.sisa.seed, config.data.test_fraction)
+    were held-out test points (never trained on, so nothing to measure). The source is
+    read with the store's mapping and split by the store's recorded rule; its labels are
+    mapped through the store's recorded vocabulary, which a deletion never changes."""
+    config = store.config()
+    rules = config.data
+    if (classes := store.classes()) is not None:
+        rules = rules.model_copy(update={"classes": classes})
+    try:
+        dataset = load_source(
+            source, config.data.n, config.sisa.seed, config.data.num_classes, data=rules
+        )
+    except DataError as err:
+        raise EvidenceError(f"the source {source!r}: {err}") from None
+    train, test = split_train_test(
+        dataset, config.sisa.seed, config.data.test_fraction, store.split_rule()
+    )
     wanted = np.unique(as_id_array(list(ids)))  # no cast to the data's width: no truncation
     if (wanted.dtype.kind == "U") != (train.ids.dtype.kind == "U"):
         raise EvidenceError(f"the IDs named are not of the kind {source}'s IDs are")
@@ -81,8 +94,10 @@ def _reference(store: SisaStore, folder: Path, executor: Executor | None) -> str
     path = folder / "remaining.npz"
     np.savez(path, **data)
     classes = int(store.intent()["num_classes"])  # a class forgotten whole stays an output
+    # the file holds class indices, and the split the store recorded is kept
+    fixed = {"classes": None, "split": store.split_rule(), "fill_missing": None}
     tree = config.stored() | {
-        "data": config.data.model_dump() | {"source": str(path), "num_classes": classes},
+        "data": config.data.model_dump() | {"source": str(path), "num_classes": classes} | fixed,
     }
     url = str(folder / "reference")
     train(build_config(tree), url, executor=executor)
@@ -109,9 +124,7 @@ def forgetting_evidence(
     if test_head is None or test_head.body["n"] == 0:
         raise EvidenceError("this store has no test data (data.test_fraction = 0)")
     current = _current(store)
-    lost, held_out = _forgotten_rows(
-        source or config.data.source, config, forgotten, current["ids"]
-    )
+    lost, held_out = _forgotten_rows(store, source or config.data.source, forgotten, current["ids"])
     test = store.read_data(test_head.data)
     features = {"forget": lost["X"], "retain": current["X"], "test": test["X"]}
     labels = {"forget": lost["y"], "retain": current["y"], "test": test["y"]}

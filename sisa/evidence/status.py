@@ -16,7 +16,9 @@ from sisa.store.layout import TEST_PREFIX, WEIGHTS, request_path
 def status(
     store: SisaStore | str, storage_options: StorageOptions = None, *, check: bool = False
 ) -> dict[str, Any]:
-    """Per shard: points, generation, and the URL and sha256 of its final weights.
+    """Per shard: points, generation, the URL and sha256 of its final weights, and the
+    final stage's mean training loss and accuracy on its points (None where not recorded:
+    accuracy unless ``optim.stage_accuracy`` asked, both in heads written before them).
 
     The hashes are those the heads recorded when the files were written. With ``check``,
     every file that a head references is read and hashed, and ``check`` lists the files
@@ -38,6 +40,8 @@ def status(
                 "served_stage": served.shards[shard].stage,  # < slices while rolled back
                 "weights_url": store.url_of(f"{final.dir}/{WEIGHTS}"),
                 "weights_sha256": final.weights_sha256,
+                "loss": final.loss,
+                "accuracy": final.accuracy,
             }
         )
     test = store.latest_head(TEST_PREFIX)

@@ -134,6 +134,8 @@ class Ensemble:
     models: dict[int, nn.Module]  # shard -> model in eval mode
 
     served: dict[int, ServedShard] = field(default_factory=dict)  # shard -> checkpoint used
+    # the label vocabulary recorded at training (class i is classes[i]); None: class i is i
+    classes: tuple[str | int, ...] | None = None
     inference: str = "auto"  # serving.inference: how the models are evaluated together
     forward: EnsembleForward | None = None  # over ``models`` in shard order; None: no model
 
@@ -184,6 +186,7 @@ class Ensemble:
             models=models,
             served=state.shards,
             inference=inference,
+            classes=store.classes_of(intent),
         )
 
     def check_features(self, X: object) -> np.ndarray:
@@ -209,3 +212,13 @@ class Ensemble:
     def predict(self, X: object) -> np.ndarray:
         """Predicted class per row. [n, *f] -> [n]."""
         return decide(self.predict_proba(X))
+
+    @property
+    def class_names(self) -> list[str | int]:
+        """The name of each class, in class order: the recorded vocabulary, else 0..C-1."""
+        return list(self.classes) if self.classes is not None else list(range(self.num_classes))
+
+    def label_names(self, labels: np.ndarray) -> list[str | int]:
+        """The original label value of each predicted class. [n] -> n values."""
+        names = self.class_names
+        return [names[int(i)] for i in labels]

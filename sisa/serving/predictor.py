@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -58,6 +58,10 @@ class Prediction:
     probabilities: np.ndarray | None  # [n, C] float32 aggregate scores; None: labels only
     version: str  # the snapshot that computed every row
     through: int  # requests up to this number are honoured by it
+    # the original label value of each row's class (``labels`` are class indices)
+    label_names: list[str | int] = field(default_factory=list)
+    # every class's name, in class order: probabilities[:, i] is the score of classes[i]
+    classes: list[str | int] = field(default_factory=list)
 
 
 class Predictor:
@@ -104,8 +108,11 @@ class Predictor:
             raise LabelsOnlyError("this predictor releases labels only (serving.output)")
         snap = self._snapshot  # read once: every row below uses this one ensemble
         scores = snap.ensemble.predict_proba(X)  # [n, C]
+        labels = decide(scores)  # [n]
         return Prediction(
-            labels=decide(scores),
+            labels=labels,
+            label_names=snap.ensemble.label_names(labels),
+            classes=snap.ensemble.class_names,
             probabilities=scores if probabilities else None,
             version=snap.version,
             through=snap.through,
@@ -203,6 +210,7 @@ class Predictor:
             "loaded_at": snap.loaded_at,
             "aggregation": snap.ensemble.config.sisa.aggregation,
             "num_classes": snap.ensemble.num_classes,
+            "classes": snap.ensemble.class_names,
             "input_shape": list(snap.ensemble.input_shape),
             "output": self.output,
             "inference": forward.strategy if (forward := snap.ensemble.forward) else None,

@@ -144,6 +144,31 @@ class SisaStore:
                 raise StorageError(f"{self.fs.url_of(CONFIG_DOC)}: malformed training record")
         return intent
 
+    def classes(self) -> tuple[str | int, ...] | None:
+        """The label vocabulary recorded at training (class i is named ``classes[i]``), or
+        None for a store of integer labels (class i is ``i``). A deletion never changes it."""
+        return self.classes_of(self.intent())
+
+    def classes_of(self, intent: dict[str, Any] | None) -> tuple[str | int, ...] | None:
+        """``classes`` of a training record already read, checked."""
+        names = None if intent is None else intent.get("classes")
+        if names is None:
+            return None
+        if not (
+            isinstance(names, list)
+            and len(names) == intent["num_classes"]
+            and all(type(v) in (str, int) for v in names)
+            and len(set(names)) == len(names)
+        ):
+            raise StorageError(f"{self.fs.url_of(CONFIG_DOC)}: malformed class names")
+        return tuple(names)
+
+    def split_rule(self) -> str:
+        """How the held-out side was chosen: by ``id`` or by ``group``. A store trained
+        before the rule was recorded split by ID."""
+        intent = self.intent() or {}
+        return "group" if intent.get("split") == "group" else "id"
+
     def config(self) -> Config:
         intent = self.intent()
         if intent is None:

@@ -42,8 +42,20 @@ class DataRef:
         )
 
 
-# the stage metadata a head copies into each stage's record, in the order it writes them
-_STAGE_META = ("stage", "ids_hash", "parent", "state_hash", "n", "samples", "step", "fingerprint")
+# the stage metadata a head copies into each stage's record, in the order it writes them;
+# later keys go at the end (older heads lack them and are written back without them)
+_STAGE_META = (
+    "stage",
+    "ids_hash",
+    "parent",
+    "state_hash",
+    "n",
+    "samples",
+    "step",
+    "fingerprint",
+    "loss",
+    "accuracy",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +73,8 @@ class StageRef:
     samples: int | None = None  # samples trained on since stage 0
     step: int | None = None  # optimizer steps since stage 0
     fingerprint: dict[str, Any] | None = None  # the environment that trained it
+    loss: float | None = None  # mean training loss of the stage (None: not finite)
+    accuracy: float | None = None  # on slices 1..stage, when optim.stage_accuracy asked
     # the optional fields the body held (``None`` in one it held means ``null``); a record
     # built in code holds them all
     present: frozenset[str] = field(default=frozenset(_STAGE_META), repr=False)
@@ -102,11 +116,17 @@ _STAGE_TYPES = {
     "samples": int,
     "step": int,
     "fingerprint": dict,
+    "loss": float,
+    "accuracy": float,
 }
 
 
 def _is(kind: type, value: Any) -> bool:
-    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:  # JSON may write a whole float as an integer
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
 
 
 def _field(body: dict[str, Any], key: str, kind: type) -> Any:

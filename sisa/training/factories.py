@@ -30,7 +30,7 @@ from typing import Any
 from sisa.config import ModelConfig
 
 TRUST_ENV = "SISA_TRUSTED_FACTORIES"
-BUILTIN_MODELS = ("mlp", "cnn")
+BUILTIN_MODELS = ("mlp", "cnn", "resnet")
 
 
 def is_trusted(name: str, trusted: Collection[str] = ()) -> bool:

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from sisa.config import Config, build_config, resolve_source
-from sisa.data.dataset import split_mask
+from sisa.data.dataset import Dataset, split_mask, split_rule
 from sisa.data.partition import place
 from sisa.data.risk import with_risk
-from sisa.data.sources import SourceIndex, open_source
+from sisa.data.sources import InMemorySource, SourceIndex, open_source
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.store.artifacts import SisaStore, StoreStateError
 from sisa.store.layout import PROCESS_LOCK, TEST_PART, TEST_PREFIX, data_dir, part_prefix
@@ -39,6 +39,8 @@ class IngestJob:
     overwrite: bool = False
     chunk_rows: int | None = None  # rows per chunk; None: sisa.data.sources.CHUNK_BYTES worth
     source: str | None = None  # where to read ``data.source`` from, if not as written there
+    # data passed to ``train`` in memory (``sisa.data.memory``), read instead of data.source
+    dataset: Dataset | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,16 +57,26 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     data = (
         config.data if job.source is None else config.data.model_copy(update={"source": job.source})
     )
-    source = open_source(data, config.sisa.seed)
+    if job.dataset is not None:
+        source = InMemorySource(job.dataset)
+    else:
+        source = open_source(data, config.sisa.seed)
     index = source.index()
     # the risk placement reads, stored with the training points (as ``prepare`` does)
     risked = with_risk(config.sisa, index)
-    part_of = _parts(config, risked)  # [n] TEST_PART or shard
     store = SisaStore(job.url, job.storage_options)
+    intent = None if job.overwrite else store.intent()
+    # resuming keeps the recorded rule (a record without one is from before groups split)
+    rule = (
+        intent.get("split", "id")
+        if intent is not None
+        else split_rule(config.data.split, index.groups is not None)
+    )
+    part_of = _parts(config, risked, rule)  # [n] TEST_PART or shard
     data_hash = index.content_hash  # every stored column, not only the IDs
     kept_salt = check_existing(store, config, index, data_hash, job.overwrite)
     if store.intent() is None:
-        store.write_intent(config, _intent_info(index, data_hash), salt=kept_salt)
+        store.write_intent(config, _intent_info(index, data_hash, rule), salt=kept_salt)
 
     writers, refs = {}, {}
     for part in [TEST_PART, *range(config.sisa.shards)]:
@@ -109,7 +121,9 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     ]
     counts = np.bincount(index.y, minlength=index.num_classes)  # [C]
     # inferred as the largest label + 1, a gap is likely a mistake; declared, it is meant
-    empty = [] if config.data.num_classes else np.flatnonzero(counts == 0).tolist()
+    # with a vocabulary every class is a label of the data, or declared on purpose
+    declared = config.data.num_classes or index.classes is not None
+    empty = [] if declared else np.flatnonzero(counts == 0).tolist()
     return Ingested(jobs=jobs, n_train=len(index) - n_test, n_test=n_test, empty_classes=empty)
 
 
@@ -119,9 +133,11 @@ def source_location(source: str) -> str:
     return resolve_source(source)
 
 
-def _parts(config: Config, index: SourceIndex) -> np.ndarray:
-    """Each point's part: the test side by a keyed hash of its ID, else its shard."""
-    is_test = split_mask(index.ids, config.sisa.seed, config.data.test_fraction)  # [n] bool
+def _parts(config: Config, index: SourceIndex, rule: str = "id") -> np.ndarray:
+    """Each point's part: the test side by a keyed hash of its ID (or of its group, under
+    the ``group`` rule), else its shard."""
+    keys = index.groups if rule == "group" else index.ids
+    is_test = split_mask(keys, config.sisa.seed, config.data.test_fraction, rule)  # [n] bool
     train = np.flatnonzero(~is_test)  # [t]
     shard_of, _ = place(config.sisa, _arrays(index, train))
     part_of = np.full(len(index), TEST_PART, dtype=np.int64)  # [n]
@@ -148,15 +164,22 @@ def _kind(values: np.ndarray | None) -> str | None:
     return "int" if values.dtype.kind in "iu" else "str"
 
 
-def _intent_info(index: SourceIndex, data_hash: str) -> dict[str, Any]:
-    return {
+def _intent_info(index: SourceIndex, data_hash: str, rule: str = "id") -> dict[str, Any]:
+    """What the training record keeps of the source: shapes, kinds, the split rule and,
+    for labels that are not plain integers, the vocabulary (a whole-set statistic that
+    only fixes the output size and names; a deletion never changes it)."""
+    info: dict[str, Any] = {
         "data_hash": data_hash,
         "input_shape": list(index.feature_shape),
         "num_classes": index.num_classes,
         "x_dtype": str(index.x_dtype),
         "id_kind": _kind(index.ids),
         "group_kind": _kind(index.groups),
+        "split": rule,
     }
+    if index.classes is not None:
+        info["classes"] = list(index.classes)
+    return info
 
 
 def check_existing(

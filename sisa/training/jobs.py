@@ -327,7 +327,7 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
         phases.lap("load")
         for stage in range(first, slices + 1):
             before = state.samples
-            train_stage(state, data, config, job.shard, stage)
+            stats = train_stage(state, data, config, job.shard, stage)
             samples += state.samples - before
             phases.lap("train")
             weights, extra = checkpoint_payload(state)
@@ -340,7 +340,10 @@ def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
                 "samples": state.samples,
                 "step": state.step,
                 "fingerprint": fingerprint,
+                "loss": stats.loss,  # mean over the stage's steps
             }
+            if stats.accuracy is not None:  # optim.stage_accuracy = "train"
+                meta["accuracy"] = stats.accuracy
             rel = stage_dir(prefix, job.generation, stage)
             ref = store.write_stage(rel, weights, extra, meta)
             phases.lap("checkpoint")

@@ -49,7 +49,7 @@ def image_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) == 1 and side * side == shape[0]:
         return (1, side, side)
     raise ValueError(
-        f"model.name = 'cnn' needs image features (C,H,W), (H,W) or a square vector; "
+        f"model.name = 'cnn' or 'resnet' needs image features (C,H,W), (H,W) or a square vector; "
         f"got feature shape {shape}"
     )
 
@@ -78,6 +78,74 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(x))
 
 
+class ResidualBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus a shortcut (1x1 conv-BN when the shape changes), ReLU.
+
+    BatchNorm's running statistics are buffers: ``state_dict`` checkpoints them with the
+    weights, and they update only in train mode, so evaluation never moves them.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, c_in, H, W] -> [B, c_out, H', W']
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small ResNet for images ([C,32,32], digits' 8x8): a 3x3 stem, one residual block per
+    width (each after the first halves the map), a mean over the final map, a linear head.
+
+    The final mean is a plain reduction over a map whose size is fixed by the input shape,
+    not adaptive pooling, whose CUDA backward has no deterministic kernel.
+    """
+
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int], dropout: float
+    ) -> None:
+        super().__init__()
+        self.shape = image_shape(input_shape)
+        c, h, w = self.shape
+        for _ in channels[1:]:
+            h, w = (h + 1) // 2, (w + 1) // 2  # a stride-2 3x3 conv with padding 1
+        if h * w < 2:
+            # BatchNorm in training needs more than one value per channel: a 1x1 map with
+            # a last batch of one point would fail mid-training
+            raise ValueError(
+                f"model.hidden: {len(channels)} widths halve a {self.shape[1]}x{self.shape[2]} "
+                f"image {len(channels) - 1} times, to {h}x{w}; use fewer widths"
+            )
+        self.stem = nn.Sequential(
+            nn.Conv2d(c, channels[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(),
+        )
+        blocks, c_in = [], channels[0]
+        for i, c_out in enumerate(channels):
+            blocks.append(ResidualBlock(c_in, c_out, stride=1 if i == 0 else 2))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, *in] -> [B, C]
+        x = x.reshape(x.shape[0], *self.shape)  # [B, C_in, H, W]
+        x = self.blocks(self.stem(x)).mean(dim=(2, 3))  # [B, C_last]
+        return self.head(self.dropout(x))
+
+
 def build_model(
     cfg: ModelConfig,
     input_shape: Sequence[int],
@@ -89,6 +157,8 @@ def build_model(
         return MLP(input_shape, num_classes, cfg.hidden, cfg.dropout)
     if cfg.name == "cnn":
         return SmallCNN(input_shape, num_classes, cfg.hidden, cfg.dropout)
+    if cfg.name == "resnet":
+        return ResNet(input_shape, num_classes, cfg.hidden, cfg.dropout)
     factory = load_factory(cfg, trusted)  # trusted, or ValueError (sisa.training.factories)
     model = factory(tuple(input_shape), num_classes)
     if not isinstance(model, nn.Module):

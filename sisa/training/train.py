@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sisa.config import Config
-from sisa.data.dataset import Dataset, first_values, split_train_test
+from sisa.config import IN_MEMORY, Config
+from sisa.data.dataset import DataError, Dataset, first_values, split_rule, split_train_test
 from sisa.data.loaders import load_source
+from sisa.data.memory import as_dataset
 from sisa.data.partition import place
 from sisa.data.risk import with_risk
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
@@ -51,13 +53,22 @@ class TrainReport:
         return bool(self.resumed_shards) or any(r.resumed for r in self.shards)
 
 
-def prepare(config: Config) -> tuple[Dataset, Dataset, np.ndarray]:
-    """Load, validate and split the data and lay out the shards, in memory; writes
-    nothing. ``train`` streams the same split and layout into the store instead."""
-    dataset = load_source(
-        config.data.source, config.data.n, config.sisa.seed, config.data.num_classes
-    )
-    train_ds, test_ds = split_train_test(dataset, config.sisa.seed, config.data.test_fraction)
+def prepare(config: Config, data: object = None) -> tuple[Dataset, Dataset, np.ndarray]:
+    """Load, validate and split the data (``config``'s source, or ``data`` in memory) and
+    lay out the shards, in memory; writes nothing. ``train`` streams the same split and
+    layout into the store instead."""
+    if data is not None:
+        dataset = as_dataset(data, config.data)
+    else:
+        dataset = load_source(
+            config.data.source,
+            config.data.n,
+            config.sisa.seed,
+            config.data.num_classes,
+            data=config.data,
+        )
+    rule = split_rule(config.data.split, dataset.groups is not None)
+    train_ds, test_ds = split_train_test(dataset, config.sisa.seed, config.data.test_fraction, rule)
     train_ds = with_risk(config.sisa, train_ds)  # stored with the points: placement reads it
     shard_of, _ = place(config.sisa, train_ds.to_arrays())
     return train_ds, test_ds, shard_of
@@ -79,21 +90,34 @@ def train(
     *,
     executor: Executor | None = None,
     overwrite: bool = False,
+    data: object = None,
+    ids: Sequence[object] | None = None,
 ) -> TrainReport:
-    """Train every shard slice by slice into ``store`` (a ``SisaStore`` or a URL)."""
+    """Train every shard slice by slice into ``store`` (a ``SisaStore`` or a URL).
+
+    ``data`` replaces ``data.source`` with points held in memory: a ``sisa.Dataset``, a
+    dict of arrays (``ids``, ``X``, ``y``, optional ``groups``, ``risk``), a pandas
+    DataFrame (read by the column mapping), or a map-style torch dataset with ``ids``
+    (one per index; the order never matters, points are keyed by ID). They are streamed
+    into the store like a file, and the store records ``data.source = "in-memory"``.
+    """
     started = time.perf_counter()
     preflight(executor, config.resources)  # no GPU where one is asked: before any write
     check_factory(config.model, trusted=(config.model.name,))  # importable: before any write
+    if ids is not None and data is None:
+        raise DataError("ids= goes with data=: a map-style dataset and one ID per index")
+    in_memory = None if data is None else as_dataset(data, config.data, ids)  # before writes
     store = open_store(store, storage_options)
     # what the store keeps is the source resolved here: later commands, run from any
     # folder or node, read the same file
-    data = config.data.model_copy(update={"source": source_location(config.data.source)})
-    config = config.model_copy(update={"data": data})
+    source = IN_MEMORY if in_memory is not None else source_location(config.data.source)
+    config = config.model_copy(update={"data": config.data.model_copy(update={"source": source})})
     ingest = IngestJob(
         url=store.url,
         storage_options=store.storage_options,
         config=config.stored(),
         overwrite=overwrite,
+        dataset=in_memory,
     )
     (ingested,) = run_jobs(
         executor,

@@ -10,6 +10,10 @@ The determinism contract. A shard's weights after stage r are a function of
   leaves the order of the rest intact.
 * Every draw inside a step (dropout) comes from an RNG seeded by the step's position
   (seed, shard, stage, epoch, step) under ``fork_rng``; global RNG state is never read.
+* The learning rate of a step is a function of (stage, fraction of the stage done)
+  (``sisa.training.lr_schedule``), never of a total step count, which deletions change.
+* Per-stage metrics (mean loss, accuracy) only read the model: no RNG draw, no change of
+  the trajectory; the accuracy runs under ``no_grad`` in eval mode, then restores the mode.
 * The optimizer state (momentum, Adam moments, step counts) and the counters travel with
   every checkpoint, so resuming from a checkpoint equals never having stopped.
 * The process is configured by ``sisa.training.environment.configure`` before anything touches
@@ -21,6 +25,7 @@ The determinism contract. A shard's weights after stage r are a function of
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +39,7 @@ from sisa.config import Config
 from sisa.faults import crash_point
 from sisa.ids import fingerprints, hash_order, id_set_hash, seed_from
 from sisa.training.environment import configure
+from sisa.training.lr_schedule import learning_rate
 from sisa.training.models import build_model
 from sisa.training.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
 
@@ -74,12 +80,23 @@ class TrainState:
     samples: int = 0  # samples trained on in total
 
 
+@dataclass(frozen=True, kw_only=True)
+class StageStats:
+    """What one stage's training measured; recorded with its checkpoint."""
+
+    loss: float | None  # mean training loss over the stage's steps; None if not finite
+    accuracy: float | None = None  # on slices 1..stage after the stage (optim.stage_accuracy)
+    steps: int = 0  # optimizer steps of the stage
+
+
 def _optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     o = config.optim
     if o.name == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
         )
+    if o.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
 
 
@@ -174,27 +191,39 @@ def train_stage(
     shard: int,
     stage: int,
     on_step: Callable[[], None] | None = None,
-) -> None:
-    """Train ``state`` through (1-based) ``stage`` on slices 1..stage, in place."""
+) -> StageStats:
+    """Train ``state`` through (1-based) ``stage`` on slices 1..stage, in place; return
+    the stage's metrics."""
     if stage != state.stage + 1:
         raise ValueError(f"stage {stage} must follow the state's stage {state.stage}")
-    seed = config.sisa.seed
+    seed, o = config.sisa.seed, config.optim
     device = next(state.model.parameters()).device
     rows = data.stage_rows(stage)  # [m]
     samples = stage_samples(stage_epochs(config.sisa), len(rows))
+    passes = epoch_lengths(samples, len(rows))
+    steps = sum(len(batch_bounds(length, o.batch_size)) for length in passes)
+    done = 0  # steps of this stage taken so far: the stage's fraction done is done / steps
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     state.model.train()
-    for epoch, length in enumerate(epoch_lengths(samples, len(rows))):
+    for epoch, length in enumerate(passes):
         order = rows[hash_order(data.fps[rows], seed, "order", shard, stage, epoch)][:length]
-        for step, (lo, hi) in enumerate(batch_bounds(length, config.optim.batch_size)):
+        for step, (lo, hi) in enumerate(batch_bounds(length, o.batch_size)):
             idx = order[lo:hi]  # [B]
             xb = torch.from_numpy(data.X[idx]).to(device=device, dtype=torch.float32)
             yb = torch.from_numpy(data.y[idx]).to(device)  # [B]
+            lr = learning_rate(o, config.sisa.slices, stage, done, steps)
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
             with torch.random.fork_rng(devices=_cuda_devices(device)):
                 _seed_step(device, seed_from(seed, "step", shard, stage, epoch, step))
                 state.optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(state.model(xb), yb)
+                loss = F.cross_entropy(state.model(xb), yb, label_smoothing=o.label_smoothing)
                 loss.backward()
+                if o.clip_norm is not None:
+                    nn.utils.clip_grad_norm_(state.model.parameters(), o.clip_norm)
                 state.optimizer.step()
+            loss_sum += loss.detach().to(torch.float64)
+            done += 1
             state.step += 1
             state.samples += len(idx)
             if on_step is not None:
@@ -202,6 +231,42 @@ def train_stage(
             if epoch == step == 0:  # the stage has moved the model; its checkpoint is not out
                 crash_point("mid-stage")
     state.stage = stage
+    mean = float(loss_sum) / done if done else None  # one device sync per stage
+    measured = o.stage_accuracy == "train"
+    return StageStats(
+        loss=mean if mean is not None and math.isfinite(mean) else None,
+        accuracy=seen_accuracy(state.model, data, config, shard, stage) if measured else None,
+        steps=done,
+    )
+
+
+@torch.no_grad()
+def seen_accuracy(
+    model: nn.Module, data: ShardData, config: Config, shard: int, stage: int
+) -> float | None:
+    """Accuracy on slices 1..stage, the points the shard has seen; None without points.
+
+    It only reads the model: no gradients, no RNG draw, eval mode (BatchNorm statistics
+    stay put) and the mode restored after. Points go in the stage's first-pass hash order
+    with fixed batches, so the number depends on the stage's IDs alone, like the weights.
+    """
+    rows = data.stage_rows(stage)  # [m]
+    if len(rows) == 0:
+        return None
+    order = rows[hash_order(data.fps[rows], config.sisa.seed, "order", shard, stage, 0)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    try:
+        for lo, hi in batch_bounds(len(order), 1024):
+            idx = order[lo:hi]  # [B]
+            xb = torch.from_numpy(data.X[idx]).to(device=device, dtype=torch.float32)
+            yb = torch.from_numpy(data.y[idx]).to(device)  # [B]
+            correct += (model(xb).argmax(dim=1) == yb).sum()
+    finally:
+        model.train(was_training)
+    return int(correct) / len(rows)
 
 
 @torch.no_grad()

@@ -80,7 +80,8 @@ def test_forget_predict_verify_roundtrip(tmp_path, capsys):
     out = tmp_path / "pred.csv"
     assert run("predict", "--store", url, "--input", tmp_path / "in.npz", "--output", out) == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "id,prediction,score" and len(lines) == 7
+    digits = ",".join(str(c) for c in range(10))  # a column per class, named by the class
+    assert lines[0] == f"id,prediction,label,score,{digits}" and len(lines) == 7
     expected = Ensemble.load(SisaStore(url)).predict(X)
     assert [int(line.split(",")[1]) for line in lines[1:]] == expected.tolist()
 

@@ -31,7 +31,7 @@ def test_toml_then_env_then_cli(tmp_path):
         ("[optim]\nname = 'rmsprop'\n", "optim.name"),
         ("[optim]\nlr = -1\n", "optim.lr"),
         ("[data]\ntest_fraction = 1.5\n", "data.test_fraction"),
-        ("[model]\nname = 'resnet'\n", "model.name"),
+        ("[model]\nname = 'vgg'\n", "model.name"),
         ("[resources]\nnum_gpus = -0.5\n", "resources.num_gpus"),
         ("[resources]\ndevice = 'tpu'\n", "resources.device"),
         ("[extra]\nx = 1\n", "extra"),

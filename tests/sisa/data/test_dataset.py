@@ -177,7 +177,6 @@ def _csv(tmp_path: Path, text: str) -> str:
         ("", r"empty file"),
         ("label,f\n0,0.5\n", r"missing column 'id'"),
         ("id,f\n1,0.5\n", r"missing column 'label'"),
-        ("id,label,f,colour\n1,0,0.5,red\n2,1,0.1,blue\n", r"non-numeric feature column 'colour'"),
         ("id,label\n1,0\n2,1\n", r"no feature columns"),
         ("id,label,f\n1,0,0.5\n,1,0.1\n", r"column 'id' has missing values at rows 1"),
     ],
