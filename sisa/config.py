@@ -115,9 +115,29 @@ class DataConfig(_Section):
     """Rule of the held-out split: by a keyed hash of each point's ``id``, or of its
     ``group`` (a group is never on both sides). ``auto``: by group when the data has
     groups. The rule used is recorded; a store trained before the rule existed used ``id``."""
+    image_size: tuple[int, int] | None = None
+    """[height, width] every image of an image folder is resized to (bilinear). Unset:
+    every image must have the size of the first."""
+    image_mode: Literal["RGB", "L"] = "RGB"
+    """Colour mode images are converted to: three channels, or one (grey)."""
+    input_scale: float | None = Field(None, gt=0)
+    """Every batch of features is multiplied by this, in training and in prediction: a
+    given constant, never computed from the points. Unset: 1/255 for an image folder (its
+    uint8 pixels to [0, 1]), else 1. Training stores the value it used."""
+    augment: tuple[Literal["crop", "flip"], ...] = ()
+    """Augmentations of image batches: ``crop`` (pad by ``crop_padding``, cut a window of
+    the original size), ``flip`` (mirror half the points). Each point's draw is a keyed
+    hash of (seed, shard, stage, epoch, its ID), so a retrain reproduces it bitwise."""
+    crop_padding: int = Field(4, ge=1, le=64)
+    """Pixels of zero padding on each side for ``crop``."""
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
+            "image_size",
+            "image_mode",
+            "input_scale",
+            "augment",
+            "crop_padding",
             "id_column",
             "label_column",
             "group_column",
@@ -128,6 +148,27 @@ class DataConfig(_Section):
             "split",
         }
     )
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)  # one number: a square
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(1 <= side <= 4096 for side in value):
+            raise ValueError("must be [height, width] in 1..4096 pixels")
+        return value
+
+    @field_validator("augment")
+    @classmethod
+    def _distinct_augments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat an augmentation")
+        return value
 
     @field_validator("feature_columns", "classes", mode="before")
     @classmethod

@@ -21,8 +21,9 @@ from typing import BinaryIO, Protocol
 import fsspec
 import numpy as np
 
-from sisa.config import IN_MEMORY, DataConfig
+from sisa.config import BUILTIN_SOURCES, IN_MEMORY, DataConfig
 from sisa.data.dataset import DataError, Dataset, first_values
+from sisa.data.images import ImageFolder
 from sisa.data.labels import checked_labeled, fill_features
 from sisa.data.loaders import (
     IN_MEMORY_ERROR,
@@ -311,9 +312,50 @@ def _npy_header(member: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     return tuple(shape), bool(fortran), dtype
 
 
+class ImageFolderSource:
+    """An image folder (``sisa.data.images``): every image checked by ``index``, pixels
+    streamed by ``chunks`` as uint8 [m, C, H, W]."""
+
+    def __init__(self, data: DataConfig) -> None:
+        self.folder = ImageFolder(data.source, mode=data.image_mode, size=data.image_size)
+        self.declared = data.classes
+
+    def index(self) -> SourceIndex:
+        ids, labels, digest = self.folder.digest()
+        classes = tuple(self.declared or self.folder.classes)
+        unknown = sorted(set(self.folder.classes) - set(classes))
+        if unknown:
+            raise DataError(
+                f"class folders {first_values(unknown)} are not in data.classes {list(classes)}"
+            )
+        y = np.array([classes.index(name) for name in self.folder.classes])[labels]  # [n]
+        return SourceIndex(
+            ids=ids,
+            y=y.astype(np.int64),
+            groups=None,
+            num_classes=len(classes),
+            feature_shape=self.folder.shape or (),
+            x_dtype=np.dtype(np.uint8),
+            content_hash=digest,
+            classes=classes,
+        )
+
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        shape = self.folder.shape or (1,)
+        yield from self.folder.chunks(rows or chunk_rows(int(np.prod(shape))))
+
+
+def is_image_folder(source: str) -> bool:
+    """Whether ``data.source`` names a folder (an image folder; files are tables or arrays)."""
+    if source in BUILTIN_SOURCES or source == IN_MEMORY:
+        return False
+    fs, path = fsspec.core.url_to_fs(source)
+    return bool(fs.isdir(path))
+
+
 def open_source(data: DataConfig, seed: int) -> Source:
-    """The source a data config names: ``digits``, ``synthetic-purchase``, or a file
-    (``.npz`` streamed; ``.csv`` and ``.parquet`` read whole)."""
+    """The source a data config names: ``digits``, ``synthetic-purchase``, an image folder,
+    or a file (``.npz`` streamed; ``.csv`` and ``.parquet`` read whole)."""
     if data.source == "digits":
         return InMemorySource(load_digits_dataset())
     if data.source == "synthetic-purchase":
@@ -322,4 +364,6 @@ def open_source(data: DataConfig, seed: int) -> Source:
         raise DataError(IN_MEMORY_ERROR)
     if data.source.lower().endswith(".npz"):
         return NpzSource(data.source, data)
+    if is_image_folder(data.source):
+        return ImageFolderSource(data)
     return InMemorySource(load_file(data.source, data=data))

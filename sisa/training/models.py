@@ -146,6 +146,19 @@ class ResNet(nn.Module):
         return self.head(self.dropout(x))
 
 
+class Rescaled(nn.Module):
+    """A model whose input is multiplied by a given constant first (``data.input_scale``:
+    an image folder's uint8 pixels to [0, 1]). Inside the model, training and every way of
+    predicting scale alike."""
+
+    def __init__(self, model: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.model, self.scale = model, float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, *in] -> [B, C]
+        return self.model(x * self.scale)
+
+
 def build_model(
     cfg: ModelConfig,
     input_shape: Sequence[int],

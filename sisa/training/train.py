@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sisa.config import IN_MEMORY, Config
+from sisa.config import IN_MEMORY, Config, ConfigError
 from sisa.data.dataset import DataError, Dataset, first_values, split_rule, split_train_test
 from sisa.data.loaders import load_source
 from sisa.data.memory import as_dataset
 from sisa.data.partition import place
 from sisa.data.risk import with_risk
+from sisa.data.sources import is_image_folder
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
 from sisa.training.factories import check_factory
 from sisa.training.ingest import IngestJob, run_ingest_job, source_location
@@ -111,7 +112,13 @@ def train(
     # what the store keeps is the source resolved here: later commands, run from any
     # folder or node, read the same file
     source = IN_MEMORY if in_memory is not None else source_location(config.data.source)
-    config = config.model_copy(update={"data": config.data.model_copy(update={"source": source})})
+    resolved: dict[str, object] = {"source": source}
+    images = is_image_folder(source)
+    if config.data.augment and not images:  # before anything is written
+        raise ConfigError("data.augment: augmentations apply to an image folder source only")
+    if config.data.input_scale is None and images:
+        resolved["input_scale"] = 1 / 255  # uint8 pixels to [0, 1], a given constant
+    config = config.model_copy(update={"data": config.data.model_copy(update=resolved)})
     ingest = IngestJob(
         url=store.url,
         storage_options=store.storage_options,

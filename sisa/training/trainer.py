@@ -38,9 +38,10 @@ from torch import nn
 from sisa.config import Config
 from sisa.faults import crash_point
 from sisa.ids import fingerprints, hash_order, id_set_hash, seed_from
+from sisa.training.augment import augment
 from sisa.training.environment import configure
 from sisa.training.lr_schedule import learning_rate
-from sisa.training.models import build_model
+from sisa.training.models import Rescaled, build_model
 from sisa.training.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
 
 
@@ -112,6 +113,8 @@ def fresh_state(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_from(config.sisa.seed, "init", shard))
         model = build_model(config.model, input_shape, num_classes, trusted)
+    if config.data.input_scale not in (None, 1.0):  # in the model: prediction scales alike
+        model = Rescaled(model, config.data.input_scale)
     # "cuda" is the current device: inside a Ray task, the GPU Ray assigned to it
     model = model.to(torch.device(config.resources.device))
     return TrainState(model=model, optimizer=_optimizer(config, model))
@@ -210,6 +213,17 @@ def train_stage(
         for step, (lo, hi) in enumerate(batch_bounds(length, o.batch_size)):
             idx = order[lo:hi]  # [B]
             xb = torch.from_numpy(data.X[idx]).to(device=device, dtype=torch.float32)
+            if config.data.augment:  # each point's own draw (sisa.training.augment)
+                xb = augment(
+                    xb,
+                    data.fps[idx],
+                    ops=config.data.augment,
+                    seed=seed,
+                    shard=shard,
+                    stage=stage,
+                    epoch=epoch,
+                    padding=config.data.crop_padding,
+                )
             yb = torch.from_numpy(data.y[idx]).to(device)  # [B]
             lr = learning_rate(o, config.sisa.slices, stage, done, steps)
             for group in state.optimizer.param_groups:
