@@ -63,6 +63,8 @@ class _Section(BaseModel):
 
 
 IN_MEMORY = "in-memory"  # data.source of a store trained from data passed to ``train``
+BUILTIN_MODELS = ("mlp", "cnn", "resnet", "textbag", "transformer")
+TEXT_MODELS = ("textbag", "transformer")
 BUILTIN_SOURCES = ("digits", "synthetic-purchase", IN_MEMORY)
 
 
@@ -130,9 +132,24 @@ class DataConfig(_Section):
     hash of (seed, shard, stage, epoch, its ID), so a retrain reproduces it bitwise."""
     crop_padding: int = Field(4, ge=1, le=64)
     """Pixels of zero padding on each side for ``crop``."""
+    text_column: str | None = None
+    """Table column of texts; each becomes ``max_length`` token IDs by ``tokenizer``, the
+    point's only features. Unset: the table's features are its numeric columns."""
+    tokenizer: str | None = None
+    """Path/URL of a tokenizer file (``tokenizers`` JSON) for ``text_column``. It is given,
+    never fitted on the training points; training records its sha256 and refuses a file
+    that changed since."""
+    tokenizer_sha256: str | None = None
+    """Recorded by training: the sha256 of ``tokenizer``'s file (leave it unset)."""
+    max_length: int = Field(64, ge=1, le=4096)
+    """Tokens per text: longer texts are cut, shorter ones padded."""
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
+            "text_column",
+            "tokenizer",
+            "tokenizer_sha256",
+            "max_length",
             "image_size",
             "image_mode",
             "input_scale",
@@ -241,19 +258,37 @@ class SisaConfig(_Section):
 class ModelConfig(_Section):
     name: str = "mlp"
     """``mlp``, ``cnn``, ``resnet`` (residual blocks with BatchNorm, for images such as
-    [C,32,32]), or ``"package.module:factory"``, called as
+    [C,32,32]), ``textbag`` (mean token embedding) or ``transformer`` (a small encoder) for
+    token IDs (``data.text_column``), or ``"package.module:factory"``, called as
     ``factory(input_shape, num_classes)`` and returning a ``torch.nn.Module``."""
     hidden: tuple[int, ...] = (128,)
     """Hidden layer widths of the MLP (channels of the CNN's conv layers; of the ResNet's
     residual blocks, one block per width, each after the first halving the map)."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout probability; its masks are drawn per step from the step's position."""
+    heads: int = Field(4, ge=1, le=64)
+    """Attention heads of the ``transformer`` (its width ``hidden[0]`` must divide by it;
+    one encoder layer per entry of ``hidden``, all of that width)."""
+    vocab_size: int | None = Field(None, ge=2)
+    """Token IDs a text model embeds; recorded by training from the tokenizer."""
+    pad_id: int | None = Field(None, ge=0)
+    """The padding token's ID, which text models leave out; recorded from the tokenizer."""
+
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"heads", "vocab_size", "pad_id"})
+
+    @model_validator(mode="after")
+    def _transformer_width(self) -> ModelConfig:
+        if self.name == "transformer" and self.hidden[0] % self.heads:
+            message = f"must divide the width hidden[0] = {self.hidden[0]}"
+            raise _field_error("ModelConfig", ("heads",), message, self.heads)
+        return self
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if value not in ("mlp", "cnn", "resnet") and value.count(":") != 1:
-            raise ValueError("must be 'mlp', 'cnn', 'resnet' or 'package.module:factory'")
+        if value not in BUILTIN_MODELS and value.count(":") != 1:
+            known = ", ".join(BUILTIN_MODELS)
+            raise ValueError(f"must be one of {known} or 'package.module:factory'")
         return value
 
     @field_validator("hidden")
@@ -538,8 +573,9 @@ def load_config(
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML ({err})") from None
         data = tree.get("data")
-        if isinstance(data, dict) and isinstance(data.get("source"), str):
-            data["source"] = resolve_source(data["source"], Path(path).resolve().parent)
+        for key in ("source", "tokenizer"):  # files named in the config: next to it
+            if isinstance(data, dict) and isinstance(data.get(key), str):
+                data[key] = resolve_source(data[key], Path(path).resolve().parent)
     combined = env_overrides(os.environ if environ is None else environ)
     combined.update(overrides or {})
     return build_config(tree, combined)

@@ -90,6 +90,21 @@ def feature_names(df: pd.DataFrame, data: DataConfig) -> list[str]:
     return chosen
 
 
+def text_features(df: pd.DataFrame, data: DataConfig) -> np.ndarray:
+    """Token IDs of the text column by the given tokenizer (checked against the sha256 a
+    store recorded). [n] texts -> [n, max_length] int32."""
+    from sisa.data.text import load_tokenizer, tokenize
+
+    _require(df, data.text_column, "text_column")  # type: ignore[arg-type]
+    if data.tokenizer is None:
+        raise DataError("data.text_column needs data.tokenizer: a tokenizers JSON file")
+    tok = load_tokenizer(data.tokenizer, data.tokenizer_sha256)
+    texts = df[data.text_column].tolist()
+    if any(t is None or t != t for t in texts):  # None or NaN: a missing text
+        raise DataError(f"missing texts in column {data.text_column!r} (data.text_column)")
+    return tokenize(tok, texts, data.max_length)
+
+
 def feature_matrix(df: pd.DataFrame, columns: list[str], fill: float | None) -> np.ndarray:
     """[n, d] features: uint8 when every column is 0/1 integers, else float32, column by
     column (no float64 copy of the table); NaN becomes ``fill`` when one is given."""
@@ -158,7 +173,10 @@ def frame_dataset(df: pd.DataFrame, data: DataConfig, *, from_text: bool) -> Dat
     risk_col = _optional(df, data, "risk_column")
     if len(df) == 0:
         raise DataError("empty data: the table has no rows")  # column dtypes are unknowable
-    X = feature_matrix(df, feature_names(df, data), data.fill_missing)
+    if data.text_column is not None:
+        X = text_features(df, data)
+    else:
+        X = feature_matrix(df, feature_names(df, data), data.fill_missing)
     ids = column_ids(df[names["id_column"]], names["id_column"], from_text=from_text)
     groups = (
         None if group_col is None else column_ids(df[group_col], group_col, from_text=from_text)

@@ -121,7 +121,8 @@ def _id_array(values: np.ndarray, what: str) -> np.ndarray:
 
 
 def _features(X: np.ndarray) -> np.ndarray:
-    """Features as uint8 when binary (8x smaller than float32), else float32."""
+    """Features as uint8 when binary (8x smaller than float32), int32 token IDs as they are
+    (``sisa.data.text``), else float32."""
     X = np.asarray(X)
     if X.dtype.kind not in "biuf":
         raise DataError(f"features have dtype {X.dtype}; they must be numeric")
@@ -129,7 +130,7 @@ def _features(X: np.ndarray) -> np.ndarray:
         return X
     if X.dtype.kind == "b" or (X.dtype.kind in "iu" and X.size and X.min() >= 0 and X.max() <= 1):
         return X.astype(np.uint8)
-    return X.astype(np.float32)
+    return X if X.dtype == np.int32 else X.astype(np.float32)
 
 
 def validate(ds: Dataset, *, allow_empty: bool = False) -> Dataset:

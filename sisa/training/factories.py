@@ -27,10 +27,9 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from sisa.config import ModelConfig
+from sisa.config import BUILTIN_MODELS, ModelConfig
 
 TRUST_ENV = "SISA_TRUSTED_FACTORIES"
-BUILTIN_MODELS = ("mlp", "cnn", "resnet")
 
 
 def is_trusted(name: str, trusted: Collection[str] = ()) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 import torch
 from torch import nn
 
-from sisa.config import ModelConfig
+from sisa.config import TEXT_MODELS, ModelConfig
 from sisa.training.factories import load_factory
 
 
@@ -159,6 +159,32 @@ class Rescaled(nn.Module):
         return self.model(x * self.scale)
 
 
+def text_model(cfg: ModelConfig, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """``textbag`` or ``transformer`` over [max_length] token IDs; the vocabulary size and
+    padding ID are recorded in the config by training (``sisa.training.train``)."""
+    from sisa.training.text_models import TextBag, TextEncoder
+
+    if cfg.vocab_size is None or cfg.pad_id is None or len(input_shape) != 1:
+        raise ValueError(
+            f"model.name: {cfg.name!r} needs token IDs (data.text_column) and the tokenizer's "
+            "vocab_size and pad_id, which training records"
+        )
+    if cfg.name == "textbag":
+        return TextBag(cfg.vocab_size, num_classes, dim=cfg.hidden[0], pad_id=cfg.pad_id)
+    if len(set(cfg.hidden)) != 1:
+        raise ValueError("model.hidden: a transformer's layers share one width, e.g. [64, 64]")
+    return TextEncoder(
+        cfg.vocab_size,
+        input_shape[0],
+        num_classes,
+        dim=cfg.hidden[0],
+        heads=cfg.heads,
+        layers=len(cfg.hidden),
+        dropout=cfg.dropout,
+        pad_id=cfg.pad_id,
+    )
+
+
 def build_model(
     cfg: ModelConfig,
     input_shape: Sequence[int],
@@ -172,6 +198,8 @@ def build_model(
         return SmallCNN(input_shape, num_classes, cfg.hidden, cfg.dropout)
     if cfg.name == "resnet":
         return ResNet(input_shape, num_classes, cfg.hidden, cfg.dropout)
+    if cfg.name in TEXT_MODELS:
+        return text_model(cfg, input_shape, num_classes)
     factory = load_factory(cfg, trusted)  # trusted, or ValueError (sisa.training.factories)
     model = factory(tuple(input_shape), num_classes)
     if not isinstance(model, nn.Module):

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sisa.config import IN_MEMORY, Config, ConfigError
+from sisa.config import IN_MEMORY, TEXT_MODELS, Config, ConfigError
 from sisa.data.dataset import DataError, Dataset, first_values, split_rule, split_train_test
 from sisa.data.loaders import load_source
 from sisa.data.memory import as_dataset
 from sisa.data.partition import place
 from sisa.data.risk import with_risk
 from sisa.data.sources import is_image_folder
+from sisa.data.text import load_tokenizer
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
 from sisa.training.factories import check_factory
 from sisa.training.ingest import IngestJob, run_ingest_job, source_location
@@ -84,6 +85,31 @@ def empty_classes_warning(empty: list[int]) -> str:
     )
 
 
+def with_tokenizer(config: Config) -> Config:
+    """The config with its tokenizer recorded: the file's sha256 (a later read of the source
+    refuses another file) and, for a text model, the vocabulary size and padding ID."""
+    data, model = config.data, config.model
+    if model.name in TEXT_MODELS and data.text_column is None:
+        raise ConfigError(f"model.name: {model.name!r} reads texts: set data.text_column")
+    if data.text_column is None:
+        return config
+    if data.tokenizer is None:
+        raise ConfigError("data.tokenizer: data.text_column needs a tokenizers JSON file")
+    path = source_location(data.tokenizer)
+    tok = load_tokenizer(path, data.tokenizer_sha256)
+    data = data.model_copy(update={"tokenizer": path, "tokenizer_sha256": tok.sha256})
+    if model.name in TEXT_MODELS:
+        if model.vocab_size is not None and model.vocab_size < tok.vocab_size:
+            raise ConfigError(
+                f"model.vocab_size: {model.vocab_size} is below the tokenizer's "
+                f"{tok.vocab_size} token IDs"
+            )
+        pad = tok.pad_id if model.pad_id is None else model.pad_id
+        vocab = model.vocab_size or tok.vocab_size
+        model = model.model_copy(update={"vocab_size": vocab, "pad_id": pad})
+    return config.model_copy(update={"data": data, "model": model})
+
+
 def train(
     config: Config,
     store: SisaStore | str,
@@ -111,6 +137,7 @@ def train(
     store = open_store(store, storage_options)
     # what the store keeps is the source resolved here: later commands, run from any
     # folder or node, read the same file
+    config = with_tokenizer(config)  # before any write: a bad tokenizer file writes nothing
     source = IN_MEMORY if in_memory is not None else source_location(config.data.source)
     resolved: dict[str, object] = {"source": source}
     images = is_image_folder(source)
