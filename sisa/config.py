@@ -132,6 +132,17 @@ class DataConfig(_Section):
     hash of (seed, shard, stage, epoch, its ID), so a retrain reproduces it bitwise."""
     crop_padding: int = Field(4, ge=1, le=64)
     """Pixels of zero padding on each side for ``crop``."""
+    scale: Literal["none", "standard"] = "none"
+    """``standard``: features minus a mean, over a scale, per feature, inside the model."""
+    scale_from: str = "stage"
+    """Where ``scale``'s statistics come from: ``stage`` (per shard, from the slices each
+    stage has seen; stored and purged with its checkpoint) or ``constants``
+    (``scale_mean``, ``scale_std``). Statistics of the whole training set are refused: a
+    deletion could not take a point back out of them."""
+    scale_mean: tuple[float, ...] | None = None
+    """Given means for ``scale_from = "constants"``: one for every feature, or one each."""
+    scale_std: tuple[float, ...] | None = None
+    """Given scales for ``scale_from = "constants"``: one for every feature, or one each."""
     text_column: str | None = None
     """Table column of texts; each becomes ``max_length`` token IDs by ``tokenizer``, the
     point's only features. Unset: the table's features are its numeric columns."""
@@ -146,6 +157,10 @@ class DataConfig(_Section):
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
+            "scale",
+            "scale_from",
+            "scale_mean",
+            "scale_std",
             "text_column",
             "tokenizer",
             "tokenizer_sha256",
@@ -179,6 +194,32 @@ class DataConfig(_Section):
         if value is not None and not all(1 <= side <= 4096 for side in value):
             raise ValueError("must be [height, width] in 1..4096 pixels")
         return value
+
+    @field_validator("scale_from")
+    @classmethod
+    def _allowed_statistics(cls, value: str) -> str:
+        if value in ("global", "all", "training", "dataset", "whole"):
+            raise ValueError(
+                f"{value!r} would compute the statistics over the whole training set, which "
+                "the exactness rule forbids (docs/design.md, 'Statistics computed from "
+                "data'): use 'stage', or give 'constants'"
+            )
+        if value not in ("stage", "constants"):
+            raise ValueError("must be 'stage' or 'constants'")
+        return value
+
+    @model_validator(mode="after")
+    def _scale_constants(self) -> DataConfig:
+        given = self.scale_mean is not None or self.scale_std is not None
+        if self.scale_from == "constants" and (self.scale_mean is None or self.scale_std is None):
+            message = "scale_from = 'constants' needs data.scale_mean and data.scale_std"
+            raise _field_error("DataConfig", ("scale_from",), message, self.scale_from)
+        if given and self.scale_from != "constants":
+            message = "is given only with scale_from = 'constants'"
+            raise _field_error("DataConfig", ("scale_mean",), message, self.scale_mean)
+        if self.scale_std is not None and min(self.scale_std) <= 0:
+            raise _field_error("DataConfig", ("scale_std",), "must be positive", self.scale_std)
+        return self
 
     @field_validator("augment")
     @classmethod

@@ -43,6 +43,7 @@ from sisa.training.environment import configure
 from sisa.training.lr_schedule import learning_rate
 from sisa.training.models import Rescaled, build_model
 from sisa.training.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
+from sisa.training.standardize import Standardized, constants, fit, standardizer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,8 +114,16 @@ def fresh_state(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_from(config.sisa.seed, "init", shard))
         model = build_model(config.model, input_shape, num_classes, trusted)
-    if config.data.input_scale not in (None, 1.0):  # in the model: prediction scales alike
-        model = Rescaled(model, config.data.input_scale)
+    data = config.data
+    if data.input_scale not in (None, 1.0):  # in the model: prediction scales alike
+        model = Rescaled(model, data.input_scale)
+    if data.scale == "standard":  # outermost: its statistics are of the stored features
+        model = Standardized(model, input_shape, per_stage=data.scale_from == "stage")
+        if data.scale_from == "constants":
+            model.set(
+                constants(data.scale_mean or (), input_shape),
+                constants(data.scale_std or (), input_shape),
+            )
     # "cuda" is the current device: inside a Ray task, the GPU Ray assigned to it
     model = model.to(torch.device(config.resources.device))
     return TrainState(model=model, optimizer=_optimizer(config, model))
@@ -202,6 +211,9 @@ def train_stage(
     seed, o = config.sisa.seed, config.optim
     device = next(state.model.parameters()).device
     rows = data.stage_rows(stage)  # [m]
+    scaler = standardizer(state.model)
+    if scaler is not None and scaler.per_stage:  # fitted on slices 1..stage (standardize.py)
+        scaler.set(*fit(data.X[rows]))
     samples = stage_samples(stage_epochs(config.sisa), len(rows))
     passes = epoch_lengths(samples, len(rows))
     steps = sum(len(batch_bounds(length, o.batch_size)) for length in passes)
