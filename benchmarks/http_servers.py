@@ -87,14 +87,9 @@ class LocalBackend:
         self.input_shape = self.predictor.snapshot.ensemble.input_shape
 
     async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]:
-        out = self.predictor.predict(x, probabilities=probabilities)
-        body: dict[str, Any] = {
-            "labels": out.labels.tolist(),
-            "model": {"version": out.version, "through": out.through},
-        }
-        if out.probabilities is not None:
-            body["probabilities"] = out.probabilities.tolist()
-        return body
+        from orchestrator.api import prediction_body  # the body the real service answers
+
+        return prediction_body(self.predictor.predict(x, probabilities=probabilities))
 
     async def health(self) -> dict[str, Any]:
         return {"ok": True, "version": self.predictor.version, "through": 0}
