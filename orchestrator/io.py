@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from sisa.config import DataConfig
-from sisa.data.columns import feature_matrix, feature_names
+from sisa.data.categories import csv_text_columns
+from sisa.data.columns import table_features
 from sisa.data.dataset import DataError
 
 FIXED = ("id", "prediction", "label", "score")  # the columns before the per-class scores
@@ -23,7 +24,8 @@ def read_features(
 
     CSV/Parquet: the feature columns training chose by the store's column mapping
     (``data``): ``data.feature_columns``, else every numeric column but the ID, label,
-    group and risk columns; missing values are filled as in training.
+    group and risk columns; missing values are filled as in training, and categorical
+    columns encoded by the categories training used (a changed reference is refused).
     """
     data = data if data is not None else DataConfig()
     file = Path(path)
@@ -40,13 +42,13 @@ def read_features(
         except (OSError, ValueError) as err:
             raise ValueError(f"{path}: unreadable .npz input ({err})") from None
     if suffix in (".csv", ".parquet"):
-        frame = pd.read_csv(file) if suffix == ".csv" else pd.read_parquet(file)
+        text = csv_text_columns(data)  # categories as text, as training reads them
+        frame = pd.read_csv(file, dtype=text) if suffix == ".csv" else pd.read_parquet(file)
         ids = frame[data.id_column].to_numpy() if data.id_column in frame.columns else None
         try:
-            columns = feature_names(frame, data)
+            return ids, table_features(frame, data).astype(np.float32)
         except DataError as err:
             raise ValueError(f"{path}: {err}") from None
-        return ids, feature_matrix(frame, columns, data.fill_missing).astype(np.float32)
     raise ValueError(f"{path}: unsupported input type {suffix!r}; use .npz, .csv or .parquet")
 
 

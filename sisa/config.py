@@ -84,10 +84,11 @@ def resolve_source(source: str, base: str | Path | None = None) -> str:
 
 class DataConfig(_Section):
     source: str = "digits"
-    """``"digits"`` (bundled), ``"synthetic-purchase"``, or a path/URL to .npz, .csv or .parquet.
-    A relative path in a config file is relative to that file's folder; typed on the
-    command line or in ``SISA_DATA__SOURCE``, to the working folder. Training stores it
-    resolved; ``"in-memory"`` records that ``train`` was given the data (``data=``)."""
+    """``"digits"`` (bundled), ``"synthetic-purchase"``, a path/URL to .npz, .csv or .parquet,
+    or a folder (of images, or of Parquet files read as one table). A relative path in a
+    config file is relative to that file's folder; typed on the command line or in
+    ``SISA_DATA__SOURCE``, to the working folder. Training stores it resolved;
+    ``"in-memory"`` records that ``train`` was given the data (``data=``)."""
     n: int = Field(10_000, ge=10)
     """Number of points for ``synthetic-purchase``."""
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
@@ -122,10 +123,14 @@ class DataConfig(_Section):
     every image must have the size of the first."""
     image_mode: Literal["RGB", "L"] = "RGB"
     """Colour mode images are converted to: three channels, or one (grey)."""
+    image_column: str | None = Field(None, min_length=1)
+    """Column of image paths when ``source`` is a manifest (a CSV or Parquet table): each
+    row's image, relative to the manifest's folder, is decoded as an image folder's are and
+    is the point's features; IDs, labels and groups come from their columns."""
     input_scale: float | None = Field(None, gt=0)
     """Every batch of features is multiplied by this, in training and in prediction: a
-    given constant, never computed from the points. Unset: 1/255 for an image folder (its
-    uint8 pixels to [0, 1]), else 1. Training stores the value it used."""
+    given constant, never computed from the points. Unset: 1/255 for an image folder or
+    manifest (its uint8 pixels to [0, 1]), else 1. Training stores the value it used."""
     augment: tuple[Literal["crop", "flip"], ...] = ()
     """Augmentations of image batches: ``crop`` (pad by ``crop_padding``, cut a window of
     the original size), ``flip`` (mirror half the points). Each point's draw is a keyed
@@ -154,6 +159,25 @@ class DataConfig(_Section):
     """Recorded by training: the sha256 of ``tokenizer``'s file (leave it unset)."""
     max_length: int = Field(64, ge=1, le=4096)
     """Tokens per text: longer texts are cut, shorter ones padded."""
+    categorical_columns: tuple[str, ...] | None = None
+    """Table columns of text or integer values that are categories, not numbers: each is
+    encoded by ``categorical_encoding`` where it sits among the features (with
+    ``feature_columns`` set, it must be listed there). Its categories are given
+    (``categories``) or read from ``category_reference``, never computed from the
+    training points (docs/design.md, "Statistics computed from data")."""
+    categorical_encoding: Literal["onehot", "ordinal"] = "onehot"
+    """``onehot``: one 0/1 feature per category, in category order; ``ordinal``: one
+    feature, the category's index (a float)."""
+    categories: dict[str, tuple[str | int, ...]] | None = None
+    """The categories of some ``categorical_columns``, in order (column -> values); a value
+    matches a category by its text (7 and "7" are one). A value outside them is refused."""
+    category_reference: str | None = None
+    """Path/URL of a CSV or Parquet table never subject to deletion (public data, a code
+    list): a categorical column without given ``categories`` takes the distinct values of
+    its column of the same name, in order of first appearance. Training records its
+    sha256 and refuses a file that changed since."""
+    category_reference_sha256: str | None = None
+    """Recorded by training: the sha256 of ``category_reference``'s file (leave it unset)."""
 
     LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {
@@ -167,6 +191,7 @@ class DataConfig(_Section):
             "max_length",
             "image_size",
             "image_mode",
+            "image_column",
             "input_scale",
             "augment",
             "crop_padding",
@@ -178,6 +203,11 @@ class DataConfig(_Section):
             "classes",
             "fill_missing",
             "split",
+            "categorical_columns",
+            "categorical_encoding",
+            "categories",
+            "category_reference",
+            "category_reference_sha256",
         }
     )
 
@@ -250,6 +280,58 @@ class DataConfig(_Section):
         if value is not None and len(value) < 2:
             raise ValueError("must name at least 2 classes")
         return value
+
+    @field_validator("categorical_columns")
+    @classmethod
+    def _distinct_columns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("must name distinct columns (leave it unset for none)")
+        return value
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _category_values(cls, value: Any) -> Any:
+        for column, items in (value or {}).items() if isinstance(value, Mapping) else ():
+            if not isinstance(items, list | tuple) or not items:
+                raise ValueError(f"{column!r}: must be a non-empty list of categories")
+            if any(isinstance(v, bool) or not isinstance(v, str | int) for v in items):
+                raise ValueError(f"{column!r}: categories are strings or integers")
+            if len({str(v) for v in items}) != len(items):  # matched by their text
+                raise ValueError(f"{column!r}: must not repeat a category (7 and '7' are one)")
+        return value
+
+    @model_validator(mode="after")
+    def _categorical(self) -> DataConfig:
+        columns = self.categorical_columns or ()
+        for key in ("categories", "category_reference"):
+            if getattr(self, key) is not None and not columns:
+                message = "is given only with data.categorical_columns"
+                raise _field_error("DataConfig", (key,), message, getattr(self, key))
+        if self.category_reference_sha256 is not None and self.category_reference is None:
+            message = "is recorded only with data.category_reference"
+            value = self.category_reference_sha256
+            raise _field_error("DataConfig", ("category_reference_sha256",), message, value)
+        stray = sorted(set(self.categories or {}) - set(columns))
+        if stray:
+            message = f"names {stray[0]!r}, which is not in data.categorical_columns"
+            raise _field_error("DataConfig", ("categories",), message, self.categories)
+        bare = [c for c in columns if c not in (self.categories or {})]
+        if bare and self.category_reference is None:
+            message = (
+                f"column {bare[0]!r} has no categories: give them in data.categories or name "
+                "a data.category_reference file. They are never computed from the training "
+                "data, a whole-set statistic that a deletion could not take a point back out "
+                "of (docs/design.md, 'Statistics computed from data')"
+            )
+            raise _field_error("DataConfig", ("categorical_columns",), message, columns)
+        if columns and self.text_column is not None:
+            message = "does not go with data.text_column (the texts are the only features)"
+            raise _field_error("DataConfig", ("categorical_columns",), message, columns)
+        unlisted = [c for c in columns if c not in (self.feature_columns or columns)]
+        if unlisted:
+            message = f"names {unlisted[0]!r}, which data.feature_columns does not list"
+            raise _field_error("DataConfig", ("categorical_columns",), message, columns)
+        return self
 
 
 class SisaConfig(_Section):
@@ -614,7 +696,7 @@ def load_config(
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML ({err})") from None
         data = tree.get("data")
-        for key in ("source", "tokenizer"):  # files named in the config: next to it
+        for key in ("source", "tokenizer", "category_reference"):  # files: next to the config
             if isinstance(data, dict) and isinstance(data.get(key), str):
                 data[key] = resolve_source(data[key], Path(path).resolve().parent)
     combined = env_overrides(os.environ if environ is None else environ)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sisa.config import DataConfig
+from sisa.data.categories import categorical_names, csv_text_columns, encoded_features
 from sisa.data.dataset import DataError, Dataset, _id_array, first_values
 from sisa.data.labels import checked_labeled
 
@@ -56,10 +57,12 @@ def _optional(df: pd.DataFrame, data: DataConfig, role: str) -> str | None:
 def feature_names(df: pd.DataFrame, data: DataConfig) -> list[str]:
     """The feature columns, in order: ``data.feature_columns``, else every other numeric
     column of the table (text columns left out). Boolean and non-numeric selected columns
-    are refused: a number's meaning for true/false, or for text, is the user's choice."""
+    are refused: a number's meaning for true/false, or for text, is the user's choice.
+    ``data.categorical_columns`` are features where they sit (``sisa.data.categories``)."""
     import pandas as pd
 
     special = set(mapped(data).values())
+    categorical = categorical_names(list(df.columns), data, mapped(data))
     if data.feature_columns is not None:
         for name in data.feature_columns:
             _require(df, name, "feature_columns")
@@ -72,9 +75,15 @@ def feature_names(df: pd.DataFrame, data: DataConfig) -> list[str]:
             c
             for c in df.columns
             if c not in special
-            and (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))
+            and (
+                c in categorical
+                or pd.api.types.is_numeric_dtype(df[c])
+                or pd.api.types.is_bool_dtype(df[c])
+            )
         ]
     for c in chosen:
+        if c in categorical:  # encoded, and its values checked, by sisa.data.categories
+            continue
         if pd.api.types.is_bool_dtype(df[c]):
             raise DataError(
                 f"feature column {c!r} is boolean (dtype {df[c].dtype}); store it as 0/1 or "
@@ -116,6 +125,15 @@ def feature_matrix(df: pd.DataFrame, columns: list[str], fill: float | None) -> 
     for j, c in enumerate(columns):
         X[:, j] = df[c].to_numpy(dtype=X.dtype, **na)
     return X
+
+
+def table_features(df: pd.DataFrame, data: DataConfig) -> np.ndarray:
+    """[n, d] features by the mapping, the same for training and ``sisa predict``: numeric
+    columns by ``feature_matrix``, categorical ones encoded where they sit."""
+    columns = feature_names(df, data)
+    categorical = set(data.categorical_columns or ())
+    X = feature_matrix(df, [c for c in columns if c not in categorical], data.fill_missing)
+    return encoded_features(df, columns, X, data) if categorical else X
 
 
 def column_ids(col: pd.Series, what: str, *, from_text: bool) -> np.ndarray:
@@ -162,21 +180,27 @@ def _labels(col: pd.Series, data: DataConfig) -> np.ndarray:
     return values
 
 
-def frame_dataset(df: pd.DataFrame, data: DataConfig, *, from_text: bool) -> Dataset:
-    """A validated dataset from a table, by ``data``'s column mapping."""
-    import pandas as pd
-
+def index_columns(df: pd.DataFrame, data: DataConfig) -> list[str]:
+    """The columns of the index: the ID, the label, and the group and risk where the table
+    has them (a mapped column that is missing is refused). A streamed source reads these
+    first and alone (``sisa.data.parquet``)."""
     names = mapped(data)
     _require(df, names["id_column"], "id_column")
     _require(df, names["label_column"], "label_column")
+    optional = [_optional(df, data, role) for role in ("group_column", "risk_column")]
+    return [names["id_column"], names["label_column"], *(c for c in optional if c is not None)]
+
+
+def frame_index(
+    df: pd.DataFrame, data: DataConfig, *, from_text: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(ids, labels as they are, groups or None, risk or None) of a table's rows, for
+    ``checked_labeled``; ``df`` needs only the ``index_columns``."""
+    import pandas as pd
+
+    names = mapped(data)
     group_col = _optional(df, data, "group_column")
     risk_col = _optional(df, data, "risk_column")
-    if len(df) == 0:
-        raise DataError("empty data: the table has no rows")  # column dtypes are unknowable
-    if data.text_column is not None:
-        X = text_features(df, data)
-    else:
-        X = feature_matrix(df, feature_names(df, data), data.fill_missing)
     ids = column_ids(df[names["id_column"]], names["id_column"], from_text=from_text)
     groups = (
         None if group_col is None else column_ids(df[group_col], group_col, from_text=from_text)
@@ -191,6 +215,16 @@ def frame_dataset(df: pd.DataFrame, data: DataConfig, *, from_text: bool) -> Dat
             )
         risk = col.to_numpy(dtype=np.float64, na_value=np.nan)  # [n], NaN named by validate
     y = _labels(df[names["label_column"]], data)
+    return ids, y, groups, risk
+
+
+def frame_dataset(df: pd.DataFrame, data: DataConfig, *, from_text: bool) -> Dataset:
+    """A validated dataset from a table, by ``data``'s column mapping."""
+    index_columns(df, data)  # a missing mapped column is named before the features
+    if len(df) == 0:
+        raise DataError("empty data: the table has no rows")  # column dtypes are unknowable
+    X = text_features(df, data) if data.text_column is not None else table_features(df, data)
+    ids, y, groups, risk = frame_index(df, data, from_text=from_text)
     return checked_labeled(
         ids, X, y, num_classes=data.num_classes, declared=data.classes, groups=groups, risk=risk
     )
@@ -201,5 +235,6 @@ def read_table(f: object, ext: str, data: DataConfig) -> pd.DataFrame:
     import pandas as pd
 
     if ext == "csv":
-        return pd.read_csv(f, dtype={data.id_column: str, data.group_column: str})
+        text = {data.id_column: str, data.group_column: str} | csv_text_columns(data)
+        return pd.read_csv(f, dtype=text)
     return pd.read_parquet(f)

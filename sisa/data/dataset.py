@@ -36,6 +36,28 @@ def first_values(values: Sequence[object] | np.ndarray) -> str:
     return text
 
 
+def read_recorded(path: str, what: str, expected_sha256: str | None, why: str) -> tuple[bytes, str]:
+    """The bytes of a file a store records by its sha256 (a tokenizer, a category
+    reference), with that sha256; with ``expected_sha256`` (the store's record), a file
+    whose bytes changed since training is refused, saying ``why`` that matters."""
+    import hashlib
+
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"no such {what} file: {path!r}") from None
+    sha = hashlib.sha256(raw).hexdigest()
+    if expected_sha256 is not None and sha != expected_sha256:
+        raise DataError(
+            f"the {what} {path!r} changed since this store trained (sha256 {sha[:12]}, "
+            f"recorded {expected_sha256[:12]}): {why}; restore the original file"
+        )
+    return raw, sha
+
+
 @dataclass(kw_only=True, frozen=True, eq=False)
 class Dataset:
     """Points with IDs, features, labels, optional groups and deletion risks, by row.

@@ -83,6 +83,28 @@ def decode(data: bytes, where: str, mode: Mode, size: tuple[int, int] | None) ->
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))  # [C, H, W]
 
 
+class PixelReader:
+    """Images decoded one at a time into uint8 ``[C, H, W]`` of one shape: ``size`` when
+    given, else the first image's (a batch must stack). Shared by image folders and
+    manifests (``sisa.data.manifest``), so both decode alike."""
+
+    def __init__(self, mode: Mode = "RGB", size: tuple[int, int] | None = None) -> None:
+        self.mode, self.size = mode, size
+        self.shape: tuple[int, int, int] | None = None  # [C, H, W], known after one image
+
+    def read(self, data: bytes, where: str) -> np.ndarray:
+        pixels = decode(data, where, self.mode, self.size)
+        if self.shape is None:
+            self.shape = tuple(pixels.shape)  # type: ignore[assignment]
+        elif pixels.shape != self.shape:
+            raise DataError(
+                f"image {where!r} is {pixels.shape[2]}x{pixels.shape[1]}, not "
+                f"{self.shape[2]}x{self.shape[1]} like the first; set data.image_size to "
+                "resize every image"
+            )
+        return pixels
+
+
 class ImageFolder:
     """An image folder read as a source: ``index`` checks every image, ``chunks`` streams
     their pixels in ID order."""
@@ -91,19 +113,15 @@ class ImageFolder:
         self.root, self.mode, self.size = root, mode, size
         self.files, self.classes = scan_folder(root)
         self._fs = fsspec.core.url_to_fs(root)[0]
-        self.shape: tuple[int, int, int] | None = None  # [C, H, W], known after one image
+        self._pixels = PixelReader(mode, size)
+
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        """[C, H, W] of every image, known after one was read."""
+        return self._pixels.shape
 
     def read(self, file: ImageFile) -> np.ndarray:
-        pixels = decode(self._fs.cat_file(file.path), file.path, self.mode, self.size)
-        if self.shape is None:
-            self.shape = tuple(pixels.shape)  # type: ignore[assignment]
-        elif pixels.shape != self.shape:
-            raise DataError(
-                f"image {file.path!r} is {pixels.shape[2]}x{pixels.shape[1]}, not "
-                f"{self.shape[2]}x{self.shape[1]} like the first; set data.image_size to "
-                "resize every image"
-            )
-        return pixels
+        return self._pixels.read(self._fs.cat_file(file.path), file.path)
 
     def digest(self) -> tuple[np.ndarray, np.ndarray, str]:
         """IDs [n], labels [n] (class indices) and the sha256 of every decoded pixel, in ID

@@ -2,28 +2,27 @@
 
 Training never needs a whole dataset in one process. The index (IDs, labels, groups:
 a few bytes per point) decides each point's side of the split and its shard; the features
-then stream through once, chunk by chunk, into each part's data in the store. A source
-that can only be read whole (digits, CSV, Parquet) is held in memory by the one process
-that ingests it; a ``.npz`` file is read chunk by chunk out of its archive, and synthetic
-Purchase is generated chunk by chunk, so N can be millions.
+then stream through once, chunk by chunk, into each part's data in the store
+(``sisa.data.streaming``). A ``.npz`` file is read chunk by chunk out of its archive,
+Parquet by row groups (``sisa.data.parquet``), images one file at a time (an image folder,
+or a manifest: ``sisa.data.manifest``), and synthetic Purchase is generated chunk by
+chunk, so N can be millions. A source that can only be read whole (digits, CSV) is held in
+memory by the one process that ingests it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Literal
 
 import fsspec
 import numpy as np
 
 from sisa.config import BUILTIN_SOURCES, IN_MEMORY, DataConfig
 from sisa.data.dataset import DataError, Dataset, first_values
-from sisa.data.images import ImageFolder
+from sisa.data.images import IMAGE_SUFFIXES, ImageFolder
 from sisa.data.labels import checked_labeled, fill_features
 from sisa.data.loaders import (
     IN_MEMORY_ERROR,
@@ -32,103 +31,34 @@ from sisa.data.loaders import (
     load_file,
     rules,
 )
+from sisa.data.manifest import ImageManifestSource
+from sisa.data.parquet import SUFFIX, ParquetSource, is_table_file
+from sisa.data.streaming import (  # re-exported: where callers have found them
+    CHUNK_BYTES,
+    ContentHash,
+    InMemorySource,
+    Source,
+    SourceIndex,
+    chunk_rows,
+)
 
-CHUNK_BYTES = 32 << 20  # features in flight at once: 55,924 rows of Purchase's 600 bytes
-
-
-@dataclass(frozen=True, kw_only=True)
-class SourceIndex:
-    """Everything about a source but its features: enough to split, place and check it."""
-
-    ids: np.ndarray  # [n] int64 or unicode, unique
-    y: np.ndarray  # [n] int64 in [0, num_classes)
-    groups: np.ndarray | None  # [n] or None
-    num_classes: int
-    feature_shape: tuple[int, ...]
-    x_dtype: np.dtype
-    risk: np.ndarray | None = None  # [n] float64 deletion probabilities, or None
-    content_hash: str = ""  # sha256 of every stored column (``ContentHash``)
-    classes: tuple[str | int, ...] | None = None  # the label vocabulary, or None (integers)
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-
-class ContentHash:
-    """sha256 of every column a source stores (IDs, labels, groups, risk, features), in
-    source order. An interrupted training resumes only over the same content: a source
-    whose labels or features changed under the same IDs must not be mixed with the parts
-    committed from the old one."""
-
-    def __init__(self, kind: str) -> None:
-        self._sha = hashlib.sha256(f"sisa-source:{kind}".encode())
-
-    def header(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
-        self._sha.update(f"|{name}:{np.dtype(dtype).str}:{tuple(shape)}|".encode())
-
-    def rows(self, values: np.ndarray) -> None:
-        """Bytes of consecutive rows, after their ``header``: chunking does not matter."""
-        self._sha.update(np.ascontiguousarray(values).tobytes())
-
-    def array(self, name: str, values: np.ndarray | None) -> None:
-        if values is not None:
-            self.header(name, values.dtype, values.shape)
-            self.rows(values)
-
-    def index(self, ids: np.ndarray, y: np.ndarray, groups: np.ndarray | None, risk=None) -> None:
-        for name, values in (("ids", ids), ("y", y), ("groups", groups), ("risk", risk)):
-            self.array(name, values)
-
-    def vocabulary(self, classes: tuple[str | int, ...] | None) -> None:
-        """The class names, when there are any: renaming a class changes the content.
-        Integer labels without a vocabulary hash as they did before vocabularies."""
-        if classes is not None:
-            self._sha.update(f"|classes:{json.dumps(list(classes))}|".encode())
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
-
-
-class Source(Protocol):
-    """A validated dataset that can be read without holding its features at once."""
-
-    def index(self) -> SourceIndex: ...
-
-    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, X[start:start + rows])`` for consecutive row ranges, in order;
-        ``rows`` defaults to ``CHUNK_BYTES`` worth of features."""
-        ...
-
-
-class InMemorySource:
-    """A dataset already loaded (and validated) in this process."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def index(self) -> SourceIndex:
-        ds = self.dataset
-        content = ContentHash("in-memory")
-        content.index(ds.ids, ds.y, ds.groups, ds.risk)
-        content.array("X", ds.X)
-        content.vocabulary(ds.classes)
-        return SourceIndex(
-            ids=ds.ids,
-            y=ds.y,
-            groups=ds.groups,
-            num_classes=ds.num_classes,
-            feature_shape=ds.feature_shape,
-            x_dtype=ds.X.dtype,
-            risk=ds.risk,
-            content_hash=content.hexdigest(),
-            classes=ds.classes,
-        )
-
-    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        X = self.dataset.X
-        rows = rows or chunk_rows(X[0].nbytes if len(X) else 1)
-        for start in range(0, len(self.dataset), rows):
-            yield start, self.dataset.X[start : start + rows]
+__all__ = [
+    "CHUNK_BYTES",
+    "ContentHash",
+    "ImageFolderSource",
+    "ImageManifestSource",
+    "InMemorySource",
+    "NpzSource",
+    "ParquetSource",
+    "PurchaseSource",
+    "Source",
+    "SourceIndex",
+    "chunk_rows",
+    "folder_kind",
+    "is_image_folder",
+    "open_source",
+    "read_whole",
+]
 
 
 class PurchaseSource:
@@ -215,20 +145,7 @@ class NpzSource:
         content.index(ds.ids, ds.y, ds.groups, ds.risk)
         content.header("X", dtype, shape)
         x_dtype = self._scan_features(dtype, ds.ids, content)
-        content.vocabulary(ds.classes)
-        shape = tuple(shape[1:])
-        digest = content.hexdigest()
-        return SourceIndex(
-            ids=ds.ids,
-            y=ds.y,
-            groups=ds.groups,
-            num_classes=ds.num_classes,
-            feature_shape=shape,
-            x_dtype=x_dtype,
-            risk=ds.risk,
-            content_hash=digest,
-            classes=ds.classes,
-        )
+        return SourceIndex.of(ds, feature_shape=tuple(shape[1:]), x_dtype=x_dtype, content=content)
 
     def _scan_features(self, dtype: np.dtype, ids: np.ndarray, content: ContentHash) -> np.dtype:
         """One pass over every feature: ``load_file``'s dtype rule (binary as uint8;
@@ -295,11 +212,6 @@ class NpzSource:
             raise DataError(f"cannot read {self.path!r}: {exc}") from exc
 
 
-def chunk_rows(row_bytes: int) -> int:
-    """Rows of features per chunk: ``CHUNK_BYTES`` worth, however wide a row is."""
-    return max(1, CHUNK_BYTES // max(1, row_bytes))
-
-
 def _npy_header(member: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran_order, dtype) of the ``.npy`` stream, positioned at its data."""
     version = np.lib.format.read_magic(member)
@@ -345,25 +257,69 @@ class ImageFolderSource:
         yield from self.folder.chunks(rows or chunk_rows(int(np.prod(shape))))
 
 
-def is_image_folder(source: str) -> bool:
-    """Whether ``data.source`` names a folder (an image folder; files are tables or arrays)."""
+def folder_kind(source: str) -> Literal["images", "parquet"] | None:
+    """What ``data.source`` names, by its content: a folder of images, a folder of Parquet
+    files (one table), or None (a file, or a built-in source). A folder holding both is
+    refused: which of them the points are would be a guess."""
     if source in BUILTIN_SOURCES or source == IN_MEMORY:
-        return False
+        return None
     fs, path = fsspec.core.url_to_fs(source)
-    return bool(fs.isdir(path))
+    if not fs.isdir(path):
+        return None
+    base = path.rstrip("/")
+    names = [p[len(base) + 1 :] for p in fs.find(base)]
+    tables = [n for n in names if is_table_file(n)]
+    images = [n for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
+    if tables and images:
+        raise DataError(
+            f"{source!r} holds both Parquet files ({first_values(tables)}) and images "
+            f"({first_values(images)}): a folder source is one or the other"
+        )
+    return "parquet" if tables else "images"
+
+
+def is_image_folder(source: str) -> bool:
+    """Whether ``data.source`` names an image folder (a folder without Parquet files)."""
+    return folder_kind(source) == "images"
 
 
 def open_source(data: DataConfig, seed: int) -> Source:
-    """The source a data config names: ``digits``, ``synthetic-purchase``, an image folder,
-    or a file (``.npz`` streamed; ``.csv`` and ``.parquet`` read whole)."""
+    """The source a data config names: ``digits``, ``synthetic-purchase``, an image folder
+    or manifest, or a table (``.npz`` and Parquet files and folders streamed; ``.csv``
+    read whole)."""
     if data.source == "digits":
         return InMemorySource(load_digits_dataset())
     if data.source == "synthetic-purchase":
         return PurchaseSource(data.n, seed)
     if data.source == IN_MEMORY:
         raise DataError(IN_MEMORY_ERROR)
+    if data.image_column is not None:
+        return ImageManifestSource(data)
     if data.source.lower().endswith(".npz"):
         return NpzSource(data.source, data)
-    if is_image_folder(data.source):
+    kind = folder_kind(data.source)
+    if kind == "images":
         return ImageFolderSource(data)
+    if kind == "parquet" or data.source.lower().endswith(SUFFIX):
+        return ParquetSource(data)
     return InMemorySource(load_file(data.source, data=data))
+
+
+def read_whole(data: DataConfig, seed: int) -> Dataset:
+    """The source as one dataset in memory, as streamed (the same points, checks and
+    dtypes as training reads): for the few readers that need the points at hand, such as
+    ``sisa evaluate --forgotten``."""
+    source = open_source(data, seed)
+    if isinstance(source, InMemorySource):
+        return source.dataset
+    index = source.index()
+    X = np.concatenate([X for _, X in source.chunks()])
+    return Dataset(
+        ids=index.ids,
+        X=X,
+        y=index.y,
+        num_classes=index.num_classes,
+        groups=index.groups,
+        risk=index.risk,
+        classes=index.classes,
+    )

@@ -12,14 +12,12 @@ tokenizer's ``[PAD]`` token (ID 0 when it has none). Models see the padding as t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 
-from sisa.data.dataset import DataError
+from sisa.data.dataset import DataError, read_recorded
 
 PAD_TOKENS = ("[PAD]", "<pad>")
 
@@ -44,18 +42,9 @@ def load_tokenizer(path: str, expected_sha256: str | None = None) -> TokenizerFi
     whose bytes changed since training."""
     from tokenizers import Tokenizer
 
-    try:
-        with fsspec.open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"no such tokenizer file: {path!r}") from None
-    sha = hashlib.sha256(raw).hexdigest()
-    if expected_sha256 is not None and sha != expected_sha256:
-        raise DataError(
-            f"the tokenizer {path!r} changed since this store trained (sha256 {sha[:12]}, "
-            f"recorded {expected_sha256[:12]}): its token IDs would mean other words; "
-            "restore the original file"
-        )
+    raw, sha = read_recorded(
+        path, "tokenizer", expected_sha256, "its token IDs would mean other words"
+    )
     try:
         tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
     except (UnicodeDecodeError, Exception) as exc:  # tokenizers raises bare Exceptions

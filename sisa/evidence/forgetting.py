@@ -22,7 +22,7 @@ import numpy as np
 
 from sisa.config import build_config
 from sisa.data.dataset import DataError, split_train_test
-from sisa.data.loaders import load_source
+from sisa.data.sources import read_whole
 from sisa.evidence.evaluation import Outputs, evidence
 from sisa.evidence.status import status
 from sisa.ids import as_id_array
@@ -54,9 +54,7 @@ def _forgotten_rows(
     if (classes := store.classes()) is not None:
         rules = rules.model_copy(update={"classes": classes})
     try:
-        dataset = load_source(
-            source, config.data.n, config.sisa.seed, config.data.num_classes, data=rules
-        )
+        dataset = read_whole(rules.model_copy(update={"source": source}), config.sisa.seed)
     except DataError as err:
         raise EvidenceError(f"the source {source!r}: {err}") from None
     train, test = split_train_test(

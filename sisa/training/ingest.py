@@ -37,7 +37,7 @@ class IngestJob:
     storage_options: dict[str, Any]
     config: dict[str, Any]  # Config.stored()
     overwrite: bool = False
-    chunk_rows: int | None = None  # rows per chunk; None: sisa.data.sources.CHUNK_BYTES worth
+    chunk_rows: int | None = None  # rows per chunk; None: sisa.data.streaming.CHUNK_BYTES worth
     source: str | None = None  # where to read ``data.source`` from, if not as written there
     # data passed to ``train`` in memory (``sisa.data.memory``), read instead of data.source
     dataset: Dataset | None = None

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sisa.config import IN_MEMORY, TEXT_MODELS, Config, ConfigError
+from sisa.config import BUILTIN_SOURCES, IN_MEMORY, TEXT_MODELS, Config, ConfigError
+from sisa.data.categories import read_reference
 from sisa.data.dataset import DataError, Dataset, first_values, split_rule, split_train_test
 from sisa.data.loaders import load_source
 from sisa.data.memory import as_dataset
@@ -110,6 +111,28 @@ def with_tokenizer(config: Config) -> Config:
     return config.model_copy(update={"data": data, "model": model})
 
 
+def with_categories(config: Config, in_memory: bool = False) -> Config:
+    """The config with its category reference recorded: the file's sha256, so that a later
+    read of the source (a retrain, ``verify``, ``sisa predict``) refuses another file. The
+    reference is read here, before anything is written: a column it lacks writes nothing."""
+    data = config.data
+    if not data.categorical_columns:
+        return config
+    source = data.source
+    if not in_memory and (source in BUILTIN_SOURCES or source.lower().endswith(".npz")):
+        raise ConfigError(
+            "data.categorical_columns: categories are read from tables (CSV, Parquet, a "
+            f"DataFrame); {source!r} holds features as numbers already"
+        )
+    if data.category_reference is not None:
+        path = source_location(data.category_reference)
+        rest = [c for c in data.categorical_columns if c not in (data.categories or {})]
+        ref = read_reference(path, rest, data.category_reference_sha256)
+        update = {"category_reference": path, "category_reference_sha256": ref.sha256}
+        data = data.model_copy(update=update)
+    return config.model_copy(update={"data": data})
+
+
 def train(
     config: Config,
     store: SisaStore | str,
@@ -133,6 +156,7 @@ def train(
     check_factory(config.model, trusted=(config.model.name,))  # importable: before any write
     if ids is not None and data is None:
         raise DataError("ids= goes with data=: a map-style dataset and one ID per index")
+    config = with_categories(config, data is not None)  # before the data are encoded
     in_memory = None if data is None else as_dataset(data, config.data, ids)  # before writes
     store = open_store(store, storage_options)
     # what the store keeps is the source resolved here: later commands, run from any
@@ -140,9 +164,13 @@ def train(
     config = with_tokenizer(config)  # before any write: a bad tokenizer file writes nothing
     source = IN_MEMORY if in_memory is not None else source_location(config.data.source)
     resolved: dict[str, object] = {"source": source}
-    images = is_image_folder(source)
+    # pixels: an image folder, or a manifest naming image files (the same decoding)
+    manifest = in_memory is None and config.data.image_column is not None
+    images = manifest or is_image_folder(source)
     if config.data.augment and not images:  # before anything is written
-        raise ConfigError("data.augment: augmentations apply to an image folder source only")
+        raise ConfigError(
+            "data.augment: augmentations apply to an image folder or manifest source only"
+        )
     if config.data.input_scale is None and images:
         resolved["input_scale"] = 1 / 255  # uint8 pixels to [0, 1], a given constant
     config = config.model_copy(update={"data": config.data.model_copy(update=resolved)})

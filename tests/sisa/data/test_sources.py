@@ -110,8 +110,9 @@ def test_missing_and_broken_files(tmp_path):
 
 def test_chunks_hold_a_byte_budget_however_wide_a_row(tmp_path, monkeypatch):
     import sisa.data.sources
+    import sisa.data.streaming
 
-    monkeypatch.setattr(sisa.data.sources, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(sisa.data.streaming, "CHUNK_BYTES", 1000)  # where chunk_rows reads it
     path = tmp_path / "wide.npz"
     np.savez(path, **_arrays(FEATURES["float64"]))  # 48 bytes a row
     source = NpzSource(str(path), None)

@@ -22,7 +22,7 @@ from tests.conftest import tiny_config
 CONFIG = {"sisa.shards": 2, "sisa.slices": 2, "sisa.epochs": 1}
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
+@pytest.fixture(params=["memory", "file", pytest.param("s3", marks=pytest.mark.slow)])
 def store_url(request, tmp_path):
     if request.param == "memory":
         url, options = f"memory://sisa-{uuid.uuid4().hex}", None
