@@ -54,6 +54,7 @@ BENCHMARKS = (
     "scale",
     "sharding",
     "startup",
+    "recipe",
     "gpu",
 )
 

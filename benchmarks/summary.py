@@ -241,6 +241,63 @@ def startup(f: dict[str, Any]) -> list[Row]:
     ]
 
 
+def recipe(f: dict[str, Any]) -> list[Row]:
+    goal, top, img = f["goal_loss_points"], f["goal_shards"], f["image_setup"]
+    at_top = [s for s in f["recipes"] if s["shards"] == top]
+    slices = max(s["slices"] for s in at_top)
+    rows: list[Row] = []
+    for s in (s for s in at_top if s["slices"] == slices):
+        rows.append(
+            (
+                f"Accuracy lost at S={top} R={slices}, digits as {img['size']}x{img['size']} "
+                f"images ({img['model']}), recipe `{s['recipe']}`",
+                f"≤ {goal} points",
+                f"{s['loss_points']:+.2f} points ({s['mean']:.4f} ± {s['std']:.4f}, "
+                f"{s['seeds']} seeds)",
+                s["loss_points"] <= goal,
+            )
+        )
+    ing = f["ingest"]
+    png, npz = ing["sources"]["image folder (PNG)"], ing["sources"]["npz (float32)"]
+    h, w = ing["size"]
+    rows.append(
+        (
+            f"Image-folder ingest ({png['images']:,} PNGs to {h}x{w}), in process: "
+            "images/s; feature bytes per image, uint8 vs float32",
+            "",
+            f"{png['images_per_s']:,.0f} images/s (float32 .npz {npz['images_per_s']:,.0f}/s); "
+            f"{png['features_bytes_per_image']:,.0f} vs {npz['features_bytes_per_image']:,.0f} "
+            f"bytes ({times(ing['stored_ratio'])})",
+            None,
+        )
+    )
+    cost = f["scaling_cost"]
+    rows.append(
+        (
+            f"Per-stage scaling, {cost['k']} single-point deletions: process wall time / "
+            "unscaled; samples retrained",
+            "equal samples",
+            f"{times(cost['sequential_ratio'])} one at a time, {times(cost['batched_ratio'])} "
+            "batched; samples " + ("equal" if cost["samples_equal"] else "differ"),
+            cost["samples_equal"],
+        )
+    )
+    gaps = {(s["shards"], s["slices"]): s for s in f["scaling_accuracy"]["summary"]}
+    rows.append(
+        (
+            "Per-stage scaling vs whole-set statistics (forbidden, for comparison), "
+            "rescaled digits: accuracy gap",
+            "",
+            ", ".join(
+                f"S={k[0]}: {s['per_stage_below_global_points']:+.2f} points"
+                for k, s in gaps.items()
+            ),
+            None,
+        )
+    )
+    return rows
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "speedup": speedup,
     "deletion": deletion,
@@ -252,6 +309,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "scale": scale,
     "sharding": sharding,
     "startup": startup,
+    "recipe": recipe,
 }
 
 
