@@ -122,7 +122,8 @@ class DataConfig(_Section):
     """[height, width] every image of an image folder is resized to (bilinear). Unset:
     every image must have the size of the first."""
     image_mode: Literal["RGB", "L"] = "RGB"
-    """Colour mode images are converted to: three channels, or one (grey)."""
+    """Colour mode of the stored pixels: three channels, or one (grey). Images are converted
+    to it when ``image_size`` is set; without resizing, an image of another mode is refused."""
     image_column: str | None = Field(None, min_length=1)
     """Column of image paths when ``source`` is a manifest (a CSV or Parquet table): each
     row's image, relative to the manifest's folder, is decoded as an image folder's are and
@@ -141,13 +142,23 @@ class DataConfig(_Section):
     """``standard``: features minus a mean, over a scale, per feature, inside the model."""
     scale_from: str = "stage"
     """Where ``scale``'s statistics come from: ``stage`` (per shard, from the slices each
-    stage has seen; stored and purged with its checkpoint) or ``constants``
-    (``scale_mean``, ``scale_std``). Statistics of the whole training set are refused: a
-    deletion could not take a point back out of them."""
+    stage has seen; stored and purged with its checkpoint), ``constants`` (``scale_mean``,
+    ``scale_std``) or ``reference`` (computed from ``scale_reference``). Statistics of the
+    whole training set are refused: a deletion could not take a point back out of them."""
     scale_mean: tuple[float, ...] | None = None
-    """Given means for ``scale_from = "constants"``: one for every feature, or one each."""
+    """Given means for ``scale_from = "constants"``: one for every feature, or one each.
+    With ``reference``, recorded by training from the reference (leave it unset)."""
     scale_std: tuple[float, ...] | None = None
-    """Given scales for ``scale_from = "constants"``: one for every feature, or one each."""
+    """Given scales for ``scale_from = "constants"``: one for every feature, or one each.
+    With ``reference``, recorded by training from the reference (leave it unset)."""
+    scale_reference: str | None = None
+    """Path/URL of a reference set never subject to deletion, for ``scale_from =
+    "reference"``: an ``.npz`` whose ``X`` holds features as stored, or a CSV/Parquet table
+    read by the same column mapping as the source (labels and IDs not needed). Training
+    computes the mean and scale of every feature from it, records them with the file's
+    sha256, and refuses a file that changed since."""
+    scale_reference_sha256: str | None = None
+    """Recorded by training: the sha256 of ``scale_reference``'s file (leave it unset)."""
     text_column: str | None = None
     """Table column of texts; each becomes ``max_length`` token IDs by ``tokenizer``, the
     point's only features. Unset: the table's features are its numeric columns."""
@@ -185,6 +196,8 @@ class DataConfig(_Section):
             "scale_from",
             "scale_mean",
             "scale_std",
+            "scale_reference",
+            "scale_reference_sha256",
             "text_column",
             "tokenizer",
             "tokenizer_sha256",
@@ -234,18 +247,34 @@ class DataConfig(_Section):
                 "the exactness rule forbids (docs/design.md, 'Statistics computed from "
                 "data'): use 'stage', or give 'constants'"
             )
-        if value not in ("stage", "constants"):
-            raise ValueError("must be 'stage' or 'constants'")
+        if value not in ("stage", "constants", "reference"):
+            raise ValueError("must be 'stage', 'constants' or 'reference'")
         return value
 
     @model_validator(mode="after")
     def _scale_constants(self) -> DataConfig:
         given = self.scale_mean is not None or self.scale_std is not None
-        if self.scale_from == "constants" and (self.scale_mean is None or self.scale_std is None):
+        both = self.scale_mean is not None and self.scale_std is not None
+        if self.scale_from == "constants" and not both:
             message = "scale_from = 'constants' needs data.scale_mean and data.scale_std"
             raise _field_error("DataConfig", ("scale_from",), message, self.scale_from)
-        if given and self.scale_from != "constants":
-            message = "is given only with scale_from = 'constants'"
+        reference = self.scale_from == "reference"
+        if reference and self.scale_reference is None:
+            message = "scale_from = 'reference' needs data.scale_reference, a file never deleted"
+            raise _field_error("DataConfig", ("scale_from",), message, self.scale_from)
+        if self.scale_reference is not None and not reference:
+            message = "is given only with scale_from = 'reference'"
+            raise _field_error("DataConfig", ("scale_reference",), message, self.scale_reference)
+        if self.scale_reference_sha256 is not None and self.scale_reference is None:
+            message = "is recorded only with data.scale_reference"
+            value = self.scale_reference_sha256
+            raise _field_error("DataConfig", ("scale_reference_sha256",), message, value)
+        recorded = reference and self.scale_reference_sha256 is not None and both
+        if given and self.scale_from != "constants" and not recorded:
+            message = (
+                "is given only with scale_from = 'constants' (with 'reference' training "
+                "records it, with the reference's sha256)"
+            )
             raise _field_error("DataConfig", ("scale_mean",), message, self.scale_mean)
         if self.scale_std is not None and min(self.scale_std) <= 0:
             raise _field_error("DataConfig", ("scale_std",), "must be positive", self.scale_std)
@@ -696,7 +725,8 @@ def load_config(
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML ({err})") from None
         data = tree.get("data")
-        for key in ("source", "tokenizer", "category_reference"):  # files: next to the config
+        # files: next to the config
+        for key in ("source", "tokenizer", "category_reference", "scale_reference"):
             if isinstance(data, dict) and isinstance(data.get(key), str):
                 data[key] = resolve_source(data[key], Path(path).resolve().parent)
     combined = env_overrides(os.environ if environ is None else environ)

@@ -66,15 +66,23 @@ def scan_folder(root: str) -> tuple[list[ImageFile], list[str]]:
 
 def decode(data: bytes, where: str, mode: Mode, size: tuple[int, int] | None) -> np.ndarray:
     """One image as uint8 ``[C, H, W]``; ``size`` is (height, width). Raises ``DataError``
-    naming the file for an unreadable image, or one of the wrong size when not resizing."""
+    naming the file for an unreadable image. Resizing converts the colour mode as well;
+    with resizing off (no ``size``) the pixels are stored as they are, so an image of
+    another mode is refused, as is one of another size (``PixelReader``)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
+            found = image.mode
             converted = image.convert(mode)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image {where!r}: {exc}") from None
+    if size is None and found != mode:
+        raise DataError(
+            f"image {where!r} has colour mode {found!r}, not data.image_mode {mode!r}; "
+            "set data.image_size to convert and resize every image, or convert the files"
+        )
     if size is not None and converted.size != (size[1], size[0]):
         converted = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     pixels = np.asarray(converted, dtype=np.uint8)  # [H, W] or [H, W, C]

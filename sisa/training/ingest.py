@@ -27,6 +27,7 @@ from sisa.ids import id_set_hash, salted_hashes
 from sisa.store.artifacts import SisaStore, StoreStateError
 from sisa.store.layout import PROCESS_LOCK, TEST_PART, TEST_PREFIX, data_dir, part_prefix
 from sisa.training.jobs import Progress, ShardJob
+from sisa.training.standardize import check_statistics
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +63,7 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     else:
         source = open_source(data, config.sisa.seed)
     index = source.index()
+    check_statistics(config.data, index.feature_shape)  # given or recorded: before writes
     # the risk placement reads, stored with the training points (as ``prepare`` does)
     risked = with_risk(config.sisa, index)
     store = SisaStore(job.url, job.storage_options)

@@ -12,6 +12,11 @@ subtracts a mean and divides by a scale, feature by feature. Where those come fr
   stage j refits on what remains, as a training from scratch would.
 - ``constants``: ``data.scale_mean`` and ``data.scale_std`` are given in the config and
   never fitted.
+- ``reference``: computed once, at training, from ``data.scale_reference``, a set never
+  subject to deletion (``reference_statistics``). Training records them in the store's
+  config as constants, beside the file's sha256: every shard task, retrain and ``verify``
+  uses the recorded values, and a training that reads the file again refuses it once its
+  bytes changed.
 
 Statistics over the whole training set are refused by the config: they would carry every
 point into every shard.
@@ -22,11 +27,16 @@ scratch on the remaining points reproduces, then one cast to float32.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+
+from sisa.config import DataConfig
+from sisa.data.dataset import DataError, read_recorded
 
 MIN_STD = 1e-12  # a constant feature keeps scale 1 rather than dividing by zero
 
@@ -66,6 +76,25 @@ def standardizer(model: nn.Module) -> Standardized | None:
     return next((m for m in model.modules() if isinstance(m, Standardized)), None)
 
 
+def check_statistics(data: DataConfig, feature_shape: Sequence[int]) -> None:
+    """Refuse given or recorded statistics that do not fit the source's features, before
+    anything is written: one value for every feature, or one each."""
+    if data.scale != "standard" or data.scale_from == "stage":
+        return
+    size = int(np.prod(tuple(feature_shape)))
+    for field, values in (("scale_mean", data.scale_mean), ("scale_std", data.scale_std)):
+        if values is not None and len(values) not in (1, size):
+            where = (
+                f"the scale reference {data.scale_reference!r} has"
+                if data.scale_from == "reference"
+                else f"data.{field} gives"
+            )
+            raise DataError(
+                f"{where} {len(values)} value(s) for the source's {size} features "
+                f"(shape {tuple(feature_shape)})"
+            )
+
+
 def constants(values: Sequence[float], input_shape: Sequence[int]) -> np.ndarray:
     """``data.scale_mean`` / ``scale_std`` as an array [*input_shape]: one value for every
     feature, or one per feature."""
@@ -76,3 +105,70 @@ def constants(values: Sequence[float], input_shape: Sequence[int]) -> np.ndarray
     if arr.size != size:
         raise ValueError(f"{arr.size} scaling constants for {size} features (data.scale_mean)")
     return arr.reshape(tuple(input_shape))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceStatistics:
+    """What training records of ``data.scale_reference``."""
+
+    sha256: str  # of the file's bytes
+    mean: tuple[float, ...]  # per feature, float64 as Python floats (exact in JSON/TOML)
+    std: tuple[float, ...]
+    rows: int
+
+
+def reference_features(raw: bytes, path: str, data: DataConfig) -> np.ndarray:
+    """The reference's features as stored [m, *f]: an ``.npz``'s ``X``, or a table's by
+    the source's column mapping (``sisa.data.columns.table_features``)."""
+    from sisa.data.columns import read_table, table_features
+
+    ext = path.lower().rsplit(".", 1)[-1]
+    what = f"the scale reference {path!r} (data.scale_reference)"
+    try:
+        if ext == "npz":
+            with np.load(io.BytesIO(raw), allow_pickle=False) as f:
+                if "X" not in f.files:
+                    raise DataError(f"{what} has no array 'X'; its arrays: {sorted(f.files)}")
+                return np.asarray(f["X"])
+        if ext in ("csv", "parquet"):
+            df = read_table(io.BytesIO(raw), ext, data)
+            if len(df) == 0:
+                raise DataError(f"{what} has no rows")
+            return table_features(df, data)
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"cannot read {what}: {exc}") from None
+    raise DataError(f"{what} must be an .npz, .csv or .parquet file")
+
+
+def reference_statistics(path: str, data: DataConfig) -> ReferenceStatistics:
+    """Mean and scale per feature of the reference set (``fit``), checked to hold only
+    finite values, and its sha256; a file whose bytes changed since a store recorded it is
+    refused (``data.scale_reference_sha256``). Its shape is checked against the source's
+    by ``check_statistics``, which the ingest job runs before it writes."""
+    raw, sha = read_recorded(
+        path,
+        "scale reference",
+        data.scale_reference_sha256,
+        "its statistics would scale the features differently",
+    )
+    X = reference_features(raw, path, data)  # [m, *f]
+    if X.ndim < 2 or len(X) == 0:
+        raise DataError(
+            f"the scale reference {path!r} (data.scale_reference) holds no rows of features "
+            f"(shape {X.shape})"
+        )
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        raise DataError(
+            f"the scale reference {path!r} (data.scale_reference) has missing or infinite "
+            "values (data.fill_missing fills a table's)"
+        )
+    mean, std = fit(X)
+    std = np.where(std < MIN_STD, 1.0, std)  # as ``Standardized.set``: recorded as used
+    return ReferenceStatistics(
+        sha256=sha,
+        mean=tuple(float(v) for v in mean.ravel()),
+        std=tuple(float(v) for v in std.ravel()),
+        rows=len(X),
+    )

@@ -37,6 +37,7 @@ from sisa.training.jobs import (
     run_jobs,
     run_shard_job,
 )
+from sisa.training.standardize import reference_statistics
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +134,24 @@ def with_categories(config: Config, in_memory: bool = False) -> Config:
     return config.model_copy(update={"data": data})
 
 
+def with_scale_reference(config: Config) -> Config:
+    """The config with the statistics of ``data.scale_reference`` recorded as its scaling
+    constants, beside the file's sha256 (``sisa.training.standardize``). Read here, before
+    anything is written; a retrain or ``verify`` uses the recorded values."""
+    data = config.data
+    if data.scale != "standard" or data.scale_from != "reference" or data.scale_reference is None:
+        return config
+    path = source_location(data.scale_reference)
+    stats = reference_statistics(path, data)
+    update = {
+        "scale_reference": path,
+        "scale_reference_sha256": stats.sha256,
+        "scale_mean": stats.mean,
+        "scale_std": stats.std,
+    }
+    return config.model_copy(update={"data": data.model_copy(update=update)})
+
+
 def train(
     config: Config,
     store: SisaStore | str,
@@ -157,6 +176,7 @@ def train(
     if ids is not None and data is None:
         raise DataError("ids= goes with data=: a map-style dataset and one ID per index")
     config = with_categories(config, data is not None)  # before the data are encoded
+    config = with_scale_reference(config)  # by the same mapping; before any write
     in_memory = None if data is None else as_dataset(data, config.data, ids)  # before writes
     store = open_store(store, storage_options)
     # what the store keeps is the source resolved here: later commands, run from any

@@ -119,7 +119,9 @@ def fresh_state(
         model = Rescaled(model, data.input_scale)
     if data.scale == "standard":  # outermost: its statistics are of the stored features
         model = Standardized(model, input_shape, per_stage=data.scale_from == "stage")
-        if data.scale_from == "constants":
+        if data.scale_from in ("constants", "reference"):  # reference: recorded by train
+            if data.scale_mean is None or data.scale_std is None:
+                raise ValueError("data.scale_from = 'reference' is recorded by train(), not here")
             model.set(
                 constants(data.scale_mean or (), input_shape),
                 constants(data.scale_std or (), input_shape),

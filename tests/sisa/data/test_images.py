@@ -38,7 +38,7 @@ def test_pixels_are_uint8_channels_first_and_resized(tmp_path):
     (start, pixels), *_ = folder.chunks(rows=7)
     assert start == 0 and pixels.shape == (7, 1, 16, 12) and pixels.dtype == np.uint8
     assert len(ids) == len(labels) == 30 and labels.max() < len(folder.classes)
-    rgb = ImageFolder(str(tmp_path / "img"), mode="RGB", size=None)
+    rgb = ImageFolder(str(tmp_path / "img"), mode="RGB", size=(8, 8))
     assert next(rgb.chunks(rows=2))[1].shape == (2, 3, 8, 8)
     assert rgb.digest()[2] != digest  # the mode and size are part of what is hashed
 
@@ -84,4 +84,16 @@ def test_decode_converts_modes(tmp_path):
     Image.new("RGB", (3, 2), (10, 20, 30)).save(path)
     rgb = decode(path.read_bytes(), str(path), "RGB", None)
     assert rgb.shape == (3, 2, 3) and rgb[:, 0, 0].tolist() == [10, 20, 30]
-    assert decode(path.read_bytes(), str(path), "L", None).shape == (1, 2, 3)
+    assert decode(path.read_bytes(), str(path), "L", (2, 3)).shape == (1, 2, 3)
+
+
+def test_an_image_of_another_mode_is_refused_when_not_resizing(tmp_path):
+    path = tmp_path / "c.png"
+    Image.new("RGB", (3, 2)).save(path)
+    with pytest.raises(DataError, match=r"c\.png' has colour mode 'RGB', not data.image_mode 'L'"):
+        decode(path.read_bytes(), str(path), "L", None)
+    root = digits_folder(tmp_path / "img", n=5)  # grey digits, one colour image among them
+    Image.new("RGB", (8, 8)).save(root / "digit0" / "colour.png")
+    with pytest.raises(DataError, match="colour.png' has colour mode 'RGB'.*set data.image_size"):
+        ImageFolder(str(root), mode="L").digest()
+    assert len(ImageFolder(str(root), mode="L", size=(8, 8)).digest()[0]) == 6

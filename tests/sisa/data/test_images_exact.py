@@ -88,3 +88,18 @@ def test_augmenting_a_table_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="data.augment"):
         train(tiny_config(**{"data.augment": ["flip"]}), str(url))
     assert not url.exists()
+
+
+@pytest.mark.parametrize("odd", ["mode", "size"])
+def test_an_odd_image_without_resizing_is_refused_with_nothing_written(tmp_path, odd):
+    from PIL import Image
+
+    root = digits_folder(tmp_path / "images", n=20)
+    Image.new("RGB" if odd == "mode" else "L", (8, 8) if odd == "mode" else (8, 9)).save(
+        root / "digit1" / "odd.png"
+    )
+    url = str(tmp_path / "store")
+    config = IMAGES | {"data.source": str(root), "data.image_size": None}
+    with pytest.raises(ValueError, match="odd.png"):
+        train(tiny_config(**config), url)
+    assert not (tmp_path / "store").exists() or SisaStore(url).files() == []
