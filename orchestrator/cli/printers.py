@@ -210,6 +210,8 @@ def print_status(info: dict[str, Any], checked: bool) -> None:
         f"{info['points']} points, {info['test_points']} test point(s), "
         f"{info['deleted']} deleted, {len(info['pending_requests'])} request(s) pending"
     )
+    if info.get("classes") is not None:
+        print(f"  classes: {', '.join(map(str, info['classes']))} (recorded at training)")
     for path in info["damaged_journal_entries"]:
         print(f"  DAMAGED journal entry {path}: its request cannot be processed; {VOID_HINT}")
     for s in info["shards"]:

@@ -51,6 +51,8 @@ def status(
         "slices": config.sisa.slices,
         "points": sum(s["points"] for s in shards),
         "test_points": test.body["n"] if test else 0,
+        # the label vocabulary recorded at training (None: integer labels)
+        "classes": None if (names := store.classes()) is None else list(names),
         "deleted": len(store.tombstones().body["entries"]),
         "pending_requests": [r.seq for r in Journal(store).open_requests()],
         # requests whose journal entry cannot be read: never processed until resubmitted

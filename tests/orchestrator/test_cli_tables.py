@@ -133,3 +133,11 @@ def test_predict_over_http_returns_the_class_names(clinic):
     _, openapi = asyncio.run(_call(app, "GET", "/openapi.json"))
     required = openapi["components"]["schemas"]["PredictResponse"]["required"]
     assert {"labels", "label_names", "classes"} <= set(required)
+
+
+def test_status_names_the_recorded_classes(clinic, capsys):
+    capsys.readouterr()
+    assert run("status", "--store", clinic) == 0
+    assert "classes: no, rare, yes (recorded at training)" in capsys.readouterr().out
+    assert run("status", "--store", clinic, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == ["no", "rare", "yes"]
