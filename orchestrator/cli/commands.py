@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.inputs import (
@@ -49,9 +50,11 @@ from orchestrator.cli.printers import (
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from sisa import load_config, parse_assignments, train
+    from sisa import check_factory, load_config, parse_assignments, train
 
     config = load_config(args.config, overrides=parse_assignments(args.set))
+    if args.config is not None:  # a factory module beside the config: say where it is
+        check_factory(config.model, (config.model.name,), Path(args.config).parent)
     with warnings.catch_warnings(record=True) as caught:  # one line each, not a traceback
         warnings.simplefilter("always", UserWarning)
         report = train(

@@ -37,19 +37,34 @@ def is_trusted(name: str, trusted: Collection[str] = ()) -> bool:
     return name in allowed or f"{name.partition(':')[0]}:*" in allowed
 
 
-def _not_found_hint(module: str) -> str:
+def _not_found_hint(module: str, beside: Path | None = None) -> str:
+    """Where the module's file lies, if it is in the working folder or ``beside`` (the
+    config file's folder), and how to put it on the path: never done for the user, since a
+    folder on the path would run whatever module it holds."""
     top = module.partition(".")[0]
-    here = [p for p in (Path(f"{top}.py"), Path(top) / "__init__.py") if p.exists()]
-    where = f" ({here[0]} is in the working folder, not on the import path)" if here else ""
+    places = [(Path("."), "the working folder")]
+    if beside is not None and beside.resolve() != Path.cwd().resolve():
+        places.append((beside, "the config file's folder"))
+    for folder, what in places:
+        for found in (folder / f"{top}.py", folder / top / "__init__.py"):
+            if found.exists():
+                shown = "$PWD" if folder == Path(".") else str(folder.resolve())
+                return (
+                    f" ({found} is in {what}, not on the import path); run with PYTHONPATH={shown} "
+                    f"sisa ..., or install it as a package"
+                )
     return (
-        f"{where}; run with PYTHONPATH set to the folder that holds {top!r} "
+        f"; run with PYTHONPATH set to the folder that holds {top!r} "
         f"(for example PYTHONPATH=$PWD sisa ...), or install it as a package"
     )
 
 
-def check_factory(cfg: ModelConfig, trusted: Collection[str] = ()) -> None:
+def check_factory(
+    cfg: ModelConfig, trusted: Collection[str] = (), beside: Path | None = None
+) -> None:
     """Raise ValueError naming ``model.name`` unless its factory may and can be imported;
-    imports nothing but the module's parent packages."""
+    imports nothing but the module's parent packages. ``beside``: the config file's folder,
+    searched for the module's file only to say where it is."""
     if cfg.name in BUILTIN_MODELS:
         return
     if not is_trusted(cfg.name, trusted):
@@ -65,7 +80,7 @@ def check_factory(cfg: ModelConfig, trusted: Collection[str] = ()) -> None:
     if not found:
         raise ValueError(
             f"model.name: cannot load factory {cfg.name!r}: no module named {module!r}"
-            + _not_found_hint(module)
+            + _not_found_hint(module, beside)
         )
 
 

@@ -117,3 +117,20 @@ def test_a_factory_module_beside_the_user_needs_pythonpath_and_says_so(tmp_path)
     env["PYTHONPATH"] = f"{ROOT}:{tmp_path}"  # as the error says
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_factory_module_beside_the_config_file_is_named_with_the_path_to_set(
+    tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "besidefactory.py").write_text("def build(input_shape, num_classes): ...\n")
+    (folder / "run.toml").write_text('[model]\nname = "besidefactory:build"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the module is beside the config, not in the working folder
+    code = main(["train", "--config", str(folder / "run.toml"), "--store", "s", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "besidefactory.py is in the config file's folder" in err
+    assert f"PYTHONPATH={folder.resolve()}" in err
+    assert not (elsewhere / "s").exists() and "besidefactory" not in sys.modules

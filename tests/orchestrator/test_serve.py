@@ -262,6 +262,9 @@ def test_forget_needs_the_bearer_token(apps, http):
         ({"ids": [10**9]}, "unknown IDs"),
         ({"ids": ["12x"]}, "valid integer"),  # this store's IDs are integers
         ({"ids": ["12"]}, "valid integer"),  # strict: text is not a number
+        ({"ids": ["２０"]}, "valid integer"),  # fullwidth digits are not the ID 20
+        ({"ids": ["١٣"]}, "valid integer"),  # nor Arabic-Indic ones 13
+        ({"ids": ["21\n"]}, "valid integer"),  # nor a trailing newline 21
         ({"ids": [2**63]}, "less than or equal to 9223372036854775807"),
         ({"ids": [1000, 1000]}, "duplicate IDs"),
         ({"ids": [True]}, "valid"),

@@ -236,9 +236,16 @@ def test_ctrl_c_answers_requests_in_flight_then_stops_clean(served):
     stop.set()
     for thread in threads:
         thread.join()
-    in_flight = [outcome for sent, done, outcome in calls if sent < at < done]
-    assert in_flight and set(in_flight) == {200}, in_flight  # answered, none dropped
-    assert {o for s, _, o in calls if s < at} == {200}
+    # a request the server had received when the signal came is answered. One sent in the
+    # same instant may still be in the client's socket when the server closes its idle
+    # keep-alive connections (HTTP's own race): only such a one may fail, and only by a
+    # connection error, never by an error status
+    in_flight = [(sent, outcome) for sent, done, outcome in calls if sent < at < done]
+    assert 200 in {o for _, o in in_flight}, in_flight  # drained: answered, not dropped
+    for sent, outcome in in_flight:
+        raced = at - sent < 0.1 and outcome == "ConnectionError"
+        assert outcome == 200 or raced, (round(at - sent, 3), outcome)
+    assert {o for s, _, o in calls if s < at - 0.1} == {200}
     assert proc.returncode == 0
     # no error text at all; only the refusals the port test provoked, which Ray's log
     # monitor may pass on late, deduplicated

@@ -81,17 +81,35 @@ def test_random_requests_by_id_and_by_group_audit_clean_after_every_batch(tmp_pa
     assert verify(url).identical
 
 
-def test_forgetting_one_point_keeps_its_group_live_and_forgettable(tmp_path):
+def grouped_source(tmp_path, kind: str):
+    """Digits with groups of four as an ``.npz``, or as a CSV; and how its IDs are typed."""
     source = write_digits_npz(tmp_path / "g.npz", groups=True)
+    if kind == "npz":
+        return source, int
+    import pandas as pd
+
+    with np.load(source) as f:
+        frame = pd.DataFrame(f["X"], columns=[f"px{j}" for j in range(f["X"].shape[1])])
+        frame.insert(0, "group", f["groups"])
+        frame.insert(0, "label", f["y"])
+        frame.insert(0, "id", f["ids"])
+    frame.to_csv(tmp_path / "g.csv", index=False)
+    return tmp_path / "g.csv", int  # digits-only IDs read as integers
+
+
+@pytest.mark.parametrize("kind", ["npz", "csv"])
+def test_forgetting_one_point_keeps_its_group_live_and_forgettable(tmp_path, kind):
+    source, as_id = grouped_source(tmp_path, kind)
     url = str(tmp_path / "s")
     train(grouped_config(source), url)
-    forget(url, [1040])  # one point of person-10
+    forget(url, [as_id(1040)])  # one point of person-10
     store = SisaStore(url)
     assert store.tombstones().body["groups"] == []
     assert_clean(url)
     second = accept(url, group="person-10")  # the other three: a real request, no no-op
     assert second.request_id is not None
-    assert sorted(second.removed + second.removed_from_test) == [1041, 1042, 1043]
+    rest = [as_id(i) for i in (1041, 1042, 1043)]
+    assert sorted(second.removed + second.removed_from_test) == rest
     process(url)
     assert store.tombstones().body["groups"] == [salted_hash(store.salt(), "person-10")]
     assert_clean(url)
