@@ -87,8 +87,8 @@ def room_violations(edges: dict[str, set[str]]) -> list[str]:
 def test_every_module_of_sisa_is_in_a_room():
     top = {p.stem for p in (ROOT / "sisa").glob("*.py")} - {"__init__"}
     rooms = {p.name for p in (ROOT / "sisa").iterdir() if (p / "__init__.py").exists()}
-    assert top == {"config", "ids", "faults"}
-    assert rooms == set(ROOMS) - {"base"}
+    assert top == {"ids", "faults"}  # the base, with the config package
+    assert rooms == set(ROOMS) - {"base"} | {"config"}
 
 
 def test_rooms_import_only_the_rooms_below_them(project):
