@@ -11,7 +11,7 @@ import pandas as pd
 
 from sisa.config import DataConfig
 from sisa.data.categories import csv_text_columns
-from sisa.data.columns import table_features
+from sisa.data.columns import table_features, text_features
 from sisa.data.dataset import DataError
 
 FIXED = ("id", "prediction", "label", "score")  # the columns before the per-class scores
@@ -26,6 +26,8 @@ def read_features(
     (``data``): ``data.feature_columns``, else every numeric column but the ID, label,
     group and risk columns; missing values are filled as in training, and categorical
     columns encoded by the categories training used (a changed reference is refused).
+    A text store's ``data.text_column`` becomes token IDs by the tokenizer it recorded (a
+    tokenizer file that changed since training is refused).
     """
     data = data if data is not None else DataConfig()
     file = Path(path)
@@ -46,6 +48,8 @@ def read_features(
         frame = pd.read_csv(file, dtype=text) if suffix == ".csv" else pd.read_parquet(file)
         ids = frame[data.id_column].to_numpy() if data.id_column in frame.columns else None
         try:
+            if data.text_column is not None:
+                return ids, text_features(frame, data)  # [n, max_length] int32 token IDs
             return ids, table_features(frame, data).astype(np.float32)
         except DataError as err:
             raise ValueError(f"{path}: {err}") from None

@@ -55,6 +55,36 @@ def test_declared_classes_fix_the_order_and_the_size() -> None:
     assert ds.classes == ("yes", "maybe", "no") and ds.y.tolist() == [0, 2] and ds.num_classes == 3
 
 
+def test_integer_labels_of_any_value_follow_the_declared_classes(tmp_path: Path) -> None:
+    """Labels 10 and 20 with ``data.classes = [20, 10]``: 20 is class 0 and 10 class 1 in
+    the stored points, and predictions name the classes by their values."""
+    from sklearn.datasets import load_digits
+
+    from sisa.serving.predictor import Predictor
+
+    d = load_digits()
+    keep = d.target < 2  # [n] zeros and ones, told apart by any model
+    X = (d.data[keep] / 16.0).astype(np.float32)  # [n, 64]
+    labels = np.where(d.target[keep] == 0, 10, 20)  # [n]
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(64)])
+    frame.insert(0, "id", np.arange(len(labels)) + 500)
+    frame.insert(1, "label", labels)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    url = str(tmp_path / "store")
+    train(tiny_config(**{"data.source": str(tmp_path / "t.csv"), "data.classes": [20, 10]}), url)
+    store = SisaStore(url)
+    assert store.classes() == (20, 10) and store.intent()["num_classes"] == 2
+    for k in range(3):
+        arrays = store.read_data(store.shard_head(k).data, features=False)
+        value = labels[arrays["ids"] - 500]  # [m] each stored point's label value
+        assert arrays["y"].tolist() == [[20, 10].index(v) for v in value.tolist()]
+    out = Predictor(url).predict(X[:40], probabilities=True)
+    assert out.classes == [20, 10] and out.probabilities.shape == (40, 2)
+    assert out.label_names == [[20, 10][i] for i in out.labels.tolist()]
+    assert all(type(v) is int for v in out.label_names)  # the values, not class indices
+    assert np.mean(np.array(out.label_names) == labels[:40]) > 0.9  # and the right ones
+
+
 def test_fill_missing_fills_features_only(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_text("id,label,a,b\n1,x,0.5,\n2,y,,0.25\n")

@@ -106,3 +106,53 @@ def test_a_csv_risk_column_places_like_the_same_npz_array(tmp_path):
     assert places[0] == places[1]
     risky = set(arrays["ids"][arrays["risk"] >= 0.5].tolist())
     assert sum(bool(risky & set(ids)) for ids in places[1]) == 1  # all in the reserved shard
+
+
+def _digits_table(path, risk_column: str | None) -> None:
+    """The digits with risk as a CSV table, its risk under ``risk_column`` (None: none)."""
+    import pandas as pd
+
+    arrays = dict(np.load(write_digits_npz(path.with_suffix(".npz"), risk=True)))
+    frame = pd.DataFrame(arrays["X"], columns=[f"f{j}" for j in range(64)])
+    frame.insert(0, "id", arrays["ids"])
+    frame.insert(1, "label", arrays["y"])
+    if risk_column is not None:
+        frame.insert(2, risk_column, arrays["risk"])
+    frame.to_csv(path, index=False)
+
+
+def test_a_renamed_risk_column_places_and_trains_as_the_default_named_one(tmp_path):
+    """``data.risk_column = "p_delete"`` reads the risk from that column: the same points in
+    the same shards and slices, and the same weights, as a table whose column is ``risk``;
+    named but missing, it is refused with nothing written."""
+    from sisa.evidence.status import status
+
+    overrides = AWARE | {"sisa.deletion_risk": "column"}
+    stores = {}
+    for column in ("risk", "p_delete"):
+        source = tmp_path / f"{column}.csv"
+        _digits_table(source, column)
+        url = str(tmp_path / f"store-{column}")
+        train(
+            tiny_config(**{"data.source": str(source), "data.risk_column": column} | overrides), url
+        )
+        stores[column] = url
+    named, renamed = (layout(stores[c]) for c in ("risk", "p_delete"))
+    for a, b in zip(named, renamed, strict=True):
+        assert np.array_equal(a, b)
+    ids, shards, slices = renamed
+    risky = ids % 7 == 0
+    assert set(shards[risky]) == {0} and set(slices[risky]) == {2, 3}  # the risk was read
+    store = SisaStore(stores["p_delete"])
+    stored = [store.read_data(store.shard_head(k).data, features=False)["risk"] for k in range(4)]
+    assert set(np.unique(np.concatenate(stored))) == {0.9, 0.02}  # the column, stored
+    assert store.intent()["input_shape"] == [64]  # and no feature
+    weights = {c: [s["weights_sha256"] for s in status(u)["shards"]] for c, u in stores.items()}
+    assert weights["risk"] == weights["p_delete"]
+
+    _digits_table(tmp_path / "none.csv", None)
+    url = tmp_path / "store-none"
+    missing = {"data.source": str(tmp_path / "none.csv"), "data.risk_column": "p_delete"}
+    with pytest.raises(DataError, match=r"missing column 'p_delete' \(data\.risk_column"):
+        train(tiny_config(**missing | overrides), str(url))
+    assert not url.exists() or SisaStore(str(url)).files() == []

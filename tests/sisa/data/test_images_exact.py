@@ -9,6 +9,7 @@ import pytest
 
 from sisa.config import ConfigError
 from sisa.deletion.accept import forget
+from sisa.evidence.status import status
 from sisa.serving.predictor import Predictor
 from sisa.store.artifacts import SisaStore
 from sisa.training.train import train
@@ -64,6 +65,45 @@ def test_forgetting_images_equals_scratch(folders, settings):
     assert_equals_scratch(folders, url, [first, last], **settings)
 
 
+def jpeg_folder(root, n: int = 90):
+    """The digits folder with every image as JPEG: ``.jpg`` for even file numbers, ``.jpeg``
+    for odd ones (IDs stay ``digit3/0007``)."""
+    from PIL import Image
+
+    digits_folder(root, n=n)
+    for png in sorted(root.rglob("*.png")):
+        ext = ".jpg" if int(png.stem) % 2 == 0 else ".jpeg"
+        Image.open(png).save(png.with_suffix(ext), quality=90)
+        png.unlink()
+    return root
+
+
+def test_a_jpeg_folder_trains_and_forgetting_equals_scratch(tmp_path):
+    def make(name="store", drop=frozenset(), groups=False, **overrides):
+        root = jpeg_folder(tmp_path / f"{name}-images")
+        for image_id in drop:
+            (file,) = root.glob(f"{image_id}.jp*g")
+            file.unlink()
+        url = str(tmp_path / name)
+        train(tiny_config(**{"data.source": str(root)} | overrides), url)
+        return url
+
+    url = make(**IMAGES)
+    store = SisaStore(url)
+    arrays = store.read_data(store.shard_head(0).data)
+    assert arrays["X"].dtype == np.uint8 and arrays["X"].shape[1:] == (1, 10, 10)
+    ids, shards, slices = layout(url)
+    number = np.array([int(i[-4:]) for i in ids])  # [n] even: .jpg, odd: .jpeg
+    info = status(url)
+    assert info["points"] + info["test_points"] == 90  # every .jpg and .jpeg file was read
+    assert set(number % 2) == {0, 1}
+    first = str(ids[(shards == 1) & (slices == 0) & (number % 2 == 0)][0])  # a .jpg
+    last = str(ids[(shards == 2) & (slices == 2) & (number % 2 == 1)][0])  # a .jpeg
+    report = forget(url, [first, last])
+    assert sorted(r.shard for r in report.shards) == [1, 2]
+    assert_equals_scratch(make, url, [first, last], **IMAGES)
+
+
 def test_augmentation_changes_the_weights(folders):
     plain = SisaStore(folders("plain", **IMAGES)).shard_head(0).stages[-1].weights_sha256
     moved = SisaStore(folders("moved", **AUGMENTED)).shard_head(0).stages[-1].weights_sha256
@@ -102,4 +142,16 @@ def test_an_odd_image_without_resizing_is_refused_with_nothing_written(tmp_path,
     config = IMAGES | {"data.source": str(root), "data.image_size": None}
     with pytest.raises(ValueError, match="odd.png"):
         train(tiny_config(**config), url)
+    assert not (tmp_path / "store").exists() or SisaStore(url).files() == []
+
+
+@pytest.mark.parametrize("name", ["broken.png", "broken.jpg"])
+def test_an_unreadable_image_in_a_folder_is_refused_by_name_with_nothing_written(tmp_path, name):
+    from sisa.data.dataset import DataError
+
+    root = digits_folder(tmp_path / "images", n=20)
+    (root / "digit3" / name).write_bytes(b"\xff\xd8 not an image")
+    url = str(tmp_path / "store")
+    with pytest.raises(DataError, match=rf"cannot read image .*digit3/{name}"):
+        train(tiny_config(**{"data.source": str(root)} | IMAGES), url)
     assert not (tmp_path / "store").exists() or SisaStore(url).files() == []

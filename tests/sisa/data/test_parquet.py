@@ -216,3 +216,52 @@ def test_a_text_column_streams_as_read_whole(tmp_path: Path) -> None:
     index, X = streamed(data, rows=5)
     whole = load_file(str(path), data=data)
     assert X.dtype == index.x_dtype == np.int32 and np.array_equal(X, whole.X)
+
+
+def test_training_reads_the_features_one_row_group_at_a_time(tmp_path, monkeypatch) -> None:
+    """Through ``train``, no read takes every column of the table: the index pass reads the
+    index columns alone, and the features come in batches of at most one row group (a
+    whole-file read, or a read across row groups, would hold more than one in memory)."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "c.parquet"
+    clinic_frame().to_parquet(path, row_group_size=ROW_GROUP)
+    assert pq.ParquetFile(path).num_row_groups > 3
+    index_columns = {"patient_id", "diagnosis", "firm"}
+    reads: list[tuple[str, object]] = []  # (what read, the columns asked for; None: all)
+
+    def spy(owner, name, columns_at):
+        real = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            columns = kwargs.get("columns", args[columns_at] if len(args) > columns_at else None)
+            reads.append((name, None if columns is None else list(columns)))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    spy(pq.ParquetFile, "read", 1)  # (self, columns, ...)
+    spy(pq.ParquetFile, "read_row_groups", 2)  # (self, row_groups, columns, ...)
+    spy(pq, "read_table", 99)  # columns by keyword only
+    spy(pd, "read_parquet", 2)  # (path, engine, columns, ...)
+    sizes: list[int] = []
+    features = ParquetSource._features
+
+    def counted(self, rows=None):
+        for start, X in features(self, rows):
+            sizes.append(len(X))
+            yield start, X
+
+    monkeypatch.setattr(ParquetSource, "_features", counted)
+    url = str(tmp_path / "store")
+    train(tiny_config(**MAPPING | {"data.source": str(path)}), url)
+    assert SisaStore(url).shard_head(0) is not None  # trained
+    assert ("read", ["patient_id", "diagnosis", "firm"]) in reads  # the index pass
+    wide = [
+        (name, "every column" if cols is None else f"{len(cols)} columns")
+        for name, cols in reads
+        if cols is None or not set(cols) <= index_columns
+    ]
+    assert wide == [], f"reads of the whole table or of its features at once: {wide}"
+    assert sizes and max(sizes) <= ROW_GROUP, sizes  # one row group at most per batch
+    assert sum(sizes) >= len(clinic_frame())  # every row went through the feature reader

@@ -105,6 +105,37 @@ def test_a_tokenizer_that_changed_since_training_is_refused_when_the_source_is_r
         open_source(data, 0).index()
 
 
+def test_sisa_predict_tokenizes_a_csv_and_refuses_a_changed_tokenizer(texts, tmp_path, capsys):
+    """``sisa predict --input rows.csv`` on a text store tokenizes the text column with the
+    recorded tokenizer (the predictions are those of the stored token IDs); once the file
+    changed it is refused, saying so, and the store's bytes stay as they were."""
+    from orchestrator.cli import main
+    from sisa.serving.predictor import Predictor
+    from tests.sisa.deletion.test_accept import snapshot
+
+    url = texts(**MODELS["textbag"])
+    store = SisaStore(url)
+    arrays = store.read_data(store.shard_head(0).data)
+    rows = reviews().set_index("rid").loc[arrays["ids"][:6].tolist()].reset_index()
+    rows.drop(columns=["sentiment"]).to_csv(tmp_path / "rows.csv", index=False)
+    out = tmp_path / "pred.csv"
+    argv = ["predict", "--store", url, "--input", str(tmp_path / "rows.csv")]
+    assert main([*argv, "--output", str(out)]) == 0, capsys.readouterr().err
+    predicted = pd.read_csv(out)
+    expected = Predictor(url).predict(arrays["X"][:6], probabilities=True)  # stored token IDs
+    assert predicted["id"].tolist() == rows["rid"].tolist()
+    assert predicted["label"].tolist() == expected.label_names
+    assert np.allclose(predicted[["neg", "pos"]], expected.probabilities, atol=1e-6)
+    before = snapshot(url)
+    tokenizer_file(tmp_path / "tok.json", [" ".join(WORDS + ["new"])])
+    capsys.readouterr()
+    assert main([*argv, "--output", str(tmp_path / "again.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "changed since this store trained" in err and "tok.json" in err
+    assert not (tmp_path / "again.csv").exists()
+    assert snapshot(url) == before
+
+
 def test_text_settings_are_checked_before_anything_is_written(texts, tmp_path):
     with pytest.raises(ConfigError, match="model.name: 'textbag' reads texts"):
         train(tiny_config(**MODELS["textbag"]), str(tmp_path / "a"))

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from sisa.config import ModelConfig
 from sisa.deletion.accept import forget
@@ -7,6 +8,11 @@ from sisa.evidence.verify import verify
 from sisa.training.models import SmallCNN, build_model, image_shape
 from sisa.training.train import train
 from tests.conftest import tiny_config
+
+ADAPTIVE = (
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "tests.sisa.factories:tiny_linear"])
@@ -22,6 +28,29 @@ def test_cnn_shapes():
     with pytest.raises(ValueError, match="cnn"):
         image_shape((600,))
     assert SmallCNN((3, 32, 32), 10, (4, 8), 0.1)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 16, 16)])
+def test_the_resnet_has_no_adaptive_pooling(shape):
+    """The determinism rule: adaptive pooling has no deterministic CUDA backward, so the
+    ResNet takes a plain mean. No such module, and no such op in the backward graph."""
+    model = build_model(ModelConfig(name="resnet", hidden=(4, 8, 8)), shape, 10)
+    modules = [type(m).__name__ for m in model.modules()]
+    assert "BatchNorm2d" in modules and "Conv2d" in modules  # the modules are walked
+    assert [n for n in modules if n.startswith("Adaptive")] == []
+    assert not any(isinstance(m, ADAPTIVE) for m in model.modules())
+    model.train()
+    out = model(torch.rand(2, *shape))  # [2, 10]
+    assert out.shape == (2, 10)
+    seen, stack = set(), [out.grad_fn]
+    while stack:  # every op of the backward pass
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack += [next_fn for next_fn, _ in node.next_functions]
+    ops = {type(node).__name__ for node in seen}
+    assert "MeanBackward1" in ops or "MeanBackward0" in ops, ops  # the plain mean
+    assert not [op for op in ops if "adaptive" in op.lower()], ops
 
 
 @pytest.mark.parametrize(
