@@ -14,7 +14,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # The development lane, ``python -m pytest -m "not slow"``, stays under 3 minutes on 2
 # cores by leaving out these files: the benchmarks' quick suites, the kill matrix, object
-# store outages, Ray clusters and Ray Serve. CI runs every test.
+# store outages, Ray clusters, Ray Serve, the exactness matrix and the real backbones.
+# CI runs every test.
 SLOW_FILES = (
     "tests/benchmarks/",
     "tests/orchestrator/test_multinode.py",
@@ -27,6 +28,10 @@ SLOW_FILES = (
     "tests/orchestrator/test_cli_serve.py",
     "tests/sisa/store/test_s3_outage.py",
     "tests/storage/test_outage.py",
+    # twelve sources end to end, and the transformers models (their import alone is 3 s)
+    "tests/sisa/data/test_exactness_matrix.py",
+    "tests/sisa/training/test_backbone_models.py",
+    "tests/test_install.py",
 )
 
 

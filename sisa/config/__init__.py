@@ -90,6 +90,14 @@ class Config(_Section):
                 "stages, and training has no more",
                 self.optim.warmup_stages,
             )
+        if self.model.finetune == "head" and self.data.augment:
+            raise _field_error(
+                "Config",
+                ("data", "augment"),
+                "does not go with model.finetune = 'head': each point's features are computed "
+                "once, before training, so no per-epoch draw can reach the backbone",
+                self.data.augment,
+            )
         return self
 
     def stored(self) -> dict[str, Any]:

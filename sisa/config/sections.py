@@ -77,8 +77,39 @@ class ModelConfig(_Section):
     """Token IDs a text model embeds; recorded by training from the tokenizer."""
     pad_id: int | None = Field(None, ge=0)
     """The padding token's ID, which text models leave out; recorded from the tokenizer."""
+    finetune: Literal["full", "head"] = "full"
+    """``full``: the model trains whole on the stored features. ``head``: a frozen
+    ``backbone`` maps each point once, at ingest, to a feature vector stored as its shard's
+    training data, and each shard trains only a head (``name = "mlp"``: linear with
+    ``hidden = []``, else an MLP) on those features; a deletion retrains heads only."""
+    backbone: str | None = None
+    """``"package.module:factory"``, called as ``factory(input_shape)``, returning a
+    ``torch.nn.Module`` that maps [B, *input_shape] to features [B, F]. It is code: the
+    same trust rules as a model factory (``SISA_TRUSTED_FACTORIES``)."""
+    backbone_weights: str | None = None
+    """Path/URL of the backbone's weights: a safetensors file, or a ``torch.save`` state
+    dict read with ``weights_only=True``. Unset: the factory loads its own. Never copied
+    into the store: the store holds only what was learned from its points."""
+    backbone_sha256: str | None = None
+    """Recorded by training: the canonical hash of the backbone's loaded state (every
+    tensor's name, dtype, shape and bytes); a store refuses any other backbone."""
+    feature_batch: int = Field(32, ge=1, le=65_536)
+    """Rows per backbone forward at ingest and serving. Every forward has exactly this many
+    rows (the last group padded with zeros), so a point's features never depend on how
+    many other points share its batch."""
 
-    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"heads", "vocab_size", "pad_id"})
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "heads",
+            "vocab_size",
+            "pad_id",
+            "finetune",
+            "backbone",
+            "backbone_weights",
+            "backbone_sha256",
+            "feature_batch",
+        }
+    )
 
     @model_validator(mode="after")
     def _transformer_width(self) -> ModelConfig:
@@ -86,6 +117,34 @@ class ModelConfig(_Section):
             message = f"must divide the width hidden[0] = {self.hidden[0]}"
             raise _field_error("ModelConfig", ("heads",), message, self.heads)
         return self
+
+    @model_validator(mode="after")
+    def _backbone_mode(self) -> ModelConfig:
+        if self.finetune == "head":
+            if self.backbone is None:
+                message = "'head' needs model.backbone: the frozen model the heads sit on"
+                raise _field_error("ModelConfig", ("finetune",), message, self.finetune)
+            if self.name != "mlp":
+                message = "is the head in finetune = 'head': 'mlp' (hidden = [] for linear)"
+                raise _field_error("ModelConfig", ("name",), message, self.name)
+        elif self.backbone is not None:
+            message = "a backbone is used with finetune = 'head'"
+            raise _field_error("ModelConfig", ("backbone",), message, self.backbone)
+        for key in ("backbone_weights", "backbone_sha256"):
+            if getattr(self, key) is not None and self.backbone is None:
+                message = "is given only with model.backbone"
+                raise _field_error("ModelConfig", (key,), message, getattr(self, key))
+        if not self.hidden and not (self.name == "mlp" and self.finetune == "head"):
+            message = "must be a non-empty list of positive widths (empty: a head's linear layer)"
+            raise _field_error("ModelConfig", ("hidden",), message, self.hidden)
+        return self
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone_factory(cls, value: str | None) -> str | None:
+        if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
+            raise ValueError("must be 'package.module:factory'")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -98,8 +157,8 @@ class ModelConfig(_Section):
     @field_validator("hidden")
     @classmethod
     def _positive_widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(w < 1 for w in value):
-            raise ValueError("must be a non-empty list of positive widths")
+        if any(w < 1 for w in value):
+            raise ValueError("must be a list of positive widths")
         return value
 
 

@@ -133,9 +133,17 @@ def forgetting_evidence(
         identical = [s["weights_sha256"] for s in status(store)["shards"]] == [
             s["weights_sha256"] for s in status(ref_url)["shards"]
         ]
+
+        # the forgotten rows come from the source; the others as the stores keep them
+        def outputs(ensemble: Ensemble) -> Outputs:
+            scores = {
+                k: ensemble.predict_proba(v, stored=k != "forget") for k, v in features.items()
+            }
+            return Outputs(scores, labels)
+
         figures = evidence(
-            Outputs({k: mine.predict_proba(v) for k, v in features.items()}, labels),
-            Outputs({k: theirs.predict_proba(v) for k, v in features.items()}, labels),
+            outputs(mine),
+            outputs(theirs),
             seed=seed,
         )
     return {

@@ -83,7 +83,7 @@ def evaluate(store: SisaStore | str, storage_options: StorageOptions = None) -> 
     if test is None or test.body["n"] == 0:
         raise ValueError("this store has no test data (data.test_fraction = 0)")
     arrays = store.read_data(test.data)
-    probs = ensemble.shard_proba(arrays["X"])  # [S_live, n, C]
+    probs = ensemble.shard_proba(arrays["X"], stored=True)  # [S_live, n, C]
     y = arrays["y"]
     per_shard = {
         shard: accuracy(decide(p), y) for shard, p in zip(ensemble.models, probs, strict=True)

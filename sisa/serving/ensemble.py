@@ -23,6 +23,7 @@ from sisa.deletion.compliance import ServedShard, ServingState
 from sisa.serving.aggregate import aggregate, decide
 from sisa.serving.inference import EnsembleForward, build_forward, model_device
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
+from sisa.training.backbone import Backbone, load_backbone
 from sisa.training.trainer import configure, fresh_state
 
 
@@ -138,11 +139,20 @@ class Ensemble:
     classes: tuple[str | int, ...] | None = None
     inference: str = "auto"  # serving.inference: how the models are evaluated together
     forward: EnsembleForward | None = None  # over ``models`` in shard order; None: no model
+    # model.finetune = "head": the frozen backbone every row passes once, before all heads;
+    # ``input_shape`` is then what it takes, and the heads take its features
+    backbone: Backbone | None = None
 
     def __post_init__(self) -> None:
         if self.forward is None and self.models:
             models = list(self.models.values())
-            self.forward = build_forward(models, self.inference, input_shape=self.input_shape)
+            heads_take = self.input_shape if self.backbone is None else self.feature_shape
+            self.forward = build_forward(models, self.inference, input_shape=heads_take)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        """What the shard models take: the input, or the backbone's features."""
+        return self.input_shape if self.backbone is None else (self.backbone.num_features,)
 
     @classmethod
     def load(
@@ -166,6 +176,14 @@ class Ensemble:
         config, intent = store.config(), store.intent() or {}
         shape, classes = tuple(intent["input_shape"]), int(intent["num_classes"])
         configure(config.resources.threads, config.resources.device)  # before any CUDA work
+        backbone = previous.backbone if previous is not None else None
+        if config.model.finetune == "head" and backbone is None:  # the recorded one only
+            backbone = load_backbone(
+                config.model,
+                intent["raw_shape"],
+                input_scale=config.data.input_scale,
+                device=config.resources.device,
+            )
         state = compliance.current(store) if state is None else state
         models = {}
         for shard, served in state.shards.items():
@@ -182,20 +200,25 @@ class Ensemble:
         return cls(
             config=config,
             num_classes=classes,
-            input_shape=shape,
+            input_shape=shape if backbone is None else tuple(intent["raw_shape"]),
             models=models,
             served=state.shards,
             inference=inference,
             classes=store.classes_of(intent),
+            backbone=backbone,
         )
 
     def check_features(self, X: object) -> np.ndarray:
         """Validate (and un-flatten) input features. [n, *f] or [n, prod(f)] -> [n, *f]."""
         return check_features(X, self.input_shape)
 
-    def shard_proba(self, X: object) -> np.ndarray:
-        """Per-shard probabilities. [n, *f] -> [S_live, n, C]."""
-        x = self.check_features(X)  # [n, *f] float32
+    def shard_proba(self, X: object, *, stored: bool = False) -> np.ndarray:
+        """Per-shard probabilities. [n, *f] -> [S_live, n, C]. ``stored``: ``X`` are
+        features as a store keeps them (after the backbone, in "head" mode)."""
+        if stored or self.backbone is None:
+            x = check_features(X, self.feature_shape)  # [n, *f] float32
+        else:  # one backbone forward per row, shared by every head
+            x = self.backbone.features(self.check_features(X))  # [n, F]
         if self.forward is None:
             raise NoModelError(
                 "no shard model can predict now: every shard is empty or waits for a "
@@ -205,9 +228,9 @@ class Ensemble:
         probs = self.forward(torch.from_numpy(x).to(device))  # [S_live, n, C]
         return check_scores(probs.cpu().numpy())
 
-    def predict_proba(self, X: object) -> np.ndarray:
+    def predict_proba(self, X: object, *, stored: bool = False) -> np.ndarray:
         """Aggregated scores. [n, *f] -> [n, C]."""
-        return aggregate(self.shard_proba(X), self.config.sisa.aggregation)
+        return aggregate(self.shard_proba(X, stored=stored), self.config.sisa.aggregation)
 
     def predict(self, X: object) -> np.ndarray:
         """Predicted class per row. [n, *f] -> [n]."""

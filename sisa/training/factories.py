@@ -67,31 +67,44 @@ def check_factory(
     searched for the module's file only to say where it is."""
     if cfg.name in BUILTIN_MODELS:
         return
-    if not is_trusted(cfg.name, trusted):
+    check_named(cfg.name, "model.name", trusted, beside)
+
+
+def check_named(
+    name: str, field: str, trusted: Collection[str] = (), beside: Path | None = None
+) -> None:
+    """The trust and import checks of ``check_factory`` for any factory setting (``field``:
+    ``model.name`` or ``model.backbone``)."""
+    if not is_trusted(name, trusted):
         raise ValueError(
-            f"model.name: factory {cfg.name!r} is not trusted, so it is not imported; "
-            f"allow it with {TRUST_ENV}={cfg.name}"
+            f"{field}: factory {name!r} is not trusted, so it is not imported; "
+            f"allow it with {TRUST_ENV}={name}"
         )
-    module = cfg.name.partition(":")[0]
+    module = name.partition(":")[0]
     try:
         found = importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         found = False
     if not found:
         raise ValueError(
-            f"model.name: cannot load factory {cfg.name!r}: no module named {module!r}"
+            f"{field}: cannot load factory {name!r}: no module named {module!r}"
             + _not_found_hint(module, beside)
         )
 
 
 def load_factory(cfg: ModelConfig, trusted: Collection[str] = ()) -> Callable[..., Any]:
     """The trusted factory ``cfg.name`` names, imported."""
-    check_factory(cfg, trusted)
-    module_name, _, attr = cfg.name.partition(":")
+    return load_named(cfg.name, "model.name", trusted)
+
+
+def load_named(name: str, field: str, trusted: Collection[str] = ()) -> Callable[..., Any]:
+    """The trusted factory ``name`` (the value of setting ``field``), imported."""
+    check_named(name, field, trusted)
+    module_name, _, attr = name.partition(":")
     try:
         return getattr(importlib.import_module(module_name), attr)
     except ModuleNotFoundError as err:
         hint = _not_found_hint(err.name or module_name)
-        raise ValueError(f"model.name: cannot load factory {cfg.name!r}: {err}{hint}") from None
+        raise ValueError(f"{field}: cannot load factory {name!r}: {err}{hint}") from None
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"model.name: cannot load factory {cfg.name!r}: {err}") from None
+        raise ValueError(f"{field}: cannot load factory {name!r}: {err}") from None

@@ -13,7 +13,7 @@ part and writes only the missing ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from sisa.data.sources import InMemorySource, SourceIndex, open_source
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.store.artifacts import SisaStore, StoreStateError
 from sisa.store.layout import PROCESS_LOCK, TEST_PART, TEST_PREFIX, data_dir, part_prefix
+from sisa.training.backbone import load_backbone
 from sisa.training.jobs import Progress, ShardJob
 from sisa.training.standardize import check_statistics
 
@@ -42,6 +43,7 @@ class IngestJob:
     source: str | None = None  # where to read ``data.source`` from, if not as written there
     # data passed to ``train`` in memory (``sisa.data.memory``), read instead of data.source
     dataset: Dataset | None = None
+    trusted: tuple[str, ...] = ()  # factories the caller's own config names (the backbone)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +65,19 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     else:
         source = open_source(data, config.sisa.seed)
     index = source.index()
+    backbone, raw = None, index
+    if config.model.finetune == "head":  # features, not raw points, are the training data
+        backbone = load_backbone(
+            config.model,
+            index.feature_shape,
+            job.trusted,
+            input_scale=config.data.input_scale,
+            device=config.resources.device,
+        )
+        model = config.model.model_copy(update={"backbone_sha256": backbone.sha256})
+        config = config.model_copy(update={"model": model})  # recorded: the training hash
+        features = (backbone.num_features,)
+        index = replace(index, feature_shape=features, x_dtype=np.dtype(np.float32))
     check_statistics(config.data, index.feature_shape)  # given or recorded: before writes
     # the risk placement reads, stored with the training points (as ``prepare`` does)
     risked = with_risk(config.sisa, index)
@@ -78,7 +93,10 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     data_hash = index.content_hash  # every stored column, not only the IDs
     kept_salt = check_existing(store, config, index, data_hash, job.overwrite)
     if store.intent() is None:
-        store.write_intent(config, _intent_info(index, data_hash, rule), salt=kept_salt)
+        info = _intent_info(index, data_hash, rule)
+        if backbone is not None:  # what serving feeds the backbone
+            info |= {"raw_shape": list(raw.feature_shape), "raw_dtype": str(raw.x_dtype)}
+        store.write_intent(config, info, salt=kept_salt)
 
     writers, refs = {}, {}
     for part in [TEST_PART, *range(config.sisa.shards)]:
@@ -96,6 +114,8 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
             writers[part] = (store.data_writer(rel, empty), ids_hash, rows)
     if writers:
         for start, X in source.chunks(job.chunk_rows):
+            if backbone is not None:
+                X = backbone.features(X)  # [m, F]: each row alone (sisa.training.backbone)
             parts = part_of[start : start + len(X)]  # [m]
             order = np.argsort(parts, kind="stable")  # [m] rows grouped by part, in order
             bounds = np.searchsorted(parts[order], list(writers), side="left")

@@ -200,6 +200,7 @@ def train(
         config=config.stored(),
         overwrite=overwrite,
         dataset=in_memory,
+        trusted=tuple(n for n in (config.model.backbone,) if n is not None),  # the caller's
     )
     (ingested,) = run_jobs(
         executor,

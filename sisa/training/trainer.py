@@ -115,7 +115,8 @@ def fresh_state(
         torch.manual_seed(seed_from(config.sisa.seed, "init", shard))
         model = build_model(config.model, input_shape, num_classes, trusted)
     data = config.data
-    if data.input_scale not in (None, 1.0):  # in the model: prediction scales alike
+    head = config.model.finetune == "head"  # the input was scaled before the backbone
+    if data.input_scale not in (None, 1.0) and not head:  # in the model: predictions too
         model = Rescaled(model, data.input_scale)
     if data.scale == "standard":  # outermost: its statistics are of the stored features
         model = Standardized(model, input_shape, per_stage=data.scale_from == "stage")

@@ -1,0 +1,239 @@
+"""Frozen backbones with per-shard heads (``model.finetune = "head"``): the backbone is
+loaded, hashed canonically and checked; each point's features are its own whatever shares
+its batch; forgetting retrains heads only and equals training from scratch; serving runs
+the backbone once per row for all heads; and a different backbone is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sisa.config import ConfigError
+from sisa.deletion.accept import forget
+from sisa.serving.ensemble import Ensemble
+from sisa.serving.predictor import Predictor
+from sisa.store.artifacts import SisaStore
+from sisa.training.backbone import load_backbone, state_sha256
+from sisa.training.train import train
+from tests.conftest import tiny_config, write_digits_npz
+from tests.sisa import backbones
+from tests.sisa.deletion.test_accept import assert_equals_scratch, layout
+
+TINY = "tests.sisa.backbones:tiny"
+TRUST = "tests.sisa.backbones:*"
+
+
+def save_tiny(path, seed: int = 5):
+    torch.manual_seed(seed)
+    save_file(backbones.tiny((64,)).state_dict(), str(path))
+    return path
+
+
+def head_settings(weights, **more) -> dict:
+    return {
+        "model.finetune": "head",
+        "model.backbone": TINY,
+        "model.backbone_weights": str(weights),
+        "model.hidden": [],
+        "model.feature_batch": 8,
+    } | more
+
+
+@pytest.fixture
+def weights(tmp_path):
+    return save_tiny(tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def trusted(monkeypatch):
+    """Commands that read a store's config import its backbone only when trusted."""
+    monkeypatch.setenv("SISA_TRUSTED_FACTORIES", TRUST)
+
+
+def model_config(**settings):
+    return tiny_config(**settings).model
+
+
+# -- loading and hashing ---------------------------------------------------------------
+
+
+def test_the_hash_covers_the_loaded_state_however_it_was_loaded(tmp_path):
+    def loaded(**settings):
+        base = {"model.finetune": "head", "model.hidden": [], "model.backbone": TINY}
+        return load_backbone(model_config(**base | settings), (64,), [TRUST])
+
+    own = loaded(**{"model.backbone": "tests.sisa.backbones:self_loading"})
+    state = backbones.self_loading((64,)).state_dict()
+    save_file(state, str(tmp_path / "same.safetensors"))
+    torch.save(state, tmp_path / "same.pt")
+    for name in ("same.safetensors", "same.pt"):  # the same tensors, from a file
+        from_file = loaded(**{"model.backbone_weights": str(tmp_path / name)})
+        assert from_file.sha256 == own.sha256 == state_sha256(backbones.self_loading((64,)))
+    state["net.1.bias"][3] += 1e-6  # one value
+    save_file(state, str(tmp_path / "other.safetensors"))
+    other = loaded(**{"model.backbone_weights": str(tmp_path / "other.safetensors")})
+    assert other.sha256 != own.sha256
+    renamed = torch.nn.Sequential(
+        torch.nn.Identity(), torch.nn.Identity(), backbones.tiny((64,)).net[1]
+    )
+    renamed[2].load_state_dict({"weight": state["net.1.weight"], "bias": state["net.1.bias"]})
+    assert state_sha256(renamed) != other.sha256  # the names are hashed too
+
+
+def test_a_points_features_never_depend_on_its_batch(weights):
+    bb = load_backbone(model_config(**head_settings(weights)), (64,), [TRUST])
+    rng = np.random.default_rng(0)
+    X = rng.random((50, 64)).astype(np.float32)
+    whole = bb.features(X)  # [50, 16]
+    assert whole.shape == (50, 16) and whole.dtype == np.float32
+    for size in (1, 3, 8, 13):  # other batch sizes and other neighbours
+        order = rng.permutation(50)
+        parts = [bb.features(X[order[i : i + size]]) for i in range(0, 50, size)]
+        again = np.empty_like(whole)
+        again[order] = np.concatenate(parts)
+        assert np.array_equal(again, whole)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("maps", r"must give features \[B, F\] = \[8, F\]; it gave shape \[8, 4, 4\]"),
+        ("noisy", "not deterministic"),
+        ("mixing", "mixes the rows of a batch"),
+        ("counting", "changed its own state on a forward"),
+        ("not_a_module", "returned str, not a Module"),
+    ],
+)
+def test_a_backbone_that_breaks_the_contract_is_refused(factory, message):
+    settings = {
+        "model.finetune": "head",
+        "model.backbone": f"tests.sisa.backbones:{factory}",
+        "model.hidden": [],
+        "model.feature_batch": 8,
+    }
+    with pytest.raises(ValueError, match=message):
+        load_backbone(model_config(**settings), (64,), [TRUST])
+
+
+def test_weights_that_do_not_fit_or_cannot_be_read_are_named(tmp_path):
+    save_file({"other": torch.zeros(2)}, str(tmp_path / "wrong.safetensors"))
+    (tmp_path / "junk.pt").write_bytes(b"not a state dict")
+    cases = [
+        ("wrong.safetensors", "does not fit 'tests.sisa.backbones:tiny'"),
+        ("junk.pt", "cannot read"),
+        ("missing.safetensors", "no such file"),
+    ]
+    for name, message in cases:
+        with pytest.raises(ValueError, match=f"model.backbone_weights: .*{message}"):
+            load_backbone(model_config(**head_settings(tmp_path / name)), (64,), [TRUST])
+
+
+def test_an_untrusted_backbone_is_not_imported(weights):
+    with pytest.raises(ValueError, match="model.backbone: factory .* is not trusted"):
+        load_backbone(model_config(**head_settings(weights)), (64,))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model.finetune": "head"}, "needs model.backbone"),
+        ({"model.backbone": TINY}, "a backbone is used with finetune = 'head'"),
+        ({"model.finetune": "head", "model.backbone": TINY, "model.name": "cnn"}, "model.name"),
+        ({"model.finetune": "head", "model.backbone": "nocolon"}, "package.module:factory"),
+        ({"model.hidden": []}, "non-empty list"),
+        (
+            {"model.finetune": "head", "model.backbone": TINY, "data.augment": ["flip"]},
+            "data.augment: does not go with model.finetune = 'head'",
+        ),
+    ],
+)
+def test_head_settings_are_checked(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(**settings)
+
+
+# -- training, forgetting, serving -----------------------------------------------------
+
+
+@pytest.fixture
+def stores(tmp_path, weights):
+    def make(name="store", drop=frozenset(), groups=False, **overrides):
+        source = write_digits_npz(tmp_path / f"{name}.npz", drop=set(drop), groups=groups)
+        config = tiny_config(**{"data.source": str(source)} | head_settings(weights) | overrides)
+        url = str(tmp_path / name)
+        train(config, url)
+        return url
+
+    return make
+
+
+def test_the_shards_hold_each_points_features_and_the_store_no_backbone(stores, weights):
+    url = stores()
+    store = SisaStore(url)
+    intent = store.intent()
+    assert intent["input_shape"] == [16] and intent["raw_shape"] == [64]
+    bb = load_backbone(store.config().model, (64,), [TRUST])
+    assert store.config().model.backbone_sha256 == bb.sha256
+    arrays = store.read_data(store.shard_head(0).data)
+    from sklearn.datasets import load_digits
+
+    raw = (load_digits().data / 16.0).astype(np.float32)[arrays["ids"] - 1000]
+    assert np.array_equal(arrays["X"], bb.features(raw))  # [n, 16], each row its own
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    row = load_file(str(weights))["net.1.weight"][0].numpy().tobytes()  # 256 bytes
+    held = b"".join(p.read_bytes() for p in Path(url).rglob("*") if p.is_file())
+    assert row not in held  # the backbone's weights never enter the store
+
+
+def test_forgetting_retrains_heads_only_and_equals_scratch(stores, weights):
+    url = stores(groups=True)
+    ids, shards, slices = layout(url)
+    first = int(ids[(shards == 0) & (slices == 0)][0])
+    last = int(ids[(shards == 2) & (slices == 2)][0])
+    report = forget(url, [first, last])
+    assert {r.shard: r.start_stage for r in report.shards} == {0: 1, 2: 3}
+    forget(url, group="person-7")
+    gone = [first, last, *range(1028, 1032)]
+    assert_equals_scratch(stores, url, gone, groups=True)
+
+
+def test_serving_runs_the_backbone_once_per_row_for_every_head(stores, trusted):
+    url = stores()
+    ensemble = Ensemble.load(url)
+    assert ensemble.input_shape == (64,) and ensemble.feature_shape == (16,)
+    calls = []
+    module = ensemble.backbone.module
+    handle = module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    X = np.random.default_rng(1).random((20, 64)).astype(np.float32)
+    try:
+        scores = ensemble.predict_proba(X)
+    finally:
+        handle.remove()
+    assert calls == [8, 8, 8]  # ceil(20 / feature_batch) forwards, not one per shard
+    features = ensemble.backbone.features(X)
+    assert np.array_equal(scores, ensemble.predict_proba(features, stored=True))
+    out = Predictor(url).predict(X)
+    assert out.labels.tolist() == scores.argmax(axis=1).tolist()
+
+
+def test_another_backbone_is_refused_naming_the_one_expected(stores, weights, trusted, tmp_path):
+    url = stores()
+    expected = SisaStore(url).config().model.backbone_sha256
+    save_tiny(weights, seed=6)  # other weights under the same name
+    with pytest.raises(ValueError, match=f"trained on \\({expected[:16]}"):
+        Ensemble.load(url)
+    with pytest.raises(ValueError, match="restore those weights"):
+        train(SisaStore(url).config(), str(tmp_path / "again"))
+    assert not (tmp_path / "again").exists() or not SisaStore(str(tmp_path / "again")).files()
+
+
+def test_serving_needs_the_backbone_trusted(stores, monkeypatch):
+    url = stores()
+    monkeypatch.delenv("SISA_TRUSTED_FACTORIES", raising=False)
+    with pytest.raises(ValueError, match="model.backbone: factory .* is not trusted"):
+        Ensemble.load(url)
