@@ -214,6 +214,10 @@ def load_config(
         for key in ("source", "tokenizer", "category_reference", "scale_reference"):
             if isinstance(data, dict) and isinstance(data.get(key), str):
                 data[key] = resolve_source(data[key], Path(path).resolve().parent)
+        model = tree.get("model")
+        if isinstance(model, dict) and isinstance(model.get("backbone_weights"), str):
+            weights = model["backbone_weights"]
+            model["backbone_weights"] = resolve_source(weights, Path(path).resolve().parent)
     combined = env_overrides(os.environ if environ is None else environ)
     combined.update(overrides or {})
     return build_config(tree, combined)

@@ -177,6 +177,10 @@ def train(
         raise DataError("ids= goes with data=: a map-style dataset and one ID per index")
     config = with_categories(config, data is not None)  # before the data are encoded
     config = with_scale_reference(config)  # by the same mapping; before any write
+    if config.model.backbone_weights is not None:  # read by the ingest job, anywhere
+        weights = source_location(config.model.backbone_weights)
+        model = config.model.model_copy(update={"backbone_weights": weights})
+        config = config.model_copy(update={"model": model})
     in_memory = None if data is None else as_dataset(data, config.data, ids)  # before writes
     store = open_store(store, storage_options)
     # what the store keeps is the source resolved here: later commands, run from any
