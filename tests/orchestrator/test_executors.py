@@ -346,3 +346,31 @@ def test_a_local_cluster_starts_when_no_address_is_given(tmp_path):
         reference,
     )
     assert weights(url) == weights(reference)
+
+
+def test_heads_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path):
+    """The ingest job computes the features on a Ray worker: the same features, heads and
+    forgetting as in process."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.sisa import backbones
+
+    torch.manual_seed(5)
+    save_file(backbones.tiny((64,)).state_dict(), str(tmp_path / "tiny.safetensors"))
+    cfg = tiny_config(
+        **{
+            "model.finetune": "head",
+            "model.backbone": "tests.sisa.backbones:tiny",
+            "model.backbone_weights": str(tmp_path / "tiny.safetensors"),
+            "model.hidden": [],
+        }
+    )
+    local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
+    train(cfg, local, executor=InProcessExecutor(progress=False))
+    train(cfg, remote, executor=RayExecutor(progress=False))
+    assert SisaStore(remote).intent()["input_shape"] == [16]
+    assert weights(local) == weights(remote)
+    forget(local, [5, 105], executor=InProcessExecutor(progress=False))
+    forget(remote, [5, 105], executor=RayExecutor(progress=False))
+    assert weights(local) == weights(remote)

@@ -237,3 +237,23 @@ def test_serving_needs_the_backbone_trusted(stores, monkeypatch):
     monkeypatch.delenv("SISA_TRUSTED_FACTORIES", raising=False)
     with pytest.raises(ValueError, match="model.backbone: factory .* is not trusted"):
         Ensemble.load(url)
+
+
+def test_an_interrupted_feature_ingest_resumes_to_the_same_bits(stores, weights, tmp_path):
+    from sisa.training.ingest import IngestJob, run_ingest_job
+
+    url = stores()
+    whole = SisaStore(url)
+    config = whole.config()
+    half = str(tmp_path / "half")
+    job = IngestJob(
+        url=half, storage_options={}, config=config.stored(), chunk_rows=100, trusted=(TINY,)
+    )
+    first = run_ingest_job(job, lambda units: None)
+    store = SisaStore(half)
+    store.fs.delete_tree(first.jobs[1].data.dir)  # as if it died before this part's commit
+    again = run_ingest_job(job, lambda units: None)  # another chunking would change nothing
+    for part in (0, 1, 2):
+        ours = store.read_data(next(j for j in again.jobs if j.shard == part).data)
+        theirs = whole.read_data(whole.shard_head(part).data)
+        assert np.array_equal(ours["X"], theirs["X"]) and np.array_equal(ours["ids"], theirs["ids"])
