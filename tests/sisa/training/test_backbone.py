@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from sisa.config import ConfigError
 from sisa.deletion.accept import forget
+from sisa.evidence.audit import audit
 from sisa.serving.ensemble import Ensemble
 from sisa.serving.predictor import Predictor
 from sisa.store.artifacts import SisaStore
@@ -200,6 +201,7 @@ def test_forgetting_retrains_heads_only_and_equals_scratch(stores, weights):
     forget(url, group="person-7")
     gone = [first, last, *range(1028, 1032)]
     assert_equals_scratch(stores, url, gone, groups=True)
+    assert audit(url).ok  # the features are scanned like raw data: none of the gone is left
 
 
 def test_serving_runs_the_backbone_once_per_row_for_every_head(stores, trusted):
