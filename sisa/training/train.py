@@ -210,7 +210,10 @@ def train(
         executor,
         run_ingest_job,
         [ingest],
-        resources=config.resources.for_data(),
+        # head mode: the ingest runs the backbone, on the device the shards train on
+        resources=config.resources
+        if config.model.finetune == "head"
+        else config.resources.for_data(),
         units=0,
         desc="ingest",
     )

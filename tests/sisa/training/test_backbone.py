@@ -259,3 +259,25 @@ def test_an_interrupted_feature_ingest_resumes_to_the_same_bits(stores, weights,
         ours = store.read_data(next(j for j in again.jobs if j.shard == part).data)
         theirs = whole.read_data(whole.shard_head(part).data)
         assert np.array_equal(ours["X"], theirs["X"]) and np.array_equal(ours["ids"], theirs["ids"])
+
+
+def test_the_feature_ingest_reserves_the_shards_device(weights, tmp_path):
+    """The ingest job runs the backbone: it asks for what a shard task asks (a GPU where
+    the shards train on one), where a plain ingest asks for CPUs only."""
+    from orchestrator.executors import InProcessExecutor
+
+    class Recording(InProcessExecutor):
+        def map(self, fn, jobs, *, resources, units, desc):
+            self.asked[desc] = resources
+            return super().map(fn, jobs, resources=resources, units=units, desc=desc)
+
+    source = write_digits_npz(tmp_path / "d.npz")
+    settings = {"data.source": str(source), "resources.num_gpus": 0.5}
+    for name, extra in (("plain", {}), ("head", head_settings(weights))):
+        executor = Recording(progress=False)
+        executor.asked = {}
+        config = tiny_config(**settings | extra)
+        train(config, str(tmp_path / name), executor=executor)
+        wanted = config.resources if name == "head" else config.resources.for_data()
+        assert executor.asked["ingest"] == wanted
+    assert executor.asked["ingest"].num_gpus == 0.5
