@@ -134,8 +134,8 @@ class ModelConfig(_Section):
             if getattr(self, key) is not None and self.backbone is None:
                 message = "is given only with model.backbone"
                 raise _field_error("ModelConfig", (key,), message, getattr(self, key))
-        if not self.hidden and not (self.name == "mlp" and self.finetune == "head"):
-            message = "must be a non-empty list of positive widths (empty: a head's linear layer)"
+        if not self.hidden and self.name != "mlp":
+            message = "must be a non-empty list of positive widths (empty: an MLP is linear)"
             raise _field_error("ModelConfig", ("hidden",), message, self.hidden)
         return self
 

@@ -97,6 +97,15 @@ def _reference(store: SisaStore, folder: Path, executor: Executor | None) -> str
     tree = config.stored() | {
         "data": config.data.model_dump() | {"source": str(path), "num_classes": classes} | fixed,
     }
+    if config.model.finetune == "head":  # the file holds features: heads train on them as
+        # they are (no backbone, no input scaling), as the store's heads did
+        tree["data"]["input_scale"] = None
+        tree["model"] = tree["model"] | {
+            "finetune": "full",
+            "backbone": None,
+            "backbone_weights": None,
+            "backbone_sha256": None,
+        }
     url = str(folder / "reference")
     train(build_config(tree), url, executor=executor)
     return url
@@ -134,11 +143,11 @@ def forgetting_evidence(
             s["weights_sha256"] for s in status(ref_url)["shards"]
         ]
 
-        # the forgotten rows come from the source; the others as the stores keep them
+        if mine.backbone is not None:  # the forgotten rows come from the source: as stored
+            features["forget"] = mine.backbone.features(mine.check_features(features["forget"]))
+
         def outputs(ensemble: Ensemble) -> Outputs:
-            scores = {
-                k: ensemble.predict_proba(v, stored=k != "forget") for k, v in features.items()
-            }
+            scores = {k: ensemble.predict_proba(v, stored=True) for k, v in features.items()}
             return Outputs(scores, labels)
 
         figures = evidence(

@@ -143,7 +143,7 @@ def test_an_untrusted_backbone_is_not_imported(weights):
         ({"model.backbone": TINY}, "a backbone is used with finetune = 'head'"),
         ({"model.finetune": "head", "model.backbone": TINY, "model.name": "cnn"}, "model.name"),
         ({"model.finetune": "head", "model.backbone": "nocolon"}, "package.module:factory"),
-        ({"model.hidden": []}, "non-empty list"),
+        ({"model.name": "cnn", "model.hidden": []}, "non-empty list"),
         (
             {"model.finetune": "head", "model.backbone": TINY, "data.augment": ["flip"]},
             "data.augment: does not go with model.finetune = 'head'",
@@ -281,3 +281,17 @@ def test_the_feature_ingest_reserves_the_shards_device(weights, tmp_path):
         wanted = config.resources if name == "head" else config.resources.for_data()
         assert executor.asked["ingest"] == wanted
     assert executor.asked["ingest"].num_gpus == 0.5
+
+
+def test_evaluation_and_forgetting_evidence_read_features_as_stored(stores, trusted):
+    from sisa.evidence.forgetting import forgetting_evidence
+    from sisa.evidence.status import evaluate
+
+    url = stores()
+    ids, shards, _ = layout(url)
+    gone = [int(i) for i in ids[shards == 1][:4]]
+    forget(url, gone)
+    assert 0 < evaluate(url)["aggregate"] <= 1  # the stored test features, no backbone again
+    report = forgetting_evidence(url, gone)  # the forgotten rows from the source, featurized
+    assert report["identical"] is True and report["forgotten"] == 4
+    assert report["figures"]["gap_forget"] == report["figures"]["gap_test"] == 0.0
