@@ -55,6 +55,7 @@ BENCHMARKS = (
     "sharding",
     "startup",
     "recipe",
+    "backbones",
     "gpu",
 )
 

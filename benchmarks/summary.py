@@ -298,6 +298,65 @@ def recipe(f: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def backbones(f: dict[str, Any]) -> list[Row]:
+    g, setup, rows = f["goals"], f["setup"], []
+    mb = setup["backbone"]["tensor_bytes"] / 1e6
+    cells = {(s["variant"], s["shards"]): s for s in f["accuracy"]}
+    for shards, goal in g["loss_points"].items():
+        head, full = cells.get(("head", int(shards))), cells.get(("full", int(shards)))
+        if head is None:
+            continue
+        scratch = f"; from-scratch SISA {full['loss_points']:+.2f}" if full else ""
+        rows.append(
+            (
+                f'Accuracy lost at S={shards}, "head" on a backbone pretrained on a disjoint '
+                "public part, synthetic Purchase",
+                f"≤ {goal} points",
+                f"{head['loss_points']:+.2f} ± {head['loss_se']:.2f} points (SE, "
+                f"{head['seeds']} seeds; {head['mean']:.4f}){scratch}",
+                head["loss_points"] <= goal,
+            )
+        )
+    d = f["deletion"]
+    h, fine = d["head"], d["full_fine_tune"]
+    rows.append(
+        (
+            f'Time per deletion, "head" S={h["sisa.shards"]} R={h["sisa.slices"]}, in '
+            "process: retraining the monolithic full fine-tune / one `forget`",
+            f"≥ {g['speedup']:g}x",
+            f"{times(d['full_over_head'], 0)} ({h['median_s']:.2f} s vs "
+            f"{fine['retrain_s']:.0f} s, full fine-tune "
+            + ("≥" if fine["retrain_s"] >= 120 else "under")
+            + f" 2 min); monolithic head {times(d['mono_head_over_head'], 1)}",
+            d["full_over_head"] >= g["speedup"],
+        )
+    )
+    inf = f["inference"]
+    last, first = inf["rows"][-1], inf["rows"][0]
+    rows.append(
+        (
+            f'Aggregated inference, "head" S={inf["shards"]}, {last["n"]:,} rows: ensemble / '
+            "one full model's forward",
+            f"≤ {g['inference']:g}x",
+            f"{times(last['ratio'])} ({first['n']:,} row: {times(first['ratio'])})",
+            last["ratio"] <= g["inference"],
+        )
+    )
+    b = f["bytes"]
+    rows.append(
+        (
+            f'Bytes per stage checkpoint, "head", of a {mb:.0f} MB MLP backbone: weights; '
+            "weights + optimizer state",
+            f"≤ {g['weights']:.0%}; ≤ {g['with_state']:.0%}",
+            f"{b['weights_of_backbone']:.2%}; {b['with_state_of_backbone']:.2%} (a shard's "
+            f"{b['head']['stages']} stages: {b['shard_total_of_full']:.2%} of a full fine-tune's)",
+            b["weights_of_backbone"] <= g["weights"]
+            and b["with_state_of_backbone"] <= g["with_state"],
+        )
+    )
+    return rows
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "speedup": speedup,
     "deletion": deletion,
@@ -310,6 +369,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "sharding": sharding,
     "startup": startup,
     "recipe": recipe,
+    "backbones": backbones,
 }
 
 
