@@ -55,6 +55,7 @@ from sisa.deletion.accept import UnknownIDError, accept
 from sisa.deletion.batch import BatchReport
 from sisa.deletion.lifecycle import request_status
 from sisa.ids import typed_ids
+from sisa.serving.ensemble import served_input_shape
 from sisa.serving.predictor import Predictor
 from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal, parse_request_id
@@ -175,7 +176,7 @@ class ApiDeployment:
         self.token_sha256 = token_sha256
         self.ensemble, self.retrainer = ensemble, retrainer
         intent = SisaStore(url, storage_options).intent() or {}
-        self.input_shape = tuple(intent["input_shape"])
+        self.input_shape = served_input_shape(intent)  # raw rows in "head" mode
         self.id_kind, self.group_kind = intent["id_kind"], intent.get("group_kind")
         # the highest request number a client was told about; from the journal at start,
         # so a restarted ingress never forgets what an earlier one acknowledged

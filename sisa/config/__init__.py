@@ -90,6 +90,15 @@ class Config(_Section):
                 "stages, and training has no more",
                 self.optim.warmup_stages,
             )
+        if self.model.finetune == "head" and self.data.scale_from == "reference":
+            raise _field_error(
+                "Config",
+                ("data", "scale_from"),
+                "'reference' does not go with model.finetune = 'head': a reference holds raw "
+                "points, and the heads' statistics are of the backbone's features (use "
+                "'stage', the default, or 'constants' of the features)",
+                self.data.scale_from,
+            )
         if self.model.finetune == "head" and self.data.augment:
             raise _field_error(
                 "Config",

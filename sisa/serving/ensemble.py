@@ -127,6 +127,12 @@ def state_version(state: ServingState) -> str:
     return hashlib.sha256(json.dumps(live).encode()).hexdigest()[:16]
 
 
+def served_input_shape(intent: dict[str, Any]) -> tuple[int, ...]:
+    """What a prediction takes, by a store's training record: the raw input in "head" mode
+    (the backbone's, ``raw_shape``), else the stored features' shape."""
+    return tuple(intent.get("raw_shape") or intent["input_shape"])
+
+
 @dataclass(kw_only=True)
 class Ensemble:
     config: Config
@@ -176,8 +182,13 @@ class Ensemble:
         config, intent = store.config(), store.intent() or {}
         shape, classes = tuple(intent["input_shape"]), int(intent["num_classes"])
         configure(config.resources.threads, config.resources.device)  # before any CUDA work
-        backbone = previous.backbone if previous is not None else None
-        if config.model.finetune == "head" and backbone is None:  # the recorded one only
+        backbone = None
+        if config.model.finetune == "head":  # the recorded one only
+            backbone = previous.backbone if previous is not None else None
+            same = backbone is not None and backbone.sha256 == config.model.backbone_sha256
+            if not (same and backbone.rows == config.model.feature_batch):
+                backbone = None  # retrained over with another backbone: load it again
+        if config.model.finetune == "head" and backbone is None:
             backbone = load_backbone(
                 config.model,
                 intent["raw_shape"],
@@ -200,7 +211,7 @@ class Ensemble:
         return cls(
             config=config,
             num_classes=classes,
-            input_shape=shape if backbone is None else tuple(intent["raw_shape"]),
+            input_shape=served_input_shape(intent),
             models=models,
             served=state.shards,
             inference=inference,

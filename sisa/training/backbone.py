@@ -39,9 +39,13 @@ PROBE_ROWS = 4  # rows of the probe batch the checks run on
 
 
 def state_sha256(module: nn.Module) -> str:
-    """Canonical hash of a module's state: names in sorted order, dtypes, shapes, bytes."""
+    """Canonical hash of a module's state: names in sorted order, dtypes, shapes, bytes.
+    Buffers a ``state_dict`` leaves out (``persistent=False``, such as a preprocessing
+    mean) change the features too, so they are hashed as well."""
     sha = hashlib.sha256(b"sisa-backbone-v1")
-    for name, tensor in sorted(module.state_dict().items()):
+    state = dict(module.state_dict())
+    state |= {f"buffer:{n}": b for n, b in module.named_buffers() if n not in state}
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().to("cpu").contiguous()
         sha.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         sha.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

@@ -29,6 +29,7 @@ from sisa.store.layout import PROCESS_LOCK, TEST_PART, TEST_PREFIX, data_dir, pa
 from sisa.training.backbone import load_backbone
 from sisa.training.jobs import Progress, ShardJob
 from sisa.training.standardize import check_statistics
+from sisa.training.trainer import configure
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +68,9 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     index = source.index()
     backbone, raw = None, index
     if config.model.finetune == "head":  # features, not raw points, are the training data
+        # the determinism contract, as every shard job, verify and serving set it: features
+        # never depend on what else this process ran
+        configure(config.resources.threads, config.resources.device)
         backbone = load_backbone(
             config.model,
             index.feature_shape,

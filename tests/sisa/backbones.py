@@ -159,3 +159,31 @@ def counting(input_shape):
 
 def not_a_module(input_shape):
     return "nope"
+
+
+class Normalised(Tiny):
+    """Subtracts a constant held in a buffer that ``state_dict`` leaves out."""
+
+    def __init__(self, input_shape, offset: float = 0.0) -> None:
+        super().__init__(input_shape)
+        self.register_buffer("offset", torch.full((), offset), persistent=False)
+
+    def forward(self, x):
+        return super().forward(x - self.offset)
+
+
+def normalised(input_shape):
+    return Normalised(input_shape)
+
+
+SEEN: list[bool] = []  # torch's deterministic flag, as each forward of ``watching`` saw it
+
+
+class Watching(Tiny):
+    def forward(self, x):
+        SEEN.append(torch.are_deterministic_algorithms_enabled())
+        return super().forward(x)
+
+
+def watching(input_shape):
+    return Watching(input_shape)

@@ -295,3 +295,53 @@ def test_evaluation_and_forgetting_evidence_read_features_as_stored(stores, trus
     report = forgetting_evidence(url, gone)  # the forgotten rows from the source, featurized
     assert report["identical"] is True and report["forgotten"] == 4
     assert report["figures"]["gap_forget"] == report["figures"]["gap_test"] == 0.0
+
+
+def test_buffers_outside_the_state_dict_are_hashed_too():
+    torch.manual_seed(0)
+    a = backbones.Normalised((64,), offset=0.0)
+    b = backbones.Normalised((64,), offset=0.5)
+    b.load_state_dict(a.state_dict())  # the same state dict; another hidden offset
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert state_sha256(a) != state_sha256(b)
+
+
+def test_the_feature_ingest_runs_under_the_determinism_contract(weights, tmp_path, monkeypatch):
+    torch.use_deterministic_algorithms(False)  # as another library in this process might
+    backbones.SEEN.clear()
+    source = write_digits_npz(tmp_path / "d.npz")
+    settings = head_settings(weights) | {
+        "data.source": str(source),
+        "model.backbone": "tests.sisa.backbones:watching",
+        "model.backbone_weights": None,
+    }
+    train(tiny_config(**settings), str(tmp_path / "s"))
+    assert backbones.SEEN and all(backbones.SEEN)
+
+
+def test_a_swap_reloads_a_backbone_that_changed_under_the_store(stores, weights, trusted):
+    from sisa.serving.ensemble import served_input_shape
+
+    url = stores()
+    first = Ensemble.load(url)
+    assert served_input_shape(SisaStore(url).intent()) == (64,)  # raw rows, as the API checks
+    save_tiny(weights, seed=9)
+    store = SisaStore(url)
+    config = store.config()
+    model = config.model.model_copy(update={"backbone_sha256": None})
+    train(config.model_copy(update={"model": model}), url, overwrite=True)  # new weights
+    again = Ensemble.load(url, previous=first)
+    assert again.backbone is not first.backbone
+    assert again.backbone.sha256 == SisaStore(url).config().model.backbone_sha256
+    same = Ensemble.load(url, previous=again)
+    assert same.backbone is again.backbone  # unchanged: kept across the swap
+
+
+def test_reference_scaling_is_refused_in_head_mode(weights):
+    settings = head_settings(weights) | {
+        "data.scale": "standard",
+        "data.scale_from": "reference",
+        "data.scale_reference": "public.npz",
+    }
+    with pytest.raises(ConfigError, match="data.scale_from: 'reference' does not go with"):
+        tiny_config(**settings)
