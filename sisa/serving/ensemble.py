@@ -133,6 +133,28 @@ def served_input_shape(intent: dict[str, Any]) -> tuple[int, ...]:
     return tuple(intent.get("raw_shape") or intent["input_shape"])
 
 
+def _served_backbone(
+    config: Config, intent: dict[str, Any], previous: Ensemble | None
+) -> Backbone | None:
+    """The backbone the store records ("head" mode): the previous snapshot's while it is
+    that one (same hash and group size), else loaded again; None in other modes."""
+    if config.model.finetune != "head":
+        return None
+    kept = previous.backbone if previous is not None else None
+    if (
+        kept is not None
+        and kept.sha256 == config.model.backbone_sha256
+        and kept.rows == config.model.feature_batch
+    ):
+        return kept
+    return load_backbone(
+        config.model,
+        intent["raw_shape"],
+        input_scale=config.data.input_scale,
+        device=config.resources.device,
+    )
+
+
 @dataclass(kw_only=True)
 class Ensemble:
     config: Config
@@ -182,19 +204,7 @@ class Ensemble:
         config, intent = store.config(), store.intent() or {}
         shape, classes = tuple(intent["input_shape"]), int(intent["num_classes"])
         configure(config.resources.threads, config.resources.device)  # before any CUDA work
-        backbone = None
-        if config.model.finetune == "head":  # the recorded one only
-            backbone = previous.backbone if previous is not None else None
-            same = backbone is not None and backbone.sha256 == config.model.backbone_sha256
-            if not (same and backbone.rows == config.model.feature_batch):
-                backbone = None  # retrained over with another backbone: load it again
-        if config.model.finetune == "head" and backbone is None:
-            backbone = load_backbone(
-                config.model,
-                intent["raw_shape"],
-                input_scale=config.data.input_scale,
-                device=config.resources.device,
-            )
+        backbone = _served_backbone(config, intent, previous)
         state = compliance.current(store) if state is None else state
         models = {}
         for shard, served in state.shards.items():

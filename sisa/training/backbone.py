@@ -118,7 +118,7 @@ def _as_features(out: object, rows: int) -> torch.Tensor:
             f"{list(out.shape)}: flatten or pool them in the factory's module"
         )
     if not torch.isfinite(out).all():
-        raise ValueError("model.backbone gave features that are not finite on a probe batch")
+        raise ValueError("model.backbone gave features that are not finite (NaN or inf)")
     return out.float()
 
 
