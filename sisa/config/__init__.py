@@ -90,13 +90,14 @@ class Config(_Section):
                 "stages, and training has no more",
                 self.optim.warmup_stages,
             )
-        if self.model.finetune == "head" and self.data.scale_from == "reference":
+        mode = self.model.finetune
+        if mode in ("head", "lora") and self.data.scale_from == "reference":
             raise _field_error(
                 "Config",
                 ("data", "scale_from"),
-                "'reference' does not go with model.finetune = 'head': a reference holds raw "
-                "points, and the heads' statistics are of the backbone's features (use "
-                "'stage', the default, or 'constants' of the features)",
+                f"'reference' does not go with model.finetune = {mode!r}: a reference holds "
+                "raw points, and the statistics are of what the shards train on (the "
+                "backbone's features or prefix outputs; use 'stage', the default)",
                 self.data.scale_from,
             )
         if self.model.finetune == "head" and self.data.augment:

@@ -77,11 +77,16 @@ class ModelConfig(_Section):
     """Token IDs a text model embeds; recorded by training from the tokenizer."""
     pad_id: int | None = Field(None, ge=0)
     """The padding token's ID, which text models leave out; recorded from the tokenizer."""
-    finetune: Literal["full", "head"] = "full"
+    finetune: Literal["full", "head", "lora"] = "full"
     """``full``: the model trains whole on the stored features. ``head``: a frozen
     ``backbone`` maps each point once, at ingest, to a feature vector stored as its shard's
     training data, and each shard trains only a head (``name = "mlp"``: linear with
-    ``hidden = []``, else an MLP) on those features; a deletion retrains heads only."""
+    ``hidden = []``, else an MLP) on those features; a deletion retrains heads only.
+    ``lora``: each shard trains low-rank adapters (peft) on the backbone's
+    ``lora_targets``, and a head on its features; the backbone stays frozen and shared. An
+    ``nn.Sequential`` backbone's leading children that hold no target are its frozen
+    prefix: their outputs are computed once per point at ingest and stored, as in
+    ``head``."""
     backbone: str | None = None
     """``"package.module:factory"``, called as ``factory(input_shape)``, returning a
     ``torch.nn.Module`` that maps [B, *input_shape] to features [B, F]. It is code: the
@@ -93,6 +98,18 @@ class ModelConfig(_Section):
     backbone_sha256: str | None = None
     """Recorded by training: the canonical hash of the backbone's loaded state (every
     tensor's name, dtype, shape and bytes); a store refuses any other backbone."""
+    backbone_input: tuple[int, ...] | None = None
+    """Recorded by training: the shape of one input row the backbone takes."""
+    lora_targets: tuple[str, ...] = ()
+    """``lora``: the modules that get adapters, by name or name suffix as peft matches them
+    (``["q_proj", "v_proj"]`` in transformers' ViT, BERT and most attention layers)."""
+    lora_rank: int = Field(8, ge=1, le=4096)
+    """``lora``: the adapters' rank r."""
+    lora_alpha: float = Field(16.0, gt=0)
+    """``lora``: the adapters' scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """``lora``: dropout on the adapters' input; its masks are drawn per step from the
+    step's position, like ``dropout``."""
     feature_batch: int = Field(32, ge=1, le=65_536)
     """Rows per backbone forward at ingest and serving. Every forward has exactly this many
     rows (the last group padded with zeros), so a point's features never depend on how
@@ -107,6 +124,11 @@ class ModelConfig(_Section):
             "backbone",
             "backbone_weights",
             "backbone_sha256",
+            "backbone_input",
+            "lora_targets",
+            "lora_rank",
+            "lora_alpha",
+            "lora_dropout",
             "feature_batch",
         }
     )
@@ -120,17 +142,26 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _backbone_mode(self) -> ModelConfig:
-        if self.finetune == "head":
+        mode = self.finetune
+        if mode in ("head", "lora"):
             if self.backbone is None:
-                message = "'head' needs model.backbone: the frozen model the heads sit on"
-                raise _field_error("ModelConfig", ("finetune",), message, self.finetune)
+                message = f"{mode!r} needs model.backbone: the frozen model it trains on"
+                raise _field_error("ModelConfig", ("finetune",), message, mode)
             if self.name != "mlp":
-                message = "is the head in finetune = 'head': 'mlp' (hidden = [] for linear)"
+                message = f"is the head in finetune = {mode!r}: 'mlp' (hidden = [] for linear)"
                 raise _field_error("ModelConfig", ("name",), message, self.name)
         elif self.backbone is not None:
-            message = "a backbone is used with finetune = 'head'"
+            message = "a backbone is used with finetune = 'head' or 'lora'"
             raise _field_error("ModelConfig", ("backbone",), message, self.backbone)
-        for key in ("backbone_weights", "backbone_sha256"):
+        if mode == "lora" and not self.lora_targets:
+            message = "must name the modules that get adapters in finetune = 'lora'"
+            raise _field_error("ModelConfig", ("lora_targets",), message, self.lora_targets)
+        if mode != "lora":
+            for key in ("lora_targets", "lora_rank", "lora_alpha", "lora_dropout"):
+                if getattr(self, key) != type(self).model_fields[key].default:
+                    message = f"applies only to finetune = 'lora', not {mode!r}"
+                    raise _field_error("ModelConfig", (key,), message, getattr(self, key))
+        for key in ("backbone_weights", "backbone_sha256", "backbone_input"):
             if getattr(self, key) is not None and self.backbone is None:
                 message = "is given only with model.backbone"
                 raise _field_error("ModelConfig", (key,), message, getattr(self, key))
@@ -144,6 +175,13 @@ class ModelConfig(_Section):
     def _backbone_factory(cls, value: str | None) -> str | None:
         if value is not None and (value.count(":") != 1 or not all(value.split(":"))):
             raise ValueError("must be 'package.module:factory'")
+        return value
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _target_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not t or t != t.strip() or t.startswith(".") or t.endswith(".") for t in value):
+            raise ValueError("must be module names such as 'query' or 'encoder.layer.0.query'")
         return value
 
     @field_validator("name")

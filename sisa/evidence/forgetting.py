@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sisa.config import build_config
-from sisa.data.dataset import DataError, split_train_test
+from sisa.data.dataset import DataError, Dataset, split_train_test
 from sisa.data.sources import read_whole
 from sisa.evidence.evaluation import Outputs, evidence
 from sisa.evidence.status import status
@@ -42,21 +42,37 @@ def _current(store: SisaStore) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def _forgotten_rows(
-    store: SisaStore, source: str, ids: Sequence[object], remaining: np.ndarray
-) -> tuple[dict[str, np.ndarray], int]:
-    """The forgotten training points' arrays from ``source``, and how many forgotten IDs
-    were held-out test points (never trained on, so nothing to measure). The source is
-    read with the store's mapping and split by the store's recorded rule; its labels are
-    mapped through the store's recorded vocabulary, which a deletion never changes."""
+def _source_dataset(store: SisaStore, source: str) -> Dataset:
+    """``source`` read with the store's mapping; its labels are mapped through the store's
+    recorded vocabulary, which a deletion never changes."""
     config = store.config()
     rules = config.data
     if (classes := store.classes()) is not None:
         rules = rules.model_copy(update={"classes": classes})
     try:
-        dataset = read_whole(rules.model_copy(update={"source": source}), config.sisa.seed)
+        return read_whole(rules.model_copy(update={"source": source}), config.sisa.seed)
     except DataError as err:
         raise EvidenceError(f"the source {source!r}: {err}") from None
+
+
+def _raw_rows(store: SisaStore, source: str, ids: np.ndarray) -> np.ndarray:
+    """The raw rows of ``ids`` from ``source``, in that order. [n] -> [n, *raw]."""
+    dataset = _source_dataset(store, source)
+    where = {key: i for i, key in enumerate(dataset.ids.tolist())}
+    missing = [i for i in ids.tolist() if i not in where]
+    if missing:
+        raise EvidenceError(f"{len(missing)} stored ID(s) are not in {source}: {missing[:5]}")
+    return dataset.X[[where[i] for i in ids.tolist()]]
+
+
+def _forgotten_rows(
+    store: SisaStore, source: str, ids: Sequence[object], remaining: np.ndarray
+) -> tuple[dict[str, np.ndarray], int]:
+    """The forgotten training points' arrays from ``source``, and how many forgotten IDs
+    were held-out test points (never trained on, so nothing to measure). The source is
+    read with the store's mapping and split by the store's recorded rule."""
+    config = store.config()
+    dataset = _source_dataset(store, source)
     train, test = split_train_test(
         dataset, config.sisa.seed, config.data.test_fraction, store.split_rule()
     )
@@ -82,13 +98,17 @@ def _forgotten_rows(
     return {"ids": train.ids[rows], "X": train.X[rows], "y": train.y[rows]}, int(held_out.sum())
 
 
-def _reference(store: SisaStore, folder: Path, executor: Executor | None) -> str:
+def _reference(store: SisaStore, folder: Path, executor: Executor | None, source: str) -> str:
     """Train the from-scratch reference store on what ``store`` holds now."""
     from sisa.training.train import train
 
     config = store.config()
     current, test = _current(store), store.read_data(store.latest_head(TEST_PREFIX).data)
     data = {k: np.concatenate([current[k], test[k]]) for k in current if k in test}
+    if config.model.finetune == "lora" and "raw_shape" in (store.intent() or {}):
+        # the store holds the outputs of the backbone's frozen prefix; the reference runs
+        # the whole backbone, so it trains on the same points' raw rows from the source
+        data["X"] = _raw_rows(store, source, data["ids"])
     path = folder / "remaining.npz"
     np.savez(path, **data)
     classes = int(store.intent()["num_classes"])  # a class forgotten whole stays an output
@@ -105,6 +125,7 @@ def _reference(store: SisaStore, folder: Path, executor: Executor | None) -> str
             "backbone": None,
             "backbone_weights": None,
             "backbone_sha256": None,
+            "backbone_input": None,
         }
     url = str(folder / "reference")
     train(build_config(tree), url, executor=executor)
@@ -137,7 +158,7 @@ def forgetting_evidence(
     labels = {"forget": lost["y"], "retain": current["y"], "test": test["y"]}
     mine = Ensemble.load(store)
     with tempfile.TemporaryDirectory(prefix="sisa-reference-") as tmp:
-        ref_url = _reference(store, Path(tmp), executor)
+        ref_url = _reference(store, Path(tmp), executor, source or config.data.source)
         theirs = Ensemble.load(SisaStore(ref_url))
         identical = [s["weights_sha256"] for s in status(store)["shards"]] == [
             s["weights_sha256"] for s in status(ref_url)["shards"]

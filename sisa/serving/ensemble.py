@@ -24,6 +24,7 @@ from sisa.serving.aggregate import aggregate, decide
 from sisa.serving.inference import EnsembleForward, build_forward, model_device
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
 from sisa.training.backbone import Backbone, load_backbone
+from sisa.training.lora import load_trained, shared_base
 from sisa.training.trainer import configure, fresh_state
 
 
@@ -136,8 +137,12 @@ def served_input_shape(intent: dict[str, Any]) -> tuple[int, ...]:
 def _served_backbone(
     config: Config, intent: dict[str, Any], previous: Ensemble | None
 ) -> Backbone | None:
-    """The backbone the store records ("head" mode): the previous snapshot's while it is
-    that one (same hash and group size), else loaded again; None in other modes."""
+    """What maps a raw row to what the shard models take, by the store's record: in "head"
+    mode the backbone (the previous snapshot's while it is that one: same hash and group
+    size, else loaded again); in "lora" mode the frozen prefix of the process's one shared
+    base, or None; None in "full" mode."""
+    if config.model.finetune == "lora":
+        return shared_base(config).prefix
     if config.model.finetune != "head":
         return None
     kept = previous.backbone if previous is not None else None
@@ -167,8 +172,9 @@ class Ensemble:
     classes: tuple[str | int, ...] | None = None
     inference: str = "auto"  # serving.inference: how the models are evaluated together
     forward: EnsembleForward | None = None  # over ``models`` in shard order; None: no model
-    # model.finetune = "head": the frozen backbone every row passes once, before all heads;
-    # ``input_shape`` is then what it takes, and the heads take its features
+    # model.finetune = "head": the frozen backbone every row passes once, before all heads
+    # ("lora": the backbone's frozen prefix); ``input_shape`` is then what it takes, and the
+    # shard models take its output
     backbone: Backbone | None = None
 
     def __post_init__(self) -> None:
@@ -180,7 +186,7 @@ class Ensemble:
     @property
     def feature_shape(self) -> tuple[int, ...]:
         """What the shard models take: the input, or the backbone's features."""
-        return self.input_shape if self.backbone is None else (self.backbone.num_features,)
+        return self.input_shape if self.backbone is None else self.backbone.output_shape
 
     @classmethod
     def load(
@@ -215,8 +221,8 @@ class Ensemble:
                 models[shard] = previous.models[shard]
                 continue
             weights, _ = store.read_stage(served.ref, state=False)
-            model = fresh_state(config, shard, shape, classes).model
-            model.load_state_dict(weights)
+            model = fresh_state(config, shard, shape, classes).model  # "lora": shared base
+            load_trained(model, weights)
             models[shard] = model.eval()
         return cls(
             config=config,

@@ -191,10 +191,18 @@ def build_forward(
         return LoopForward(models)
     if len(models) == 1:
         return LoopForward(models, "one model: nothing to fuse")
+    if _share_tensors(models[0], models[1]):
+        return LoopForward(models, "the models share a frozen backbone: stacking copies it")
     fused = _checked_fused(models, input_shape, device)
     if chosen == "by-batch" and fused.strategy == "fused":
         return ByBatchForward(fused, LoopForward(models))
     return fused
+
+
+def _share_tensors(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold the same tensor (a frozen backbone shared by "lora" shards)."""
+    held = {t.data_ptr() for t in (*a.parameters(), *a.buffers()) if t.numel()}
+    return any(t.data_ptr() in held for t in (*b.parameters(), *b.buffers()) if t.numel())
 
 
 def _checked_fused(

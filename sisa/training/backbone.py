@@ -81,18 +81,24 @@ class Backbone:
 
     module: nn.Module  # in eval mode, no gradients
     input_shape: tuple[int, ...]
-    num_features: int
-    sha256: str
+    output_shape: tuple[int, ...]  # (F,) of a whole backbone; any shape of a frozen prefix
+    sha256: str  # of the whole backbone this module is (or is the prefix of)
     rows: int  # model.feature_batch: rows of every forward
     input_scale: float | None = None  # data.input_scale, applied before the backbone
 
     device: str = "cpu"
+    flat: bool = True  # its output must be features [B, F] (a whole backbone)
+
+    @property
+    def num_features(self) -> int:
+        """Values per row of the output: F."""
+        return int(np.prod(self.output_shape))
 
     def features(self, X: np.ndarray) -> np.ndarray:
-        """Features of each row, in groups of exactly ``rows``. [m, *in] -> [m, F] float32."""
+        """Output of each row, in groups of exactly ``rows``. [m, *in] -> [m, *out] float32."""
         groups = [self._group(X[lo : lo + self.rows]) for lo in range(0, len(X), self.rows)]
         if not groups:
-            return np.zeros((0, self.num_features), dtype=np.float32)
+            return np.zeros((0, *self.output_shape), dtype=np.float32)
         return np.concatenate(groups)
 
     def _group(self, X: np.ndarray) -> np.ndarray:  # [k <= rows, *in] -> [k, F]
@@ -103,16 +109,16 @@ class Backbone:
         batch[: len(X)] = x
         with torch.no_grad():
             feats = self.module(batch.to(self.device))
-        return _as_features(feats, self.rows)[: len(X)].to("cpu").numpy()
+        return _as_features(feats, self.rows, self.flat)[: len(X)].to("cpu").numpy()
 
 
-def _as_features(out: object, rows: int) -> torch.Tensor:
+def _as_features(out: object, rows: int, flat: bool = True) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise ValueError(
             f"model.backbone returned {type(out).__name__}, not a tensor of features [B, F]: "
             "return the pooled features from the factory's module"
         )
-    if out.ndim != 2 or out.shape[0] != rows:
+    if (out.ndim != 2 if flat else out.ndim < 2) or out.shape[0] != rows:
         raise ValueError(
             f"model.backbone must give features [B, F] = [{rows}, F]; it gave shape "
             f"{list(out.shape)}: flatten or pool them in the factory's module"
@@ -134,6 +140,42 @@ def load_backbone(
     setting for an untrusted factory, unreadable weights, an output that is not [B, F], a
     backbone that changes on a forward or mixes rows, or one whose hash differs from the
     recorded ``model.backbone_sha256``."""
+    module, sha = load_frozen(cfg, input_shape, trusted, device=device)
+    return checked(module, cfg, input_shape, sha, input_scale=input_scale, device=device)
+
+
+def checked(
+    module: nn.Module,
+    cfg: ModelConfig,
+    input_shape: Sequence[int],
+    sha: str,
+    *,
+    input_scale: float | None = None,
+    device: str = "cpu",
+    flat: bool = True,
+) -> Backbone:
+    """A frozen module as a ``Backbone``, once the probe checks of the determinism contract
+    pass; ``flat``: its output must be features [B, F]."""
+    backbone = Backbone(
+        module=module,
+        input_shape=tuple(int(d) for d in input_shape),
+        output_shape=(),
+        sha256=sha,
+        rows=cfg.feature_batch,
+        input_scale=input_scale,
+        device=device,
+        flat=flat,
+    )
+    backbone.output_shape = _probe(backbone)
+    return backbone
+
+
+def load_frozen(
+    cfg: ModelConfig, input_shape: Sequence[int], trusted: Collection[str] = (), *, device: str
+) -> tuple[nn.Module, str]:
+    """The configured backbone built, loaded, frozen (eval mode, no gradients) and hashed;
+    ValueError naming the setting for an untrusted factory, unreadable weights or another
+    hash than the recorded ``model.backbone_sha256``."""
     factory = load_named(cfg.backbone or "", "model.backbone", trusted)
     shape = tuple(int(d) for d in input_shape)
     with torch.random.fork_rng(devices=[]):
@@ -161,24 +203,15 @@ def load_backbone(
             f"trained on ({cfg.backbone_sha256[:16]}, {cfg.backbone!r} with weights "
             f"{cfg.backbone_weights or 'loaded by the factory'}); restore those weights"
         )
-    backbone = Backbone(
-        module=module,
-        input_shape=shape,
-        num_features=0,
-        sha256=sha,
-        rows=cfg.feature_batch,
-        input_scale=input_scale,
-        device=device,
-    )
-    backbone.num_features = _probe(backbone)
-    return backbone
+    return module, sha
 
 
-def _probe(backbone: Backbone) -> int:
-    """Run the checks of the determinism contract on a probe batch; return F."""
+def _probe(backbone: Backbone) -> tuple[int, ...]:
+    """Run the checks of the determinism contract on a probe batch; return the output shape
+    of one row."""
     gen = torch.Generator().manual_seed(1234)
     probe = torch.rand((PROBE_ROWS, *backbone.input_shape), generator=gen).numpy()  # [P, *in]
-    before = backbone.sha256
+    before = state_sha256(backbone.module)  # a prefix's own state, not the whole's hash
     once = backbone.features(probe)  # checks the output is [B, F]
     twice = backbone.features(probe)
     if state_sha256(backbone.module) != before:
@@ -197,4 +230,4 @@ def _probe(backbone: Backbone) -> int:
             "model.backbone mixes the rows of a batch (a row's features depend on the other "
             "rows): it cannot give each point features of its own"
         )
-    return int(once.shape[1])
+    return tuple(int(d) for d in once.shape[1:])

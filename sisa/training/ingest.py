@@ -26,8 +26,9 @@ from sisa.data.sources import InMemorySource, SourceIndex, open_source
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.store.artifacts import SisaStore, StoreStateError
 from sisa.store.layout import PROCESS_LOCK, TEST_PART, TEST_PREFIX, data_dir, part_prefix
-from sisa.training.backbone import load_backbone
+from sisa.training.backbone import Backbone, load_backbone
 from sisa.training.jobs import Progress, ShardJob
+from sisa.training.lora import load_lora_base
 from sisa.training.standardize import check_statistics
 from sisa.training.trainer import configure
 
@@ -67,21 +68,16 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
         source = open_source(data, config.sisa.seed)
     index = source.index()
     backbone, raw = None, index
-    if config.model.finetune == "head":  # features, not raw points, are the training data
+    if config.model.finetune in ("head", "lora"):
         # the determinism contract, as every shard job, verify and serving set it: features
         # never depend on what else this process ran
         configure(config.resources.threads, config.resources.device)
-        backbone = load_backbone(
-            config.model,
-            index.feature_shape,
-            job.trusted,
-            input_scale=config.data.input_scale,
-            device=config.resources.device,
-        )
-        model = config.model.model_copy(update={"backbone_sha256": backbone.sha256})
+        backbone, sha = _extractor(config, index.feature_shape, job.trusted)
+        recorded = {"backbone_sha256": sha, "backbone_input": tuple(index.feature_shape)}
+        model = config.model.model_copy(update=recorded)
         config = config.model_copy(update={"model": model})  # recorded: the training hash
-        features = (backbone.num_features,)
-        index = replace(index, feature_shape=features, x_dtype=np.dtype(np.float32))
+    if backbone is not None:  # features (or a frozen prefix's outputs) are the training data
+        index = replace(index, feature_shape=backbone.output_shape, x_dtype=np.dtype(np.float32))
     check_statistics(config.data, index.feature_shape)  # given or recorded: before writes
     # the risk placement reads, stored with the training points (as ``prepare`` does)
     risked = with_risk(config.sisa, index)
@@ -132,7 +128,7 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     n_test = int(np.sum(part_of == TEST_PART))
     if TEST_PART in refs:
         store.commit_head(TEST_PREFIX, 0, {"data": refs.pop(TEST_PART).to_body(), "n": n_test})
-    trusted = (config.model.name,)  # the caller's own config names it
+    trusted = (config.model.name, *job.trusted)  # the caller's own config names them
     jobs = [
         ShardJob(
             url=job.url,
@@ -151,6 +147,24 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     declared = config.data.num_classes or index.classes is not None
     empty = [] if declared else np.flatnonzero(counts == 0).tolist()
     return Ingested(jobs=jobs, n_train=len(index) - n_test, n_test=n_test, empty_classes=empty)
+
+
+def _extractor(
+    config: Config, input_shape: tuple[int, ...], trusted: tuple[str, ...]
+) -> tuple[Backbone | None, str]:
+    """What maps a raw point to its stored training data, and the backbone's hash: the whole
+    backbone in "head" mode; in "lora" mode its frozen prefix, or None (raw points)."""
+    if config.model.finetune == "head":
+        backbone = load_backbone(
+            config.model,
+            input_shape,
+            trusted,
+            input_scale=config.data.input_scale,
+            device=config.resources.device,
+        )
+        return backbone, backbone.sha256
+    base = load_lora_base(config, input_shape, trusted)
+    return base.prefix, base.sha256
 
 
 def source_location(source: str) -> str:

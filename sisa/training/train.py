@@ -210,9 +210,9 @@ def train(
         executor,
         run_ingest_job,
         [ingest],
-        # head mode: the ingest runs the backbone, on the device the shards train on
+        # head and lora modes: the ingest runs the backbone, on the shards' device
         resources=config.resources
-        if config.model.finetune == "head"
+        if config.model.finetune != "full"
         else config.resources.for_data(),
         units=0,
         desc="ingest",

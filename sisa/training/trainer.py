@@ -40,6 +40,7 @@ from sisa.faults import crash_point
 from sisa.ids import fingerprints, hash_order, id_set_hash, seed_from
 from sisa.training.augment import augment
 from sisa.training.environment import configure
+from sisa.training.lora import load_trained, shared_base, trained_state
 from sisa.training.lr_schedule import learning_rate
 from sisa.training.models import Rescaled, build_model
 from sisa.training.schedule import batch_bounds, epoch_lengths, stage_epochs, stage_samples
@@ -93,13 +94,12 @@ class StageStats:
 
 def _optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     o = config.optim
+    learned = [p for p in model.parameters() if p.requires_grad]  # not a frozen backbone's
     if o.name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
+        return torch.optim.SGD(learned, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     if o.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(learned, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.Adam(learned, lr=o.lr, weight_decay=o.weight_decay)
 
 
 def fresh_state(
@@ -111,12 +111,18 @@ def fresh_state(
 ) -> TrainState:
     """A newly initialised model, seeded by (seed, shard) alone."""
     configure(config.resources.threads, config.resources.device)  # before any CUDA work
+    mode = config.model.finetune
+    base = shared_base(config, trusted) if mode == "lora" else None  # loaded once, shared
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_from(config.sisa.seed, "init", shard))
-        model = build_model(config.model, input_shape, num_classes, trusted)
+        if base is not None:  # the adapters and the head; the backbone's tensors shared
+            model = base.adapted(config.model, num_classes)
+        else:
+            model = build_model(config.model, input_shape, num_classes, trusted)
     data = config.data
-    head = config.model.finetune == "head"  # the input was scaled before the backbone
-    if data.input_scale not in (None, 1.0) and not head:  # in the model: predictions too
+    # "head", or "lora" with a stored prefix: the input was scaled before the backbone
+    scaled = mode == "head" or (base is not None and base.prefix is not None)
+    if data.input_scale not in (None, 1.0) and not scaled:  # in the model: predictions too
         model = Rescaled(model, data.input_scale)
     if data.scale == "standard":  # outermost: its statistics are of the stored features
         model = Standardized(model, input_shape, per_stage=data.scale_from == "stage")
@@ -143,7 +149,7 @@ def restore_state(
 ) -> TrainState:
     """Rebuild the state saved by ``checkpoint_payload``."""
     state = fresh_state(config, shard, input_shape, num_classes, trusted)
-    state.model.load_state_dict(weights)
+    load_trained(state.model, weights)
     state.optimizer.load_state_dict(extra["optimizer"])
     state.stage, state.step, state.samples = extra["stage"], extra["step"], extra["samples"]
     return state
@@ -151,7 +157,7 @@ def restore_state(
 
 def checkpoint_payload(state: TrainState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(weights, optimizer state and counters) to store after a stage."""
-    weights = {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
+    weights = trained_state(state.model)  # "lora": the adapters and head, not the backbone
     extra = {
         "optimizer": state.optimizer.state_dict(),
         "stage": state.stage,

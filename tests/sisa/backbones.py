@@ -112,6 +112,38 @@ def resnet(input_shape):
     return ResNetFeatures(input_shape)
 
 
+def stack(input_shape):
+    """An ``nn.Sequential`` backbone [B, *in] -> [B, 16]: adapters on ``block`` leave
+    ``flatten``, ``embed`` and ``act`` a frozen prefix, whose outputs the store keeps."""
+    from collections import OrderedDict
+
+    return nn.Sequential(
+        OrderedDict(
+            flatten=nn.Flatten(),
+            embed=nn.Linear(math.prod(input_shape), 16),
+            act=nn.Tanh(),
+            block=nn.Linear(16, 16),
+            out=nn.Tanh(),
+        )
+    )
+
+
+class DropoutBackbone(Tiny):
+    """A backbone with a dropout layer of its own and BatchNorm: frozen, neither may act."""
+
+    def __init__(self, input_shape) -> None:
+        super().__init__(input_shape)
+        self.norm = nn.BatchNorm1d(16)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.norm(super().forward(x)))
+
+
+def dropout_backbone(input_shape):
+    return DropoutBackbone(input_shape)
+
+
 # -- backbones the checks refuse --------------------------------------------------------
 
 
