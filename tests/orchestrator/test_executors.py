@@ -374,3 +374,28 @@ def test_heads_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path):
     forget(local, [5, 105], executor=InProcessExecutor(progress=False))
     forget(remote, [5, 105], executor=RayExecutor(progress=False))
     assert weights(local) == weights(remote)
+
+
+def test_adapters_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path, monkeypatch):
+    """"lora" mode on Ray workers: the ingest stores the frozen prefix's outputs there, the
+    shard tasks load the shared base there, and training and forgetting give the bits they
+    give in process."""
+    monkeypatch.setenv("SISA_TRUSTED_FACTORIES", "tests.sisa.backbones:*")  # retrain jobs
+    cfg = tiny_config(
+        **{
+            "model.finetune": "lora",
+            "model.backbone": "tests.sisa.backbones:stack",
+            "model.lora_targets": ["block"],
+            "model.lora_rank": 2,
+            "model.lora_dropout": 0.1,
+            "model.hidden": [],
+        }
+    )
+    local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
+    train(cfg, local, executor=InProcessExecutor(progress=False))
+    train(cfg, remote, executor=RayExecutor(progress=False))
+    assert SisaStore(remote).intent()["input_shape"] == [16]
+    assert weights(local) == weights(remote)
+    forget(local, [5, 105], executor=InProcessExecutor(progress=False))
+    forget(remote, [5, 105], executor=RayExecutor(progress=False))
+    assert weights(local) == weights(remote)
