@@ -31,6 +31,7 @@ SLOW_FILES = (
     # twelve sources end to end, and the transformers models (their import alone is 3 s)
     "tests/sisa/data/test_exactness_matrix.py",
     "tests/sisa/training/test_backbone_models.py",
+    "tests/sisa/training/test_lora_size.py",  # a ViT-B forward and backward
     "tests/test_install.py",
 )
 

@@ -377,7 +377,7 @@ def test_heads_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path):
 
 
 def test_adapters_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path, monkeypatch):
-    """"lora" mode on Ray workers: the ingest stores the frozen prefix's outputs there, the
+    """ "lora" mode on Ray workers: the ingest stores the frozen prefix's outputs there, the
     shard tasks load the shared base there, and training and forgetting give the bits they
     give in process."""
     monkeypatch.setenv("SISA_TRUSTED_FACTORIES", "tests.sisa.backbones:*")  # retrain jobs

@@ -219,3 +219,21 @@ class Watching(Tiny):
 
 def watching(input_shape):
     return Watching(input_shape)
+
+
+class ViTBase(nn.Module):
+    """A ViT-B/16 (``transformers`` ViTConfig defaults: 12 layers of width 768 on 224x224
+    images) with random weights: the [CLS] token's final state, [B, 3, 224, 224] -> [B, 768]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import ViTConfig, ViTModel
+
+        self.vit = ViTModel(ViTConfig(), add_pooling_layer=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit(pixel_values=x).last_hidden_state[:, 0]
+
+
+def vit_base(input_shape):
+    return ViTBase()
