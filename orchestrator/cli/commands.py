@@ -54,7 +54,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, overrides=parse_assignments(args.set))
     if args.config is not None:  # a factory module beside the config: say where it is
-        check_factory(config.model, (config.model.name,), Path(args.config).parent)
+        check_factory(
+            config.model, (config.model.name, config.model.backbone or ""), Path(args.config).parent
+        )
     with warnings.catch_warnings(record=True) as caught:  # one line each, not a traceback
         warnings.simplefilter("always", UserWarning)
         report = train(

@@ -65,6 +65,8 @@ def check_factory(
     """Raise ValueError naming ``model.name`` unless its factory may and can be imported;
     imports nothing but the module's parent packages. ``beside``: the config file's folder,
     searched for the module's file only to say where it is."""
+    if cfg.finetune == "lora" and cfg.backbone is not None:  # its shard models run it
+        check_named(cfg.backbone, "model.backbone", trusted, beside)
     if cfg.name in BUILTIN_MODELS:
         return
     check_named(cfg.name, "model.name", trusted, beside)

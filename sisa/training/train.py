@@ -172,7 +172,9 @@ def train(
     """
     started = time.perf_counter()
     preflight(executor, config.resources)  # no GPU where one is asked: before any write
-    check_factory(config.model, trusted=(config.model.name,))  # importable: before any write
+    check_factory(
+        config.model, trusted=(config.model.name, config.model.backbone or "")
+    )  # importable: before any write
     if ids is not None and data is None:
         raise DataError("ids= goes with data=: a map-style dataset and one ID per index")
     config = with_categories(config, data is not None)  # before the data are encoded

@@ -285,3 +285,16 @@ def test_forgetting_evidence_trains_its_reference_through_the_whole_backbone(sto
     report = forgetting_evidence(url, gone)  # raw rows from the source where a prefix is
     assert report["identical"] is True and report["forgotten"] == 4
     assert report["figures"]["gap_forget"] == report["figures"]["gap_test"] == 0.0
+
+
+def test_retraining_needs_the_backbone_trusted_and_journals_nothing_without(stores, monkeypatch):
+    from sisa.deletion.batch import process
+    from sisa.deletion.lifecycle import request_statuses
+
+    url = stores()
+    monkeypatch.delenv("SISA_TRUSTED_FACTORIES")
+    with pytest.raises(ValueError, match="model.backbone: factory .* is not trusted"):
+        forget(url, [1000])  # it would retrain: refused before journaling
+    assert request_statuses(url) == []
+    with pytest.raises(ValueError, match="model.backbone: factory .* is not trusted"):
+        process(url)
