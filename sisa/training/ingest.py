@@ -270,8 +270,15 @@ def check_existing(
         )
     intent = store.intent()
     if intent is not None and intent["training_hash"] != config.training_hash():
+        other = "another config"
+        recorded = store.config().model.backbone_sha256
+        if recorded is not None and recorded != config.model.backbone_sha256:
+            other = (
+                f"another backbone (it expects {recorded[:16]}, this one is "
+                f"{(config.model.backbone_sha256 or 'none')[:16]})"
+            )
         raise StoreStateError(
-            f"{store.url} holds an unfinished training with another config; "
+            f"{store.url} holds an unfinished training with {other}; "
             "pass --overwrite (overwrite=True) to start over"
         )
     if intent is not None and intent["data_hash"] != data_hash:

@@ -298,3 +298,25 @@ def test_retraining_needs_the_backbone_trusted_and_journals_nothing_without(stor
     assert request_statuses(url) == []
     with pytest.raises(ValueError, match="model.backbone: factory .* is not trusted"):
         process(url)
+
+
+def test_resuming_an_unfinished_training_on_another_backbone_names_both(tmp_path):
+    from sisa.store.artifacts import StoreStateError
+    from sisa.training.ingest import IngestJob, run_ingest_job
+
+    weights = tmp_path / "stack.safetensors"
+    source = write_digits_npz(tmp_path / "d.npz")
+    settings = {"data.source": str(source), "model.backbone_weights": str(weights)}
+    config = tiny_config(**settings | lora_settings())
+    url = str(tmp_path / "s")
+
+    def ingest(seed):
+        torch.manual_seed(seed)
+        save_file(backbones.stack((64,)).state_dict(), str(weights))
+        job = IngestJob(url=url, storage_options={}, config=config.stored(), trusted=(STACK,))
+        return run_ingest_job(job, lambda units: None)
+
+    ingest(1)  # no shard trained yet: an unfinished training
+    expected = SisaStore(url).config().model.backbone_sha256
+    with pytest.raises(StoreStateError, match=f"another backbone \\(it expects {expected[:16]}"):
+        ingest(2)
