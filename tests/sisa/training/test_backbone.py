@@ -345,3 +345,21 @@ def test_reference_scaling_is_refused_in_head_mode(weights):
     }
     with pytest.raises(ConfigError, match="data.scale_from: 'reference' does not go with"):
         tiny_config(**settings)
+
+
+def test_a_rolled_back_shard_serves_its_earlier_head(stores, trusted):
+    from sisa.deletion.accept import accept
+
+    url = stores()
+    ids, shards, slices = layout(url)
+    accepted = accept(url, [int(ids[(shards == 2) & (slices == 1)][0])])
+    assert accepted.start_stages == {2: 2}
+    ensemble = Ensemble.load(url)
+    assert ensemble.served[2].stage == 1  # the stage before the deleted point's slice
+    store = SisaStore(url)
+    weights, _ = store.read_stage(store.shard_head(2).stages[0], state=False)
+    served = ensemble.models[2].state_dict()
+    assert set(served) == set(weights)
+    assert all(torch.equal(served[k], v) for k, v in weights.items())
+    X = np.random.default_rng(2).random((6, 64)).astype(np.float32)
+    assert ensemble.predict_proba(X).shape == (6, 10)  # raw rows, through the backbone
