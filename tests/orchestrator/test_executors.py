@@ -348,6 +348,19 @@ def test_a_local_cluster_starts_when_no_address_is_given(tmp_path):
     assert weights(url) == weights(reference)
 
 
+def assert_trains_and_forgets_the_same_on_ray(cfg, tmp_path) -> None:
+    """A store trained and forgotten on Ray equals one in process; its shards take the
+    backbone's 16 features (a frozen prefix's outputs, in "lora" mode)."""
+    local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
+    train(cfg, local, executor=InProcessExecutor(progress=False))
+    train(cfg, remote, executor=RayExecutor(progress=False))
+    assert SisaStore(remote).intent()["input_shape"] == [16]
+    assert weights(local) == weights(remote)
+    forget(local, [5, 105], executor=InProcessExecutor(progress=False))
+    forget(remote, [5, 105], executor=RayExecutor(progress=False))
+    assert weights(local) == weights(remote)
+
+
 def test_heads_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path):
     """The ingest job computes the features on a Ray worker: the same features, heads and
     forgetting as in process."""
@@ -366,14 +379,7 @@ def test_heads_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path):
             "model.hidden": [],
         }
     )
-    local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
-    train(cfg, local, executor=InProcessExecutor(progress=False))
-    train(cfg, remote, executor=RayExecutor(progress=False))
-    assert SisaStore(remote).intent()["input_shape"] == [16]
-    assert weights(local) == weights(remote)
-    forget(local, [5, 105], executor=InProcessExecutor(progress=False))
-    forget(remote, [5, 105], executor=RayExecutor(progress=False))
-    assert weights(local) == weights(remote)
+    assert_trains_and_forgets_the_same_on_ray(cfg, tmp_path)
 
 
 def test_adapters_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path, monkeypatch):
@@ -391,11 +397,4 @@ def test_adapters_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path, 
             "model.hidden": [],
         }
     )
-    local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
-    train(cfg, local, executor=InProcessExecutor(progress=False))
-    train(cfg, remote, executor=RayExecutor(progress=False))
-    assert SisaStore(remote).intent()["input_shape"] == [16]
-    assert weights(local) == weights(remote)
-    forget(local, [5, 105], executor=InProcessExecutor(progress=False))
-    forget(remote, [5, 105], executor=RayExecutor(progress=False))
-    assert weights(local) == weights(remote)
+    assert_trains_and_forgets_the_same_on_ray(cfg, tmp_path)

@@ -191,15 +191,21 @@ def test_the_shards_hold_each_points_features_and_the_store_no_backbone(stores, 
     assert row not in held  # the backbone's weights never enter the store
 
 
-def test_forgetting_retrains_heads_only_and_equals_scratch(stores, weights):
-    url = stores(groups=True)
+def forget_first_last_and_a_group(url: str) -> list[int]:
+    """Forget a point of shard 0's first slice, one of shard 2's last slice, then group
+    person-7; return the IDs gone."""
     ids, shards, slices = layout(url)
     first = int(ids[(shards == 0) & (slices == 0)][0])
     last = int(ids[(shards == 2) & (slices == 2)][0])
     report = forget(url, [first, last])
     assert {r.shard: r.start_stage for r in report.shards} == {0: 1, 2: 3}
     forget(url, group="person-7")
-    gone = [first, last, *range(1028, 1032)]
+    return [first, last, *range(1028, 1032)]
+
+
+def test_forgetting_retrains_heads_only_and_equals_scratch(stores, weights):
+    url = stores(groups=True)
+    gone = forget_first_last_and_a_group(url)
     assert_equals_scratch(stores, url, gone, groups=True)
     assert audit(url).ok  # the features are scanned like raw data: none of the gone is left
 

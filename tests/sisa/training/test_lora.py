@@ -25,6 +25,7 @@ from sisa.training.trainer import fresh_state
 from tests.conftest import tiny_config, write_digits_npz
 from tests.sisa import backbones
 from tests.sisa.deletion.test_accept import assert_equals_scratch, layout
+from tests.sisa.training.test_backbone import forget_first_last_and_a_group
 
 STACK = "tests.sisa.backbones:stack"
 VIT = "tests.sisa.backbones:vit"
@@ -115,13 +116,7 @@ def test_a_backbone_without_a_frozen_prefix_trains_on_raw_points(stores):
 @pytest.mark.parametrize("backbone", [STACK, VIT])
 def test_forgetting_retrains_adapters_and_equals_scratch(stores, backbone):
     url = stores(groups=True, backbone=backbone)
-    ids, shards, slices = layout(url)
-    first = int(ids[(shards == 0) & (slices == 0)][0])
-    last = int(ids[(shards == 2) & (slices == 2)][0])
-    report = forget(url, [first, last])
-    assert {r.shard: r.start_stage for r in report.shards} == {0: 1, 2: 3}
-    forget(url, group="person-7")
-    gone = [first, last, *range(1028, 1032)]
+    gone = forget_first_last_and_a_group(url)
     assert_equals_scratch(stores, url, gone, groups=True, backbone=backbone)
     assert audit(url).ok  # the stored prefix outputs are scanned like raw data
 
