@@ -84,8 +84,8 @@ def test_checkpoints_hold_the_adapters_head_and_their_optimizer_state_only(store
     assert len(adapters) == 2 * len(TARGETS[backbone])  # an A and a B per target
     # AdamW keeps moments for exactly the tensors that learn
     assert len(extra["optimizer"]["state"]) == len(weights)
-    model = shared_base(store.config())  # the base the store records
-    assert state_sha256(model.prefix.module if model.prefix else model.body) != ""
+    model = shared_base(store.config())
+    assert model.sha256 == store.config().model.backbone_sha256  # the base the store records
     base = next(iter(model.body.state_dict().values())).numpy().tobytes()
     held = b"".join(p.read_bytes() for p in Path(url).rglob("*") if p.is_file())
     assert base[:64] not in held  # the backbone's weights never enter the store
