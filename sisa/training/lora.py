@@ -23,6 +23,7 @@ per row for all S shards.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -161,7 +162,7 @@ def load_lora_base(
         )
     assert isinstance(module, nn.Sequential)
     prefix = checked(
-        module[:k],
+        _children(module, 0, k),
         cfg,
         input_shape,
         sha,
@@ -169,7 +170,14 @@ def load_lora_base(
         device=device,
         flat=False,
     )
-    return LoraBase(prefix=prefix, body=module[k:], num_features=whole.num_features, sha256=sha)
+    rest = _children(module, k, len(module))
+    return LoraBase(prefix=prefix, body=rest, num_features=whole.num_features, sha256=sha)
+
+
+def _children(module: nn.Sequential, lo: int, hi: int) -> nn.Sequential:
+    """Children ``lo:hi`` under their own names, as a plain ``nn.Sequential``: slicing
+    (``module[lo:hi]``) calls the class's own constructor, which a subclass may not take."""
+    return nn.Sequential(OrderedDict(list(module.named_children())[lo:hi]))
 
 
 _loaded: dict[tuple[object, ...], LoraBase] = {}  # the last base this process loaded

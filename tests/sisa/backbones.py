@@ -112,20 +112,27 @@ def resnet(input_shape):
     return ResNetFeatures(input_shape)
 
 
-def stack(input_shape):
-    """An ``nn.Sequential`` backbone [B, *in] -> [B, 16]: adapters on ``block`` leave
-    ``flatten``, ``embed`` and ``act`` a frozen prefix, whose outputs the store keeps."""
-    from collections import OrderedDict
+class Stack(nn.Sequential):
+    """An ``nn.Sequential`` subclass with a constructor of its own (which slicing it could
+    not call), [B, *in] -> [B, 16]: adapters on ``block`` leave ``flatten``, ``embed`` and
+    ``act`` a frozen prefix, whose outputs the store keeps."""
 
-    return nn.Sequential(
-        OrderedDict(
-            flatten=nn.Flatten(),
-            embed=nn.Linear(math.prod(input_shape), 16),
-            act=nn.Tanh(),
-            block=nn.Linear(16, 16),
-            out=nn.Tanh(),
+    def __init__(self, input_shape) -> None:
+        from collections import OrderedDict
+
+        super().__init__(
+            OrderedDict(
+                flatten=nn.Flatten(),
+                embed=nn.Linear(math.prod(input_shape), 16),
+                act=nn.Tanh(),
+                block=nn.Linear(16, 16),
+                out=nn.Tanh(),
+            )
         )
-    )
+
+
+def stack(input_shape):
+    return Stack(input_shape)
 
 
 class DropoutBackbone(Tiny):
