@@ -5,16 +5,19 @@
   (S = R = 1) of its variant and seed, so the loss in points has a standard error over
   seeds that the shared split does not inflate.
 * ``deletion_times``: K single-point ``forget`` calls (accept, retrain, purge) on a "head"
-  store and on the monolithic head store (S = R = 1); then the monolithic full fine-tune
-  (``benchmarks.backbones_model.fine_tune``) retrained once on the monolithic store's
-  training points without the first point forgotten, and scored on its held-out points.
+  store, on a "lora" store and on the monolithic head store (S = R = 1); then the
+  monolithic full fine-tune (``benchmarks.backbones_model.fine_tune``) retrained once on
+  the monolithic store's training points without the first point forgotten, and scored
+  on its held-out points.
 * ``inference``: ``Ensemble.predict_proba`` over N raw rows (the backbone once per row,
   in groups of ``model.feature_batch``, then every head) against one forward of one full
   model (the same backbone module and one of the heads), alternating, medians; and its
   parts: the backbone in its groups, the heads and the aggregation on stored features,
   and the backbone's one forward over all rows.
-* ``checkpoint_bytes``: the stage files of a "head" store against the backbone's bytes,
-  and against a full fine-tune store of the same architecture (MLP hidden = the
+* ``vit_inference``: ``inference`` again on a ViT-B-sized backbone with random weights,
+  where the heads cost what they cost beside a real backbone.
+* ``checkpoint_bytes``: the stage files of the "head" and "lora" stores against the
+  backbone's bytes, and against a full fine-tune store of the same architecture (MLP hidden = the
   backbone's widths) trained for a few steps on a few points: its files have the sizes of
   any full fine-tune's, whatever the data.
 """
@@ -153,22 +156,37 @@ def held_out_ids(url: str) -> np.ndarray:
     return store.read_data(test.data, features=False)["ids"]
 
 
+def _store_deletions(
+    url: str, rng: np.random.Generator, k: int, sisa: dict[str, int]
+) -> dict[str, Any]:
+    """K random training points of ``url`` forgotten one by one, and the store's accuracy."""
+    rows = _forgets(url, rng.choice(training_layout(url).ids, k, replace=False).tolist())
+    return {
+        "median_s": median(r["wall_s"] for r in rows),
+        "median_samples": median(r["samples"] for r in rows),
+        "deletions": rows,
+    } | sisa
+
+
 def deletion_times(
     root: Path,
-    head: dict[str, Any],
+    modes: dict[str, dict[str, Any]],
     sisa: dict[str, int],
     k: int,
     mono_k: int,
     fine: dict[str, Any],
 ) -> dict[str, Any]:
-    """Seconds per single-point deletion: "head" at ``sisa`` (S, R), the monolithic head,
-    and the monolithic full fine-tune's retrain (``fine``: ``fine_tune``'s arguments)."""
-    url, train_s = train_store(root, "delete-head", head | sisa)
-    mono = {"sisa.shards": 1, "sisa.slices": 1}
-    mono_url, mono_train_s = train_store(root, "delete-mono", head | mono)
+    """Seconds per single-point deletion of each store of ``modes`` ("head" first, then
+    "lora": their overrides) at ``sisa`` (S, R), of the monolithic head, and of the
+    monolithic full fine-tune's retrain (``fine``: ``fine_tune``'s arguments)."""
+    head = modes["head"]
     rng = np.random.default_rng(0)
-    victims = rng.choice(training_layout(url).ids, k, replace=False).tolist()
-    rows = _forgets(url, victims)
+    urls, train_s, out = {}, {}, {}
+    for mode, overrides in modes.items():
+        urls[mode], train_s[mode] = train_store(root, f"delete-{mode}", overrides | sisa)
+        out[mode] = _store_deletions(urls[mode], rng, k, sisa)
+    mono = {"sisa.shards": 1, "sisa.slices": 1}
+    mono_url, train_s["mono_head"] = train_store(root, "delete-mono", head | mono)
     train_ids = training_layout(mono_url).ids
     mono_victims = rng.choice(train_ids, mono_k, replace=False).tolist()
     mono_rows = _forgets(mono_url, mono_victims)
@@ -179,19 +197,13 @@ def deletion_times(
                               **fine["train"])  # fmt: skip
     X_test, y_test = _raw(source, held_out_ids(mono_url))
     with trusted(head["model.backbone"]):
-        head_acc, mono_acc = evaluate(url)["average"], evaluate(mono_url)["average"]
-    head_s = median(r["wall_s"] for r in rows)
+        for mode, url in urls.items():
+            out[mode]["accuracy"] = evaluate(url)["average"]
+        mono_acc = evaluate(mono_url)["average"]
     mono_s = median(r["wall_s"] for r in mono_rows)
-    return {
-        "url": url,  # for the inference and bytes measurements; not in the results
-        "train_s": {"head": train_s, "mono_head": mono_train_s},
-        "head": {
-            "median_s": head_s,
-            "median_samples": median(r["samples"] for r in rows),
-            "deletions": rows,
-            "accuracy": head_acc,
-        }
-        | sisa,
+    return out | {
+        "urls": urls,  # for the inference and bytes measurements; not in the results
+        "train_s": train_s,
         "mono_head": {
             "points": len(train_ids),
             "median_s": mono_s,
@@ -206,8 +218,8 @@ def deletion_times(
             "accuracy": accuracy(model, X_test, y_test),
             "test_points": len(y_test),
         },
-        "full_over_head": fine_s / head_s,
-        "mono_head_over_head": mono_s / head_s,
+        "full_over": {mode: fine_s / out[mode]["median_s"] for mode in modes},
+        "mono_head_over": {mode: mono_s / out[mode]["median_s"] for mode in modes},
         "full_over_mono_head": fine_s / mono_s,
     }
 
@@ -295,19 +307,31 @@ def stage_bytes(url: str, shard: int = 0) -> dict[str, Any]:
 
 
 def checkpoint_bytes(
-    head_url: str, root: Path, full: dict[str, Any], backbone_bytes: int
+    urls: dict[str, str], root: Path, full: dict[str, Any], backbone_bytes: int
 ) -> dict[str, Any]:
-    """Per-stage and per-shard bytes of "head" checkpoints against the backbone's bytes
-    and against a full fine-tune store (``full``: its overrides, same R)."""
-    head = stage_bytes(head_url)
+    """Per-stage and per-shard bytes of the "head" and "lora" stores' checkpoints (``urls``)
+    against the backbone's bytes and against a full fine-tune store (``full``: its
+    overrides, same R)."""
     full_url, _ = train_store(root, "bytes-full", full)
     whole = stage_bytes(full_url)
     shutil.rmtree(full_url)
-    return {
-        "backbone_bytes": backbone_bytes,
-        "head": head,
-        "full_fine_tune": whole,
-        "weights_of_backbone": head["weights_per_stage"] / backbone_bytes,
-        "with_state_of_backbone": head["with_state_per_stage"] / backbone_bytes,
-        "shard_total_of_full": head["shard_total"] / whole["shard_total"],
-    }
+    out: dict[str, Any] = {"backbone_bytes": backbone_bytes, "full_fine_tune": whole}
+    for mode, url in urls.items():
+        mine = stage_bytes(url)
+        out[mode] = mine | {
+            "weights_of_backbone": mine["weights_per_stage"] / backbone_bytes,
+            "with_state_of_backbone": mine["with_state_per_stage"] / backbone_bytes,
+            "shard_total_of_full": mine["shard_total"] / whole["shard_total"],
+        }
+    return out
+
+
+def vit_inference(
+    root: Path, store: dict[str, Any], sizes: Sequence[int], repeats: int
+) -> dict[str, Any]:
+    """``inference`` on a "head" store over the ViT-B-sized backbone (random weights) and
+    random images (``store``: its overrides; its source is ``random_images``'s)."""
+    url, seconds = train_store(root, "serve-vit", store)
+    served = inference(url, store["data.source"], sizes, repeats)
+    shutil.rmtree(url)
+    return served | {"train_s": seconds}

@@ -12,7 +12,10 @@ backbone pretrained on it, and the monolithic full fine-tune that a deletion wou
   fresh linear head trained end to end on raw private points, with the optimizer, batch
   size and epochs of the heads. A deletion in a full fine-tune retrains this whole model.
 * ``backbone_quick`` and ``backbone_full``: the factories the stores name
-  (``model.backbone``), called as ``factory(input_shape)``.
+  (``model.backbone``), called as ``factory(input_shape)``; ``lora_target`` names the
+  layer "lora" mode adapts.
+* ``vit_b_32px`` and ``random_images``: a ViT-B-sized backbone with random weights and a
+  source of random images, for timing serving only (no accuracy is read from them).
 """
 
 from __future__ import annotations
@@ -32,20 +35,44 @@ PUBLIC_KEY = b"sisa-benchmark-public-split-v1"  # the keyed split: public or pri
 WIDTHS: dict[str, tuple[int, ...]] = {"quick": (64, 32), "full": (2048, 1536, 256)}
 
 
-class MLPBackbone(nn.Module):
-    """[B, *in] -> [B, widths[-1]]: flatten, then Linear-ReLU per width."""
+class MLPBackbone(nn.Sequential):
+    """[B, *in] -> [B, widths[-1]]: flatten, then Linear-ReLU per width.
+
+    An ``nn.Sequential``, so that "lora" mode can cache the children before its target (the
+    last Linear, ``lora_target``) as a frozen prefix."""
 
     def __init__(self, input_shape: Sequence[int], widths: Sequence[int]) -> None:
-        super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for w in widths:
             layers += [nn.Linear(width, w), nn.ReLU()]
             width = w
-        self.net = nn.Sequential(*layers)
+        super().__init__(*layers)
+
+
+def lora_target(widths: Sequence[int]) -> str:
+    """The name of ``MLPBackbone``'s last Linear: Flatten is child 0, then Linear-ReLU pairs."""
+    return str(2 * len(widths) - 1)
+
+
+class ViTB32(nn.Module):
+    """A ViT-B-sized encoder (``transformers`` ViTConfig defaults: 12 layers of width 768,
+    patches of 16) on 32x32 images, with random weights: the [CLS] token's final state,
+    [B, 3, 32, 32] -> [B, 768]. It times serving on a backbone whose cost against its heads
+    is a real one's; small images keep the forward affordable on a CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import ViTConfig, ViTModel
+
+        self.vit = ViTModel(ViTConfig(image_size=32), add_pooling_layer=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.vit(pixel_values=x).last_hidden_state[:, 0]
+
+
+def vit_b_32px(input_shape: Sequence[int]) -> nn.Module:
+    return ViTB32()
 
 
 def backbone_quick(input_shape: Sequence[int]) -> nn.Module:
@@ -58,6 +85,7 @@ def backbone_full(input_shape: Sequence[int]) -> nn.Module:
 
 FACTORIES = {"quick": "benchmarks.backbones_model:backbone_quick",
              "full": "benchmarks.backbones_model:backbone_full"}  # fmt: skip
+VIT_FACTORY = "benchmarks.backbones_model:vit_b_32px"
 
 
 def public_mask(ids: np.ndarray, fraction: float) -> np.ndarray:
@@ -165,3 +193,13 @@ def fine_tune(
     backbone.load_state_dict(load_file(weights))
     model = nn.Sequential(backbone, nn.Linear(widths[-1], num_classes))
     return model, _train(model, X, y, **train)
+
+
+def random_images(folder: Path, n: int, num_classes: int, seed: int) -> Path:
+    """An ``.npz`` source of ``n`` uniform random 3x32x32 images with random labels: what
+    ``vit_b_32px`` takes, for timing only."""
+    rng = np.random.default_rng(seed)
+    path = folder / "images.npz"
+    X = rng.random((n, 3, 32, 32), dtype=np.float32)  # [n, 3, 32, 32]
+    np.savez(path, ids=np.arange(n), X=X, y=rng.integers(0, num_classes, n))
+    return path

@@ -15,17 +15,23 @@ def cell(figures: dict[str, Any], variant: str, shards: int) -> dict[str, Any] |
     )
 
 
+MODES = ("head", "lora")  # the variants on the backbone that the goals speak of
+
+
 def verdicts(figures: dict[str, Any]) -> dict[str, bool | None]:
     """Each goal of issue 19 against its figure; None where the grid lacks the figure."""
     g, out = figures["goals"], {}
-    for shards, goal in g["loss_points"].items():
-        s = cell(figures, "head", int(shards))
-        out[f"loss_at_{shards}"] = None if s is None else s["loss_points"] <= goal
-    out["speedup"] = figures["deletion"]["full_over_head"] >= g["speedup"]
-    out["inference"] = figures["inference"]["rows"][-1]["ratio"] <= g["inference"]
+    for mode in MODES:
+        for shards, goal in g["loss_points"].items():
+            s = cell(figures, mode, int(shards))
+            out[f"loss_at_{shards}_{mode}"] = None if s is None else s["loss_points"] <= goal
+    out["speedup"] = figures["deletion"]["full_over"]["head"] >= g["speedup"]
+    for name, served in figures["inference"].items():
+        out[f"inference_{name}"] = served["rows"][-1]["ratio"] <= g["inference"]
     b = figures["bytes"]
-    out["weights"] = b["weights_of_backbone"] <= g["weights"]
-    out["with_state"] = b["with_state_of_backbone"] <= g["with_state"]
+    for mode in MODES:
+        out[f"weights_{mode}"] = b[mode]["weights_of_backbone"] <= g["weights"]
+        out[f"with_state_{mode}"] = b[mode]["with_state_of_backbone"] <= g["with_state"]
     return out
 
 
@@ -35,7 +41,7 @@ def _met(value: bool | None) -> str:
 
 def setup_text(figures: dict[str, Any], grid: dict[str, Any]) -> str:
     s, b = figures["setup"], figures["setup"]["backbone"]
-    p = grid["pretrain"]
+    p, lora = grid["pretrain"], figures["setup"]["lora"]
     arch = " → ".join(str(w) for w in [600, *s["widths"]])
     return (
         f"**The backbone is pretrained on a disjoint public part of the data, not downloaded.** "
@@ -54,8 +60,12 @@ def setup_text(figures: dict[str, Any], grid: dict[str, Any]) -> str:
         "safetensors and named by `model.backbone` / `model.backbone_weights`. Stores: "
         f"Adam, batch 64, {s['epochs']:g} epochs (equal-cost), uniform sharding, averaging, "
         f"`model.feature_batch = {s['feature_batch']}`, in process on 1 torch thread. "
-        'Low-rank adapters (`model.finetune = "lora"`) do not exist yet: nothing here '
-        "measures them."
+        f'Low-rank adapters (`model.finetune = "lora"`): rank {lora["model.lora_rank"]}, '
+        f"alpha {lora['model.lora_alpha']}, no dropout, on the backbone's last Linear "
+        f"(`model.lora_targets = {lora['model.lora_targets']}`), with a linear head; the "
+        f"layers before it ({' → '.join(str(w) for w in [600, *s['widths'][:-1]])}) are its "
+        "frozen prefix, computed once per point at ingest and stored as the shard's data, "
+        "so each shard trains the adapted last layer and its head."
     )
 
 
@@ -66,6 +76,11 @@ def variants_text(grid: dict[str, Any]) -> str:
             parts.append(
                 f'`{name}`: from-scratch SISA (`model.finetune = "full"`), an MLP '
                 f"{list(o['model.hidden'])} on the raw points, Adam {o['optim.lr']:g}"
+            )
+        elif o.get("model.finetune") == "lora":
+            parts.append(
+                f'`{name}`: `model.finetune = "lora"`, adapters on the last Linear and a '
+                f"linear head per shard, Adam {o['optim.lr']:g}"
             )
         else:
             parts.append(
@@ -90,14 +105,15 @@ def accuracy_table(summary: list[dict[str, Any]]) -> str:
 
 
 def deletion_table(d: dict[str, Any]) -> str:
-    h, m, f = d["head"], d["mono_head"], d["full_fine_tune"]
+    m, f = d["mono_head"], d["full_fine_tune"]
     header = ("deletion of one point", "seconds", "samples retrained (median)",
               "full fine-tune / this", "test accuracy")  # fmt: skip
     rows = [
-        [f"\"head\", S={h['sisa.shards']} R={h['sisa.slices']}: `forget` (median of "
-         f"{len(h['deletions'])})", f"{h['median_s']:.3f}",
-         f"{h['median_samples']:,.0f}",
-         times(d["full_over_head"], 0), f"{h['accuracy']:.4f}"],
+        [f"\"{mode}\", S={h['sisa.shards']} R={h['sisa.slices']}: `forget` (median of "
+         f"{len(h['deletions'])})", f"{h['median_s']:.3f}", f"{h['median_samples']:,.0f}",
+         times(d["full_over"][mode], 0), f"{h['accuracy']:.4f}"]
+        for mode, h in ((mode, d[mode]) for mode in MODES)
+    ] + [
         [f"monolithic head, S=R=1: `forget` (median of {len(m['deletions'])})",
          f"{m['median_s']:.3f}", f"{m['median_samples']:,.0f}",
          times(d["full_over_mono_head"], 1), f"{m['accuracy']:.4f}"],
@@ -107,9 +123,17 @@ def deletion_table(d: dict[str, Any]) -> str:
     return "\n".join(markdown_table(header, rows))
 
 
+INFERENCE_NAMES = {
+    "head": '"head" on the pretrained MLP',
+    "lora": '"lora" on the pretrained MLP (its frozen prefix once per row, then every '
+    "shard's adapted last layer and head)",
+    "vit": '"head" on the ViT-B-sized backbone (random weights, random 32x32 images)',
+}
+
+
 def inference_table(inf: dict[str, Any]) -> str:
     header = ("rows N", "ensemble predict_proba (ms)", "one full model (ms)", "ratio",
-              "of which: backbone in groups (ms)", "heads + aggregation (ms)",
+              "of which: backbone in groups (ms)", "shard models + aggregation (ms)",
               "backbone, one forward (ms)")  # fmt: skip
     rows = (
         [f"{r['n']:,}", f"{r['ensemble_s'] * 1e3:.2f}", f"{r['one_model_s'] * 1e3:.2f}",
@@ -120,17 +144,32 @@ def inference_table(inf: dict[str, Any]) -> str:
     return "\n".join(markdown_table(header, rows))
 
 
+def inference_section(served: dict[str, Any]) -> str:
+    parts = []
+    for name, inf in served.items():
+        parts.append(
+            f"{INFERENCE_NAMES[name]}: S = {inf['shards']}, `{inf['strategy']}` forward, "
+            f"`model.feature_batch = {inf['feature_batch']}`."
+        )
+        parts.append(inference_table(inf))
+    return "\n\n".join(parts)
+
+
 def bytes_table(b: dict[str, Any]) -> str:
-    h, f, bb = b["head"], b["full_fine_tune"], b["backbone_bytes"]
+    f, bb = b["full_fine_tune"], b["backbone_bytes"]
     header = ("what", "bytes", "of the backbone")
-    rows = [
-        ["backbone (float32 tensors)", f"{bb:,}", "100%"],
-        ["\"head\": a stage's weights file", f"{h['weights_per_stage']:,}",
-         f"{h['weights_per_stage'] / bb:.3%}"],
-        ["\"head\": a stage's weights + optimizer state", f"{h['with_state_per_stage']:,}",
-         f"{h['with_state_per_stage'] / bb:.3%}"],
-        [f"\"head\": a shard's {h['stages']} stages", f"{h['shard_total']:,}",
-         f"{h['shard_total'] / bb:.2%}"],
+    rows = [["backbone (float32 tensors)", f"{bb:,}", "100%"]]
+    for mode in MODES:
+        h = b[mode]
+        rows += [
+            [f"\"{mode}\": a stage's weights file", f"{h['weights_per_stage']:,}",
+             f"{h['weights_per_stage'] / bb:.3%}"],
+            [f"\"{mode}\": a stage's weights + optimizer state",
+             f"{h['with_state_per_stage']:,}", f"{h['with_state_per_stage'] / bb:.3%}"],
+            [f"\"{mode}\": a shard's {h['stages']} stages", f"{h['shard_total']:,}",
+             f"{h['shard_total'] / bb:.2%}"],
+        ]  # fmt: skip
+    rows += [
         ["full fine-tune: a stage's weights file", f"{f['weights_per_stage']:,}",
          f"{f['weights_per_stage'] / bb:.1%}"],
         ["full fine-tune: a stage's weights + optimizer state",
@@ -141,56 +180,65 @@ def bytes_table(b: dict[str, Any]) -> str:
     return "\n".join(markdown_table(header, rows))
 
 
-def reading(figures: dict[str, Any]) -> str:
-    """Short conclusions, every number computed from the figures."""
-    g, v = figures["goals"], figures["verdicts"]
-    out = []
-    losses = []
-    for shards, goal in g["loss_points"].items():
-        s = cell(figures, "head", int(shards))
-        if s is None:
-            continue
-        full = cell(figures, "full", int(shards))
-        losses.append(
-            f"at S = {shards} it loses {s['loss_points']:+.2f} ± {s['loss_se']:.2f} points "
-            f"against the monolithic head (goal ≤ {goal:g}: {_met(v[f'loss_at_{shards}'])})"
-            + (
-                f", from-scratch SISA {full['loss_points']:+.2f} ± {full['loss_se']:.2f}"
-                if full
-                else ""
+def _accuracy_reading(figures: dict[str, Any]) -> list[str]:
+    g, v, out = figures["goals"], figures["verdicts"], []
+    for mode in MODES:
+        losses = []
+        for shards, goal in g["loss_points"].items():
+            s = cell(figures, mode, int(shards))
+            if s is None:
+                continue
+            full = cell(figures, "full", int(shards))
+            losses.append(
+                f"at S = {shards} it loses {s['loss_points']:+.2f} ± {s['loss_se']:.2f} points "
+                f"against its monolithic model (goal ≤ {goal:g}: "
+                f"{_met(v[f'loss_at_{shards}_{mode}'])})"
+                + (
+                    f", from-scratch SISA {full['loss_points']:+.2f} ± {full['loss_se']:.2f}"
+                    if full
+                    else ""
+                )
             )
-        )
-    if losses:
-        out.append('Accuracy ("head"): ' + "; ".join(losses) + ".")
+        if losses:
+            out.append(f'Accuracy ("{mode}"): ' + "; ".join(losses) + ".")
     monos = [s for s in figures["accuracy"] if s["shards"] == 1 and s["variant"] != "full"]
     best = max(monos, key=lambda s: s["mean"])
-    against = [
-        f"S = {s['shards']}: {(best['mean'] - s['mean']) * 100:+.2f}"
-        for s in figures["accuracy"]
-        if s["variant"] == "head" and str(s["shards"]) in g["loss_points"]
-    ]
-    if against and best["variant"] != "head":
-        mono = cell(figures, "head", 1)
-        assert mono is not None
-        out.append(
-            f"The monolithic model of `head` ({mono['mean']:.4f}) is not the best monolithic "
-            f"model on the backbone: `{best['variant']}` reaches {best['mean']:.4f} at S = 1. "
-            "Against that one (unpaired means), `head` loses " + ", ".join(against) + " points."
-        )
+    for mode in MODES:
+        mono = cell(figures, mode, 1)
+        against = [
+            f"S = {s['shards']}: {(best['mean'] - s['mean']) * 100:+.2f}"
+            for s in figures["accuracy"]
+            if s["variant"] == mode and str(s["shards"]) in g["loss_points"]
+        ]
+        if against and mono is not None and best["variant"] != mode:
+            out.append(
+                f"The monolithic model of `{mode}` ({mono['mean']:.4f}) is not the best "
+                f"monolithic model on the backbone: `{best['variant']}` reaches "
+                f"{best['mean']:.4f} at S = 1. Against that one (unpaired means), `{mode}` "
+                "loses " + ", ".join(against) + " points."
+            )
     top = max(s["shards"] for s in figures["accuracy"])
     row = ", ".join(
         f"{s['variant']} {s['loss_points']:+.2f}" for s in figures["accuracy"] if s["shards"] == top
     )
     out.append(f"At the largest S = {top}, loss in points by variant: {row}.")
-    d = figures["deletion"]
-    f = d["full_fine_tune"]
-    out.append(
+    return out
+
+
+def _deletion_reading(figures: dict[str, Any]) -> str:
+    g, v, d = figures["goals"], figures["verdicts"], figures["deletion"]
+    f, m = d["full_fine_tune"], d["mono_head"]
+    lora = d["lora"]
+    return (
         f'Deletion: "head" forgets one point in {d["head"]["median_s"]:.3f} s (median), '
-        f"{times(d['full_over_head'], 0)} faster than retraining the monolithic full "
+        f"{times(d['full_over']['head'], 0)} faster than retraining the monolithic full "
         f"fine-tune ({f['retrain_s']:.1f} s; goal ≥ {g['speedup']:g}x: {_met(v['speedup'])}) "
-        f"and {times(d['mono_head_over_head'], 1)} faster than the monolithic head "
-        f"({d['mono_head']['median_s']:.2f} s). The issue asks for a size where the full "
-        "fine-tune's retrain takes at least 2 minutes: "
+        f"and {times(d['mono_head_over']['head'], 1)} faster than the monolithic head "
+        f'({m["median_s"]:.2f} s). "lora" forgets one in {lora["median_s"]:.3f} s: '
+        f"{times(d['full_over']['lora'], 0)} faster than the full fine-tune, "
+        f"{times(d['mono_head_over']['lora'], 1)} against the monolithic head (no goal). "
+        "The issue asks for a size where the full fine-tune's retrain takes at least 2 "
+        "minutes: "
         + (
             "it does here."
             if f["retrain_s"] >= 120
@@ -198,32 +246,56 @@ def reading(figures: dict[str, Any]) -> str:
             "(the suite must fit about 15 minutes on 2 shared cores)."
         )
         + f" The full fine-tune reaches {f['accuracy']:.4f} on the monolithic store's "
-        f"held-out points, the monolithic head {d['mono_head']['accuracy']:.4f}."
+        f"held-out points, the monolithic head {m['accuracy']:.4f}."
     )
-    inf, setup = figures["inference"], figures["setup"]
+
+
+def _inference_reading(figures: dict[str, Any]) -> list[str]:
+    g, v, setup = figures["goals"], figures["verdicts"], figures["setup"]
+    inf, vit = figures["inference"]["head"], figures["inference"]["vit"]
     widths, last, first = setup["widths"], inf["rows"][-1], inf["rows"][0]
-    out.append(
-        f"Inference at S = {inf['shards']}: the ensemble over {last['n']:,} rows takes "
-        f"{times(last['ratio'])} one full model's forward (goal ≤ {g['inference']:g}x: "
-        f"{_met(v['inference'])}). For {first['n']:,} row(s) it takes {times(first['ratio'])}: "
-        f"every backbone forward has exactly `feature_batch` = {inf['feature_batch']} rows, "
-        "the rest zeros, so a small request pays for a whole group. At "
-        f"{last['n']:,} rows the backbone in its groups takes {last['backbone_groups_s'] * 1e3:.1f}"
-        f" ms (one forward over all rows: {last['one_backbone_s'] * 1e3:.1f} ms) and the "
-        f"{inf['shards']} heads with the aggregation {last['heads_s'] * 1e3:.1f} ms: "
-        f"{inf['shards']} linear heads of {widths[-1]} features to the "
-        f"classes are {inf['shards'] * (widths[-1] + 1) * setup['num_classes']:,} weights "
-        f"against the backbone's {setup['backbone']['params']:,}, so on a backbone "
-        "this small the heads are not free."
-    )
-    b = figures["bytes"]
-    out.append(
-        f'Bytes: a "head" stage\'s weights are {b["weights_of_backbone"]:.3%} of the '
-        f"backbone (goal ≤ {g['weights']:.0%}: {_met(v['weights'])}), with the optimizer "
-        f"state {b['with_state_of_backbone']:.3%} (goal ≤ {g['with_state']:.0%}: "
-        f"{_met(v['with_state'])}); a shard's {b['head']['stages']} stages take "
-        f"{b['shard_total_of_full']:.3%} of a full fine-tune's."
-    )
+    heads = inf["shards"] * (widths[-1] + 1) * setup["num_classes"]
+    vit_last = vit["rows"][-1]
+    lora_last = figures["inference"]["lora"]["rows"][-1]
+    return [
+        f'Inference, "head" at S = {inf["shards"]} on the pretrained MLP: the ensemble over '
+        f"{last['n']:,} rows takes {times(last['ratio'])} one full model's forward (goal ≤ "
+        f"{g['inference']:g}x: {_met(v['inference_head'])}). At {last['n']:,} rows the backbone "
+        f"in its groups takes {last['backbone_groups_s'] * 1e3:.1f} ms (one forward over all "
+        f"rows: {last['one_backbone_s'] * 1e3:.1f} ms) and the {inf['shards']} heads with the "
+        f"aggregation {last['heads_s'] * 1e3:.1f} ms: {inf['shards']} linear heads of "
+        f"{widths[-1]} features to the classes are {heads:,} weights against the backbone's "
+        f"{setup['backbone']['params']:,} ({heads / setup['backbone']['params']:.1%} of its "
+        "multiply-adds per row), so on a backbone this small the heads are not free.",
+        f"On the ViT-B-sized backbone the same {vit['shards']} heads cost what they cost "
+        f"beside a real one: over {vit_last['n']:,} rows the ensemble takes "
+        f"{times(vit_last['ratio'])} one full model's forward (goal ≤ {g['inference']:g}x: "
+        f"{_met(v['inference_vit'])}); the heads with the aggregation take "
+        f"{vit_last['heads_s'] * 1e3:.1f} ms of {vit_last['ensemble_s'] * 1e3:.0f} ms.",
+        f"For {first['n']:,} row(s) the MLP's ensemble takes {times(first['ratio'])}: every "
+        f"backbone forward has exactly `feature_batch` = {inf['feature_batch']} rows, the rest "
+        "zeros, so a small request pays for a whole group.",
+        f'"lora" over {lora_last["n"]:,} rows: {times(lora_last["ratio"])} one model\'s '
+        "forward (no goal): each of its shard models runs its own adapted "
+        f"{widths[-2]} → {widths[-1]} layer, so it costs more than a head.",
+    ]
+
+
+def reading(figures: dict[str, Any]) -> str:
+    """Short conclusions, every number computed from the figures."""
+    g, v, b = figures["goals"], figures["verdicts"], figures["bytes"]
+    out = _accuracy_reading(figures)
+    out.append(_deletion_reading(figures))
+    out += _inference_reading(figures)
+    for mode in MODES:
+        out.append(
+            f'Bytes: a "{mode}" stage\'s weights are {b[mode]["weights_of_backbone"]:.3%} of '
+            f"the backbone (goal ≤ {g['weights']:.0%}: {_met(v[f'weights_{mode}'])}), with the "
+            f"optimizer state {b[mode]['with_state_of_backbone']:.3%} (goal ≤ "
+            f"{g['with_state']:.0%}: {_met(v[f'with_state_{mode}'])}); a shard's "
+            f"{b[mode]['stages']} stages take {b[mode]['shard_total_of_full']:.3%} of a full "
+            "fine-tune's."
+        )
     return "\n\n".join(out)
 
 
@@ -232,10 +304,11 @@ def markdown(figures: dict[str, Any], grid: dict[str, Any]) -> str:
     d = figures["deletion"]
     return "\n\n".join(
         [
-            'Frozen pretrained backbones with per-shard heads (`model.finetune = "head"`) '
-            "against from-scratch SISA and monolithic models. The cores were shared with "
-            f"other work (1-minute load average {lb:.2f} at the start, {la:.2f} at the end): "
-            "timings are ratios within this run; bytes, points and accuracies are counts.",
+            'Frozen pretrained backbones with per-shard heads (`model.finetune = "head"`) and '
+            'low-rank adapters (`"lora"`) against from-scratch SISA and monolithic models. '
+            "The cores were shared with other work (1-minute load average "
+            f"{lb:.2f} at the start, {la:.2f} at the end): timings are ratios within this "
+            "run; bytes, points and accuracies are counts.",
             "## Setup",
             setup_text(figures, grid),
             "## Accuracy against S",
@@ -246,7 +319,8 @@ def markdown(figures: dict[str, Any], grid: dict[str, Any]) -> str:
             "## Time per deletion",
             f"In process. {len(d['head']['deletions'])} random training points forgotten "
             "one by one (`forget`: accept, retrain the affected shard from the point's "
-            'slice, purge) from the "head" store, and from the monolithic head store; '
+            'slice, purge) from the "head" store and from the "lora" store, and '
+            f"{len(d['mono_head']['deletions'])} from the monolithic head store; "
             "the monolithic full fine-tune (the pretrained backbone and a fresh linear "
             "head, trained end to end on the raw points, Adam "
             f"{grid['fine_tune_lr']:g}, batch 64, {grid['epochs']:g} epochs) retrained once on "
@@ -254,12 +328,16 @@ def markdown(figures: dict[str, Any], grid: dict[str, Any]) -> str:
             "Test accuracy: of the store after its deletions, on its held-out points.",
             deletion_table(d),
             "## Aggregated inference",
-            f'The "head" store above (S = {figures["inference"]["shards"]}, '
-            f"`{figures['inference']['strategy']}` forward): `Ensemble.predict_proba` over N "
-            "raw rows (the backbone once per row, every head on its features) against one "
-            "full model (the same backbone module, then one head, softmax) over the same "
-            f"rows; medians of {figures['inference']['repeats']}, alternating.",
-            inference_table(figures["inference"]),
+            "`Ensemble.predict_proba` over N raw rows (the backbone once per row, every shard "
+            "model on its output) against one full model (the same backbone module, then one "
+            "shard model, softmax) over the same rows; medians of "
+            f"{figures['inference']['head']['repeats']} (ViT: "
+            f"{figures['inference']['vit']['repeats']}), alternating. The ViT-B-sized "
+            "backbone (transformers `ViTConfig` defaults but 32x32 images: "
+            "12 layers of width 768, 85.7 M parameters, 5 tokens) has random weights and "
+            f"its {figures['inference']['vit']['shards']} heads were trained one epoch on "
+            "random images: it times serving only.",
+            inference_section(figures["inference"]),
             "## Checkpoint bytes",
             "Files on disk, per stage checkpoint of shard 0: the weights (safetensors) and "
             "the optimizer state with the counters (Adam: two moments per weight). The full "

@@ -37,7 +37,8 @@ def test_the_files_and_the_tables(quick: tuple[Path, dict[str, Any]]) -> None:
     for heading in ("| variant | S |", "| deletion of one point |", "| rows N |", "| what |"):
         assert heading in markdown
     assert "disjoint public part" in markdown and "## Reading" in markdown
-    assert '"lora"' in markdown and "do not exist yet" in markdown  # said, not measured
+    assert 'model.finetune = "lora"' in markdown and "frozen prefix" in markdown
+    assert "ViT-B-sized backbone" in markdown and "times serving only" in markdown
 
 
 def test_the_public_part_is_disjoint_and_the_backbone_its_own(quick) -> None:
@@ -75,64 +76,86 @@ def test_every_cell_and_its_paired_loss(quick) -> None:
 
 def test_deletion_times_are_the_quotients_they_claim(quick) -> None:
     d, spec = quick[1]["figures"]["deletion"], GRID["deletion"]
-    h, m, f = d["head"], d["mono_head"], d["full_fine_tune"]
-    assert len(h["deletions"]) == spec["k"] and len(m["deletions"]) == spec["mono_k"]
-    assert (h["sisa.shards"], h["sisa.slices"]) == tuple(spec["sisa"].values())
-    assert h["median_s"] == pytest.approx(statistics.median(r["wall_s"] for r in h["deletions"]))
-    assert d["full_over_head"] == pytest.approx(f["retrain_s"] / h["median_s"])
-    assert d["mono_head_over_head"] == pytest.approx(m["median_s"] / h["median_s"])
+    m, f = d["mono_head"], d["full_fine_tune"]
+    assert len(m["deletions"]) == spec["mono_k"]
+    for mode in ("head", "lora"):
+        h = d[mode]
+        assert len(h["deletions"]) == spec["k"]
+        assert (h["sisa.shards"], h["sisa.slices"]) == tuple(spec["sisa"].values())
+        assert h["median_s"] == pytest.approx(
+            statistics.median(r["wall_s"] for r in h["deletions"])
+        )
+        assert d["full_over"][mode] == pytest.approx(f["retrain_s"] / h["median_s"])
+        assert d["mono_head_over"][mode] == pytest.approx(m["median_s"] / h["median_s"])
+        # one shard retrained per deletion
+        assert all(len(r["shards"]) == 1 and r["samples"] > 0 for r in h["deletions"])
+        assert 0 <= h["accuracy"] <= 1
     assert d["full_over_mono_head"] == pytest.approx(f["retrain_s"] / m["median_s"])
-    # one shard retrained per deletion; the monolithic head retrains all it has left
-    assert all(len(r["shards"]) == 1 and r["samples"] > 0 for r in h["deletions"])
-    left = m["points"] - 1  # the first deletion's retrain
+    left = m["points"] - 1  # the monolithic head retrains all it has left
     assert m["deletions"][0]["samples"] == left * round(GRID["epochs"])
     assert f["points"] == left and f["samples"] == left * round(GRID["epochs"])
 
 
 def test_inference_is_the_ensemble_over_one_model(quick) -> None:
-    inf = quick[1]["figures"]["inference"]
-    assert [r["n"] for r in inf["rows"]] == GRID["inference"]["sizes"]
-    assert inf["shards"] == GRID["deletion"]["sisa"]["sisa.shards"]
-    assert inf["feature_batch"] == GRID["feature_batch"]
-    parts = ("ensemble_s", "one_model_s", "backbone_groups_s", "heads_s", "one_backbone_s")
-    for r in inf["rows"]:
-        assert r["ratio"] == pytest.approx(r["ensemble_s"] / r["one_model_s"])
-        assert all(r[key] > 0 for key in parts)
+    served = quick[1]["figures"]["inference"]
+    assert set(served) == {"head", "lora", "vit"}
+    vit = GRID["vit"]
+    for name, inf in served.items():
+        sizes = vit["sizes"] if name == "vit" else GRID["inference"]["sizes"]
+        assert [r["n"] for r in inf["rows"]] == sizes
+        shards = vit["shards"] if name == "vit" else GRID["deletion"]["sisa"]["sisa.shards"]
+        assert inf["shards"] == shards
+        batch = vit["feature_batch"] if name == "vit" else GRID["feature_batch"]
+        assert inf["feature_batch"] == batch
+        parts = ("ensemble_s", "one_model_s", "backbone_groups_s", "heads_s", "one_backbone_s")
+        for r in inf["rows"]:
+            assert r["ratio"] == pytest.approx(r["ensemble_s"] / r["one_model_s"])
+            assert all(r[key] > 0 for key in parts)
 
 
 def test_checkpoint_bytes_against_the_backbone_and_a_full_fine_tune(quick) -> None:
     b = quick[1]["figures"]["bytes"]
-    h, f, bb = b["head"], b["full_fine_tune"], b["backbone_bytes"]
+    f, bb = b["full_fine_tune"], b["backbone_bytes"]
     slices = GRID["deletion"]["sisa"]["sisa.slices"]
-    assert h["stages"] == f["stages"] == slices
-    head_weights = (WIDTHS["quick"][-1] + 1) * 100 * 4  # a linear head to 100 classes
-    assert head_weights < h["weights_per_stage"] < head_weights + 1024  # and the header
+    widths, rank = WIDTHS["quick"], backbones.LORA["model.lora_rank"]
+    head_weights = (widths[-1] + 1) * 100 * 4  # a linear head to 100 classes, float32
+    adapters = rank * (widths[-2] + widths[-1]) * 4  # A [r, in] and B [out, r] of the target
+    expected = {"head": head_weights, "lora": head_weights + adapters}
     assert f["weights_per_stage"] > bb  # the backbone's layers and the head
-    for s in (h, f):
+    for mode in ("head", "lora"):
+        h = b[mode]
+        assert h["stages"] == f["stages"] == slices
+        assert expected[mode] < h["weights_per_stage"] < expected[mode] + 1024  # and the header
+        assert h["weights_of_backbone"] == pytest.approx(h["weights_per_stage"] / bb)
+        assert h["with_state_of_backbone"] == pytest.approx(h["with_state_per_stage"] / bb)
+        assert h["shard_total_of_full"] == pytest.approx(h["shard_total"] / f["shard_total"])
+    for s in (b["head"], b["lora"], f):
         assert s["shard_total"] == sum(p["weights"] + p["state"] for p in s["per_stage"])
         state = s["with_state_per_stage"] - s["weights_per_stage"]
         assert state > 2 * (s["weights_per_stage"] - 1024)  # Adam: two moments per weight
-    assert b["weights_of_backbone"] == pytest.approx(h["weights_per_stage"] / bb)
-    assert b["with_state_of_backbone"] == pytest.approx(h["with_state_per_stage"] / bb)
-    assert b["shard_total_of_full"] == pytest.approx(h["shard_total"] / f["shard_total"])
 
 
 def test_the_verdicts_and_the_headline_read_the_figures(quick) -> None:
     out, result = quick
     figures = copy.deepcopy(result["figures"])
     assert figures["verdicts"] == verdicts(figures)
-    assert figures["verdicts"]["loss_at_20"] is None  # the quick grid has no S = 20
+    assert figures["verdicts"]["loss_at_20_head"] is None  # the quick grid has no S = 20
+    assert figures["verdicts"]["loss_at_100_lora"] is None
     rows = [line for line in summary.table(out).splitlines() if line.startswith("| backbones |")]
-    assert len(rows) == 3  # deletion, inference, bytes: no accuracy row without S = 20
-    met = figures["verdicts"]["weights"] and figures["verdicts"]["with_state"]
-    assert rows[-1].endswith("| yes |" if met else "| **no** |")
-    for shards in ("20", "100"):  # a grid with those S gets a row each
-        figures["accuracy"].append(
-            {"variant": "head", "shards": int(shards), "seeds": 3, "mean": 0.99,
-             "loss_points": 0.4, "loss_se": 0.1}
-        )  # fmt: skip
+    assert len(rows) == 5  # deletion, 2 inference, 2 bytes: no accuracy row without S = 20
+    v = figures["verdicts"]
+    for row, met in zip(rows[-2:], ("head", "lora"), strict=True):
+        ok = v[f"weights_{met}"] and v[f"with_state_{met}"]
+        assert row.endswith("| yes |" if ok else "| **no** |")
+    for mode in ("head", "lora"):
+        for shards in ("20", "100"):  # a grid with those S gets a row each
+            figures["accuracy"].append(
+                {"variant": mode, "shards": int(shards), "seeds": 3, "mean": 0.99,
+                 "loss_points": 0.4 if shards == "20" else 1.6, "loss_se": 0.1}
+            )  # fmt: skip
     judged = [r for r in summary.backbones(figures) if r[0].startswith("Accuracy")]
-    assert [r[3] for r in judged] == [True, True]
+    assert [r[3] for r in judged] == [True, False, True, False]  # 1.6 > 1.5 at S = 100
+    assert ['"lora"' in r[0] for r in judged] == [False, False, True, True]
 
 
 def test_the_public_split_is_keyed_and_stable() -> None:
