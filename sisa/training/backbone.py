@@ -62,6 +62,8 @@ def read_weights(url: str) -> dict[str, torch.Tensor]:
             raw = f.read()
     except FileNotFoundError:
         raise ValueError(f"model.backbone_weights: no such file: {url!r}") from None
+    except OSError as exc:  # a folder, no permission, a driver's own failure
+        raise ValueError(f"model.backbone_weights: cannot read {url!r}: {exc}") from None
     try:
         if url.lower().endswith(".safetensors"):
             from safetensors.torch import load
@@ -180,7 +182,13 @@ def load_frozen(
     shape = tuple(int(d) for d in input_shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a factory's own random init: the same on every load
-        module = factory(shape)
+        try:
+            module = factory(shape)
+        except Exception as exc:  # the user's code: say where it failed, keep the cause
+            raise ValueError(
+                f"model.backbone: {cfg.backbone!r} raised {type(exc).__name__} when called "
+                f"with input_shape {shape}: {exc}"
+            ) from exc
     if not isinstance(module, nn.Module):
         raise ValueError(
             f"model.backbone: {cfg.backbone!r} returned {type(module).__name__}, not a Module"
@@ -212,7 +220,15 @@ def _probe(backbone: Backbone) -> tuple[int, ...]:
     gen = torch.Generator().manual_seed(1234)
     probe = torch.rand((PROBE_ROWS, *backbone.input_shape), generator=gen).numpy()  # [P, *in]
     before = state_sha256(backbone.module)  # a prefix's own state, not the whole's hash
-    once = backbone.features(probe)  # checks the output is [B, F]
+    try:
+        once = backbone.features(probe)  # checks the output is [B, F]
+    except ValueError:
+        raise
+    except Exception as exc:  # the module's own forward failed: most often the input shape
+        raise ValueError(
+            f"model.backbone: its forward failed on a probe batch of shape "
+            f"{[backbone.rows, *backbone.input_shape]}: {type(exc).__name__}: {exc}"
+        ) from exc
     twice = backbone.features(probe)
     if state_sha256(backbone.module) != before:
         raise ValueError(

@@ -200,6 +200,14 @@ def not_a_module(input_shape):
     return "nope"
 
 
+def raising(input_shape):
+    raise RuntimeError("no weights for this size")
+
+
+def wrong_width(input_shape):
+    return nn.Linear(3, 4)  # takes 3 features, not the 64 it is given
+
+
 class Normalised(Tiny):
     """Subtracts a constant held in a buffer that ``state_dict`` leaves out."""
 

@@ -105,6 +105,16 @@ def test_a_points_features_never_depend_on_its_batch(weights):
         ("mixing", "mixes the rows of a batch"),
         ("counting", "changed its own state on a forward"),
         ("not_a_module", "returned str, not a Module"),
+        (
+            "raising",
+            r"model.backbone: .*:raising' raised RuntimeError when called with "
+            r"input_shape \(64,\): no weights for this size",
+        ),
+        (
+            "wrong_width",
+            r"model.backbone: its forward failed on a probe batch of shape "
+            r"\[8, 64\]: RuntimeError: mat1 and mat2",
+        ),
     ],
 )
 def test_a_backbone_that_breaks_the_contract_is_refused(factory, message):
@@ -125,6 +135,7 @@ def test_weights_that_do_not_fit_or_cannot_be_read_are_named(tmp_path):
         ("wrong.safetensors", "does not fit 'tests.sisa.backbones:tiny'"),
         ("junk.pt", "cannot read"),
         ("missing.safetensors", "no such file"),
+        ("", "cannot read .*Is a directory"),  # the folder itself: an OSError, not missing
     ]
     for name, message in cases:
         with pytest.raises(ValueError, match=f"model.backbone_weights: .*{message}"):
