@@ -78,7 +78,7 @@ def evaluate(store: SisaStore | str, storage_options: StorageOptions = None) -> 
     from sisa.serving.ensemble import Ensemble  # torch: only what runs the models imports it
 
     store = open_store(store, storage_options)
-    ensemble = Ensemble.load(store)
+    ensemble = Ensemble.load(store, stored=True)  # "head": no backbone, test rows are features
     test = store.latest_head(TEST_PREFIX)
     if test is None or test.body["n"] == 0:
         raise ValueError("this store has no test data (data.test_fraction = 0)")

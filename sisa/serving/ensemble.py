@@ -197,20 +197,23 @@ class Ensemble:
         inference: str = "auto",
         *,
         storage_options: StorageOptions = None,
+        stored: bool = False,
     ) -> Ensemble:
         """Load the checkpoint the serving state names for each shard, verifying checksums.
 
         Open deletion requests roll their shards back (``sisa.deletion.compliance``), so the
         ensemble never depends on a point whose deletion was accepted. Models whose checkpoint
         did not change are taken from ``previous`` instead of being read again. ``state``
-        defaults to ``compliance.current(store)``.
+        defaults to ``compliance.current(store)``. ``stored``: the ensemble takes rows as
+        the store keeps them (features in "head" mode, the prefix's outputs in "lora"
+        mode), so nothing maps raw rows: "head" mode then never loads its backbone.
         """
         store = open_store(store, storage_options)
         store.require_trained()
         config, intent = store.config(), store.intent() or {}
         shape, classes = tuple(intent["input_shape"]), int(intent["num_classes"])
         configure(config.resources.threads, config.resources.device)  # before any CUDA work
-        backbone = _served_backbone(config, intent, previous)
+        backbone = None if stored else _served_backbone(config, intent, previous)
         state = compliance.current(store) if state is None else state
         models = {}
         for shard, served in state.shards.items():
@@ -227,7 +230,7 @@ class Ensemble:
         return cls(
             config=config,
             num_classes=classes,
-            input_shape=served_input_shape(intent),
+            input_shape=shape if stored else served_input_shape(intent),
             models=models,
             served=state.shards,
             inference=inference,

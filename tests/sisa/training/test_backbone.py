@@ -314,6 +314,18 @@ def test_evaluation_and_forgetting_evidence_read_features_as_stored(stores, trus
     assert report["figures"]["gap_forget"] == report["figures"]["gap_test"] == 0.0
 
 
+def test_evaluation_never_loads_the_backbone(stores, weights, trusted, monkeypatch):
+    from sisa.evidence.status import evaluate
+
+    url = stores()
+    expected = evaluate(url)
+    weights.unlink()  # the backbone cannot load now, and need not: test rows are features
+    monkeypatch.delenv("SISA_TRUSTED_FACTORIES")
+    assert evaluate(url) == expected
+    with pytest.raises(ValueError, match="model.backbone"):
+        Ensemble.load(url)  # raw rows need the backbone
+
+
 def test_buffers_outside_the_state_dict_are_hashed_too():
     torch.manual_seed(0)
     a = backbones.Normalised((64,), offset=0.0)

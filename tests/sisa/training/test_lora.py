@@ -185,6 +185,20 @@ def test_serving_runs_the_prefix_once_per_row_and_shares_one_base(stores):
     assert Predictor(url).predict(X).labels.tolist() == scores.argmax(axis=1).tolist()
 
 
+@pytest.mark.parametrize("backbone", [STACK, VIT])
+def test_evaluation_scores_the_test_rows_as_stored(stores, backbone):
+    from sisa.evidence.status import evaluate
+    from sisa.store.layout import TEST_PREFIX
+
+    url = stores(backbone=backbone)
+    store = SisaStore(url)
+    test = store.read_data(store.latest_head(TEST_PREFIX).data)
+    stored = Ensemble.load(url, stored=True)
+    assert stored.backbone is None and stored.input_shape == tuple(test["X"].shape[1:])
+    served = Ensemble.load(url).predict(raw_digits(test["ids"]))  # from the raw rows
+    assert evaluate(url)["aggregate"] == float((served == test["y"]).mean())
+
+
 def test_memory_is_one_base_plus_an_adapter_per_shard(stores):
     url = stores(backbone=VIT, **{"sisa.shards": 4})
     ensemble = Ensemble.load(url, inference="fused")
