@@ -63,6 +63,18 @@ class InProcessExecutor:
             return [fn(job, functools.partial(_advance, bar)) for job in jobs]
 
 
+def with_trust(options: dict[str, Any]) -> dict[str, Any]:
+    """Ray task or actor options whose workers decide trust the way this process does:
+    ``SISA_TRUSTED_FACTORIES``, where set here, joins their ``runtime_env``. A worker
+    inherits the environment of the node that started it, not this process's."""
+    options = dict(options)
+    if os.environ.get(TRUST_ENV):
+        env = dict(options.get("runtime_env", {}).get("env_vars", {}))
+        env.setdefault(TRUST_ENV, os.environ[TRUST_ENV])
+        options["runtime_env"] = options.get("runtime_env", {}) | {"env_vars": env}
+    return options
+
+
 class RayExecutor:
     """One Ray task per shard job, with the per-task resources from the config.
 
@@ -153,11 +165,7 @@ class RayExecutor:
         if self.check_shared_disk:
             self._shared_disk.require(jobs, resources, self.task_options)
         counter = _progress_counter_class().remote()
-        options = dict(self.task_options)
-        if os.environ.get(TRUST_ENV):  # workers decide trust the way this process does
-            env = dict(options.get("runtime_env", {}).get("env_vars", {}))
-            env.setdefault(TRUST_ENV, os.environ[TRUST_ENV])
-            options["runtime_env"] = options.get("runtime_env", {}) | {"env_vars": env}
+        options = with_trust(self.task_options)
         # the resources go to ray.remote, not .options: only there does a GPU task get
         # max_calls=1 (a fresh worker per task; see the class docstring)
         task = ray.remote(

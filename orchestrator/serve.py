@@ -20,7 +20,7 @@ from typing import Any
 from ray import serve
 
 from orchestrator.api_guards import Limits
-from orchestrator.executors import require_a_node_that_fits
+from orchestrator.executors import require_a_node_that_fits, with_trust
 from orchestrator.serve_deployments import (
     ApiDeployment,
     EnsembleDeployment,
@@ -70,11 +70,12 @@ def build_application(
     public = settings.model_dump(mode="json")  # the token is excluded from dumps
     ensemble = EnsembleDeployment.options(
         num_replicas=settings.replicas,
-        ray_actor_options={"num_cpus": settings.num_cpus, "num_gpus": ensemble_gpus},
+        # the replicas import the store's factories (a backbone too), under the trust here
+        ray_actor_options=with_trust({"num_cpus": settings.num_cpus, "num_gpus": ensemble_gpus}),
     ).bind(url, storage_options, public)
     retrainer = (
         RetrainerDeployment.options(
-            ray_actor_options={"num_cpus": 0, "num_gpus": retrainer_gpus}
+            ray_actor_options=with_trust({"num_cpus": 0, "num_gpus": retrainer_gpus})
         ).bind(url, storage_options, ensemble)
         if settings.retrain == "background"
         else None

@@ -1,13 +1,15 @@
 """``sisa serve`` for real: the Ray Serve application on loopback, called over HTTP.
 
-Two applications share the session's Ray cluster and Serve's one proxy: ``main`` (token
+Three applications share the session's Ray cluster and Serve's one proxy: ``main`` (token
 set, probabilities allowed, background retraining, short body timeouts and a small
-per-client bound) and ``strict`` under ``/strict`` (labels only, no token, external
-retraining, tight limits)."""
+per-client bound), ``strict`` under ``/strict`` (labels only, no token, external
+retraining, tight limits) and ``head`` under ``/head`` (a store of per-shard heads on a
+frozen backbone, ``model.finetune = "head"``)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -22,8 +24,10 @@ from sisa.ids import salted_hash
 from sisa.serving.predictor import Predictor
 from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal
+from sisa.training.factories import TRUST_ENV
 from sisa.training.train import train
 from tests.conftest import tiny_config
+from tests.orchestrator import serving_backbone
 from tests.sisa.deletion.test_accept import layout
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
@@ -42,9 +46,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def train_head_store(root: Path) -> str:
+    """A "head" store on ``serving_backbone``'s backbone, whose weights lie beside it."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    weights = root / "backbone.safetensors"
+    save_file(serving_backbone.tiny((64,)).state_dict(), str(weights))
+    settings = {
+        "model.finetune": "head",
+        "model.backbone": serving_backbone.NAME,
+        "model.backbone_weights": str(weights),
+        "model.hidden": [],
+        "model.feature_batch": 8,
+    }
+    url = str(root / "head")
+    train(tiny_config(**settings), url)
+    return url
+
+
 @pytest.fixture(scope="module")
-def apps(ray_cluster, tmp_path_factory):
-    """Both applications on one free loopback port; Serve is shut down afterwards."""
+def trusted_backbone():
+    """This process trusts ``serving_backbone`` while the module runs; the cluster's nodes
+    started without it."""
+    before = os.environ.get(TRUST_ENV)
+    os.environ[TRUST_ENV] = ",".join(v for v in (before, serving_backbone.NAME) if v)
+    yield
+    if before is None:
+        os.environ.pop(TRUST_ENV)
+    else:
+        os.environ[TRUST_ENV] = before
+
+
+@pytest.fixture(scope="module")
+def apps(ray_cluster, trusted_backbone, tmp_path_factory):
+    """The three applications on one free loopback port; Serve is shut down afterwards."""
     from ray import serve
 
     from orchestrator.api_guards import Limits
@@ -54,6 +91,7 @@ def apps(ray_cluster, tmp_path_factory):
     main_url, strict_url = str(root / "main"), str(root / "strict")
     train(tiny_config(**{"sisa.slices": 4}), main_url)
     shutil.copytree(main_url, strict_url)
+    head_url = train_head_store(root)
     port = free_port()
     main_cfg = build_config(
         {}, {"serving.port": port, "serving.token": TOKEN, "serving.poll_s": 0.2}
@@ -72,7 +110,16 @@ def apps(ray_cluster, tmp_path_factory):
     try:
         main = start(main_url, None, main_cfg.serving, limits=Limits(**GUARDS))
         strict = start(strict_url, None, strict_cfg.serving, name="strict", route_prefix="/strict")
-        yield {"main": (main.url, main_url), "strict": (strict.url, strict_url), "port": port}
+        head_cfg = build_config(
+            {}, {"serving.port": port, "serving.retrain": "external", "serving.num_cpus": 0.25}
+        )
+        head = start(head_url, None, head_cfg.serving, name="head", route_prefix="/head")
+        yield {
+            "main": (main.url, main_url),
+            "strict": (strict.url, strict_url),
+            "head": (head.url, head_url),
+            "port": port,
+        }
     finally:
         serve.shutdown()
 
@@ -131,9 +178,9 @@ def test_a_second_app_on_another_port_is_refused_clearly(apps):
 
 
 def test_the_ensembles_reserve_serving_num_cpus_in_all_not_a_cpu_per_shard(apps, ray_cluster):
-    """Both applications hold 3 shard models each on a 2-CPU cluster: 0.5 + 0.25 CPU."""
+    """The applications hold 3 shard models each on a 2-CPU cluster: 0.5 + 0.25 + 0.25 CPU."""
     used = ray_cluster.cluster_resources()["CPU"] - ray_cluster.available_resources().get("CPU", 0)
-    assert used == pytest.approx(0.75)
+    assert used == pytest.approx(1.0)
 
 
 def test_predict_gives_the_predictors_labels_and_probabilities(apps, http):
@@ -148,6 +195,19 @@ def test_predict_gives_the_predictors_labels_and_probabilities(apps, http):
     assert body["model"] == {"version": expected.version, "through": expected.through}
     labels_only = predict(http, base).json()
     assert "probabilities" not in labels_only and labels_only["labels"] == body["labels"]
+
+
+def test_a_head_mode_store_is_served_through_its_backbone(apps, http):
+    """The replicas import the backbone under the trust of the process that started them,
+    and answer raw rows as the in-process Predictor does: the backbone once per row, then
+    every head."""
+    base, url = apps["head"]
+    response = predict(http, base)
+    assert response.status_code == 200, response.text
+    expected = Predictor(url).predict(ROWS, probabilities=True)
+    assert response.json()["labels"] == expected.labels.tolist()
+    assert response.json()["model"]["version"] == expected.version
+    assert predict(http, base, rows=ROWS[:, :16]).status_code == 422  # the raw width: 64
 
 
 def test_labels_only_server_refuses_probabilities(apps, http):
