@@ -15,6 +15,12 @@ Reading: only committed manifests are trusted, and every file read is checked ag
 manifest's size and sha256 before its bytes are handed out. Any mismatch raises
 :class:`CorruptArtifactError` naming the file; the bytes are never returned.
 
+Sealing (``Store.sealing``, see :mod:`storage.keys`): each payload is encrypted under a
+data key of the artifact's own (:mod:`storage.crypto`), bound to its folder and name. The
+manifest stays plaintext; it names the key (``sealed``), and its sha256 and size are of
+the stored, sealed bytes. A reader opens a sealed file only after those checks, and the
+cipher's tag checks the plaintext. A store that seals refuses an unsealed artifact.
+
 The manifest and small documents (:func:`write_doc`, e.g. head pointers) are self-verifying JSON:
 ``{"body": ..., "sha256": sha256(canonical_json(body))}``. The body hash of a manifest is the
 artifact's identity.
@@ -28,11 +34,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from storage.crypto import ALGORITHM, SealError, seal, unseal
 from storage.errors import StorageError
 from storage.fs import Store
 
 MANIFEST = "MANIFEST.json"
 _MANIFEST_VERSION = 1
+_SEALED_VERSION = 2  # a manifest that names its artifact's data key
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Payload names are single components; a leading "." is reserved for temp files.
 _FILE_NAME = re.compile(r"[A-Za-z0-9_%-][A-Za-z0-9._%-]{0,199}")
@@ -71,6 +79,7 @@ class Manifest:
     files: dict[str, FileEntry]
     meta: dict
     sha256: str
+    key: str | None = None  # the data key's part (``storage.keys``) when sealed
 
 
 def sha256_hex(data: bytes) -> str:
@@ -115,6 +124,7 @@ class ArtifactWriter:
         store.path(rel_dir)  # validate before doing any work
         self.store, self.rel_dir = store, rel_dir
         self.entries: dict[str, FileEntry] = {}
+        self._key: tuple[str, bytes] | None = None  # (part, data key) once sealing starts
         self._manifest_rel = _join(rel_dir, MANIFEST)
         self._refuse_committed()
 
@@ -131,21 +141,33 @@ class ArtifactWriter:
         if name in self.entries:
             raise ValueError(f"{name!r} was already written to this artifact")
         data = bytes(data)
+        if self.store.sealing is not None:
+            data = seal(self._data_key()[1], data, _where(self.rel_dir, name))
         entry = FileEntry(sha256=sha256_hex(data), size=len(data))
         self.store.write_bytes(_join(self.rel_dir, name), data)
         self.entries[name] = entry
         return entry
 
+    def _data_key(self) -> tuple[str, bytes]:
+        if self._key is None:
+            assert self.store.sealing is not None
+            self._key = self.store.sealing.new_key(self.rel_dir)
+        return self._key
+
     def commit(self, meta: dict | None = None) -> Manifest:
         """Write the manifest: from here on the artifact exists and never changes."""
         meta_json = _meta_json(meta)
-        body = {
+        body: dict[str, Any] = {
             "version": _MANIFEST_VERSION,
             "files": {
                 n: {"sha256": e.sha256, "size": e.size} for n, e in sorted(self.entries.items())
             },
             "meta": meta_json,
         }
+        key = None
+        if self.store.sealing is not None:
+            key = self._data_key()[0]
+            body |= {"version": _SEALED_VERSION, "sealed": {"algorithm": ALGORITHM, "key": key}}
         self._refuse_committed()
         try:
             digest = _write_signed(self.store, self._manifest_rel, body)
@@ -153,7 +175,7 @@ class ArtifactWriter:
             raise StorageError(
                 f"artifact at {self.store.url_of(self.rel_dir)} was committed by another writer"
             ) from None
-        return Manifest(files=dict(self.entries), meta=meta_json, sha256=digest)
+        return Manifest(files=dict(self.entries), meta=meta_json, sha256=digest, key=key)
 
 
 def _meta_json(meta: dict | None) -> dict:
@@ -175,8 +197,9 @@ def read_manifest(store: Store, rel_dir: str) -> Manifest:
         ) from None
     where = store.url_of(manifest_rel)
     body, digest = _parse_signed(raw, where)
-    if body.get("version") != _MANIFEST_VERSION:
+    if body.get("version") not in (_MANIFEST_VERSION, _SEALED_VERSION):
         raise CorruptArtifactError(f"{where}: unsupported manifest version {body.get('version')!r}")
+    key = _sealed_key(body, where)
     files_obj, meta = body.get("files"), body.get("meta")
     if not isinstance(files_obj, dict) or not isinstance(meta, dict):
         raise CorruptArtifactError(f"{where}: manifest lacks a 'files' or 'meta' object")
@@ -195,7 +218,26 @@ def read_manifest(store: Store, rel_dir: str) -> Manifest:
         if not ok:
             raise CorruptArtifactError(f"{where}: malformed entry for file {name!r}")
         files[name] = FileEntry(sha256=entry["sha256"], size=entry["size"])
-    return Manifest(files=files, meta=meta, sha256=digest)
+    return Manifest(files=files, meta=meta, sha256=digest, key=key)
+
+
+def _sealed_key(body: dict, where: str) -> str | None:
+    """The data key part a sealed manifest names (None for a plaintext one)."""
+    sealed = body.get("sealed")
+    if body["version"] == _MANIFEST_VERSION:
+        if sealed is not None:
+            raise CorruptArtifactError(f"{where}: a version 1 manifest cannot be sealed")
+        return None
+    ok = (
+        isinstance(sealed, dict)
+        and set(sealed) == {"algorithm", "key"}
+        and sealed["algorithm"] == ALGORITHM
+        and isinstance(sealed["key"], str)
+        and re.fullmatch(r"[0-9a-f]{32}", sealed["key"]) is not None
+    )
+    if not ok:
+        raise CorruptArtifactError(f"{where}: malformed 'sealed' entry")
+    return sealed["key"]
 
 
 def read_file(store: Store, rel_dir: str, name: str, manifest: Manifest | None = None) -> bytes:
@@ -221,7 +263,28 @@ def read_file(store: Store, rel_dir: str, name: str, manifest: Manifest | None =
             f"{store.url_of(rel)} does not match its manifest: expected size {entry.size} "
             f"sha256 {entry.sha256}, found size {len(data)} sha256 {actual}"
         )
-    return data
+    return _opened(store, rel_dir, name, manifest, data)
+
+
+def _opened(store: Store, rel_dir: str, name: str, manifest: Manifest, data: bytes) -> bytes:
+    """The plaintext of a verified file: ``data`` itself, or opened with its data key."""
+    url = store.url_of(_join(rel_dir, name))
+    if manifest.key is None:
+        if store.sealing is not None:
+            raise CorruptArtifactError(
+                f"{url} is not sealed, but this store seals every artifact ({ALGORITHM})"
+            )
+        return data
+    if store.sealing is None:
+        raise StorageError(
+            f"{url} is sealed ({ALGORITHM}); open its store with the key store and the "
+            "key-encryption key (storage.key_store, SISA_STORAGE__KEK or storage.kek_file)"
+        )
+    key = store.sealing.key(rel_dir, manifest.key)
+    try:
+        return unseal(key, data, _where(rel_dir, name), url)
+    except SealError as exc:
+        raise CorruptArtifactError(str(exc)) from None
 
 
 def read_artifact(store: Store, rel_dir: str) -> tuple[Manifest, dict[str, bytes]]:
@@ -319,3 +382,8 @@ def _check_file_name(name: str) -> None:
 
 def _join(rel_dir: str, name: str) -> str:
     return f"{rel_dir}/{name}" if rel_dir else name
+
+
+def _where(rel_dir: str, name: str) -> bytes:
+    """What a sealed file is bound to: its place in the store."""
+    return f"sisa-artifact-v1|{_join(rel_dir, name)}".encode()

@@ -22,13 +22,16 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from storage.errors import StorageError, StorageIOError
+
+if TYPE_CHECKING:
+    from storage.keys import Sealing
 
 # Names starting with this prefix are in-flight (or crash-orphaned) temp files, never payload.
 # Escaped components cannot start with "." so the prefix never collides with product names.
@@ -66,6 +69,9 @@ class Store:
 
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
         self.storage_options: dict = dict(storage_options or {})
+        # seals the artifacts written and opens those read (storage.keys); never pickled:
+        # a receiver rebuilds it from the store's own config and the KEK it is given
+        self.sealing: Sealing | None = None
         chained = "::" in url
         if not chained and "://" not in url:
             # A bare path means local disk; resolve it now so workers in other cwds agree.

@@ -42,6 +42,7 @@ from sisa.config.sections import (
     ServingConfig,
     SisaConfig,
 )
+from sisa.config.storage import StorageConfig
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -59,6 +60,7 @@ __all__ = [
     "ResourcesConfig",
     "ServingConfig",
     "SisaConfig",
+    "StorageConfig",
     "build_config",
     "env_overrides",
     "load_config",
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "SISA_"
-SECRETS = {"serving.token"}
+SECRETS = {"serving.token", "storage.kek"}
 RISK_SETTINGS = ("deletion_risk", "risk_threshold", "risky_shard_fraction", "risky_slice_fraction")
 
 
@@ -79,6 +81,7 @@ class Config(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     deletion: DeletionConfig = DeletionConfig()
     serving: ServingConfig = ServingConfig()
+    storage: StorageConfig = StorageConfig()
 
     @model_validator(mode="after")
     def _warmup_within_training(self) -> Config:
@@ -116,11 +119,14 @@ class Config(_Section):
 
     def training_hash(self) -> str:
         """Hash of everything that determines the weights (resources excluded but threads;
-        the deletion policy changes when retraining happens, never what it produces).
+        the deletion policy changes when retraining happens, never what it produces, and
+        how the bytes are stored changes neither).
 
         Checkpoints record it; a checkpoint made under another hash is never reused.
         """
-        body = self.model_dump(mode="json", exclude={"resources", "deletion", "serving"})
+        body = self.model_dump(
+            mode="json", exclude={"resources", "deletion", "serving", "storage"}
+        )
         for name, section in body.items():
             model = getattr(self, name)
             for key in model.LATER_FIELDS:  # at its default: as before the field existed

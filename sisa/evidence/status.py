@@ -39,7 +39,8 @@ def status(
                 "generation": head.generation,
                 "served_stage": served.shards[shard].stage,  # < slices while rolled back
                 "weights_url": store.url_of(f"{final.dir}/{WEIGHTS}"),
-                "weights_sha256": final.weights_sha256,
+                "weights_sha256": final.weights_sha256,  # of the stored (maybe sealed) file
+                "state_hash": final.state_hash,  # of the weights and state themselves
                 "loss": final.loss,
                 "accuracy": final.accuracy,
             }

@@ -44,6 +44,7 @@ from sisa.store.layout import (
     shard_prefix,
 )
 from sisa.store.records import DataRef, StageRef
+from sisa.store.sealing import open_sealing
 from storage import (
     MANIFEST,
     Lease,
@@ -116,6 +117,28 @@ class SisaStore:
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.fs = Store(url, self.storage_options)
+        self._sealing_read = False  # whether ``fs.sealing`` follows the record yet
+
+    def _artifacts(self) -> Store:
+        """``fs``, sealing and opening artifacts as the store's record says
+        (``storage.encryption``; ``sisa.store.sealing``). Read once, when an artifact is
+        first touched: a store that has no record yet writes none."""
+        if not self._sealing_read:
+            intent = self._doc(CONFIG_DOC)
+            if intent is None:
+                return self.fs
+            storage = build_config(intent["config"]).storage
+            scope = intent.get("key_scope")
+            self.fs.sealing = open_sealing(self.url, self.storage_options, storage, scope)
+            self._sealing_read = True
+        return self.fs
+
+    def _shred(self, prefix: str, keep: dict[str, str | None] | None = None) -> None:
+        """Destroy the data keys of the artifacts under ``prefix`` but ``keep`` (before
+        their bytes go, so a crash between leaves bytes that nothing opens)."""
+        sealing = self._artifacts().sealing
+        if sealing is not None:
+            sealing.shred(prefix, keep)
 
     # -- store-level documents -------------------------------------------------------
 
@@ -180,7 +203,10 @@ class SisaStore:
         so its tombstones and receipts keep meaning the same IDs."""
         body = {"config": config.stored(), "training_hash": config.training_hash()}
         salt_hex = salt.hex() if salt is not None else secrets.token_hex(16)
+        if config.storage.encryption != "none":  # this store's keys in the key store
+            body["key_scope"] = secrets.token_hex(16)
         write_doc(self.fs, CONFIG_DOC, body | info | {"salt": salt_hex})
+        self._sealing_read = False
 
     def write_meta(self, body: dict[str, Any]) -> None:
         write_doc(self.fs, STORE_DOC, body)
@@ -248,8 +274,8 @@ class SisaStore:
         return read_manifest(self.fs, rel_dir)
 
     def read_file(self, rel_dir: str, name: str, manifest: Manifest) -> bytes:
-        """One file of an artifact, verified against ``manifest``."""
-        return read_file(self.fs, rel_dir, name, manifest)
+        """One file of an artifact, verified against ``manifest`` (and opened, if sealed)."""
+        return read_file(self._artifacts(), rel_dir, name, manifest)
 
     # -- heads ------------------------------------------------------------------------
 
@@ -281,11 +307,14 @@ class SisaStore:
         """
         head = self.latest_head(prefix)
         keep: set[str] = set()
+        live: dict[str, str | None] = {}  # artifact folder -> its data key's part
         if head is not None:
             keep.add(head_path(prefix, head.generation))
             data_files = (MANIFEST, IDS_FILE, *head.data.x_files)
             keep.update(f"{head.data.dir}/{name}" for name in data_files)
             keep.update(f"{s.dir}/{name}" for s in head.stages for name in STAGE_FILES)
+            live = {d: self._key_part(d) for d in (head.data.dir, *(s.dir for s in head.stages))}
+        self._shred(prefix, live)  # the keys first: then no copy of what goes opens again
         deleted = []
         for rel in self.fs.walk(prefix):
             if rel in keep:  # only the files a committed artifact consists of
@@ -297,6 +326,14 @@ class SisaStore:
             self.fs.prune_empty_dirs(prefix)
         return deleted
 
+    def _key_part(self, rel_dir: str) -> str | None:
+        """The data key part a live artifact's manifest names; None when it cannot be read
+        now (a shred then keeps every key of that folder)."""
+        try:
+            return read_manifest(self.fs, rel_dir).key
+        except (StorageError, FileNotFoundError):
+            return None
+
     def sweep_all(self) -> list[str]:
         """Sweep every shard and the test data: finishes a purge a crash interrupted."""
         prefixes = [f"{SHARDS}/{name}" for name in self.fs.listdir(SHARDS)] + [TEST_PREFIX]
@@ -307,9 +344,11 @@ class SisaStore:
         return [rel for rel in self.fs.walk("") if rel.split("/")[0] not in OWN_PATHS]
 
     def delete_store(self) -> None:
-        """Delete what a store wrote here, and nothing else."""
+        """Delete what a store wrote here, and nothing else (its data keys first)."""
+        self._shred("")
         for rel in OWN_PATHS:
             self.fs.delete_tree(rel)
+        self._sealing_read = False
 
     def delete_training(self) -> None:
         """Delete the trained models and data, keeping the deletion history (journal,
@@ -318,8 +357,11 @@ class SisaStore:
         The training record goes last: it holds the salt that ties that history to IDs,
         so an interrupted delete leaves it for the next attempt to carry over.
         """
+        self._shred(SHARDS)
+        self._shred(TEST_PREFIX)
         for rel in (STORE_DOC, SHARDS, TEST_PREFIX, SERVING, CONFIG_DOC):
             self.fs.delete_tree(rel)
+        self._sealing_read = False
 
     def has_history(self) -> bool:
         """Whether any deletion request was ever recorded here."""
@@ -340,7 +382,7 @@ class SisaStore:
         self, rel_dir: str, empty: dict[str, np.ndarray], *, single: bool = False
     ) -> DataWriter:
         """A writer of the data artifact at ``rel_dir`` (``empty``: its arrays, no rows)."""
-        return DataWriter(self.fs, rel_dir, empty, single=single)
+        return DataWriter(self._artifacts(), rel_dir, empty, single=single)
 
     def committed_data(self, rel_dir: str, ids_hash: str) -> DataRef | None:
         """The ref of committed data at ``rel_dir`` holding exactly ``ids_hash``'s IDs; any
@@ -350,16 +392,18 @@ class SisaStore:
         manifest = read_manifest(self.fs, rel_dir)
         if manifest.meta.get("ids_hash") == ids_hash:
             return data_ref(rel_dir, manifest)
+        self._shred(rel_dir)
         self.fs.delete_tree(rel_dir)
         return None
 
     def read_data(self, ref: DataRef, features: bool = True) -> dict[str, np.ndarray]:
         """Verified arrays of a data artifact (``ids``, ``y``, maybe ``groups`` and ``X``)."""
         manifest = self._manifest(ref)
-        arrays = decode_arrays(read_file(self.fs, ref.dir, IDS_FILE, manifest))
+        fs = self._artifacts()
+        arrays = decode_arrays(read_file(fs, ref.dir, IDS_FILE, manifest))
         if features:
             parts = [
-                decode_arrays(read_file(self.fs, ref.dir, name, manifest))["X"]
+                decode_arrays(read_file(fs, ref.dir, name, manifest))["X"]
                 for name in ref.x_files
             ]
             arrays["X"] = parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -376,10 +420,11 @@ class SisaStore:
     ) -> StageRef:
         """Commit one stage checkpoint; return its record for the head."""
         if is_committed(self.fs, rel_dir):
+            self._shred(rel_dir)
             self.fs.delete_tree(rel_dir)  # unreferenced leftover that did not match
         files = {WEIGHTS: encode_weights(weights), STATE: encode_state(extra)}
         meta = meta | {"state_hash": state_hash(weights), "tensors": tensor_hashes(weights)}
-        manifest = write_artifact(self.fs, rel_dir, files, meta)
+        manifest = write_artifact(self._artifacts(), rel_dir, files, meta)
         weights_sha = manifest.files[WEIGHTS].sha256
         return StageRef.from_body(
             meta | {"dir": rel_dir, "manifest": manifest.sha256, "weights_sha256": weights_sha}
@@ -403,8 +448,9 @@ class SisaStore:
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
         """Verified weights (and optimizer state with counters) of a stage checkpoint."""
         manifest = self._manifest(ref)
-        weights = decode_weights(read_file(self.fs, ref.dir, WEIGHTS, manifest))
-        extra = decode_state(read_file(self.fs, ref.dir, STATE, manifest)) if state else None
+        fs = self._artifacts()
+        weights = decode_weights(read_file(fs, ref.dir, WEIGHTS, manifest))
+        extra = decode_state(read_file(fs, ref.dir, STATE, manifest)) if state else None
         return weights, extra  # type: ignore[return-value]
 
     def check_artifact(self, ref: DataRef | StageRef) -> list[str]:
@@ -418,7 +464,7 @@ class SisaStore:
         problems = []
         for name in manifest.files:
             try:
-                read_file(self.fs, ref.dir, name, manifest)
+                read_file(self._artifacts(), ref.dir, name, manifest)
             except StorageError as err:
                 problems.append(str(err))
         return problems

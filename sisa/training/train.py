@@ -27,6 +27,7 @@ from sisa.data.risk import with_risk
 from sisa.data.sources import is_image_folder
 from sisa.data.text import load_tokenizer
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
+from sisa.store.sealing import check_encryption
 from sisa.training.factories import check_factory
 from sisa.training.ingest import IngestJob, run_ingest_job, source_location
 from sisa.training.jobs import (
@@ -185,6 +186,7 @@ def train(
         config = config.model_copy(update={"model": model})
     in_memory = None if data is None else as_dataset(data, config.data, ids)  # before writes
     store = open_store(store, storage_options)
+    check_encryption(store.url, store.storage_options, config.storage)  # before any write
     # what the store keeps is the source resolved here: later commands, run from any
     # folder or node, read the same file
     config = with_tokenizer(config)  # before any write: a bad tokenizer file writes nothing

@@ -35,7 +35,9 @@ def layout(url):
 
 
 def weights_by_shard(url):
-    return [s["weights_sha256"] for s in status(url)["shards"]]
+    """Each shard's final weights, by the hash of the tensors (a sealed file's own bytes
+    differ from store to store)."""
+    return [s["state_hash"] for s in status(url)["shards"]]
 
 
 def snapshot(url):

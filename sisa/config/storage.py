@@ -1,0 +1,65 @@
+"""``[storage]``: how a store keeps its bytes, and where the keys that open them live."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from sisa.config.base import _field_error, _Section
+from storage.crypto import parse_kek
+
+KEK_ENV = "SISA_STORAGE__KEK"  # where every command looks for the key-encryption key
+
+
+class StorageConfig(_Section):
+    """Encryption at rest with crypto-shredding (docs/threat-model.md). Everything here
+    but ``kek`` is recorded in the store, so every command that opens it finds its key
+    store; none of it changes what training produces."""
+
+    encryption: Literal["none", "aes-256-gcm"] = "none"
+    """``aes-256-gcm``: every data artifact and checkpoint is sealed with a data key of its
+    own, kept in ``key_store``; purging an artifact destroys its key, so a backup, a
+    snapshot or an old object version of it can never be opened again."""
+    key_store: str | None = None
+    """fsspec URL of the key store: a folder or bucket apart from the store, which must
+    keep no copies of what it deletes (no versioning, no object lock). Required with
+    encryption."""
+    kek: SecretStr | None = Field(None, exclude=True)
+    """The key-encryption key, 32 bytes as 64 hex characters, that wraps the data keys.
+    Give it as ``SISA_STORAGE__KEK`` (or in ``kek_file``), never in a config file; it is
+    never stored nor shown."""
+    kek_file: str | None = None
+    """A file holding the key-encryption key (64 hex characters), read by each command
+    that opens the store when ``SISA_STORAGE__KEK`` is not set. Its path is recorded,
+    never its content."""
+
+    @field_validator("kek")
+    @classmethod
+    def _kek_is_hex(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                parse_kek(value.get_secret_value(), "storage.kek")  # never echoes the value
+            except ValueError as exc:
+                raise ValueError(str(exc).removeprefix("storage.kek: ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _key_store_with_encryption(self) -> StorageConfig:
+        if self.encryption != "none" and not self.key_store:
+            raise _field_error(
+                "StorageConfig",
+                ("key_store",),
+                "encryption needs a key store apart from the store (an fsspec URL of "
+                "another folder or bucket)",
+                self.key_store,
+            )
+        if self.encryption == "none" and (self.key_store or self.kek_file):
+            raise _field_error(
+                "StorageConfig",
+                ("encryption",),
+                "key_store and kek_file go with encryption = 'aes-256-gcm'; set it, or "
+                "drop them",
+                self.encryption,
+            )
+        return self

@@ -1,0 +1,167 @@
+"""Encrypted stores (``storage.encryption = "aes-256-gcm"``) end to end: training,
+forgetting, serving, verify, evaluate and audit work and give the bits of a plaintext
+store; every artifact is sealed; purging destroys the keys, so a copy made before a
+forget no longer opens; and the key-encryption key stays outside the store."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sisa.config import ConfigError
+from sisa.deletion.accept import forget
+from sisa.evidence.audit import audit
+from sisa.evidence.status import evaluate
+from sisa.serving.predictor import Predictor
+from sisa.store.artifacts import SisaStore
+from sisa.store.layout import SHARDS, TEST_PREFIX
+from sisa.training.train import train
+from storage import MANIFEST
+from storage.crypto import MAGIC
+from storage.keys import KeyDestroyedError
+from tests.conftest import tiny_config, write_digits_npz
+from tests.sisa.deletion.test_accept import assert_equals_scratch, layout, weights_by_shard
+
+KEK = secrets.token_hex(32)
+ROWS = np.random.default_rng(3).random((6, 64)).astype(np.float32)
+
+
+@pytest.fixture
+def kek(monkeypatch):
+    monkeypatch.setenv("SISA_STORAGE__KEK", KEK)
+    return KEK
+
+
+def encrypted(keys: Path, **more) -> dict:
+    return {"storage.encryption": "aes-256-gcm", "storage.key_store": str(keys)} | more
+
+
+@pytest.fixture
+def stores(tmp_path, kek):
+    """make(name, encrypt, drop): a store trained on digits, sealed or not."""
+
+    def make(name="store", encrypt=True, drop=frozenset(), groups=False, **overrides):
+        source = write_digits_npz(tmp_path / f"{name}.npz", drop=set(drop), groups=groups)
+        sealing = encrypted(tmp_path / "keys") if encrypt else {}
+        cfg = tiny_config(**{"data.source": str(source)} | sealing | overrides)
+        url = str(tmp_path / name)
+        train(cfg, url)
+        return url
+
+    return make
+
+
+def artifact_files(url: str) -> list[str]:
+    store = SisaStore(url)
+    return [r for r in store.files(SHARDS) + store.files(TEST_PREFIX) if not r.endswith(".json")]
+
+
+def live_keys(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "keys").rglob("*.key"))
+
+
+def test_training_seals_every_artifact_and_gives_the_plaintext_bits(stores, tmp_path):
+    sealed, plain = stores("sealed"), stores("plain", encrypt=False)
+    assert weights_by_shard(sealed) == weights_by_shard(plain)
+    a, b = SisaStore(sealed), SisaStore(plain)
+    for k in range(3):
+        wa, sa = a.read_stage(a.shard_head(k).stages[-1])
+        wb, sb = b.read_stage(b.shard_head(k).stages[-1])
+        assert all(np.array_equal(wa[n].numpy(), wb[n].numpy()) for n in wb)
+        assert sa["optimizer"].keys() == sb["optimizer"].keys()
+    files = artifact_files(sealed)
+    assert files == artifact_files(plain) and files
+    for rel in files:
+        stored, clear = a.read_bytes(rel), b.read_bytes(rel)
+        assert stored.startswith(MAGIC) and clear[64:128] not in stored
+    assert all(a.read_bytes(r).startswith(b"{") for r in a.files(SHARDS) if r.endswith(MANIFEST))
+    # one key per artifact: 3 shards x (data + 3 stages) + the test data
+    assert len(live_keys(tmp_path)) == 3 * 4 + 1
+
+
+def test_forgetting_shreds_the_purged_artifacts_so_an_old_copy_never_opens(stores, tmp_path):
+    url = stores()
+    backup = tmp_path / "backup"
+    shutil.copytree(url, backup)  # a backup of the store, not of the key store
+    before = {p.name for p in live_keys(tmp_path)}
+    ids, shards, slices = layout(url)
+    gone = [int(ids[(shards == 1) & (slices == 0)][0]), int(ids[(shards == 2) & (slices == 2)][0])]
+    forget(url, gone)
+    assert_equals_scratch(stores, url, gone)  # the scratch store is sealed too
+    after = {p.name for p in live_keys(tmp_path)}
+    assert len(after) == len(before) + 13  # the scratch store's, plus as many as were shredded
+    old = SisaStore(str(backup))
+    for k in (1, 2):  # the retrained shards: their old data and stages no longer open
+        head = old.shard_head(k)
+        with pytest.raises(KeyDestroyedError):
+            old.read_data(head.data)
+        with pytest.raises(KeyDestroyedError):
+            old.read_stage(head.stages[-1])
+    old.read_stage(old.shard_head(0).stages[-1])  # an untouched shard still opens
+    assert audit(url).ok
+
+
+def test_serving_and_evaluation_read_a_sealed_store(stores):
+    sealed, plain = stores("sealed"), stores("plain", encrypt=False)
+    got, want = Predictor(sealed).predict(ROWS, probabilities=True), Predictor(plain).predict(
+        ROWS, probabilities=True
+    )
+    assert np.array_equal(got.probabilities, want.probabilities)
+    assert evaluate(sealed) == evaluate(plain)
+
+
+def test_without_the_kek_nothing_opens_and_the_error_says_where_to_put_it(stores, monkeypatch):
+    url = stores()
+    monkeypatch.delenv("SISA_STORAGE__KEK")
+    with pytest.raises(ValueError, match="storage.kek: this store is encrypted.*SISA_STORAGE__KEK"):
+        Predictor(url).predict(ROWS)
+    monkeypatch.setenv("SISA_STORAGE__KEK", secrets.token_hex(32))
+    with pytest.raises(ValueError, match="another key-encryption key"):
+        Predictor(url).predict(ROWS)
+
+
+def test_the_kek_can_come_from_a_file_and_never_enters_the_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("SISA_STORAGE__KEK", raising=False)
+    kek_file = tmp_path / "kek.hex"
+    kek_file.write_text(KEK + "\n")
+    source = write_digits_npz(tmp_path / "d.npz")
+    settings = encrypted(tmp_path / "keys", **{"storage.kek_file": str(kek_file)})
+    url = str(tmp_path / "store")
+    train(tiny_config(**{"data.source": str(source)} | settings), url)
+    store = SisaStore(url)
+    assert store.config().storage.kek_file == str(kek_file)
+    raw = b"".join(store.read_bytes(r) for r in store.files())
+    assert KEK.encode() not in raw and bytes.fromhex(KEK) not in raw
+    keys = b"".join(p.read_bytes() for p in (tmp_path / "keys").rglob("*") if p.is_file())
+    assert KEK.encode() not in keys and bytes.fromhex(KEK) not in keys
+    assert Predictor(url).predict(ROWS).labels.shape == (6,)
+
+
+def test_a_key_store_inside_the_store_is_refused_before_anything_is_written(tmp_path, kek):
+    url = tmp_path / "store"
+    with pytest.raises(ValueError, match="storage.key_store: .* overlaps the store"):
+        train(tiny_config(**encrypted(url / "keys")), str(url))
+    assert not url.exists()
+
+
+def test_a_kek_given_on_the_command_line_only_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("SISA_STORAGE__KEK", raising=False)
+    cfg = tiny_config(**encrypted(tmp_path / "keys", **{"storage.kek": KEK}))
+    assert "kek" not in cfg.stored()["storage"] and KEK not in repr(cfg)
+    with pytest.raises(ValueError, match="storage.kek: give it as SISA_STORAGE__KEK"):
+        train(cfg, str(tmp_path / "store"))
+    assert not (tmp_path / "store").exists()
+
+
+def test_encryption_settings_are_checked():
+    with pytest.raises(ConfigError, match="storage.key_store: encryption needs a key store"):
+        tiny_config(**{"storage.encryption": "aes-256-gcm"})
+    with pytest.raises(ConfigError, match="storage.kek: .*64 hex characters") as err:
+        tiny_config(**{"storage.kek": "not-a-key"})
+    assert "not-a-key" not in str(err.value)
+    with pytest.raises(ConfigError, match="storage.encryption: key_store and kek_file go"):
+        tiny_config(**{"storage.key_store": "/tmp/k"})
