@@ -119,6 +119,26 @@ class Store:
         """
         return self._local or self.protocol in _ATOMIC_CREATE
 
+    def retention(self) -> dict[str, Any] | None:
+        """What an object store keeps of deleted objects: ``{"bucket", "versioning"
+        ("Enabled", "Suspended" or None), "object_lock" (bool)}``, read through the
+        driver; None where the backend keeps no versions (local disk, memory) or where
+        this driver cannot say."""
+        if self.protocol not in _S3:
+            return None
+        bucket = self.root.split("/", 1)[0]
+        call = self.fs.call_s3  # type: ignore[attr-defined]
+        with self._io("read the bucket settings of", ""):
+            versioning = call("get_bucket_versioning", Bucket=bucket).get("Status")
+            try:
+                lock = call("get_object_lock_configuration", Bucket=bucket)
+            except Exception as exc:  # noqa: BLE001 - s3fs maps "no such configuration"
+                if "ObjectLockConfiguration" not in f"{type(exc).__name__}{exc}":
+                    raise
+                lock = {}
+        enabled = lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        return {"bucket": bucket, "versioning": versioning, "object_lock": enabled}
+
     def require_atomic_create(self, what: str) -> None:
         if not self.atomic_create:
             raise StorageError(

@@ -124,9 +124,7 @@ class Config(_Section):
 
         Checkpoints record it; a checkpoint made under another hash is never reused.
         """
-        body = self.model_dump(
-            mode="json", exclude={"resources", "deletion", "serving", "storage"}
-        )
+        body = self.model_dump(mode="json", exclude={"resources", "deletion", "serving", "storage"})
         for name, section in body.items():
             model = getattr(self, name)
             for key in model.LATER_FIELDS:  # at its default: as before the field existed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -25,6 +25,11 @@ class StorageConfig(_Section):
     """fsspec URL of the key store: a folder or bucket apart from the store, which must
     keep no copies of what it deletes (no versioning, no object lock). Required with
     encryption."""
+    key_store_options: dict[str, Any] | None = None
+    """fsspec options of the key store (an endpoint, a region) where they are not the
+    store's own; by default a key store on the store's backend takes the store's options.
+    Never credentials: these are recorded with the store (s3fs reads them from the
+    environment)."""
     kek: SecretStr | None = Field(None, exclude=True)
     """The key-encryption key, 32 bytes as 64 hex characters, that wraps the data keys.
     Give it as ``SISA_STORAGE__KEK`` (or in ``kek_file``), never in a config file; it is
@@ -44,6 +49,18 @@ class StorageConfig(_Section):
                 raise ValueError(str(exc).removeprefix("storage.kek: ")) from None
         return value
 
+    @field_validator("key_store_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        words = ("key", "secret", "token", "password", "credential")
+        named = sorted(k for k in value or {} if any(w in k.lower() for w in words))
+        if named:
+            raise ValueError(
+                f"holds {', '.join(named)}: credentials would be recorded with the store; "
+                "give them through the environment (AWS_ACCESS_KEY_ID, ...)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _key_store_with_encryption(self) -> StorageConfig:
         if self.encryption != "none" and not self.key_store:
@@ -58,8 +75,7 @@ class StorageConfig(_Section):
             raise _field_error(
                 "StorageConfig",
                 ("encryption",),
-                "key_store and kek_file go with encryption = 'aes-256-gcm'; set it, or "
-                "drop them",
+                "key_store and kek_file go with encryption = 'aes-256-gcm'; set it, or drop them",
                 self.encryption,
             )
         return self

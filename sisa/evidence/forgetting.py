@@ -127,6 +127,9 @@ def _reference(store: SisaStore, folder: Path, executor: Executor | None, source
             "backbone_sha256": None,
             "backbone_input": None,
         }
+    # a temporary store beside the plaintext file it trains on, deleted with the folder:
+    # not sealed, so it leaves no keys behind in the store's key store
+    tree["storage"] = {}
     url = str(folder / "reference")
     train(build_config(tree), url, executor=executor)
     return url

@@ -403,8 +403,7 @@ class SisaStore:
         arrays = decode_arrays(read_file(fs, ref.dir, IDS_FILE, manifest))
         if features:
             parts = [
-                decode_arrays(read_file(fs, ref.dir, name, manifest))["X"]
-                for name in ref.x_files
+                decode_arrays(read_file(fs, ref.dir, name, manifest))["X"] for name in ref.x_files
             ]
             arrays["X"] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return arrays

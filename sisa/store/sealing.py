@@ -51,6 +51,30 @@ def check_encryption(url: str, options: dict[str, Any], cfg: StorageConfig) -> N
             "this process's config only"
         )
     resolve_kek(cfg)
+    check_keeps_no_copies(Store(cfg.key_store, _options_for(url, cfg, options)))
+
+
+def check_keeps_no_copies(keys: Store) -> None:
+    """Refuse a key store that keeps deleted objects (bucket versioning, object lock): a
+    destroyed key would survive there, and every copy of the store would open again."""
+    kept = keys.retention()
+    if kept is not None and (kept["versioning"] is not None or kept["object_lock"]):
+        what = "object lock" if kept["object_lock"] else f"versioning {kept['versioning']}"
+        raise ValueError(
+            f"storage.key_store: bucket {kept['bucket']!r} has {what}, so a destroyed data "
+            "key would survive as a noncurrent version and the artifacts it sealed could be "
+            "opened again; keep keys in a bucket that never had versioning or object lock"
+        )
+
+
+def _options_for(url: str, cfg: StorageConfig, options: dict[str, Any]) -> dict[str, Any] | None:
+    """``storage.key_store_options``, else the store's own options for a key store on the
+    same backend."""
+    assert cfg.key_store is not None
+    if cfg.key_store_options is not None:
+        return cfg.key_store_options
+    same = Store(url, options).protocol == Store(cfg.key_store).protocol
+    return options if same else None
 
 
 def check_apart(store_url: str, key_store: str, options: dict[str, Any]) -> None:
@@ -78,6 +102,5 @@ def open_sealing(
     if scope is None or cfg.key_store is None:
         raise ValueError(f"{url}: an encrypted store's record lacks its key store or scope")
     check_apart(url, cfg.key_store, options)
-    same = Store(url, options).protocol == Store(cfg.key_store).protocol
-    keys = FileKeyStore(cfg.key_store, resolve_kek(cfg, kek), options if same else None)
+    keys = FileKeyStore(cfg.key_store, resolve_kek(cfg, kek), _options_for(url, cfg, options))
     return Sealing(keys, scope)

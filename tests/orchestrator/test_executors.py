@@ -27,7 +27,9 @@ pytestmark = pytest.mark.ray
 
 
 def weights(url):
-    return [s["weights_sha256"] for s in status(url)["shards"]]
+    """Each shard's final weights, by the hash of the tensors (a sealed file's own bytes
+    differ from store to store)."""
+    return [s["state_hash"] for s in status(url)["shards"]]
 
 
 def _count_twice(job, progress):
@@ -398,3 +400,33 @@ def test_adapters_on_a_backbone_are_the_same_bits_on_ray(ray_cluster, tmp_path, 
         }
     )
     assert_trains_and_forgets_the_same_on_ray(cfg, tmp_path)
+
+
+def test_a_sealed_store_trains_and_forgets_on_ray_with_the_kek_in_a_file(
+    ray_cluster, tmp_path, monkeypatch
+):
+    """Ray's workers find the key-encryption key the way every process does: the cluster
+    started without SISA_STORAGE__KEK, so they read ``storage.kek_file``. Their sealed
+    store holds the bits of a plaintext one trained in process."""
+    import secrets
+
+    from storage.crypto import MAGIC
+
+    monkeypatch.delenv("SISA_STORAGE__KEK", raising=False)
+    kek_file = tmp_path / "kek.hex"
+    kek_file.write_text(secrets.token_hex(32))
+    sealed = {
+        "storage.encryption": "aes-256-gcm",
+        "storage.key_store": str(tmp_path / "keys"),
+        "storage.kek_file": str(kek_file),
+    }
+    local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
+    train(tiny_config(), local, executor=InProcessExecutor(progress=False))
+    train(tiny_config(**sealed), remote, executor=RayExecutor(progress=False))
+    assert weights(local) == weights(remote)
+    forget(local, [5, 105], executor=InProcessExecutor(progress=False))
+    forget(remote, [5, 105], executor=RayExecutor(progress=False))
+    assert weights(local) == weights(remote)
+    store = SisaStore(remote)
+    stage = store.shard_head(0).stages[-1]
+    assert store.read_bytes(f"{stage.dir}/weights.safetensors").startswith(MAGIC)

@@ -42,3 +42,31 @@ def test_lifecycle_is_identical_on_every_backend(backend, tmp_path):
     live = {ref.dir for k in range(2) for ref in store.shard_head(k).stages}
     stage_dirs = {rel.rsplit("/", 1)[0] for rel in store.fs.walk("shards") if "/stage-" in rel}
     assert stage_dirs == live
+
+
+def test_a_sealed_store_lives_the_same_on_every_backend(backend, tmp_path, monkeypatch):
+    """Encryption on every backend, its key store on the same kind of backend: the bits
+    of a plaintext store, and one live key per live artifact after a forget."""
+    import secrets
+
+    from storage import Store
+
+    monkeypatch.setenv("SISA_STORAGE__KEK", secrets.token_hex(32))
+    url, options = backend
+    keys = url.rsplit("/", 1)[0] + f"/keys-{uuid.uuid4().hex}"
+    if url.startswith("memory://"):
+        keys = f"memory://sisa-keys-{uuid.uuid4().hex}"
+    sealed = {"storage.encryption": "aes-256-gcm", "storage.key_store": keys}
+    cfg = tiny_config(**{"sisa.shards": 2, "sisa.slices": 2})
+    train(tiny_config(**{"sisa.shards": 2, "sisa.slices": 2} | sealed), url, options)
+    forget(url, [10, 20, 30], storage_options=options)
+    assert verify(url, storage_options=options).identical
+    reference = str(tmp_path / "reference")
+    train(cfg, reference)
+    forget(reference, [10, 20, 30])
+    got = [s["state_hash"] for s in status(url, options)["shards"]]
+    assert got == [s["state_hash"] for s in status(reference)["shards"]]
+    store = SisaStore(url, options)
+    live = sum(1 + len(store.shard_head(k).stages) for k in range(2)) + 1  # and the test data
+    found = [r for r in Store(keys, options).walk("") if r.endswith(".key")]
+    assert len(found) == live

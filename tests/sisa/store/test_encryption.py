@@ -107,8 +107,9 @@ def test_forgetting_shreds_the_purged_artifacts_so_an_old_copy_never_opens(store
 
 def test_serving_and_evaluation_read_a_sealed_store(stores):
     sealed, plain = stores("sealed"), stores("plain", encrypt=False)
-    got, want = Predictor(sealed).predict(ROWS, probabilities=True), Predictor(plain).predict(
-        ROWS, probabilities=True
+    got, want = (
+        Predictor(sealed).predict(ROWS, probabilities=True),
+        Predictor(plain).predict(ROWS, probabilities=True),
     )
     assert np.array_equal(got.probabilities, want.probabilities)
     assert evaluate(sealed) == evaluate(plain)
@@ -165,3 +166,57 @@ def test_encryption_settings_are_checked():
     assert "not-a-key" not in str(err.value)
     with pytest.raises(ConfigError, match="storage.encryption: key_store and kek_file go"):
         tiny_config(**{"storage.key_store": "/tmp/k"})
+
+
+def test_forgetting_evidence_on_a_sealed_store_leaves_no_keys_behind(stores, tmp_path):
+    from sisa.evidence.forgetting import forgetting_evidence
+
+    url = stores()
+    ids, shards, _ = layout(url)
+    gone = [int(i) for i in ids[shards == 0][:3]]
+    forget(url, gone)
+    keys = live_keys(tmp_path)
+    report = forgetting_evidence(url, gone)
+    assert report["identical"] is True  # by the tensors: sealed bytes differ from plain
+    assert live_keys(tmp_path) == keys  # its reference store was temporary and unsealed
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("kept", ["versioning", "object lock"])
+def test_a_key_store_bucket_that_keeps_deleted_objects_is_refused(s3_server, tmp_path, kek, kept):
+    import uuid
+
+    from storage import Store
+
+    _, options = s3_server
+    bucket = f"keys-{uuid.uuid4().hex[:12]}"
+    fs = Store("s3://" + bucket, options).fs
+    if kept == "versioning":
+        fs.call_s3("create_bucket", Bucket=bucket)
+        fs.call_s3(
+            "put_bucket_versioning", Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
+    else:
+        fs.call_s3("create_bucket", Bucket=bucket, ObjectLockEnabledForBucket=True)
+    url = str(tmp_path / "store")  # on local disk: the key store's endpoint is its own
+    endpoint = {"client_kwargs": options["client_kwargs"]}  # credentials: the environment
+    settings = encrypted(f"s3://{bucket}/keys", **{"storage.key_store_options": endpoint})
+    with pytest.raises(ValueError, match=f"storage.key_store: bucket '{bucket}' has {kept}"):
+        train(tiny_config(**settings), url)
+    assert not Path(url).exists()
+
+
+@pytest.mark.s3
+def test_a_key_store_on_another_backend_takes_its_own_options(s3_server, tmp_path, kek):
+    s3_url, options = s3_server
+    import uuid
+
+    keys = f"{s3_url}/keys-{uuid.uuid4().hex}"
+    endpoint = {"client_kwargs": options["client_kwargs"]}
+    source = write_digits_npz(tmp_path / "d.npz")
+    settings = encrypted(keys, **{"storage.key_store_options": endpoint})
+    url = str(tmp_path / "store")
+    train(tiny_config(**{"data.source": str(source)} | settings), url)
+    assert Predictor(url).predict(ROWS).labels.shape == (6,)
+    with pytest.raises(ConfigError, match="storage.key_store_options: .*holds secret"):
+        tiny_config(**settings | {"storage.key_store_options": {"secret": "x"}})
