@@ -70,6 +70,9 @@ class Backend(Protocol):
     async def health(self) -> dict[str, Any]: ...
 
 
+STATE_ONLY = ("id", "seq", "state")  # what GET /requests/{id} tells without the token
+
+
 def _token_checker(token_sha256: bytes | None) -> Any:
     """A dependency that admits ``Authorization: Bearer <token>`` whose SHA-256 is
     ``token_sha256`` (``api_guards.token_matches``: constant time). ``BEARER`` only
@@ -281,13 +284,20 @@ def build_app(
             422: _error("never sent: any text names a request", ValidationErrorBody),
         },
     )
-    async def request(request_id: str) -> Any:
-        """A deletion request's state (accepted, compliant, retrained, purged), and its
-        receipt once purged."""
+    async def request(request_id: str, http: Request) -> Any:
+        """A deletion request's state (accepted, compliant, retrained, purged). With the
+        bearer token, also what it asked and its receipt once purged; without, the state
+        only, so a request ID handed to whoever asked for the deletion reveals nothing
+        else."""
         try:
-            return await backend.request(request_id)
+            found = await backend.request(request_id)
         except UnknownRequestError as err:
             return _not_found(err)
+        header = http.headers.get("authorization")
+        given = header.encode("latin-1") if header is not None else None
+        if token_sha256 is None or not token_matches(given, token_sha256):
+            return {key: found[key] for key in STATE_ONLY}
+        return found
 
     @app.get("/status", response_model=StatusResponse, responses=GUARDED)
     async def status() -> dict[str, Any]:

@@ -179,16 +179,18 @@ class ForgetResponse(BaseModel):
 
 
 class RequestStatusBody(BaseModel):
+    """The state of a request; what it asked and its receipt only with the bearer token."""
+
     id: str
     seq: int
     state: Literal[STATES]  # type: ignore[valid-type]
-    points: int
-    test_points: int
-    shards: list[int]
-    group: bool
-    reason: str | None = None
-    accepted_at: float
-    receipt: dict[str, Any] | None = Field(None, description="once purged")
+    points: int | None = Field(None, description="with the token")
+    test_points: int | None = Field(None, description="with the token")
+    shards: list[int] | None = Field(None, description="with the token")
+    group: bool | None = Field(None, description="with the token")
+    reason: str | None = Field(None, description="with the token")
+    accepted_at: float | None = Field(None, description="with the token")
+    receipt: dict[str, Any] | None = Field(None, description="with the token, once purged")
 
 
 class ServedShardBody(BaseModel):

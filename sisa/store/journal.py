@@ -42,7 +42,10 @@ from sisa.store.layout import JOURNAL, RECEIPTS, REQUEST_NAME, request_path
 from storage import CorruptArtifactError, DocumentExistsError
 
 STATES = ("accepted", "compliant", "retrained", "purged")
-_REQUEST_ID = re.compile(r"^r([0-9]{9})-([0-9a-f]{8})\Z")
+# the sequence number, then 128 random bits that make a request ID hard to guess (stores
+# from before held 32: their IDs still name their requests)
+_REQUEST_ID = re.compile(r"^r([0-9]{9})-([0-9a-f]{32}|[0-9a-f]{8})\Z")
+SECRET_BYTES = 16
 
 
 class DamagedEntryError(CorruptArtifactError):
@@ -120,7 +123,7 @@ def parse_request_id(request_id: str) -> int:
     match = _REQUEST_ID.match(request_id) if isinstance(request_id, str) else None
     if match is None:
         raise UnknownRequestError(
-            f"malformed request ID {request_id!r}; request IDs look like r000000012-1a2b3c4d"
+            f"malformed request ID {request_id!r}; request IDs look like r000000012- and 32 hex digits"
         )
     return int(match.group(1))
 
@@ -186,7 +189,7 @@ class Journal:
                 if not entries:
                     return None
             request = Request(
-                id=f"r{seq:09d}-{secrets.token_hex(4)}",
+                id=f"r{seq:09d}-{secrets.token_hex(SECRET_BYTES)}",
                 seq=seq,
                 entries=tuple(entries),
                 group=group,

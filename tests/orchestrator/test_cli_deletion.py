@@ -27,7 +27,7 @@ from sisa.store.artifacts import SisaStore
 from tests.orchestrator.test_cli import TINY_ARGS, _sisa, run
 from tests.sisa.deletion.test_accept import layout
 
-REQUEST_ID = re.compile(r"r\d{9}-[0-9a-f]{8}")
+REQUEST_ID = re.compile(r"r\d{9}-[0-9a-f]{32}")
 FORGET_KEYS = {
     "request_id",
     "removed",

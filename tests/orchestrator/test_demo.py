@@ -7,7 +7,7 @@ from orchestrator.cli import main
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 # a request ID, a number, or the README's "..." (the fingerprint): figures vary by machine
-_VARYING = re.compile(r"(r\d{9}-[0-9a-f]{8}|\d+(?:\.\d+)?|\.\.\.)")
+_VARYING = re.compile(r"(r\d{9}-[0-9a-f]{32}|\d+(?:\.\d+)?|\.\.\.)")
 
 
 def readme_demo_output() -> list[str]:
@@ -25,7 +25,7 @@ def line_pattern(line: str) -> re.Pattern[str]:
         elif part == "...":
             out.append(".+")
         elif part.startswith("r"):
-            out.append(r"r\d{9}-[0-9a-f]{8}")
+            out.append(r"r\d{9}-[0-9a-f]{32}")
         else:
             out.append(r"\d+(?:\.\d+)?")
     return re.compile("".join(out))
@@ -43,6 +43,10 @@ def test_demo_trains_forgets_and_verifies_and_prints_the_readme_output(capsys):
 
 
 def test_the_readme_pattern_fails_on_a_changed_line():
-    pattern = line_pattern("forget [1, 2]: request r000000001-25bda045 journaled (...)")
-    assert pattern.fullmatch("forget [3, 4]: request r000000002-0a1b2c3d journaled (torch)")
+    rid = "r000000001-" + "25bda045" * 4
+    pattern = line_pattern(f"forget [1, 2]: request {rid} journaled (...)")
+    assert pattern.fullmatch(
+        f"forget [3, 4]: request r000000002-{'0a1b2c3d' * 4} journaled (torch)"
+    )
+    assert not pattern.fullmatch("forget [3, 4]: request r000000002-0a1b2c3d journaled (torch)")
     assert not pattern.fullmatch("forget [3, 4]: 0.81s, retrained 5 shard(s)")

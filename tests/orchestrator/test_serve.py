@@ -347,7 +347,9 @@ def test_bad_forget_requests_get_422_and_journal_nothing(apps, http, body, fragm
     assert Journal(SisaStore(url)).seqs() == before
 
 
-@pytest.mark.parametrize("request_id", ["r000009999-00000000", "nonsense", "..%2F..%2Fetc"])
+@pytest.mark.parametrize(
+    "request_id", ["r000009999-00000000", "r000000001-" + "0" * 32, "nonsense", "..%2F..%2Fetc"]
+)
 def test_unknown_request_ids_get_404(apps, http, request_id):
     response = http.get(f"{apps['main'][0]}/requests/{request_id}")
     assert response.status_code == 404
@@ -417,6 +419,7 @@ def test_forget_is_compliant_at_once_then_retrained_and_purged(apps, http):
     assert response.status_code == 202
     accepted = response.json()
     rid, seq = accepted["request_id"], int(accepted["request_id"][1:10])
+    assert len(rid.split("-")[1]) == 32  # 128 random bits: a handle nobody can guess
     assert accepted["state"] == "compliant" and accepted["rolled_back"] == [2]
     assert accepted["model"]["through"] == seq
     # the very next prediction already uses the rolled-back ensemble
@@ -436,7 +439,12 @@ def test_forget_is_compliant_at_once_then_retrained_and_purged(apps, http):
     )
     assert served["labels"] == final.labels.tolist()
     np.testing.assert_array_equal(np.float32(served["probabilities"]), final.probabilities)
-    receipt = http.get(f"{base}/requests/{rid}").json()["receipt"]
+    assert set(http.get(f"{base}/requests/{rid}").json()) == {"id", "seq", "state"}
+    anyone = http.get(f"{base}/requests/{rid}", headers={"Authorization": "Bearer wrong-token"})
+    assert set(anyone.json()) == {"id", "seq", "state"}  # a wrong token: the state only
+    full = http.get(f"{base}/requests/{rid}", headers=AUTH).json()
+    assert full["points"] == 1 and full["shards"] == [2]
+    receipt = full["receipt"]
     assert receipt["request"] == rid  # it holds the salted hash, never the ID
     assert receipt["ids"] == [salted_hash(SisaStore(url).salt(), victim)]
     again = http.post(f"{base}/forget", json={"ids": [victim]}, headers=AUTH)
