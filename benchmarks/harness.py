@@ -56,6 +56,7 @@ BENCHMARKS = (
     "startup",
     "recipe",
     "backbones",
+    "encryption",
     "gpu",
 )
 

@@ -363,6 +363,23 @@ def backbones(f: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def encryption(f: dict[str, Any]) -> list[Row]:
+    s, goal = f["sizes"], f["goals"]["overhead"]
+    where = f"synthetic Purchase N={s['n']:,}, S={s['shards']} R={s['slices']}, in process"
+    rows: list[Row] = []
+    for key, what, verdict in (("train_ratio", "training", "training"),
+                               ("forget_ratio", "one `forget`", "deletion")):  # fmt: skip
+        rows.append(
+            (
+                f"Encryption at rest: {what}, sealed / plaintext, {where}",
+                f"≤ {1 + goal:.2f}x",
+                times(f[key], 3),
+                f["verdicts"][verdict],
+            )
+        )
+    return rows
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "speedup": speedup,
     "deletion": deletion,
@@ -376,6 +393,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "startup": startup,
     "recipe": recipe,
     "backbones": backbones,
+    "encryption": encryption,
 }
 
 

@@ -48,8 +48,9 @@ class KeyStore(Protocol):
 
     url: str
 
-    def create(self, key_id: str) -> bytes:
-        """A new random data key stored under ``key_id`` (a new ID each time)."""
+    def create(self, key_id: str, key: bytes | None = None) -> bytes:
+        """A new data key stored under ``key_id`` (a new ID each time): random, or ``key``
+        (a secret carried over from an earlier store)."""
         ...
 
     def get(self, key_id: str) -> bytes:
@@ -106,9 +107,9 @@ class FileKeyStore:
         _check_key_id(key_id)
         return key_id + KEY_SUFFIX
 
-    def create(self, key_id: str) -> bytes:
+    def create(self, key_id: str, key: bytes | None = None) -> bytes:
         self._check_kek()
-        key = new_key()
+        key = new_key() if key is None else bytes(key)
         wrapped = seal(self._kek, key, key_id.encode())
         self.fs.write_bytes(self._rel(key_id), wrapped, exclusive=True)
         self._remember(key_id, key)

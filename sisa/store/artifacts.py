@@ -32,6 +32,7 @@ from sisa.store.layout import (
     JOURNAL,
     OWN_PATHS,
     RECEIPTS,
+    SALT_FOLDER,
     SERVING,
     SHARDS,
     STAGE_FILES,
@@ -65,6 +66,7 @@ from storage import (
     write_artifact,
     write_doc,
 )
+from storage.keys import key_id
 
 if TYPE_CHECKING:  # weights are tensors; reading the store's documents needs no torch
     import torch
@@ -202,20 +204,31 @@ class SisaStore:
         """Write the training record; ``salt`` carries an overwritten store's salt over,
         so its tombstones and receipts keep meaning the same IDs."""
         body = {"config": config.stored(), "training_hash": config.training_hash()}
-        salt_hex = salt.hex() if salt is not None else secrets.token_hex(16)
-        if config.storage.encryption != "none":  # this store's keys in the key store
-            body["key_scope"] = secrets.token_hex(16)
-        write_doc(self.fs, CONFIG_DOC, body | info | {"salt": salt_hex})
+        if config.storage.encryption == "none":
+            body["salt"] = salt.hex() if salt is not None else secrets.token_hex(16)
+        else:  # the salt is a secret of the key store: the store holds only its name
+            scope, part = secrets.token_hex(16), secrets.token_hex(16)
+            sealing = open_sealing(self.url, self.storage_options, config.storage, scope)
+            assert sealing is not None
+            sealing.keys.create(key_id(scope, SALT_FOLDER, part), salt)
+            body |= {"key_scope": scope, "salt_key": part}
+        write_doc(self.fs, CONFIG_DOC, body | info)
         self._sealing_read = False
 
     def write_meta(self, body: dict[str, Any]) -> None:
         write_doc(self.fs, STORE_DOC, body)
 
     def salt(self) -> bytes:
+        """The key of the store's ID hashes (journal, tombstones, receipts): in the store's
+        record, or for an encrypted store in its key store, which the record names."""
         intent = self.intent()
         if intent is None:
             raise StoreStateError(f"{self.url} holds no training config")
-        return bytes.fromhex(intent["salt"])
+        if "salt" in intent:
+            return bytes.fromhex(intent["salt"])
+        sealing = self._artifacts().sealing
+        assert sealing is not None, "a record without a salt is of an encrypted store"
+        return sealing.keys.get(key_id(sealing.scope, SALT_FOLDER, intent["salt_key"]))
 
     def _doc(self, rel: str) -> dict[str, Any] | None:
         try:
@@ -359,8 +372,11 @@ class SisaStore:
         """
         self._shred(SHARDS)
         self._shred(TEST_PREFIX)
+        sealing = self._artifacts().sealing
         for rel in (STORE_DOC, SHARDS, TEST_PREFIX, SERVING, CONFIG_DOC):
             self.fs.delete_tree(rel)
+        if sealing is not None:  # the record is gone: its salt goes too (the caller kept it)
+            sealing.shred(SALT_FOLDER)
         self._sealing_read = False
 
     def has_history(self) -> bool:

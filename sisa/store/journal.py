@@ -123,7 +123,8 @@ def parse_request_id(request_id: str) -> int:
     match = _REQUEST_ID.match(request_id) if isinstance(request_id, str) else None
     if match is None:
         raise UnknownRequestError(
-            f"malformed request ID {request_id!r}; request IDs look like r000000012- and 32 hex digits"
+            f"malformed request ID {request_id!r}; request IDs look like r000000012-"
+            "followed by 32 hex digits"
         )
     return int(match.group(1))
 

@@ -39,6 +39,7 @@ BATCHES = "batches"  # the plan of each batch of requests, written before it run
 SERVING = "serving"  # which checkpoint of each shard predictions use
 RECEIPTS = "receipts"  # one per processed request, chained by hash
 LOCKS = "locks"
+SALT_FOLDER = "salt"  # in an encrypted store's key store: the key of its ID hashes
 PROCESS_LOCK = f"{LOCKS}/process.json"  # the lease of the one process that retrains
 OWN_PATHS = (
     CONFIG_DOC,

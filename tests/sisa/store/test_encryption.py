@@ -79,8 +79,8 @@ def test_training_seals_every_artifact_and_gives_the_plaintext_bits(stores, tmp_
         stored, clear = a.read_bytes(rel), b.read_bytes(rel)
         assert stored.startswith(MAGIC) and clear[64:128] not in stored
     assert all(a.read_bytes(r).startswith(b"{") for r in a.files(SHARDS) if r.endswith(MANIFEST))
-    # one key per artifact: 3 shards x (data + 3 stages) + the test data
-    assert len(live_keys(tmp_path)) == 3 * 4 + 1
+    # one key per artifact: 3 shards x (data + 3 stages) + the test data; and the salt
+    assert len(live_keys(tmp_path)) == 3 * 4 + 1 + 1
 
 
 def test_forgetting_shreds_the_purged_artifacts_so_an_old_copy_never_opens(stores, tmp_path):
@@ -93,7 +93,7 @@ def test_forgetting_shreds_the_purged_artifacts_so_an_old_copy_never_opens(store
     forget(url, gone)
     assert_equals_scratch(stores, url, gone)  # the scratch store is sealed too
     after = {p.name for p in live_keys(tmp_path)}
-    assert len(after) == len(before) + 13  # the scratch store's, plus as many as were shredded
+    assert len(after) == len(before) + 14  # the scratch store's, and as many as were shredded
     old = SisaStore(str(backup))
     for k in (1, 2):  # the retrained shards: their old data and stages no longer open
         head = old.shard_head(k)
@@ -220,3 +220,49 @@ def test_a_key_store_on_another_backend_takes_its_own_options(s3_server, tmp_pat
     assert Predictor(url).predict(ROWS).labels.shape == (6,)
     with pytest.raises(ConfigError, match="storage.key_store_options: .*holds secret"):
         tiny_config(**settings | {"storage.key_store_options": {"secret": "x"}})
+
+
+def test_a_deleted_id_and_a_never_present_one_look_alike_to_the_store(stores, tmp_path):
+    """The key of the ID hashes lives in the key store: from the store alone, a deleted ID
+    and an ID that was never there (placed in the same shard and slice, so that placement
+    tells nothing either) leave the same traces, which is none."""
+    import hashlib
+
+    from sisa.data.partition import place
+    from sisa.ids import fingerprints, id_bytes, id_set_hash, salted_hash
+
+    url = stores()
+    store = SisaStore(url)
+    ids, shards, slices = layout(url)
+    deleted = int(ids[(shards == 1) & (slices == 1)][0])
+    forget(url, [deleted])
+    cfg = store.config().sisa
+
+    def placed(i: int) -> tuple[int, int]:
+        shard, slice_ = place(cfg, {"ids": np.array([i]), "y": np.array([0])})
+        return int(shard[0]), int(slice_[0])
+
+    never = next(i for i in range(10_000, 100_000) if placed(i) == placed(deleted))
+    assert never not in set(ids.tolist())
+    intent = store.intent()
+    assert "salt" not in intent and "salt_key" in intent  # only the key's name
+    raw = b"".join(store.read_bytes(r) for r in store.files())
+    salt = store.salt()  # from the key store, with the KEK
+    assert salt.hex().encode() not in raw and salt not in raw
+
+    def traces(i: int) -> list[bytes]:
+        """What anyone holding the store alone can compute of an ID and look for."""
+        b = id_bytes(i)
+        return [
+            hashlib.sha256(b).hexdigest().encode(),
+            hashlib.blake2b(b, digest_size=16).hexdigest().encode(),
+            fingerprints(np.array([i])).tobytes(),
+            id_set_hash(np.array([i])).encode(),
+            f'"{i}"'.encode(),
+        ]
+
+    assert [t in raw for t in traces(deleted)] == [t in raw for t in traces(never)]
+    assert not any(t in raw for t in traces(deleted))
+    # whoever holds the key store's salt does find the deleted one (receipts stay checkable)
+    assert salted_hash(salt, deleted).encode() in raw
+    assert salted_hash(salt, never).encode() not in raw
