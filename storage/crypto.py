@@ -57,8 +57,7 @@ def unseal(key: bytes, blob: bytes, where: bytes, name: str) -> bytes:
         return AESGCM(key).decrypt(nonce, body, where)
     except InvalidTag:
         raise SealError(
-            f"{name} does not open under its key: altered bytes, or bytes moved from "
-            "another place"
+            f"{name} does not open under its key: altered bytes, or bytes moved from another place"
         ) from None
 
 

@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -39,9 +40,11 @@ class _Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans(cls, value: Any) -> Any:
-        # No setting is a boolean; TOML's true/false would otherwise pass as 1/0.
-        if isinstance(value, bool):
+    def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        # Only a setting declared a boolean takes true/false; elsewhere TOML's true/false
+        # would pass as 1/0.
+        declared = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if isinstance(value, bool) and declared is not bool:
             raise ValueError("must not be true/false")
         return value
 

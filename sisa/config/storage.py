@@ -39,6 +39,12 @@ class StorageConfig(_Section):
     that opens the store when ``SISA_STORAGE__KEK`` is not set. Its path is recorded,
     never its content."""
 
+    allow_versioned: bool = False
+    """Train in an s3 bucket with versioning or object lock although the store is not
+    encrypted: a deleted object then survives as a noncurrent version, which you remove
+    yourself (a lifecycle rule). With encryption, such buckets are fine: the versions are
+    sealed under destroyed keys, and purging deletes them where no lock forbids it."""
+
     @field_validator("kek")
     @classmethod
     def _kek_is_hex(cls, value: SecretStr | None) -> SecretStr | None:

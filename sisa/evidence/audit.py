@@ -30,6 +30,11 @@
    requested point and group. JSON numbers and keys are not compared: counters, sizes and
    shard numbers would collide with small integer IDs.
 
+7. **Nothing purged can be opened again** (``sisa.evidence.retention``). In an encrypted
+   store every data key opens a live artifact and every live artifact has its key; in a
+   bucket that keeps versions, each noncurrent version of an artifact file is sealed
+   under a destroyed key.
+
 What the audit does not prove: that the weights are what training on the data produces.
 ``sisa.evidence.verify`` proves that by retraining. Someone who can rewrite the store can forge
 records that agree with each other; only the anchored head is out of their reach.
@@ -52,6 +57,7 @@ import storage
 from sisa.data.partition import place
 from sisa.deletion import compliance, receipts
 from sisa.deletion.plan import BatchPlan, unfinished_batch
+from sisa.evidence.retention import retention_findings
 from sisa.ids import fingerprints, id_candidates, salted_hash
 from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
 from sisa.store.journal import Journal, Request
@@ -190,6 +196,8 @@ class _Audit:
             self.check_serving(heads)
         except (KeyError, StorageError, TypeError, ValueError) as err:
             self.flag("unreadable serving state", "serving", repr(err))
+        for kind, rel, detail, severity in retention_findings(self.store, heads):
+            self.flag(kind, rel, detail, severity)  # keys and kept versions (claim 7)
         return AuditReport(
             chain=chain,
             findings=self.findings,

@@ -120,6 +120,7 @@ class SisaStore:
         self.storage_options = dict(storage_options or {})
         self.fs = Store(url, self.storage_options)
         self._sealing_read = False  # whether ``fs.sealing`` follows the record yet
+        self._keeps_versions: bool | None = None  # the bucket's versioning, read once
 
     def _artifacts(self) -> Store:
         """``fs``, sealing and opening artifacts as the store's record says
@@ -329,15 +330,27 @@ class SisaStore:
             live = {d: self._key_part(d) for d in (head.data.dir, *(s.dir for s in head.stages))}
         self._shred(prefix, live)  # the keys first: then no copy of what goes opens again
         deleted = []
+        versions = self.keeps_versions()
         for rel in self.fs.walk(prefix):
             if rel in keep:  # only the files a committed artifact consists of
                 continue
             self.fs.delete(rel)
+            if versions:  # and what the bucket kept of it (sealed: its key is gone)
+                self.fs.delete_versions(rel)
             deleted.append(self.fs.url_of(rel))
             crash_point("mid-sweep")
         if deleted:
             self.fs.prune_empty_dirs(prefix)
         return deleted
+
+    def keeps_versions(self) -> bool:
+        """Whether the store's bucket keeps deleted objects (versioning or object lock)."""
+        if self._keeps_versions is None:
+            kept = self.fs.retention()
+            self._keeps_versions = kept is not None and (
+                kept["versioning"] is not None or kept["object_lock"]
+            )
+        return self._keeps_versions
 
     def _key_part(self, rel_dir: str) -> str | None:
         """The data key part a live artifact's manifest names; None when it cannot be read

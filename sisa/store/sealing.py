@@ -39,9 +39,20 @@ def resolve_kek(cfg: StorageConfig, given: bytes | None = None) -> bytes:
 
 
 def check_encryption(url: str, options: dict[str, Any], cfg: StorageConfig) -> None:
-    """Before a training writes anything: the key store lies apart from the store, and
-    this process can find the KEK the way every later one will."""
+    """Before a training writes anything: a bucket that keeps deleted objects holds only
+    sealed ones; the key store lies apart from the store and keeps no copies; and this
+    process can find the KEK the way every later one will."""
+    kept = Store(url, options).retention()
     if cfg.encryption == "none" or cfg.key_store is None:
+        if kept is not None and _keeps(kept) and not cfg.allow_versioned:
+            raise ValueError(
+                f"storage.encryption: bucket {kept['bucket']!r} has {_what(kept)}, so "
+                "every object a purge deletes (the data and checkpoints of forgotten "
+                "points) would survive as a noncurrent version. Encrypt the store "
+                "(storage.encryption = 'aes-256-gcm': those versions are then sealed "
+                "under destroyed keys), or set storage.allow_versioned = true if you "
+                "remove noncurrent versions yourself"
+            )
         return
     check_apart(url, cfg.key_store, options)
     if cfg.kek is not None and not os.environ.get(KEK_ENV):
@@ -58,13 +69,20 @@ def check_keeps_no_copies(keys: Store) -> None:
     """Refuse a key store that keeps deleted objects (bucket versioning, object lock): a
     destroyed key would survive there, and every copy of the store would open again."""
     kept = keys.retention()
-    if kept is not None and (kept["versioning"] is not None or kept["object_lock"]):
-        what = "object lock" if kept["object_lock"] else f"versioning {kept['versioning']}"
+    if kept is not None and _keeps(kept):
         raise ValueError(
-            f"storage.key_store: bucket {kept['bucket']!r} has {what}, so a destroyed data "
+            f"storage.key_store: bucket {kept['bucket']!r} has {_what(kept)}, so a destroyed data "
             "key would survive as a noncurrent version and the artifacts it sealed could be "
             "opened again; keep keys in a bucket that never had versioning or object lock"
         )
+
+
+def _keeps(kept: dict[str, Any]) -> bool:
+    return kept["versioning"] is not None or bool(kept["object_lock"])
+
+
+def _what(kept: dict[str, Any]) -> str:
+    return "object lock" if kept["object_lock"] else f"versioning {kept['versioning']}"
 
 
 def _options_for(url: str, cfg: StorageConfig, options: dict[str, Any]) -> dict[str, Any] | None:

@@ -316,3 +316,98 @@ def test_a_backup_of_the_store_holds_nothing_readable_once_forgotten(tmp_path, k
             assert row.tobytes()[20:36] not in raw  # no run of feature values
     assert audit(url).ok
     assert Predictor(url).predict(ROWS).labels.shape == (6,)
+
+
+def test_the_audit_finds_a_key_that_outlived_its_artifact_and_a_live_one_lost(stores, tmp_path):
+    url = stores()
+    saved = tmp_path / "keys-before"
+    shutil.copytree(tmp_path / "keys", saved)  # the key store's own backup: the contract broken
+    ids, shards, slices = layout(url)
+    forget(url, [int(ids[(shards == 1) & (slices == 0)][0])])
+    assert audit(url).ok
+    shutil.copytree(saved, tmp_path / "keys", dirs_exist_ok=True)  # restored: old keys back
+    report = audit(url)
+    kinds = {f.kind for f in report.violations}
+    assert not report.ok and kinds == {"undestroyed data key"}
+    forget(url, [int(ids[(shards == 2) & (slices == 2)][0])])  # its sweep destroys them again
+    assert audit(url).ok
+    live = SisaStore(url).shard_head(0).stages[-1]
+    for key in (tmp_path / "keys").rglob("*.key"):
+        if f"/{live.dir}/" in key.as_posix():
+            key.unlink()
+    report = audit(url)
+    assert {f.kind for f in report.violations} == {
+        "destroyed key of a live artifact",  # and so, unreadable:
+        "corrupt checkpoint",
+    }
+    lost = [f.path for f in report.violations if f.kind == "destroyed key of a live artifact"]
+    assert lost == [live.dir]
+
+
+def _versioned_bucket(options: dict) -> tuple[str, object]:
+    import uuid
+
+    from storage import Store
+
+    bucket = f"versioned-{uuid.uuid4().hex[:12]}"
+    fs = Store("s3://" + bucket, options).fs
+    fs.call_s3("create_bucket", Bucket=bucket)
+    fs.call_s3(
+        "put_bucket_versioning", Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
+    return bucket, fs
+
+
+@pytest.mark.s3
+def test_a_versioned_bucket_is_refused_unencrypted_and_kept_clean_encrypted(
+    s3_server, tmp_path, kek
+):
+    """Without encryption a versioned store bucket is refused, unless allow_versioned says
+    the operator removes old versions. With encryption it trains; purging deletes the
+    noncurrent versions of what it deletes; the audit reports any version left, sealed
+    under a destroyed key (a warning) or readable (a violation)."""
+    _, options = s3_server
+    bucket, fs = _versioned_bucket(options)
+    plain = f"s3://{bucket}/plain"
+    with pytest.raises(ValueError, match="storage.encryption: bucket .* has versioning Enabled"):
+        train(tiny_config(), plain, options)
+    assert not fs.find(f"{bucket}/plain")
+    train(tiny_config(**{"storage.allow_versioned": True}), plain, options)
+
+    url = f"s3://{bucket}/sealed"
+    keys = tmp_path / "keys"  # on local disk, apart from the bucket
+    train(tiny_config(**encrypted(keys)), url, options)
+    store = SisaStore(url, options)
+    old = store.shard_head(1)
+    ids, shards, slices = layout_of(url, options)
+    forget(url, [int(ids[(shards == 1) & (slices == 0)][0])], storage_options=options)
+    left = [r for r, _ in store.fs.noncurrent_versions("shards/00001")]
+    assert left == []  # the purge deleted every version of what it deleted
+    assert audit(url, options).ok
+    # a version the purge could not delete (written after it, as a lifecycle race would)
+    purged = f"{old.data.dir}/ids.npz"
+    store.fs.write_bytes(purged, b"sealed bytes of a purged artifact")
+    store.fs.delete(purged)
+    report = audit(url, options)
+    assert report.ok and ("noncurrent version", purged) in {
+        (f.kind, f.path) for f in report.findings
+    }
+    plain_store = SisaStore(plain, options)
+    rel = f"{plain_store.shard_head(0).data.dir}/ids.npz"
+    plain_store.fs.write_bytes(rel, plain_store.fs.read_bytes(rel))  # the old one: noncurrent
+    report = audit(plain, options)
+    assert [(f.kind, f.path) for f in report.violations] == [("readable noncurrent version", rel)]
+
+
+def layout_of(url: str, options: dict):
+    from sisa.data.partition import place
+
+    store = SisaStore(url, options)
+    cfg = store.config()
+    ids, shards, slices = [], [], []
+    for k in range(cfg.sisa.shards):
+        arrays = store.read_data(store.shard_head(k).data, features=False)
+        ids += arrays["ids"].tolist()
+        shards += [k] * len(arrays["ids"])
+        slices += place(cfg.sisa, arrays)[1].tolist()
+    return np.array(ids), np.array(shards), np.array(slices)
