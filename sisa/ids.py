@@ -139,9 +139,19 @@ def seed_from(*parts: object) -> int:
     return int(context_key(*parts)) & ((1 << 63) - 1)
 
 
-def id_set_hash(ids: np.ndarray) -> str:
-    """sha256 of a set of IDs, independent of their order: what a checkpoint trained on."""
-    return hashlib.sha256(np.sort(fingerprints(ids)).tobytes()).hexdigest()
+def id_set_hash(ids: np.ndarray, key: bytes | None = None) -> str:
+    """Hash of a set of IDs, independent of their order: what a checkpoint trained on.
+    sha256, or keyed BLAKE2b under ``key`` (an encrypted store's ID-hash key, kept outside
+    the store, so that the store alone cannot confirm a guessed set)."""
+    return fingerprint_set_hash(fingerprints(ids), key)
+
+
+def fingerprint_set_hash(fps: np.ndarray, key: bytes | None = None) -> str:
+    """``id_set_hash`` of the IDs whose fingerprints are ``fps``."""
+    data = np.sort(fps).tobytes()
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.blake2b(data, key=key, digest_size=32).hexdigest()
 
 
 _WORD = re.compile(r"[^\s()\[\]{}<>\"',;|]+")

@@ -45,7 +45,6 @@ checks. Findings never name a raw ID: they give counts.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -58,7 +57,7 @@ from sisa.data.partition import place
 from sisa.deletion import compliance, receipts
 from sisa.deletion.plan import BatchPlan, unfinished_batch
 from sisa.evidence.retention import retention_findings
-from sisa.ids import fingerprints, id_candidates, salted_hash
+from sisa.ids import fingerprint_set_hash, fingerprints, id_candidates, salted_hash
 from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
 from sisa.store.journal import Journal, Request
 from sisa.store.layout import (
@@ -462,8 +461,8 @@ class _Audit:
                 self.flag("corrupt checkpoint", rel, repr(err))
                 parent = ref.state_hash
                 continue
-            # the hash of the IDs stage r trained on, computed as sisa.ids.id_set_hash does
-            trained_on = hashlib.sha256(np.sort(fps[slice_of < r]).tobytes()).hexdigest()
+            # the hash of the IDs stage r trained on, as sisa.ids.id_set_hash computes it
+            trained_on = fingerprint_set_hash(fps[slice_of < r], self.store.id_hash_key())
             if not meta.get("ids_hash") == ref.ids_hash == trained_on:
                 self.flag("checkpoint trained on other points", rel, f"stage {r} of {prefix}")
             if (meta.get("stage"), meta.get("parent")) != (r, parent):

@@ -14,6 +14,8 @@ deletes it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
@@ -96,6 +98,10 @@ class Head:
         return DataRef.from_body(self.body["data"])
 
 
+def _keyed(key: bytes, digest: str) -> str:
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
 def open_store(
     store: SisaStore | str | os.PathLike, storage_options: StorageOptions = None
 ) -> SisaStore:
@@ -121,6 +127,7 @@ class SisaStore:
         self.fs = Store(url, self.storage_options)
         self._sealing_read = False  # whether ``fs.sealing`` follows the record yet
         self._keeps_versions: bool | None = None  # the bucket's versioning, read once
+        self._hash_key: tuple[bytes | None] | None = None  # ``id_hash_key``, read once
 
     def _artifacts(self) -> Store:
         """``fs``, sealing and opening artifacts as the store's record says
@@ -211,13 +218,31 @@ class SisaStore:
             scope, part = secrets.token_hex(16), secrets.token_hex(16)
             sealing = open_sealing(self.url, self.storage_options, config.storage, scope)
             assert sealing is not None
-            sealing.keys.create(key_id(scope, SALT_FOLDER, part), salt)
+            salt = sealing.keys.create(key_id(scope, SALT_FOLDER, part), salt)
             body |= {"key_scope": scope, "salt_key": part}
+            if "data_hash" in info:  # keyed: the store alone cannot confirm a guessed source
+                info = info | {"data_hash": _keyed(salt, info["data_hash"])}
         write_doc(self.fs, CONFIG_DOC, body | info)
-        self._sealing_read = False
+        self._sealing_read, self._hash_key = False, None
 
     def write_meta(self, body: dict[str, Any]) -> None:
         write_doc(self.fs, STORE_DOC, body)
+
+    def id_hash_key(self) -> bytes | None:
+        """The key of the store's ID-set hashes (``sisa.ids.id_set_hash``): an encrypted
+        store's salt, which lies in its key store; None for a store whose salt is in its
+        own record (its set hashes stay plain sha256, as they always were)."""
+        if self._hash_key is None:
+            intent = self.intent()
+            if intent is None:
+                return None
+            self._hash_key = (None if "salt" in intent else self.salt(),)
+        return self._hash_key[0]
+
+    def record_hash(self, digest: str) -> str:
+        """``digest`` as the record keeps it: keyed by ``id_hash_key`` where there is one."""
+        key = self.id_hash_key()
+        return digest if key is None else _keyed(key, digest)
 
     def salt(self) -> bytes:
         """The key of the store's ID hashes (journal, tombstones, receipts): in the store's
@@ -390,7 +415,7 @@ class SisaStore:
             self.fs.delete_tree(rel)
         if sealing is not None:  # the record is gone: its salt goes too (the caller kept it)
             sealing.shred(SALT_FOLDER)
-        self._sealing_read = False
+        self._sealing_read, self._hash_key = False, None
 
     def has_history(self) -> bool:
         """Whether any deletion request was ever recorded here."""

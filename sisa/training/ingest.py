@@ -104,7 +104,7 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
         if store.latest_head(prefix) is not None:
             continue  # committed by an earlier, interrupted call
         rel = data_dir(prefix, 0)
-        ids_hash = id_set_hash(index.ids[part_of == part])
+        ids_hash = id_set_hash(index.ids[part_of == part], store.id_hash_key())
         ref = store.committed_data(rel, ids_hash)
         if ref is not None:
             refs[part] = ref
@@ -281,7 +281,7 @@ def check_existing(
             f"{store.url} holds an unfinished training with {other}; "
             "pass --overwrite (overwrite=True) to start over"
         )
-    if intent is not None and intent["data_hash"] != data_hash:
+    if intent is not None and intent["data_hash"] != store.record_hash(data_hash):
         raise StoreStateError(
             f"{store.url} holds an unfinished training over other data (IDs, labels, groups, "
             "risk or features differ); resuming would mix the two: pass --overwrite "

@@ -139,7 +139,7 @@ def derive_data(
     keep[list(drop_rows)] = False
     kept = {k: v[keep] for k, v in arrays.items()}
     rel = data_dir(prefix, generation)
-    ref = store.write_data(rel, kept, id_set_hash(kept["ids"]))
+    ref = store.write_data(rel, kept, id_set_hash(kept["ids"], store.id_hash_key()))
     crash_point("after-data-commit")
     return ref
 
@@ -229,7 +229,13 @@ def load_shard_data(store: SisaStore, config: Config, shard: int, ref: DataRef) 
     shard_of, slice_of = place(config.sisa, arrays)
     if len(shard_of) and not np.all(shard_of == shard):
         raise RuntimeError(f"data of shard {shard} holds points of other shards; refusing")
-    return ShardData(ids=arrays["ids"], X=arrays["X"], y=arrays["y"], slice=slice_of)
+    return ShardData(
+        ids=arrays["ids"],
+        X=arrays["X"],
+        y=arrays["y"],
+        slice=slice_of,
+        hash_key=store.id_hash_key(),
+    )
 
 
 def _restore(store: SisaStore, config: Config, job: ShardJob, ref: StageRef) -> TrainState:

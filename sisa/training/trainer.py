@@ -55,6 +55,7 @@ class ShardData:
     X: np.ndarray  # [n, *feature_shape] float32 or uint8
     y: np.ndarray  # [n] int64
     slice: np.ndarray  # [n] int64 in [0, R)
+    hash_key: bytes | None = field(default=None, repr=False)  # the store's ID-hash key
     fps: np.ndarray = field(init=False)  # [n] uint64 ID fingerprints
 
     def __post_init__(self) -> None:
@@ -69,7 +70,7 @@ class ShardData:
 
     def ids_hash(self, stage: int) -> str:
         """Hash of the set of IDs that stage ``stage`` trains on."""
-        return id_set_hash(self.ids[self.stage_rows(stage)])
+        return id_set_hash(self.ids[self.stage_rows(stage)], self.hash_key)
 
 
 @dataclass(kw_only=True)

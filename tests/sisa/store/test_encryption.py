@@ -267,6 +267,15 @@ def test_a_deleted_id_and_a_never_present_one_look_alike_to_the_store(stores, tm
     # whoever holds the key store's salt does find the deleted one (receipts stay checkable)
     assert salted_hash(salt, deleted).encode() in raw
     assert salted_hash(salt, never).encode() not in raw
+    # the set hashes of data and checkpoints are keyed too, and so is the source's hash
+    head = store.shard_head(1)
+    held = store.read_data(head.data, features=False)["ids"]
+    recorded = store.manifest(head.data.dir).meta["ids_hash"]
+    assert recorded == id_set_hash(held, salt) != id_set_hash(held)
+    from sisa.data.sources import open_source
+
+    source = open_source(store.config().data, store.config().sisa.seed).index().content_hash
+    assert intent["data_hash"] == store.record_hash(source) != source
 
 
 def test_a_backup_of_the_store_holds_nothing_readable_once_forgotten(tmp_path, kek):
