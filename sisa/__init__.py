@@ -47,6 +47,7 @@ _EXPORTS = {
     "pending_plan": "sisa.deletion.plan",
     "plan_forget": "sisa.deletion.accept",
     "process": "sisa.deletion.batch",
+    "rekey": "sisa.store.rekey",
     "repair_tombstones": "sisa.store.tombstones",
     "request_status": "sisa.deletion.lifecycle",
     "request_statuses": "sisa.deletion.lifecycle",
@@ -88,6 +89,7 @@ __all__ = [  # the keys of _EXPORTS, spelt out for linters and type checkers
     "pending_plan",
     "plan_forget",
     "process",
+    "rekey",
     "repair_tombstones",
     "request_status",
     "request_statuses",
@@ -119,6 +121,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from sisa.serving.predictor import Prediction, Predictor
     from sisa.store.artifacts import SisaStore, StoreStateError
     from sisa.store.journal import Journal, UnknownRequestError
+    from sisa.store.rekey import rekey
     from sisa.store.tombstones import repair_tombstones
     from sisa.training.environment import configure
     from sisa.training.factories import check_factory

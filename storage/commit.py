@@ -314,6 +314,18 @@ def write_doc(store: Store, rel: str, body: dict) -> str:
         ) from None
 
 
+def replace_doc(store: Store, rel: str, body: dict) -> str:
+    """Replace a self-verifying document in one atomic write; returns the body's sha256.
+
+    Documents are write-once; this is for the one rewrite that a store's training record
+    allows (moving its salt out, ``sisa.store.rekey``), under the store's lease."""
+    if not isinstance(body, dict):
+        raise TypeError("document body must be a dict")
+    digest = sha256_hex(canonical_json(body))
+    store.write_bytes(rel, canonical_json({"body": body, "sha256": digest}) + b"\n")
+    return digest
+
+
 def read_doc(store: Store, rel: str) -> dict:
     """Return a document's body after checking its embedded sha256.
 

@@ -139,10 +139,10 @@ class Store:
         enabled = lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
         return {"bucket": bucket, "versioning": versioning, "object_lock": enabled}
 
-    def delete_versions(self, rel: str) -> int:
+    def delete_versions(self, rel: str, *, noncurrent: bool = False) -> int:
         """Delete every version and delete marker of the object at ``rel`` in a bucket
-        that keeps versions; a version an object lock protects stays. Returns how many
-        stay (0 where the backend keeps no versions)."""
+        that keeps versions (``noncurrent``: all but the current one); a version an object
+        lock protects stays. Returns how many stay (0 where the backend keeps none)."""
         if self.protocol not in _S3:
             return 0
         bucket, _, key = self.path(rel).partition("/")
@@ -150,7 +150,7 @@ class Store:
         stayed = 0
         with self._io("delete the versions of", rel):
             for entry in self._versions_under(bucket, key):
-                if entry["Key"] != key:
+                if entry["Key"] != key or (noncurrent and entry.get("IsLatest")):
                     continue
                 try:
                     call("delete_object", Bucket=bucket, Key=key, VersionId=entry["VersionId"])

@@ -232,6 +232,19 @@ def cmd_repair(args: argparse.Namespace) -> None:
     print_repair(repair_tombstones(args.store, args.storage_options))
 
 
+def cmd_rekey(args: argparse.Namespace) -> None:
+    from sisa import rekey
+
+    name = rekey(
+        args.store,
+        args.storage_options,
+        key_store=args.key_store,
+        key_store_options=args.key_store_options,
+    )
+    print(f"the salt of {args.store} is now key {name} of {args.key_store}; the receipt chain")
+    print("  is unchanged (audit --expect-head still holds); copies of the old record keep it")
+
+
 def cmd_receipt(args: argparse.Namespace) -> int:
     """A request not yet purged has no receipt: an error, not an empty answer."""
     from sisa import SisaStore, request_status
@@ -357,6 +370,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "process": cmd_process,
     "audit": cmd_audit,
     "repair": cmd_repair,
+    "rekey": cmd_rekey,
     "receipt": cmd_receipt,
     "predict": cmd_predict,
     "status": cmd_status,

@@ -84,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _store_args(p)
 
+    p = sub.add_parser(
+        "rekey",
+        help="move the store's salt into a key store, so the store alone cannot confirm "
+        "a guessed ID (the KEK from SISA_STORAGE__KEK)",
+    )
+    p.add_argument("--key-store", required=True, help="fsspec URL apart from the store")
+    p.add_argument(
+        "--key-store-options",
+        type=json.loads,
+        help="fsspec options of the key store as JSON (an endpoint; never credentials)",
+    )
+    _store_args(p)
+
     p = sub.add_parser("receipt", help="the receipt of a purged request")
     p.add_argument("id", help="request ID, as printed by 'sisa forget'")
     p.add_argument("--json", action="store_true")

@@ -24,7 +24,8 @@ class StorageConfig(_Section):
     key_store: str | None = None
     """fsspec URL of the key store: a folder or bucket apart from the store, which must
     keep no copies of what it deletes (no versioning, no object lock). Required with
-    encryption."""
+    encryption. A store with a key store keeps there the key of its ID hashes (the salt),
+    encrypted or not, so the store alone cannot confirm a guessed ID."""
     key_store_options: dict[str, Any] | None = None
     """fsspec options of the key store (an endpoint, a region) where they are not the
     store's own; by default a key store on the store's backend takes the store's options.
@@ -77,11 +78,11 @@ class StorageConfig(_Section):
                 "another folder or bucket)",
                 self.key_store,
             )
-        if self.encryption == "none" and (self.key_store or self.kek_file):
+        if self.key_store is None and (self.kek_file or self.key_store_options):
             raise _field_error(
                 "StorageConfig",
-                ("encryption",),
-                "key_store and kek_file go with encryption = 'aes-256-gcm'; set it, or drop them",
-                self.encryption,
+                ("key_store",),
+                "kek_file and key_store_options go with a key store; name one, or drop them",
+                self.key_store,
             )
         return self

@@ -95,4 +95,3 @@ def _versions(store: SisaStore, live: dict[str, str | None]) -> list[Flag]:
             )
             flags.append(("readable noncurrent version", rel, detail, "violation"))
     return flags
-

@@ -47,7 +47,7 @@ from sisa.store.layout import (
     shard_prefix,
 )
 from sisa.store.records import DataRef, StageRef
-from sisa.store.sealing import open_sealing
+from sisa.store.sealing import open_keys
 from storage import (
     MANIFEST,
     Lease,
@@ -68,7 +68,7 @@ from storage import (
     write_artifact,
     write_doc,
 )
-from storage.keys import key_id
+from storage.keys import Sealing, key_id
 
 if TYPE_CHECKING:  # weights are tensors; reading the store's documents needs no torch
     import torch
@@ -126,6 +126,7 @@ class SisaStore:
         self.storage_options = dict(storage_options or {})
         self.fs = Store(url, self.storage_options)
         self._sealing_read = False  # whether ``fs.sealing`` follows the record yet
+        self._keys: Sealing | None = None  # the key store, once the record is read
         self._keeps_versions: bool | None = None  # the bucket's versioning, read once
         self._hash_key: tuple[bytes | None] | None = None  # ``id_hash_key``, read once
 
@@ -139,9 +140,15 @@ class SisaStore:
                 return self.fs
             storage = build_config(intent["config"]).storage
             scope = intent.get("key_scope")
-            self.fs.sealing = open_sealing(self.url, self.storage_options, storage, scope)
+            self._keys = open_keys(self.url, self.storage_options, storage, scope)
+            self.fs.sealing = self._keys if storage.encryption != "none" else None
             self._sealing_read = True
         return self.fs
+
+    def keys(self) -> Sealing | None:
+        """The store's key store, under its scope (None without one)."""
+        self._artifacts()
+        return self._keys
 
     def _shred(self, prefix: str, keep: dict[str, str | None] | None = None) -> None:
         """Destroy the data keys of the artifacts under ``prefix`` but ``keep`` (before
@@ -212,14 +219,15 @@ class SisaStore:
         """Write the training record; ``salt`` carries an overwritten store's salt over,
         so its tombstones and receipts keep meaning the same IDs."""
         body = {"config": config.stored(), "training_hash": config.training_hash()}
-        if config.storage.encryption == "none":
+        if config.storage.key_store is None:
             body["salt"] = salt.hex() if salt is not None else secrets.token_hex(16)
-        else:  # the salt is a secret of the key store: the store holds only its name
+        else:  # the salt is a secret of the key store: the store holds only its name, and
+            # every hash of IDs is keyed by it (``id_hash_key``)
             scope, part = secrets.token_hex(16), secrets.token_hex(16)
-            sealing = open_sealing(self.url, self.storage_options, config.storage, scope)
-            assert sealing is not None
-            salt = sealing.keys.create(key_id(scope, SALT_FOLDER, part), salt)
-            body |= {"key_scope": scope, "salt_key": part}
+            keys = open_keys(self.url, self.storage_options, config.storage, scope)
+            assert keys is not None
+            salt = keys.keys.create(key_id(scope, SALT_FOLDER, part), salt)
+            body |= {"key_scope": scope, "salt_key": part, "keyed_hashes": True}
             if "data_hash" in info:  # keyed: the store alone cannot confirm a guessed source
                 info = info | {"data_hash": _keyed(salt, info["data_hash"])}
         write_doc(self.fs, CONFIG_DOC, body | info)
@@ -229,14 +237,14 @@ class SisaStore:
         write_doc(self.fs, STORE_DOC, body)
 
     def id_hash_key(self) -> bytes | None:
-        """The key of the store's ID-set hashes (``sisa.ids.id_set_hash``): an encrypted
-        store's salt, which lies in its key store; None for a store whose salt is in its
-        own record (its set hashes stay plain sha256, as they always were)."""
+        """The key of the store's ID-set hashes (``sisa.ids.id_set_hash``) and of its
+        record's ``data_hash``: the salt, for a store created with a key store; None for
+        the others, whose set hashes stay plain sha256 (``rekey`` keeps them so)."""
         if self._hash_key is None:
             intent = self.intent()
             if intent is None:
                 return None
-            self._hash_key = (None if "salt" in intent else self.salt(),)
+            self._hash_key = (self.salt() if intent.get("keyed_hashes") else None,)
         return self._hash_key[0]
 
     def record_hash(self, digest: str) -> str:
@@ -252,9 +260,9 @@ class SisaStore:
             raise StoreStateError(f"{self.url} holds no training config")
         if "salt" in intent:
             return bytes.fromhex(intent["salt"])
-        sealing = self._artifacts().sealing
-        assert sealing is not None, "a record without a salt is of an encrypted store"
-        return sealing.keys.get(key_id(sealing.scope, SALT_FOLDER, intent["salt_key"]))
+        keys = self.keys()
+        assert keys is not None, "a record without a salt names its key store"
+        return keys.keys.get(key_id(keys.scope, SALT_FOLDER, intent["salt_key"]))
 
     def _doc(self, rel: str) -> dict[str, Any] | None:
         try:
@@ -395,8 +403,10 @@ class SisaStore:
         return [rel for rel in self.fs.walk("") if rel.split("/")[0] not in OWN_PATHS]
 
     def delete_store(self) -> None:
-        """Delete what a store wrote here, and nothing else (its data keys first)."""
-        self._shred("")
+        """Delete what a store wrote here, and nothing else (its keys first)."""
+        keys = self.keys()
+        if keys is not None:
+            keys.shred("")
         for rel in OWN_PATHS:
             self.fs.delete_tree(rel)
         self._sealing_read = False
@@ -410,11 +420,11 @@ class SisaStore:
         """
         self._shred(SHARDS)
         self._shred(TEST_PREFIX)
-        sealing = self._artifacts().sealing
+        keys = self.keys()
         for rel in (STORE_DOC, SHARDS, TEST_PREFIX, SERVING, CONFIG_DOC):
             self.fs.delete_tree(rel)
-        if sealing is not None:  # the record is gone: its salt goes too (the caller kept it)
-            sealing.shred(SALT_FOLDER)
+        if keys is not None:  # the record is gone: its salt goes too (the caller kept it)
+            keys.shred(SALT_FOLDER)
         self._sealing_read, self._hash_key = False, None
 
     def has_history(self) -> bool:

@@ -43,16 +43,17 @@ def check_encryption(url: str, options: dict[str, Any], cfg: StorageConfig) -> N
     sealed ones; the key store lies apart from the store and keeps no copies; and this
     process can find the KEK the way every later one will."""
     kept = Store(url, options).retention()
-    if cfg.encryption == "none" or cfg.key_store is None:
-        if kept is not None and _keeps(kept) and not cfg.allow_versioned:
-            raise ValueError(
-                f"storage.encryption: bucket {kept['bucket']!r} has {_what(kept)}, so "
-                "every object a purge deletes (the data and checkpoints of forgotten "
-                "points) would survive as a noncurrent version. Encrypt the store "
-                "(storage.encryption = 'aes-256-gcm': those versions are then sealed "
-                "under destroyed keys), or set storage.allow_versioned = true if you "
-                "remove noncurrent versions yourself"
-            )
+    unsealed = cfg.encryption == "none"
+    if unsealed and kept is not None and _keeps(kept) and not cfg.allow_versioned:
+        raise ValueError(
+            f"storage.encryption: bucket {kept['bucket']!r} has {_what(kept)}, so "
+            "every object a purge deletes (the data and checkpoints of forgotten "
+            "points) would survive as a noncurrent version. Encrypt the store "
+            "(storage.encryption = 'aes-256-gcm': those versions are then sealed "
+            "under destroyed keys), or set storage.allow_versioned = true if you "
+            "remove noncurrent versions yourself"
+        )
+    if cfg.key_store is None:
         return
     check_apart(url, cfg.key_store, options)
     if cfg.kek is not None and not os.environ.get(KEK_ENV):
@@ -107,18 +108,20 @@ def check_apart(store_url: str, key_store: str, options: dict[str, Any]) -> None
         )
 
 
-def open_sealing(
+def open_keys(
     url: str,
     options: dict[str, Any],
     cfg: StorageConfig,
     scope: str | None,
     kek: bytes | None = None,
 ) -> Sealing | None:
-    """The sealing of a store whose record says ``cfg`` and ``scope``; None unencrypted."""
-    if cfg.encryption == "none":
+    """The keys of a store whose record says ``cfg`` and ``scope`` (its key store, under
+    its scope); None for a store without a key store. They seal its artifacts only where
+    ``cfg.encryption`` says so."""
+    if cfg.key_store is None:
         return None
-    if scope is None or cfg.key_store is None:
-        raise ValueError(f"{url}: an encrypted store's record lacks its key store or scope")
+    if scope is None:
+        raise ValueError(f"{url}: the record of a store with a key store lacks its scope")
     check_apart(url, cfg.key_store, options)
     keys = FileKeyStore(cfg.key_store, resolve_kek(cfg, kek), _options_for(url, cfg, options))
     return Sealing(keys, scope)

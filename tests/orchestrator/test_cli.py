@@ -410,3 +410,19 @@ def test_labels_with_gaps_are_trained_with_a_warning_naming_the_empty_classes(tm
     argv = ["train", "--store", str(tmp_path / "t"), "--no-progress", *TINY_ARGS]
     assert run(*argv, "--set", f"data.source={tmp_path / 'dense.npz'}") == 0
     assert capsys.readouterr().err == ""
+
+
+def test_rekey_from_the_command_line(tmp_path, capsys, monkeypatch):
+    import secrets
+
+    monkeypatch.setenv("SISA_STORAGE__KEK", secrets.token_hex(32))
+    url = str(tmp_path / "store")
+    assert run("train", "--store", url, "--no-progress", *TINY_ARGS) == 0
+    salt = SisaStore(url).salt()
+    capsys.readouterr()
+    assert run("rekey", "--store", url, "--key-store", tmp_path / "keys") == 0
+    assert "audit --expect-head still holds" in capsys.readouterr().out
+    assert "salt" not in SisaStore(url).intent() and SisaStore(url).salt() == salt
+    assert run("rekey", "--store", url, "--key-store", tmp_path / "keys") == 2
+    assert "already keeps its salt" in capsys.readouterr().err
+    assert run("audit", "--store", url) == 0

@@ -165,8 +165,9 @@ def test_encryption_settings_are_checked():
     with pytest.raises(ConfigError, match="storage.kek: .*64 hex characters") as err:
         tiny_config(**{"storage.kek": "not-a-key"})
     assert "not-a-key" not in str(err.value)
-    with pytest.raises(ConfigError, match="storage.encryption: key_store and kek_file go"):
-        tiny_config(**{"storage.key_store": "/tmp/k"})
+    with pytest.raises(ConfigError, match="storage.key_store: kek_file and key_store_options go"):
+        tiny_config(**{"storage.kek_file": "/tmp/kek"})
+    tiny_config(**{"storage.key_store": "/tmp/k"})  # a key store without encryption: the salt
 
 
 def test_forgetting_evidence_on_a_sealed_store_leaves_no_keys_behind(stores, tmp_path):
