@@ -3,8 +3,9 @@
 Three applications share the session's Ray cluster and Serve's one proxy: ``main`` (token
 set, probabilities allowed, background retraining, short body timeouts and a small
 per-client bound), ``strict`` under ``/strict`` (labels only, no token, external
-retraining, tight limits) and ``head`` under ``/head`` (a store of per-shard heads on a
-frozen backbone, ``model.finetune = "head"``)."""
+retraining, tight limits), ``head`` under ``/head`` (a store of per-shard heads on a
+frozen backbone, ``model.finetune = "head"``) and ``sealed`` under ``/sealed`` (an
+encrypted store whose replicas read the key-encryption key from ``storage.kek_file``)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,23 @@ def train_head_store(root: Path) -> str:
     return url
 
 
+def train_sealed_store(root: Path) -> str:
+    """An encrypted store; the KEK lies in a file the config names, which Serve's replicas
+    read (the cluster's nodes started without SISA_STORAGE__KEK)."""
+    import secrets
+
+    kek_file = root / "kek.hex"
+    kek_file.write_text(secrets.token_hex(32))
+    settings = {
+        "storage.encryption": "aes-256-gcm",
+        "storage.key_store": str(root / "keys"),
+        "storage.kek_file": str(kek_file),
+    }
+    url = str(root / "sealed")
+    train(tiny_config(**settings), url)
+    return url
+
+
 @pytest.fixture(scope="module")
 def trusted_backbone():
     """This process trusts ``serving_backbone`` while the module runs; the cluster's nodes
@@ -92,6 +110,7 @@ def apps(ray_cluster, trusted_backbone, tmp_path_factory):
     train(tiny_config(**{"sisa.slices": 4}), main_url)
     shutil.copytree(main_url, strict_url)
     head_url = train_head_store(root)
+    sealed_url = train_sealed_store(root)
     port = free_port()
     main_cfg = build_config(
         {}, {"serving.port": port, "serving.token": TOKEN, "serving.poll_s": 0.2}
@@ -114,10 +133,12 @@ def apps(ray_cluster, trusted_backbone, tmp_path_factory):
             {}, {"serving.port": port, "serving.retrain": "external", "serving.num_cpus": 0.25}
         )
         head = start(head_url, None, head_cfg.serving, name="head", route_prefix="/head")
+        sealed = start(sealed_url, None, head_cfg.serving, name="sealed", route_prefix="/sealed")
         yield {
             "main": (main.url, main_url),
             "strict": (strict.url, strict_url),
             "head": (head.url, head_url),
+            "sealed": (sealed.url, sealed_url),
             "port": port,
         }
     finally:
@@ -178,9 +199,9 @@ def test_a_second_app_on_another_port_is_refused_clearly(apps):
 
 
 def test_the_ensembles_reserve_serving_num_cpus_in_all_not_a_cpu_per_shard(apps, ray_cluster):
-    """The applications hold 3 shard models each on a 2-CPU cluster: 0.5 + 0.25 + 0.25 CPU."""
+    """The applications hold 3 shard models each on a 2-CPU cluster: 0.5 + 3 x 0.25 CPU."""
     used = ray_cluster.cluster_resources()["CPU"] - ray_cluster.available_resources().get("CPU", 0)
-    assert used == pytest.approx(1.0)
+    assert used == pytest.approx(1.25)
 
 
 def test_predict_gives_the_predictors_labels_and_probabilities(apps, http):
@@ -208,6 +229,14 @@ def test_a_head_mode_store_is_served_through_its_backbone(apps, http):
     assert response.json()["labels"] == expected.labels.tolist()
     assert response.json()["model"]["version"] == expected.version
     assert predict(http, base, rows=ROWS[:, :16]).status_code == 422  # the raw width: 64
+
+
+def test_an_encrypted_store_is_served_by_replicas_that_read_its_kek_file(apps, http):
+    base, url = apps["sealed"]
+    response = predict(http, base)
+    assert response.status_code == 200, response.text
+    expected = Predictor(url).predict(ROWS)  # this process reads the same file
+    assert response.json()["labels"] == expected.labels.tolist()
 
 
 def test_labels_only_server_refuses_probabilities(apps, http):
