@@ -49,8 +49,8 @@ KEK_ENV = "SISA_STORAGE__KEK"
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"n": 2_000, "shards": 4, "slices": 2, "epochs": 2.0, "repeats": 1,
               "deletions": 2, "predictions": 50},
-    "full": {"n": 20_000, "shards": 8, "slices": 4, "epochs": 10.0, "repeats": 3,
-             "deletions": 5, "predictions": 1_000},
+    "full": {"n": 20_000, "shards": 8, "slices": 4, "epochs": 10.0, "repeats": 5,
+             "deletions": 9, "predictions": 2_000},
 }  # fmt: skip
 
 
