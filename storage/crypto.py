@@ -41,6 +41,7 @@ def seal(key: bytes, data: bytes, where: bytes) -> bytes:
     """``data`` encrypted and authenticated under ``key``, bound to ``where``."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    _check_key(key)
     nonce = secrets.token_bytes(NONCE_BYTES)
     return MAGIC + nonce + AESGCM(key).encrypt(nonce, bytes(data), where)
 
@@ -50,6 +51,7 @@ def unseal(key: bytes, blob: bytes, where: bytes, name: str) -> bytes:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    _check_key(key)
     if not is_sealed(blob) or len(blob) < OVERHEAD:
         raise SealError(f"{name} is not sealed ({ALGORITHM}) although its manifest says so")
     nonce, body = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES], blob[len(MAGIC) + NONCE_BYTES :]
@@ -59,6 +61,12 @@ def unseal(key: bytes, blob: bytes, where: bytes, name: str) -> bytes:
         raise SealError(
             f"{name} does not open under its key: altered bytes, or bytes moved from another place"
         ) from None
+
+
+def _check_key(key: bytes) -> None:
+    # AES-GCM would take a 16- or 24-byte key as well: only AES-256 is sealed with here
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"an {ALGORITHM} key is {KEY_BYTES} bytes, not {len(key)}")
 
 
 def is_sealed(blob: bytes) -> bool:

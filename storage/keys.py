@@ -20,9 +20,11 @@ committed, and destroy all of them but the one its committed manifest names.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
@@ -32,7 +34,10 @@ from storage.errors import StorageError
 from storage.fs import Store
 
 KEK_DOC = "KEK-ID"  # the public ID of the KEK that wraps every key here
+OWNER_DOC = "OWNER"  # in each scope: the URL of the one store whose keys lie there
 KEY_SUFFIX = ".key"
+CACHE_SECONDS = 2.0  # how long an unwrapped key is kept: a key destroyed elsewhere is
+# refused by this process after at most that long
 _KEY_PART = re.compile(r"[0-9a-f]{32}")
 CACHE_KEYS = 256  # unwrapped data keys kept in memory (a store reads a few hundred at most)
 
@@ -65,6 +70,11 @@ class KeyStore(Protocol):
         """Every key whose ID starts with the folder ``prefix`` (``scope/folder``)."""
         ...
 
+    def claim(self, scope: str, owner: str) -> str:
+        """Record ``owner`` (a store's URL) as the store whose keys lie under ``scope``, if
+        none is recorded yet; return the one recorded."""
+        ...
+
 
 class FileKeyStore:
     """Data keys as files under an fsspec URL, each wrapped under the KEK."""
@@ -75,7 +85,7 @@ class FileKeyStore:
         self._kek = kek
         self._kek_id = kek_id(kek)
         self._checked = False
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # id -> key, when
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -117,9 +127,9 @@ class FileKeyStore:
 
     def get(self, key_id: str) -> bytes:
         with self._lock:
-            if key_id in self._cache:
-                self._cache.move_to_end(key_id)
-                return self._cache[key_id]
+            cached = self._cache.get(key_id)
+            if cached is not None and time.monotonic() - cached[1] < CACHE_SECONDS:
+                return cached[0]
         self._check_kek()
         try:
             wrapped = self.fs.read_bytes(self._rel(key_id))
@@ -147,9 +157,17 @@ class FileKeyStore:
             if rel.endswith(KEY_SUFFIX)
         )
 
+    def claim(self, scope: str, owner: str) -> str:
+        self._check_kek()
+        rel = f"{scope}/{OWNER_DOC}"
+        with contextlib.suppress(FileExistsError):  # recorded already: by whom, read below
+            self.fs.write_bytes(rel, owner.encode(), exclusive=True)
+        return self.fs.read_bytes(rel).decode()
+
     def _remember(self, key_id: str, key: bytes) -> None:
         with self._lock:
-            self._cache[key_id] = key
+            self._cache[key_id] = (key, time.monotonic())
+            self._cache.move_to_end(key_id)
             while len(self._cache) > CACHE_KEYS:
                 self._cache.popitem(last=False)
 
@@ -178,16 +196,34 @@ class Sealing:
     every key under a folder of the store but those a committed manifest names. Purging
     calls it before deleting the bytes, so a crash in between leaves bytes no key opens."""
 
-    def __init__(self, keys: KeyStore, scope: str) -> None:
+    def __init__(self, keys: KeyStore, scope: str, owner: str | None = None) -> None:
         if not _KEY_PART.fullmatch(scope):
             raise ValueError(f"malformed key scope {scope!r}")
-        self.keys, self.scope = keys, scope
+        self.keys, self.scope, self.owner = keys, scope, owner
+        self._owned = owner is None
+
+    def require_owner(self) -> None:
+        """Refuse to make or destroy keys for a store that is not the scope's own: a copy
+        of a store (a backup restored elsewhere, a clone) shares its scope, and its purges
+        would destroy the keys of the original's live artifacts."""
+        if self._owned:
+            return
+        assert self.owner is not None
+        recorded = self.keys.claim(self.scope, self.owner)
+        if recorded != self.owner:
+            raise StorageError(
+                f"the keys of this store (scope {self.scope} in {self.keys.url}) belong to "
+                f"the store at {recorded}; this one at {self.owner} is a copy of it, which "
+                "may be read but not written or purged"
+            )
+        self._owned = True
 
     def __repr__(self) -> str:
         return f"Sealing({self.keys!r}, scope={self.scope})"
 
     def new_key(self, folder: str) -> tuple[str, bytes]:
         """(random part, data key) for a new attempt at the artifact in ``folder``."""
+        self.require_owner()
         part = secrets.token_hex(16)
         return part, self.keys.create(key_id(self.scope, folder, part))
 
@@ -198,6 +234,7 @@ class Sealing:
         """Destroy the keys of every artifact at or below ``prefix`` except ``keep``: folder
         -> the key part its committed manifest names, or None to keep all of that folder's
         (a manifest that cannot be read now); returns the IDs destroyed."""
+        self.require_owner()
         keep = keep or {}
         gone = []
         for key in self.keys.key_ids(f"{self.scope}/{prefix}" if prefix else self.scope):

@@ -60,7 +60,19 @@ class StorageConfig(_Section):
     @classmethod
     def _no_credentials(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         words = ("key", "secret", "token", "password", "credential")
-        named = sorted(k for k in value or {} if any(w in k.lower() for w in words))
+
+        def named_in(options: Any, path: str = "") -> list[str]:  # at any depth
+            if not isinstance(options, dict):
+                return []
+            found = []
+            for k, v in options.items():
+                here = f"{path}{k}"
+                if any(w in str(k).lower() for w in words):
+                    found.append(here)
+                found += named_in(v, here + ".")
+            return found
+
+        named = sorted(named_in(value or {}))
         if named:
             raise ValueError(
                 f"holds {', '.join(named)}: credentials would be recorded with the store; "

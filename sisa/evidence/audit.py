@@ -195,7 +195,8 @@ class _Audit:
             self.check_serving(heads)
         except (KeyError, StorageError, TypeError, ValueError) as err:
             self.flag("unreadable serving state", "serving", repr(err))
-        for kind, rel, detail, severity in retention_findings(self.store, heads):
+        unfinished = self.unfinished is not None
+        for kind, rel, detail, severity in retention_findings(self.store, heads, unfinished):
             self.flag(kind, rel, detail, severity)  # keys and kept versions (claim 7)
         return AuditReport(
             chain=chain,

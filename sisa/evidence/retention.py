@@ -21,8 +21,11 @@ from storage.keys import split_key_id
 Flag = tuple[str, str, str, str]  # kind, store-relative path, detail, severity
 
 
-def retention_findings(store: SisaStore, heads: dict[str, Head | None]) -> list[Flag]:
-    """Findings about keys and kept versions, given each part's latest head."""
+def retention_findings(
+    store: SisaStore, heads: dict[str, Head | None], unfinished: bool = False
+) -> list[Flag]:
+    """Findings about keys and kept versions, given each part's latest head. ``unfinished``:
+    a batch was interrupted, so keys of what it left are expected until it resumes."""
     live: dict[str, str | None] = {}  # artifact folder -> its manifest's key part
     for head in heads.values():
         if head is None:
@@ -32,7 +35,7 @@ def retention_findings(store: SisaStore, heads: dict[str, Head | None]) -> list[
                 live[ref.dir] = store.manifest(ref.dir).key
             except (StorageError, FileNotFoundError):
                 live[ref.dir] = None  # the audit reports the manifest itself
-    flags = _keys(store, live)
+    flags = _keys(store, live, unfinished)
     return flags + _versions(store, live)
 
 
@@ -49,7 +52,7 @@ def _key_folders(store: SisaStore) -> dict[str, set[str]] | None:
     return held
 
 
-def _keys(store: SisaStore, live: dict[str, str | None]) -> list[Flag]:
+def _keys(store: SisaStore, live: dict[str, str | None], unfinished: bool) -> list[Flag]:
     held = _key_folders(store)
     if held is None:
         return []
@@ -62,8 +65,9 @@ def _keys(store: SisaStore, live: dict[str, str | None]) -> list[Flag]:
                     "undestroyed data key",
                     folder,
                     f"{len(extra)} data key(s) of a purged or abandoned artifact are still "
-                    "in the key store: a copy of it would open ('sisa process' sweeps them)",
-                    "violation",
+                    "in the key store: a copy of it would open ('sisa process' sweeps them)"
+                    + ("; left by the unfinished batch until it resumes" if unfinished else ""),
+                    "warning" if unfinished else "violation",
                 )
             )
     for folder, part in sorted(live.items()):

@@ -226,6 +226,7 @@ class SisaStore:
             scope, part = secrets.token_hex(16), secrets.token_hex(16)
             keys = open_keys(self.url, self.storage_options, config.storage, scope)
             assert keys is not None
+            keys.require_owner()  # the scope is this store's, for good
             salt = keys.keys.create(key_id(scope, SALT_FOLDER, part), salt)
             body |= {"key_scope": scope, "salt_key": part, "keyed_hashes": True}
             if "data_hash" in info:  # keyed: the store alone cannot confirm a guessed source

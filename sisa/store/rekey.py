@@ -52,6 +52,7 @@ def rekey(
         scope, part = intent.get("key_scope") or secrets.token_hex(16), secrets.token_hex(16)
         keys = open_keys(store.url, store.storage_options, storage, scope)
         assert keys is not None
+        keys.require_owner()
         name = key_id(scope, SALT_FOLDER, part)
         keys.keys.create(name, bytes.fromhex(intent["salt"]))  # first: a crash loses nothing
         record = {k: v for k, v in intent.items() if k != "salt"} | {

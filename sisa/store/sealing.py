@@ -124,4 +124,4 @@ def open_keys(
         raise ValueError(f"{url}: the record of a store with a key store lacks its scope")
     check_apart(url, cfg.key_store, options)
     keys = FileKeyStore(cfg.key_store, resolve_kek(cfg, kek), _options_for(url, cfg, options))
-    return Sealing(keys, scope)
+    return Sealing(keys, scope, owner=Store(url, options).url)

@@ -128,6 +128,7 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
     n_test = int(np.sum(part_of == TEST_PART))
     if TEST_PART in refs:
         store.commit_head(TEST_PREFIX, 0, {"data": refs.pop(TEST_PART).to_body(), "n": n_test})
+        store.sweep(TEST_PREFIX)  # what an interrupted attempt left, and its data keys
     trusted = (config.model.name, *job.trusted)  # the caller's own config names them
     jobs = [
         ShardJob(
@@ -257,6 +258,7 @@ def check_existing(
                 "run 'sisa process' before retraining over this store"
             )
         _refuse_resurrection(store, index)
+        _refuse_weaker_storage(store, config)
         salt = store.salt()
         if store.atomic_create:  # not while a deletion batch runs
             with store.lease(PROCESS_LOCK, store.config().deletion.lease_s):
@@ -288,6 +290,26 @@ def check_existing(
             "(overwrite=True) to start over"
         )
     return None
+
+
+def _refuse_weaker_storage(store: SisaStore, config: Config) -> None:
+    """An overwrite keeps the deletion history and its salt. A store whose salt lies in a
+    key store (or whose artifacts are sealed) must keep that key store and its encryption:
+    without them the overwrite would write the salt into the record, or the data unsealed,
+    and the history would become testable against guessed IDs."""
+    old, new = store.config().storage, config.storage
+    if old.key_store is not None and new.key_store is None:
+        raise ValueError(
+            f"storage.key_store: {store.url} keeps its salt in {old.key_store!r}; retraining "
+            "over it without a key store would write that salt into its record. Name the "
+            "same key store"
+        )
+    if old.encryption != "none" and new.encryption == "none":
+        raise ValueError(
+            f"storage.encryption: {store.url} is encrypted ({old.encryption}); retraining "
+            "over it would store the data unsealed. Keep storage.encryption, or train a "
+            "new store"
+        )
 
 
 def _refuse_resurrection(store: SisaStore, index: SourceIndex) -> None:

@@ -68,19 +68,48 @@ def test_sealed_bytes_open_only_in_their_own_place_unaltered():
         unseal(secrets.token_bytes(32), blob, b"here", "f")
 
 
-def test_a_file_moved_into_another_artifact_does_not_open(sealed):
-    write_artifact(sealed, "one", {"x.bin": b"point one's features"})
-    write_artifact(sealed, "two", {"x.bin": b"point two's features"})
-    moved = sealed.read_bytes("one/x.bin")
-    sealed.write_bytes("two/x.bin", moved)  # the sha check would catch it first; so:
-    manifest = read_manifest(sealed, "two")
+def test_a_file_moved_within_its_artifact_does_not_open(sealed):
+    """Two files of one artifact share its key: only the binding to each file's name
+    keeps one from passing for the other."""
     from dataclasses import replace
 
     from storage.commit import FileEntry, sha256_hex
 
-    forged = replace(manifest, files={"x.bin": FileEntry(sha256_hex(moved), len(moved))})
+    write_artifact(sealed, "one", {"a.bin": b"point a's features", "b.bin": b"point b's"})
+    moved = sealed.read_bytes("one/a.bin")
+    sealed.write_bytes("one/b.bin", moved)
+    manifest = read_manifest(sealed, "one")
+    files = manifest.files | {"b.bin": FileEntry(sha256_hex(moved), len(moved))}
     with pytest.raises(CorruptArtifactError, match="does not open"):
-        read_file(sealed, "two", "x.bin", forged)
+        read_file(sealed, "one", "b.bin", replace(manifest, files=files))  # checksums pass
+
+
+def test_a_key_destroyed_by_another_process_is_refused_soon(keys, monkeypatch):
+    import storage.keys as module
+
+    key_id = f"{SCOPE}/a/{'02' * 16}"
+    keys.create(key_id)
+    keys.get(key_id)
+    FileKeyStore(keys.url, KEK, keys.fs.storage_options).destroy(key_id)  # elsewhere
+    monkeypatch.setattr(module, "CACHE_SECONDS", 0.0)  # the cache's time is up
+    with pytest.raises(KeyDestroyedError):
+        keys.get(key_id)
+
+
+def test_a_scope_belongs_to_one_store(keys):
+    sealing = Sealing(keys, SCOPE, owner="file:///stores/a")
+    sealing.new_key("x")
+    copy = Sealing(keys, SCOPE, owner="file:///elsewhere/a")
+    with pytest.raises(StorageError, match="belong to the store at file:///stores/a"):
+        copy.new_key("x")
+    with pytest.raises(StorageError, match="is a copy of it"):
+        copy.shred("")
+    assert copy.key("x", sealing.new_key("x")[0])  # reading is not refused
+
+
+def test_keys_are_32_bytes():
+    with pytest.raises(ValueError, match="32 bytes, not 16"):
+        seal(bytes(16), b"x", b"here")
 
 
 def test_shredding_leaves_nothing_that_opens(sealed, keys):

@@ -421,3 +421,57 @@ def layout_of(url: str, options: dict):
         shards += [k] * len(arrays["ids"])
         slices += place(cfg.sisa, arrays)[1].tolist()
     return np.array(ids), np.array(shards), np.array(slices)
+
+
+def test_a_copy_of_a_sealed_store_can_be_read_but_never_purges_the_originals_keys(stores, tmp_path):
+    """A clone shares the original's key scope: its purges would destroy the original's
+    live keys. The key store records which store a scope belongs to, and a copy may read
+    but never make or destroy keys."""
+    from storage import StorageError
+
+    url = stores()
+    clone = tmp_path / "clone"
+    shutil.copytree(url, clone)
+    assert Predictor(str(clone)).predict(ROWS).labels.shape == (6,)  # reading is fine
+    ids, shards, _ = layout(url)
+    with pytest.raises(StorageError, match="is a copy of it, which may be read but not"):
+        forget(str(clone), [int(ids[shards == 1][0])])
+    assert audit(url).ok  # the original lost no key
+    forget(url, [int(ids[shards == 1][0])])
+    assert audit(url).ok
+
+
+def test_an_overwrite_keeps_the_key_store_and_the_encryption(stores, tmp_path):
+    url = stores()
+    source = SisaStore(url).config().data.source
+    plain = tiny_config(**{"data.source": source})
+    with pytest.raises(ValueError, match="storage.key_store: .* keeps its salt in"):
+        train(plain, url, overwrite=True)
+    salt_only = tiny_config(**{"data.source": source, "storage.key_store": str(tmp_path / "keys")})
+    with pytest.raises(ValueError, match="storage.encryption: .* is encrypted"):
+        train(salt_only, url, overwrite=True)
+    assert audit(url).ok  # nothing was cleared
+    train(SisaStore(url).config(), url, overwrite=True)  # the same storage: fine
+    assert audit(url).ok
+
+
+def test_an_interrupted_attempt_at_the_test_data_leaves_no_key(stores, tmp_path, monkeypatch):
+    """An ingest that died while writing the test data left a data key; the ingest that
+    commits the test data destroys it (before, only a later ``process`` did)."""
+    original = SisaStore.write_intent
+
+    def interrupted(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.keys().new_key("test/g000000/data")  # the dead attempt's key
+
+    monkeypatch.setattr(SisaStore, "write_intent", interrupted)
+    url = stores()
+    assert audit(url).ok
+    held = [p for p in live_keys(tmp_path) if "/test/" in p.as_posix()]
+    assert len(held) == 1  # the committed test data's own key
+
+
+def test_credentials_in_the_key_store_options_are_refused_at_any_depth():
+    nested = {"client_kwargs": {"aws_secret_access_key": "x", "endpoint_url": "http://h"}}
+    with pytest.raises(ConfigError, match="client_kwargs.aws_secret_access_key: credentials"):
+        tiny_config(**{"storage.key_store": "/tmp/k", "storage.key_store_options": nested})
