@@ -32,6 +32,7 @@ SLOW_FILES = (
     "tests/sisa/data/test_exactness_matrix.py",
     "tests/sisa/training/test_backbone_models.py",
     "tests/sisa/training/test_lora_size.py",  # a ViT-B forward and backward
+    "tests/sisa/store/test_encryption.py",  # some 25 sealed stores trained end to end
     "tests/test_install.py",
 )
 

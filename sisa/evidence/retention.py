@@ -83,7 +83,7 @@ def _versions(store: SisaStore, live: dict[str, str | None]) -> list[Flag]:
     held = _key_folders(store)
     flags: list[Flag] = []
     by_file: dict[str, int] = {}
-    for rel, _ in store.fs.noncurrent_versions(""):
+    for rel, _ in store.noncurrent_versions(""):
         if rel.split("/")[0] in (SHARDS, TEST_PREFIX) and not rel.endswith(".json"):
             by_file[rel] = by_file.get(rel, 0) + 1
     for rel, count in sorted(by_file.items()):

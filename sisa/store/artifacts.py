@@ -63,6 +63,7 @@ from storage import (
     read_doc,
     read_file,
     read_manifest,
+    replace_doc,
     state_hash,
     tensor_hashes,
     write_artifact,
@@ -376,6 +377,18 @@ class SisaStore:
         if deleted:
             self.fs.prune_empty_dirs(prefix)
         return deleted
+
+    def replace_record(self, body: dict[str, Any]) -> None:
+        """Rewrite the training record in one atomic write (``sisa.store.rekey`` only),
+        and in a bucket that keeps versions delete the old record's versions."""
+        replace_doc(self.fs, CONFIG_DOC, body)
+        if self.keeps_versions():
+            self.fs.delete_versions(CONFIG_DOC, noncurrent=True)
+        self._sealing_read, self._hash_key = False, None
+
+    def noncurrent_versions(self, prefix: str = "") -> list[tuple[str, str]]:
+        """(path, version ID) of every version the bucket kept below ``prefix``."""
+        return self.fs.noncurrent_versions(prefix)
 
     def keeps_versions(self) -> bool:
         """Whether the store's bucket keeps deleted objects (versioning or object lock)."""

@@ -19,9 +19,8 @@ from typing import Any
 
 from sisa.config import build_config
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
-from sisa.store.layout import CONFIG_DOC, PROCESS_LOCK, SALT_FOLDER
+from sisa.store.layout import PROCESS_LOCK, SALT_FOLDER
 from sisa.store.sealing import check_encryption, open_keys
-from storage.commit import replace_doc
 from storage.keys import key_id
 
 
@@ -60,7 +59,5 @@ def rekey(
             "key_scope": scope,
             "salt_key": part,
         }
-        replace_doc(store.fs, CONFIG_DOC, record)
-        if store.keeps_versions():  # the old record, salt and all
-            store.fs.delete_versions(CONFIG_DOC, noncurrent=True)
+        store.replace_record(record)  # and the old record's versions, salt and all
     return name
