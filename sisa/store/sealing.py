@@ -8,6 +8,7 @@ shard job on Ray, a serving replica) therefore needs one of them, on its own nod
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from sisa.config import StorageConfig
 from sisa.config.storage import KEK_ENV
 from storage import Store
-from storage.crypto import parse_kek
+from storage.crypto import kek_id, parse_kek
 from storage.keys import FileKeyStore, Sealing
 
 
@@ -123,5 +124,17 @@ def open_keys(
     if scope is None:
         raise ValueError(f"{url}: the record of a store with a key store lacks its scope")
     check_apart(url, cfg.key_store, options)
-    keys = FileKeyStore(cfg.key_store, resolve_kek(cfg, kek), _options_for(url, cfg, options))
+    keys = _key_store(cfg.key_store, resolve_kek(cfg, kek), _options_for(url, cfg, options))
     return Sealing(keys, scope, owner=Store(url, options).url)
+
+
+_KEY_STORES: dict[tuple[str, str, str], FileKeyStore] = {}  # one per key store and KEK
+
+
+def _key_store(url: str, kek: bytes, options: dict[str, Any] | None) -> FileKeyStore:
+    """The process's one ``FileKeyStore`` for (URL, options, KEK): its KEK check and its
+    short-lived cache of unwrapped keys serve every store object that opens it."""
+    cache_key = (url, json.dumps(options or {}, sort_keys=True, default=str), kek_id(kek))
+    if cache_key not in _KEY_STORES:
+        _KEY_STORES[cache_key] = FileKeyStore(url, kek, options)
+    return _KEY_STORES[cache_key]
