@@ -87,6 +87,21 @@ def write_digits_npz(
     return path
 
 
+def sealed_with_kek_file(folder: Path) -> dict:
+    """Settings of an encrypted store whose key-encryption key lies in a file under
+    ``folder`` (with its key store): what processes that do not inherit
+    SISA_STORAGE__KEK, such as Ray's workers and Serve's replicas, read."""
+    import secrets
+
+    kek_file = folder / "kek.hex"
+    kek_file.write_text(secrets.token_hex(32))
+    return {
+        "storage.encryption": "aes-256-gcm",
+        "storage.key_store": str(folder / "keys"),
+        "storage.kek_file": str(kek_file),
+    }
+
+
 @pytest.fixture
 def digits_file(tmp_path):
     return lambda name="digits.npz", **kw: write_digits_npz(tmp_path / name, **kw)

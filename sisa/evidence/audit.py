@@ -80,6 +80,7 @@ from sisa.store.layout import (
 from sisa.store.records import DataRef, StageRef
 from sisa.store.tombstones import legacy_groups
 from storage import MANIFEST, TEMP_PREFIX, StorageError
+from storage.crypto import is_sealed
 
 TOMBS = TOMBSTONES + "/"
 _INT = re.compile(r"^(-?[1-9][0-9]{0,17}|0)\Z")  # an integer as str() writes it, within int64
@@ -359,8 +360,11 @@ class _Audit:
     def npz_hits(self, rel: str, among: set[str] | None = None) -> int:
         """How many deleted or requested IDs (or IDs ``among`` these) an .npz file outside
         live data holds."""
+        raw = self.store.read_bytes(rel)
+        if is_sealed(raw):  # a sealed file outside live data: its place is what is flagged
+            return 0
         try:
-            arrays = storage.decode_arrays(self.store.read_bytes(rel))
+            arrays = storage.decode_arrays(raw)
         except ValueError as err:
             self.flag("unexpected file", rel, str(err), "warning")
             return 0

@@ -408,18 +408,11 @@ def test_a_sealed_store_trains_and_forgets_on_ray_with_the_kek_in_a_file(
     """Ray's workers find the key-encryption key the way every process does: the cluster
     started without SISA_STORAGE__KEK, so they read ``storage.kek_file``. Their sealed
     store holds the bits of a plaintext one trained in process."""
-    import secrets
-
     from storage.crypto import MAGIC
+    from tests.conftest import sealed_with_kek_file
 
     monkeypatch.delenv("SISA_STORAGE__KEK", raising=False)
-    kek_file = tmp_path / "kek.hex"
-    kek_file.write_text(secrets.token_hex(32))
-    sealed = {
-        "storage.encryption": "aes-256-gcm",
-        "storage.key_store": str(tmp_path / "keys"),
-        "storage.kek_file": str(kek_file),
-    }
+    sealed = sealed_with_kek_file(tmp_path)
     local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
     train(tiny_config(), local, executor=InProcessExecutor(progress=False))
     train(tiny_config(**sealed), remote, executor=RayExecutor(progress=False))

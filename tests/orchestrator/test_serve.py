@@ -27,7 +27,7 @@ from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal
 from sisa.training.factories import TRUST_ENV
 from sisa.training.train import train
-from tests.conftest import tiny_config
+from tests.conftest import sealed_with_kek_file, tiny_config
 from tests.orchestrator import serving_backbone
 from tests.sisa.deletion.test_accept import layout
 
@@ -70,17 +70,8 @@ def train_head_store(root: Path) -> str:
 def train_sealed_store(root: Path) -> str:
     """An encrypted store; the KEK lies in a file the config names, which Serve's replicas
     read (the cluster's nodes started without SISA_STORAGE__KEK)."""
-    import secrets
-
-    kek_file = root / "kek.hex"
-    kek_file.write_text(secrets.token_hex(32))
-    settings = {
-        "storage.encryption": "aes-256-gcm",
-        "storage.key_store": str(root / "keys"),
-        "storage.kek_file": str(kek_file),
-    }
     url = str(root / "sealed")
-    train(tiny_config(**settings), url)
+    train(tiny_config(**sealed_with_kek_file(root)), url)
     return url
 
 

@@ -478,3 +478,15 @@ def test_credentials_in_the_key_store_options_are_refused_at_any_depth():
     nested = {"client_kwargs": {"aws_secret_access_key": "x", "endpoint_url": "http://h"}}
     with pytest.raises(ConfigError, match="client_kwargs.aws_secret_access_key: credentials"):
         tiny_config(**{"storage.key_store": "/tmp/k", "storage.key_store_options": nested})
+
+
+def test_a_sealed_leftover_is_named_by_its_place_not_misread(stores):
+    url = stores()
+    store = SisaStore(url)
+    data = store.shard_head(0).data
+    stray = "shards/00000/g000009/data/X.npz"  # no head references it
+    store.fs.write_bytes(stray, store.read_bytes(f"{data.dir}/{data.x_files[0]}"))
+    report = audit(url)
+    found = {(f.kind, f.path) for f in report.findings}
+    assert ("unreferenced artifact", stray) in found
+    assert not any(f.kind == "unexpected file" for f in report.findings)  # not read as npz
