@@ -376,19 +376,27 @@ def test_reference_scaling_is_refused_in_head_mode(weights):
         tiny_config(**settings)
 
 
-def test_a_rolled_back_shard_serves_its_earlier_head(stores, trusted):
+def assert_serves_stage_one_once_rolled_back(url: str, shard: int) -> Ensemble:
+    """Accept a point of ``shard``'s second slice: the ensemble then serves that shard's
+    first stage, whose checkpointed tensors it holds. Returns the ensemble."""
     from sisa.deletion.accept import accept
 
-    url = stores()
     ids, shards, slices = layout(url)
-    accepted = accept(url, [int(ids[(shards == 2) & (slices == 1)][0])])
-    assert accepted.start_stages == {2: 2}
+    accepted = accept(url, [int(ids[(shards == shard) & (slices == 1)][0])])
+    assert accepted.start_stages == {shard: 2}
     ensemble = Ensemble.load(url)
-    assert ensemble.served[2].stage == 1  # the stage before the deleted point's slice
+    assert ensemble.served[shard].stage == 1  # the stage before the deleted point's slice
     store = SisaStore(url)
-    weights, _ = store.read_stage(store.shard_head(2).stages[0], state=False)
-    served = ensemble.models[2].state_dict()
-    assert set(served) == set(weights)
+    weights, _ = store.read_stage(store.shard_head(shard).stages[0], state=False)
+    served = ensemble.models[shard].state_dict()
     assert all(torch.equal(served[k], v) for k, v in weights.items())
+    return ensemble
+
+
+def test_a_rolled_back_shard_serves_its_earlier_head(stores, trusted):
+    url = stores()
+    ensemble = assert_serves_stage_one_once_rolled_back(url, 2)
+    weights, _ = SisaStore(url).read_stage(SisaStore(url).shard_head(2).stages[0], state=False)
+    assert set(ensemble.models[2].state_dict()) == set(weights)  # a head holds nothing else
     X = np.random.default_rng(2).random((6, 64)).astype(np.float32)
     assert ensemble.predict_proba(X).shape == (6, 10)  # raw rows, through the backbone

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from sisa.config import ConfigError
-from sisa.deletion.accept import accept, forget
+from sisa.deletion.accept import forget
 from sisa.evidence.audit import audit
 from sisa.serving.ensemble import Ensemble
 from sisa.serving.predictor import Predictor
@@ -25,7 +25,10 @@ from sisa.training.trainer import fresh_state
 from tests.conftest import tiny_config, write_digits_npz
 from tests.sisa import backbones
 from tests.sisa.deletion.test_accept import assert_equals_scratch, layout
-from tests.sisa.training.test_backbone import forget_first_last_and_a_group
+from tests.sisa.training.test_backbone import (
+    assert_serves_stage_one_once_rolled_back,
+    forget_first_last_and_a_group,
+)
 
 STACK = "tests.sisa.backbones:stack"
 VIT = "tests.sisa.backbones:vit"
@@ -219,16 +222,7 @@ def test_memory_is_one_base_plus_an_adapter_per_shard(stores):
 
 
 def test_a_rolled_back_shard_serves_its_earlier_adapters(stores):
-    url = stores()
-    ids, shards, slices = layout(url)
-    accepted = accept(url, [int(ids[(shards == 1) & (slices == 1)][0])])
-    assert accepted.start_stages == {1: 2}
-    ensemble = Ensemble.load(url)
-    assert ensemble.served[1].stage == 1  # the stage before the deleted point's slice
-    store = SisaStore(url)
-    weights, _ = store.read_stage(store.shard_head(1).stages[0], state=False)
-    served = ensemble.models[1].state_dict()
-    assert all(torch.equal(served[k], v) for k, v in weights.items())
+    assert_serves_stage_one_once_rolled_back(stores(), 1)  # its adapters and head
 
 
 def test_another_backbone_is_refused_naming_the_one_expected(tmp_path):
