@@ -41,7 +41,7 @@ def retention_findings(
 
 def _key_folders(store: SisaStore) -> dict[str, set[str]] | None:
     """Artifact folder -> the key parts the key store holds for it; None unencrypted."""
-    sealing = store._artifacts().sealing
+    sealing = store.sealing()
     if sealing is None:
         return None
     held: dict[str, set[str]] = {}

@@ -151,10 +151,14 @@ class SisaStore:
         self._artifacts()
         return self._keys
 
+    def sealing(self) -> Sealing | None:
+        """What seals the store's artifacts: its keys, when it is encrypted; else None."""
+        return self._artifacts().sealing
+
     def _shred(self, prefix: str, keep: dict[str, str | None] | None = None) -> None:
         """Destroy the data keys of the artifacts under ``prefix`` but ``keep`` (before
         their bytes go, so a crash between leaves bytes that nothing opens)."""
-        sealing = self._artifacts().sealing
+        sealing = self.sealing()
         if sealing is not None:
             sealing.shred(prefix, keep)
 

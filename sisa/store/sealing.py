@@ -56,7 +56,8 @@ def check_encryption(url: str, options: dict[str, Any], cfg: StorageConfig) -> N
         )
     if cfg.key_store is None:
         return
-    check_apart(url, cfg.key_store, options)
+    keys = Store(cfg.key_store, _options_for(url, cfg, options))
+    check_apart(Store(url, options).url, keys.url)
     if cfg.kek is not None and not os.environ.get(KEK_ENV):
         raise ValueError(
             f"storage.kek: give it as {KEK_ENV} (or in storage.kek_file), which every "
@@ -64,7 +65,7 @@ def check_encryption(url: str, options: dict[str, Any], cfg: StorageConfig) -> N
             "this process's config only"
         )
     resolve_kek(cfg)
-    check_keeps_no_copies(Store(cfg.key_store, _options_for(url, cfg, options)))
+    check_keeps_no_copies(keys)
 
 
 def check_keeps_no_copies(keys: Store) -> None:
@@ -93,19 +94,21 @@ def _options_for(url: str, cfg: StorageConfig, options: dict[str, Any]) -> dict[
     assert cfg.key_store is not None
     if cfg.key_store_options is not None:
         return cfg.key_store_options
-    same = Store(url, options).protocol == Store(cfg.key_store).protocol
-    return options if same else None
+    return options if _scheme(url) == _scheme(cfg.key_store) else None
 
 
-def check_apart(store_url: str, key_store: str, options: dict[str, Any]) -> None:
-    """Refuse a key store inside the store, or holding it: a copy of the store would then
-    carry the keys that open it."""
-    a = Store(store_url, options).url.rstrip("/") + "/"
-    b = Store(key_store, options).url.rstrip("/") + "/"
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"  # a bare path: local disk
+
+
+def check_apart(store_url: str, key_store_url: str) -> None:
+    """Refuse a key store inside the store, or holding it (both URLs canonical, as
+    ``Store.url``): a copy of the store would then carry the keys that open it."""
+    a, b = store_url.rstrip("/") + "/", key_store_url.rstrip("/") + "/"
     if a.startswith(b) or b.startswith(a):
         raise ValueError(
-            f"storage.key_store: {key_store!r} overlaps the store {store_url!r}; keep the "
-            "keys in a location of their own, or a copy of the store copies its keys"
+            f"storage.key_store: {key_store_url!r} overlaps the store {store_url!r}; keep "
+            "the keys in a location of their own, or a copy of the store copies its keys"
         )
 
 
@@ -123,9 +126,10 @@ def open_keys(
         return None
     if scope is None:
         raise ValueError(f"{url}: the record of a store with a key store lacks its scope")
-    check_apart(url, cfg.key_store, options)
+    own = Store(url, options).url
     keys = _key_store(cfg.key_store, resolve_kek(cfg, kek), _options_for(url, cfg, options))
-    return Sealing(keys, scope, owner=Store(url, options).url)
+    check_apart(own, keys.url)
+    return Sealing(keys, scope, owner=own)
 
 
 _KEY_STORES: dict[tuple[str, str, str], FileKeyStore] = {}  # one per key store and KEK

@@ -72,7 +72,7 @@ def test_a_new_store_with_a_key_store_but_no_encryption_keeps_its_salt_there(tmp
     train(tiny_config(**{"storage.key_store": str(tmp_path / "keys")}), url)
     store = SisaStore(url)
     assert "salt" not in store.intent() and store.intent()["keyed_hashes"] is True
-    assert store.keys() is not None and store._artifacts().sealing is None  # not sealed
+    assert store.keys() is not None and store.sealing() is None  # not sealed
     ids, shards, _ = layout(url)
     forget(url, [int(ids[0])])
     assert audit(url).ok and verify(url).identical
