@@ -29,7 +29,7 @@ import os
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from benchmarks.backbones_model import accuracy, fine_tune
+from benchmarks.common import environ
 from benchmarks.report import median
 from benchmarks.stores import QUIET, train_store, training_layout
 from sisa.deletion.accept import forget
@@ -47,19 +48,11 @@ from sisa.store.layout import STATE, TEST_PREFIX, WEIGHTS
 from sisa.training.factories import TRUST_ENV
 
 
-@contextlib.contextmanager
-def trusted(factory: str) -> Iterator[None]:
+def trusted(factory: str) -> contextlib.AbstractContextManager[None]:
     """``factory`` trusted (``SISA_TRUSTED_FACTORIES``) for the block: serving and
     evaluation import a store's backbone only when trusted; ``train`` trusts its own."""
     before = os.environ.get(TRUST_ENV)
-    os.environ[TRUST_ENV] = ",".join(v for v in (before, factory) if v)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(TRUST_ENV, None)
-        else:
-            os.environ[TRUST_ENV] = before
+    return environ(TRUST_ENV, ",".join(v for v in (before, factory) if v))
 
 
 # -- accuracy -----------------------------------------------------------------------------

@@ -23,17 +23,15 @@ Timings are ratios within one run on a shared machine; bytes and counts are exac
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import load_average
+from benchmarks.common import environ, load_average
 from benchmarks.report import Report, markdown_table, median, ms, percentiles, times
 from benchmarks.stores import QUIET, training_layout
 from sisa.config import build_config
@@ -68,22 +66,6 @@ def _config(s: dict[str, Any], sealed: Path | None) -> dict[str, Any]:
     if sealed is not None:
         cfg |= {"storage.encryption": "aes-256-gcm", "storage.key_store": str(sealed)}
     return cfg
-
-
-@contextlib.contextmanager
-def _kek() -> Iterator[None]:
-    """A fresh key-encryption key in the environment, as every command reads it."""
-    import os
-
-    before = os.environ.get(KEK_ENV)
-    os.environ[KEK_ENV] = secrets.token_hex(32)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(KEK_ENV)
-        else:
-            os.environ[KEK_ENV] = before
 
 
 def _bytes(folder: Path) -> int:
@@ -123,7 +105,8 @@ def run(suite: str) -> Report:
     s = SIZES[suite]
     configure(1, "cpu")
     before = load_average()
-    with tempfile.TemporaryDirectory() as tmp, _kek():
+    # a fresh key-encryption key in the environment, where every command reads it
+    with tempfile.TemporaryDirectory() as tmp, environ(KEK_ENV, secrets.token_hex(32)):
         root = Path(tmp)
         kinds = {"plain": None, "sealed": root / "keys"}
         train_s: dict[str, list[float]] = {k: [] for k in kinds}
