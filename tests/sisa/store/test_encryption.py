@@ -410,6 +410,16 @@ def test_a_versioned_bucket_is_refused_unencrypted_and_kept_clean_encrypted(
     plain_store.fs.write_bytes(rel, plain_store.fs.read_bytes(rel))  # the old one: noncurrent
     report = audit(plain, options)
     assert [(f.kind, f.path) for f in report.violations] == [("readable noncurrent version", rel)]
+    # rekey rewrites the record: the bucket's old versions of it, salt and all, go too
+    from sisa.store.rekey import rekey
+
+    salt = plain_store.salt()
+    record = plain_store.fs.read_bytes("config.json")
+    plain_store.fs.write_bytes("config.json", record)  # a second version: the first is kept
+    assert [r for r, _ in plain_store.noncurrent_versions("config.json")] == ["config.json"]
+    rekey(plain, options, key_store=str(tmp_path / "plain-keys"))
+    assert SisaStore(plain, options).noncurrent_versions("config.json") == []
+    assert SisaStore(plain, options).salt() == salt
 
 
 def layout_of(url: str, options: dict):
