@@ -43,6 +43,8 @@ def _advance(bar: tqdm, units: int) -> None:
 class InProcessExecutor:
     """Runs shard jobs one after another in the calling process."""
 
+    remote = False  # its jobs die with the caller (``storage.Lease``)
+
     def __init__(self, progress: bool = True) -> None:
         self.progress = progress
 
@@ -94,6 +96,8 @@ class RayExecutor:
     fresh worker process (Ray's ``max_calls=1`` for GPU tasks): a reused worker would keep
     the CUDA context of the GPU an earlier task was given, and its cached memory.
     """
+
+    remote = True  # its tasks may outlive the caller (``storage.Lease``)
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from storage.crypto import SealError, kek_id, new_key, seal, unseal
@@ -230,16 +230,24 @@ class Sealing:
     def key(self, folder: str, part: str) -> bytes:
         return self.keys.get(key_id(self.scope, folder, part))
 
-    def shred(self, prefix: str, keep: Mapping[str, str | None] | None = None) -> list[str]:
+    def shred(
+        self,
+        prefix: str,
+        keep: Mapping[str, str | None] | None = None,
+        only: Callable[[str], bool] | None = None,
+    ) -> list[str]:
         """Destroy the keys of every artifact at or below ``prefix`` except ``keep``: folder
         -> the key part its committed manifest names, or None to keep all of that folder's
-        (a manifest that cannot be read now); returns the IDs destroyed."""
+        (a manifest that cannot be read now); ``only``, when given, says which folders'
+        keys may go at all. Returns the IDs destroyed."""
         self.require_owner()
         keep = keep or {}
         gone = []
         for key in self.keys.key_ids(f"{self.scope}/{prefix}" if prefix else self.scope):
             _, folder, part = split_key_id(key)
             if folder in keep and keep[folder] in (None, part):
+                continue
+            if only is not None and not only(folder):
                 continue
             self.keys.destroy(key)
             gone.append(key)

@@ -130,3 +130,11 @@ def s3_server():
 
     with moto_s3() as server:
         yield server
+
+
+def lease_holder(url) -> dict | None:
+    """The store's processing lease holder as a reader sees it (None when it is free)."""
+    from sisa.store.artifacts import SisaStore
+    from sisa.store.layout import PROCESS_LOCK
+
+    return SisaStore(str(url)).lease(PROCESS_LOCK, 600).holder()

@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from sisa.data.partition import place
-from sisa.deletion import compliance, receipts
+from sisa.deletion import batch_log, compliance, receipts
 from sisa.deletion.plan import BatchPlan, plan_batch, removals, unfinished_batch
 from sisa.faults import crash_point
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
+from sisa.store.fencing import holding
 from sisa.store.journal import Journal, Request
-from sisa.store.layout import PROCESS_LOCK, TEST_PART, batch_path, part_prefix
+from sisa.store.layout import PROCESS_LOCK, TEST_PART, part_prefix
 from sisa.store.tombstones import add_tombstones, emptied_groups
 from sisa.training.factories import check_factory
 from sisa.training.jobs import (
@@ -48,7 +49,6 @@ from sisa.training.jobs import (
     run_shard_job,
     run_test_data_job,
 )
-from storage import DocumentExistsError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,15 +80,28 @@ def process(
     store.require_trained()
     config = store.config()
     check_factory(config.model)  # a batch that cannot train must not start (plan, lease)
-    lease = store.lease(PROCESS_LOCK, config.deletion.lease_s)
-    with lease.acquire(wait):
+    if not _pending(store):  # an idle poll leaves no trace, not even a lease record
+        return None
+    remote = executor is not None and getattr(executor, "remote", True)
+    lease = store.lease(PROCESS_LOCK, config.deletion.lease_s, remote=remote)
+    with holding(store, lease, wait):  # every commit from here on is fenced by its token
         crash_point("process-locked")
-        return _run(store, executor, after_crash=lease.broke is not None)
+        return _run(store, executor, lease.token, after_crash=lease.broke is not None)
 
 
-def _run(store: SisaStore, executor: Executor | None, after_crash: bool) -> BatchReport | None:
+def _pending(store: SisaStore) -> bool:
+    """Whether a batch has work: open requests, or one that a crash cut short (whose
+    leftovers its resumption sweeps; see ``batch_log`` for the files of a cut commit)."""
+    journal = Journal(store)
+    return unfinished_batch(store, journal) is not None or bool(journal.open_requests())
+
+
+def _run(
+    store: SisaStore, executor: Executor | None, fence: int | None, after_crash: bool
+) -> BatchReport | None:
     started = time.perf_counter()
     purged = store.sweep_all()  # finish a purge that a crash cut short
+    written = batch_log.copy_out(store)  # and the files of a commit it cut short
     journal = Journal(store)
     plan = unfinished_batch(store, journal)
     resumed = plan is not None
@@ -96,14 +109,12 @@ def _run(store: SisaStore, executor: Executor | None, after_crash: bool) -> Batc
         requests = journal.open_requests()
         if not requests:
             return None
-        plan = plan_batch(store, requests)
-        try:
-            store.write_doc(batch_path(plan.through), plan.to_body())
-        except DocumentExistsError:  # written by a run that died before its receipts
-            plan = BatchPlan.from_body(store.read_doc(batch_path(plan.through)))
+        plan = BatchPlan.from_body(
+            batch_log.commit_plan(store, plan_batch(store, requests).to_body())
+        )
         crash_point("after-plan")
     requests = [journal.read(seq) for seq in plan.seqs]
-    results = _retrain(store, requests, plan.through, executor)
+    results = _retrain(store, requests, plan.through, executor, fence)
     crash_point("after-retrain")
     _advance_heads(store, requests, plan.through)
     state = compliance.refresh(store)
@@ -123,12 +134,13 @@ def _run(store: SisaStore, executor: Executor | None, after_crash: bool) -> Batc
         "wall_seconds": time.perf_counter() - started,
         "resumed": resumed,
     }
-    written = []
-    for request in requests:
-        if receipts.exists(store, request.seq):
-            continue
-        written.append(receipts.append(store, receipts.build(store, request, plan, state, actual)))
-        crash_point("after-receipt")
+    if batch_log.committed_receipts(store, plan.through) is None:
+        done = set(journal.receipted())
+        bodies = [
+            receipts.build(store, r, plan, state, actual) for r in requests if r.seq not in done
+        ]
+        batch_log.commit_receipts(store, plan.to_body(), receipts.link(store, bodies))
+    written += batch_log.copy_out(store)
     return BatchReport(
         plan=plan,
         results=results,
@@ -143,7 +155,11 @@ def _run(store: SisaStore, executor: Executor | None, after_crash: bool) -> Batc
 
 
 def _retrain(
-    store: SisaStore, requests: list[Request], through: int, executor: Executor | None
+    store: SisaStore,
+    requests: list[Request],
+    through: int,
+    executor: Executor | None,
+    fence: int | None,
 ) -> list[ShardResult]:
     """New data generation per touched part; one retrain job per touched shard."""
     config = store.config()
@@ -158,6 +174,7 @@ def _retrain(
                 data=head.data,
                 drop_rows=rows,
                 head_extra={"journal_seq": through},
+                fence=fence,
             )
             resources = config.resources.for_data()
             run_jobs(executor, run_test_data_job, [test], resources=resources, units=0, desc="")
@@ -175,6 +192,7 @@ def _retrain(
                 base=head.stages[: start - 1],
                 head_extra={"journal_seq": through},
                 drop_rows=rows,
+                fence=fence,
             )
         )
     units = sum(config.sisa.slices - j.start_stage + 1 for j in jobs)

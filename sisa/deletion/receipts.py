@@ -5,7 +5,8 @@ It records which shards were retrained from which stage, the state hashes of the
 checkpoints before and after, the artifacts purged, and when the request was accepted,
 became compliant, was retrained and was purged.
 
-Receipt n is the write-once document ``receipts/r<n>.json``; its body carries ``prev``,
+Receipt n is the write-once document ``receipts/r<n>.json``, a copy of what the batch log
+committed (``sisa.deletion.batch_log``); its body carries ``prev``,
 the sha256 of receipt n-1's body (``None`` for the first). Changing, removing or
 reordering any receipt breaks the link from the next one, and every document carries its
 own hash, so ``verify_chain`` finds the first broken link. The newest receipt's hash
@@ -98,15 +99,18 @@ def build(
     }
 
 
-def append(store: SisaStore, body: dict[str, Any]) -> dict[str, Any]:
-    """Link ``body`` to the previous receipt and commit it; return the stored body."""
-    seq = body["seq"]
-    # the newest receipt before it: seq - 1, unless that request's entry is damaged
-    before = [s for s in Journal(store).receipted() if s < seq]
+def link(store: SisaStore, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chain a batch's receipt bodies (in request order) to the receipts before them."""
+    if not bodies:
+        return []
+    # the newest receipt before the first: seq - 1, unless that request's entry is damaged
+    before = [s for s in Journal(store).receipted() if s < bodies[0]["seq"]]
     prev = digest(read(store, before[-1])) if before else None
-    body = body | {"prev": prev, "purged_at": time.time()}
-    store.write_doc(receipt_path(seq), body)
-    return body
+    linked, now = [], time.time()
+    for body in bodies:
+        linked.append(body | {"prev": prev, "purged_at": now})
+        prev = digest(linked[-1])
+    return linked
 
 
 @dataclass

@@ -66,6 +66,7 @@ from sisa.store.layout import (
     IDS_FILE,
     LOCKS,
     OWN_PATHS,
+    PROCESS_LOCK,
     SHARDS,
     STATE,
     TEST_PREFIX,
@@ -147,6 +148,7 @@ class _Audit:
         files = self.store.files()
         parts: dict[str, list[str]] = defaultdict(list)
         npz = []
+        lease_seen = False
         for rel in files:
             top, name = rel.split("/")[0], rel.rsplit("/", 1)[-1]
             if top not in OWN_PATHS:
@@ -157,7 +159,11 @@ class _Audit:
                     self.read_json(rel)
             elif name.startswith(TEMP_PREFIX):
                 self.flag("temp file", rel, "left by an interrupted write", "warning")
-            elif top == LOCKS:  # a lease: host, pid and heartbeat of the process holding it
+            elif rel.startswith(f"{PROCESS_LOCK}/"):  # the lease, and its past holders
+                if not lease_seen and self.store.lease(PROCESS_LOCK, 600).holder() is not None:
+                    self.flag("store in use", PROCESS_LOCK, "findings may be transient", "warning")
+                lease_seen = True
+            elif top == LOCKS:  # a lease of an older version, or a node's disk probe
                 self.flag("store in use", rel, "findings may be transient", "warning")
             elif rel.endswith(".json"):
                 self.read_json(rel)

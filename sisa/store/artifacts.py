@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from sisa.config import Config, build_config
 from sisa.faults import crash_point
+from sisa.store import fencing
 from sisa.store.data_writer import DataWriter, data_ref
 from sisa.store.layout import (
     BATCHES,
@@ -43,6 +45,7 @@ from sisa.store.layout import (
     TEST_PREFIX,
     TOMBSTONES,
     WEIGHTS,
+    gen_dir,
     head_path,
     shard_prefix,
 )
@@ -50,6 +53,7 @@ from sisa.store.records import DataRef, StageRef
 from sisa.store.sealing import open_keys
 from storage import (
     MANIFEST,
+    DocumentExistsError,
     Lease,
     Manifest,
     StorageError,
@@ -130,6 +134,9 @@ class SisaStore:
         self._keys: Sealing | None = None  # the key store, once the record is read
         self._keeps_versions: bool | None = None  # the bucket's versioning, read once
         self._hash_key: tuple[bytes | None] | None = None  # ``id_hash_key``, read once
+        # the lease token of the writer using this store (``sisa.store.fencing``): heads
+        # are committed under it, and a head under a newer one stops this writer
+        self.fence: int | None = None
 
     def _artifacts(self) -> Store:
         """``fs``, sealing and opening artifacts as the store's record says
@@ -155,12 +162,18 @@ class SisaStore:
         """What seals the store's artifacts: its keys, when it is encrypted; else None."""
         return self._artifacts().sealing
 
-    def _shred(self, prefix: str, keep: dict[str, str | None] | None = None) -> None:
+    def _shred(
+        self,
+        prefix: str,
+        keep: dict[str, str | None] | None = None,
+        only: Callable[[str], bool] | None = None,
+    ) -> None:
         """Destroy the data keys of the artifacts under ``prefix`` but ``keep`` (before
-        their bytes go, so a crash between leaves bytes that nothing opens)."""
+        their bytes go, so a crash between leaves bytes that nothing opens); ``only``
+        limits it to the artifact folders it accepts."""
         sealing = self.sealing()
         if sealing is not None:
-            sealing.shred(prefix, keep)
+            sealing.shred(prefix, keep, only)
 
     # -- store-level documents -------------------------------------------------------
 
@@ -318,9 +331,10 @@ class SisaStore:
     def require_atomic_create(self, what: str) -> None:
         self.fs.require_atomic_create(what)
 
-    def lease(self, rel: str, seconds: float) -> Lease:
-        """The lease document at ``rel``, held for ``seconds`` at a time once acquired."""
-        return Lease(self.fs, rel, seconds)
+    def lease(self, rel: str, seconds: float, *, remote: bool = False) -> Lease:
+        """The lease in folder ``rel``, held for ``seconds`` at a time once acquired
+        (``remote``: by a holder whose jobs run in other processes)."""
+        return Lease(self.fs, rel, seconds, remote=remote)
 
     def manifest(self, rel_dir: str) -> Manifest:
         """The manifest of the artifact at ``rel_dir``, as written (not checked against a head)."""
@@ -338,7 +352,9 @@ class SisaStore:
         if not gens:
             return None
         generation = max(gens)
-        return Head(generation, read_doc(self.fs, head_path(prefix, generation)))
+        head = Head(generation, read_doc(self.fs, head_path(prefix, generation)))
+        fencing.check(self, prefix, head)
+        return head
 
     def shard_head(self, shard: int) -> Head:
         head = self.latest_head(shard_prefix(shard))
@@ -347,8 +363,20 @@ class SisaStore:
         return head
 
     def commit_head(self, prefix: str, generation: int, body: dict[str, Any]) -> Head:
-        """Write the head document: the commit point of a generation."""
-        body = {k: v for k, v in body.items() if k != "generation"} | {"generation": generation}
+        """Write the head document: the commit point of a generation.
+
+        A fenced writer's commit is a compare-and-swap (``sisa.store.fencing``): the newest
+        head must be the one before ``generation``, and written under no newer token."""
+        body = {k: v for k, v in body.items() if k not in ("generation", fencing.FENCE)}
+        body["generation"] = generation
+        if self.fence is not None and fencing.fenced(prefix):
+            latest = self.latest_head(prefix)  # FencedError if a newer holder wrote it
+            if latest is not None and latest.generation >= generation:
+                raise DocumentExistsError(
+                    f"{self.fs.url_of(prefix)} is at generation {latest.generation} already; "
+                    f"generation {generation} was planned from an older head"
+                )
+            body[fencing.FENCE] = self.fence
         write_doc(self.fs, head_path(prefix, generation), body)
         return Head(generation, body)
 
@@ -356,22 +384,25 @@ class SisaStore:
         """Delete everything under ``prefix`` that its latest head does not reference.
 
         Returns the URLs of deleted files. Safe to repeat: after a crash mid-sweep the
-        next sweep finishes the job.
+        next sweep finishes the job. Fenced by generation (``sisa.store.fencing``): what
+        belongs to generations after the head read is a newer writer's, and stays.
         """
         head = self.latest_head(prefix)
-        keep: set[str] = set()
-        live: dict[str, str | None] = {}  # artifact folder -> its data key's part
-        if head is not None:
-            keep.add(head_path(prefix, head.generation))
-            data_files = (MANIFEST, IDS_FILE, *head.data.x_files)
-            keep.update(f"{head.data.dir}/{name}" for name in data_files)
-            keep.update(f"{s.dir}/{name}" for s in head.stages for name in STAGE_FILES)
-            live = {d: self._key_part(d) for d in (head.data.dir, *(s.dir for s in head.stages))}
-        self._shred(prefix, live)  # the keys first: then no copy of what goes opens again
+        keep, live = self._referenced(prefix, head)
+
+        def ours(rel: str) -> bool:  # whether this sweep may delete ``rel`` at all
+            place = fencing.generation_of(prefix, rel)
+            if head is None or place is None:
+                return True
+            generation, is_head = place
+            return generation < head.generation or (generation == head.generation and not is_head)
+
+        # the keys first: then no copy of what goes opens again
+        self._shred(prefix, live, only=lambda folder: ours(f"{folder}/"))
         deleted = []
         versions = self.keeps_versions()
         for rel in self.fs.walk(prefix):
-            if rel in keep:  # only the files a committed artifact consists of
+            if rel in keep or not ours(rel):  # only the files a committed artifact consists of
                 continue
             self.fs.delete(rel)
             if versions:  # and what the bucket kept of it (sealed: its key is gone)
@@ -380,6 +411,36 @@ class SisaStore:
             crash_point("mid-sweep")
         if deleted:
             self.fs.prune_empty_dirs(prefix)
+        return deleted
+
+    def _referenced(self, prefix: str, head: Head | None) -> tuple[set[str], dict[str, str | None]]:
+        """The files ``head`` consists of and references, and its artifact folders with
+        their data keys' parts."""
+        if head is None:
+            return set(), {}
+        keep = {head_path(prefix, head.generation)}
+        keep.update(f"{head.data.dir}/{name}" for name in (MANIFEST, IDS_FILE, *head.data.x_files))
+        keep.update(f"{s.dir}/{name}" for s in head.stages for name in STAGE_FILES)
+        live = {d: self._key_part(d) for d in (head.data.dir, *(s.dir for s in head.stages))}
+        return keep, live
+
+    def discard(self, prefix: str, generation: int) -> list[str]:
+        """Delete what a fenced-off writer left in the folder of ``generation``: every file
+        there that the newest head does not reference (``sisa.store.fencing``). Its
+        generation was fenced by a newer holder, who writes no files of its own there."""
+        fence, self.fence = self.fence, None  # the newest head, whoever wrote it
+        try:
+            keep, live = self._referenced(prefix, self.latest_head(prefix))
+        finally:
+            self.fence = fence
+        folder = gen_dir(prefix, generation)
+        self._shred(folder, live)
+        deleted = []
+        for rel in self.fs.walk(folder):
+            if rel not in keep:
+                self.fs.delete(rel)
+                deleted.append(self.fs.url_of(rel))
+        self.fs.prune_empty_dirs(prefix)
         return deleted
 
     def replace_record(self, body: dict[str, Any]) -> None:

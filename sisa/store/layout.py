@@ -13,7 +13,7 @@ journal/r000000007.json        deletion request 7: salted hashes, shard and slic
 batches/b000000007.json        the plan of the batch that processes requests up to 7
 serving/g000012.json           the checkpoint each shard serves (rolled back while pending)
 receipts/r000000007.json       receipt of request 7, chained to receipt 6 by hash
-locks/process.json             lease of the one process that retrains
+locks/process/l000000004.json  lease of the one process that retrains (its fencing token)
 ```
 
 Paths are built from integers (shard, generation, stage, sequence number), each formatted
@@ -40,7 +40,7 @@ SERVING = "serving"  # which checkpoint of each shard predictions use
 RECEIPTS = "receipts"  # one per processed request, chained by hash
 LOCKS = "locks"
 SALT_FOLDER = "salt"  # in an encrypted store's key store: the key of its ID hashes
-PROCESS_LOCK = f"{LOCKS}/process.json"  # the lease of the one process that retrains
+PROCESS_LOCK = f"{LOCKS}/process"  # the lease of the one process that retrains
 OWN_PATHS = (
     CONFIG_DOC,
     STORE_DOC,

@@ -19,6 +19,7 @@ from typing import Any
 
 from sisa.config import build_config
 from sisa.store.artifacts import SisaStore, StorageOptions, open_store
+from sisa.store.fencing import holding
 from sisa.store.layout import PROCESS_LOCK, SALT_FOLDER
 from sisa.store.sealing import check_encryption, open_keys
 from storage.keys import key_id
@@ -47,7 +48,7 @@ def rekey(
     }
     storage = build_config(tree).storage  # the errors name the field
     check_encryption(store.url, store.storage_options, storage)
-    with store.lease(PROCESS_LOCK, store.config().deletion.lease_s).acquire(0.0):
+    with holding(store, store.lease(PROCESS_LOCK, store.config().deletion.lease_s)):
         scope, part = intent.get("key_scope") or secrets.token_hex(16), secrets.token_hex(16)
         keys = open_keys(store.url, store.storage_options, storage, scope)
         assert keys is not None

@@ -28,6 +28,7 @@ from typing import Any
 
 from sisa.ids import salted_hashes
 from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
+from sisa.store.fencing import holding
 from sisa.store.journal import Journal
 from sisa.store.layout import PROCESS_LOCK, TEST_PREFIX, TOMBSTONES, shard_prefix
 
@@ -134,7 +135,7 @@ def repair_tombstones(store: SisaStore | str, storage_options: StorageOptions = 
     """
     store = open_store(store, storage_options)
     store.require_trained()
-    with store.lease(PROCESS_LOCK, store.config().deletion.lease_s).acquire(0.0):
+    with holding(store, store.lease(PROCESS_LOCK, store.config().deletion.lease_s)):
         stale = stale_groups(store)
         if not stale:
             return Repair(0, store.tombstones().generation)

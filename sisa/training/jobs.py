@@ -9,9 +9,10 @@ returns it. The result is the same whichever executor runs it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -22,6 +23,7 @@ from sisa.data.partition import place
 from sisa.faults import crash_point
 from sisa.ids import id_set_hash
 from sisa.store.artifacts import Head, SisaStore
+from sisa.store.fencing import FencedError
 from sisa.store.layout import TEST_PREFIX, data_dir, shard_prefix, stage_dir
 from sisa.store.records import DataRef, StageRef
 from sisa.training.environment import (
@@ -46,7 +48,9 @@ class Executor(Protocol):
     """Runs ``fn(job, progress)`` for every job; returns results in job order.
 
     An executor may also have ``check(resources)``, which raises when it cannot run a
-    task asking for ``resources`` (a GPU nowhere to be found); ``preflight`` calls it.
+    task asking for ``resources`` (a GPU nowhere to be found); ``preflight`` calls it;
+    and ``remote = False`` when its jobs run in the caller's process, so that they die
+    with it (a successor that finds the caller dead then need not fence: ``storage.Lease``).
     """
 
     def map(
@@ -113,6 +117,7 @@ class ShardJob:
     ] = ()  # model factories the caller vouches for (see sisa.training.models)
     head_extra: dict[str, Any] = field(default_factory=dict)  # more fields for the head
     drop_rows: tuple[int, ...] = ()  # rows of ``data`` this generation no longer holds
+    fence: int | None = None  # the lease token it commits under (``sisa.store.fencing``)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +130,7 @@ class TestDataJob:
     data: DataRef  # the previous generation's data
     drop_rows: tuple[int, ...]
     head_extra: dict[str, Any] = field(default_factory=dict)
+    fence: int | None = None  # the lease token it commits under (``sisa.store.fencing``)
 
 
 def derive_data(
@@ -147,6 +153,12 @@ def derive_data(
 def run_test_data_job(job: TestDataJob, progress: Progress) -> dict[str, Any]:
     """Derive and commit the held-out data's next generation; return its head body."""
     store = SisaStore(job.url, job.storage_options)
+    store.fence = job.fence
+    with _discarded_if_fenced(store, TEST_PREFIX, job.generation):
+        return _run_test_data_job(store, job)
+
+
+def _run_test_data_job(store: SisaStore, job: TestDataJob) -> dict[str, Any]:
     head = store.latest_head(TEST_PREFIX)
     if head is not None and head.generation >= job.generation:
         return head.body  # committed by an earlier try
@@ -264,11 +276,28 @@ def _require_same_environment(job: ShardJob, fingerprint: dict[str, Any]) -> Non
 
 def run_shard_job(job: ShardJob, progress: Progress) -> ShardResult:
     """Train stages ``start_stage..R`` of one shard, commit its head, purge the stale."""
+    store = SisaStore(job.url, job.storage_options)
+    store.fence = job.fence
+    with _discarded_if_fenced(store, shard_prefix(job.shard), job.generation):
+        return _run_shard_job(store, job, progress)
+
+
+@contextlib.contextmanager
+def _discarded_if_fenced(store: SisaStore, prefix: str, generation: int) -> Iterator[None]:
+    """A job whose lease was taken over stops, and deletes the files it wrote: they lie
+    in a generation the new holder fenced, and no head will reference them."""
+    try:
+        yield
+    except FencedError:
+        store.discard(prefix, generation)
+        raise
+
+
+def _run_shard_job(store: SisaStore, job: ShardJob, progress: Progress) -> ShardResult:
     from sisa.training.trainer import checkpoint_payload, fresh_state, train_stage
 
     started = time.perf_counter()
     phases = Phases()
-    store = SisaStore(job.url, job.storage_options)
     config, intent = store.config(), store.intent() or {}
     prefix, slices = shard_prefix(job.shard), config.sisa.slices
     head = store.latest_head(prefix)

@@ -24,6 +24,7 @@ from sisa.deletion.plan import pending_plan
 from sisa.evidence.audit import audit
 from sisa.evidence.verify import verify
 from sisa.store.artifacts import SisaStore
+from tests.conftest import lease_holder
 from tests.orchestrator.test_cli import TINY_ARGS, _sisa, run
 from tests.sisa.deletion.test_accept import layout
 
@@ -633,7 +634,7 @@ def test_forget_in_a_real_process(tmp_path):
         "process", "--store", url, "--no-progress", env={"SISA_CRASH_AT": "process-locked"}
     )
     assert crashed.returncode == -signal.SIGKILL
-    assert SisaStore(url).fs.exists("locks/process.json")
+    assert lease_holder(url) is not None
     unfinished = pending_plan(SisaStore(url))  # the plan the killed forget committed
     assert unfinished.requests == [first, second]
     resumed = _sisa("process", "--store", url, "--no-progress", "--json")
@@ -642,6 +643,6 @@ def test_forget_in_a_real_process(tmp_path):
     assert len(reports) == 1 and reports[0]["actual"]["resumed"] is True
     assert reports[0]["receipts"] == [first, second]
     assert [request_state(url, r) for r in (first, second)] == ["purged", "purged"]
-    assert not SisaStore(url).fs.exists("locks/process.json")
+    assert lease_holder(url) is None
     assert audit(url).ok
     assert verify(url).identical

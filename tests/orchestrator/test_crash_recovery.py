@@ -184,7 +184,8 @@ def end_state(url):
         payloads[rel] = sha(fs.read_bytes(rel))  # data, weights, state, manifests
     for prefix in [f"shards/{k:05d}" for k in range(config.sisa.shards)] + [TEST_PREFIX]:
         head = store.latest_head(prefix)
-        body = {k: v for k, v in head.body.items() if k != "committed_at"}
+        # when it was committed, and under which lease token: who wrote it, not what
+        body = {k: v for k, v in head.body.items() if k not in ("committed_at", "fence")}
         heads[prefix] = body  # generation, data ref (ids hash via manifest), stage refs
         for ref in [head.data] + head.stages:  # everything a head references is there
             assert f"{ref.dir}/MANIFEST.json" in payloads

@@ -138,19 +138,20 @@ def test_a_read_cut_off_returns_nothing(s3, monkeypatch):
 def test_a_lease_whose_release_failed_is_taken_again_by_its_process(s3):
     """The record stays on the store, but this process does not wait ``ttl`` for itself."""
     server, store = s3
-    lease = Lease(store, "locks/process.json", ttl=600).acquire()
+    lease = Lease(store, "locks/process", ttl=600).acquire()
     server.stop()
     with pytest.raises(StorageIOError):
         lease.release()
     server.start()
-    assert store.exists("locks/process.json")
-    again = Lease(store, "locks/process.json", ttl=600).acquire()
+    assert Lease(store, "locks/process").holder()["nonce"] == lease.nonce  # no .done
+    again = Lease(store, "locks/process", ttl=600).acquire()
+    assert again.token == 2 and not again.fence_needed  # its own, let go
     again.release()
-    assert not store.exists("locks/process.json")
+    assert Lease(store, "locks/process").holder() is None
 
 
 def test_a_lease_body_error_is_not_hidden_by_a_failed_release(s3):
     server, store = s3
-    with pytest.raises(RuntimeError, match="the body failed"), Lease(store, "locks/p.json"):
+    with pytest.raises(RuntimeError, match="the body failed"), Lease(store, "locks/p"):
         server.stop()
         raise RuntimeError("the body failed")
