@@ -99,19 +99,35 @@ def context_key(*parts: object) -> np.uint64:
     return np.uint64(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little"))
 
 
-def keyed(fps: np.ndarray, *context: object) -> np.ndarray:
-    """Keyed 64-bit hash of each fingerprint under ``context``. [n] uint64 -> [n] uint64."""
-    return _splitmix64(_splitmix64(fps ^ context_key(*context)))
+def keyed(fps: np.ndarray, *context: object, secret: bytes | None = None) -> np.ndarray:
+    """Keyed 64-bit hash of each fingerprint under ``context``. [n] uint64 -> [n] uint64.
+
+    With a ``secret`` it is a pseudorandom function of the fingerprint (keyed BLAKE2b, one
+    call per point): whoever lacks the secret cannot compute it, even knowing the seed and
+    the context. That is how a store keyed by a secret outside it places its points.
+    """
+    if secret is None:
+        return _splitmix64(_splitmix64(fps ^ context_key(*context)))
+    tag = "\x1f".join(repr(p) for p in context).encode()
+    raw = np.ascontiguousarray(fps, dtype="<u8").tobytes()  # 8 bytes per fingerprint
+    out = np.empty(len(fps), dtype=np.uint64)
+    for i in range(len(fps)):
+        digest = hashlib.blake2b(raw[8 * i : 8 * i + 8] + tag, key=secret, digest_size=8)
+        out[i] = int.from_bytes(digest.digest(), "little")
+    return out
 
 
-def bucket(fps: np.ndarray, buckets: int, *context: object) -> np.ndarray:
+def bucket(
+    fps: np.ndarray, buckets: int, *context: object, secret: bytes | None = None
+) -> np.ndarray:
     """Assign each fingerprint to one of ``buckets`` buckets under ``context``. -> [n] int64."""
-    return (keyed(fps, *context) % np.uint64(buckets)).astype(np.int64)
+    return (keyed(fps, *context, secret=secret) % np.uint64(buckets)).astype(np.int64)
 
 
-def unit_interval(fps: np.ndarray, *context: object) -> np.ndarray:
+def unit_interval(fps: np.ndarray, *context: object, secret: bytes | None = None) -> np.ndarray:
     """Map each fingerprint to a float in [0, 1) under ``context``. -> [n] float64."""
-    return (keyed(fps, *context) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    values = keyed(fps, *context, secret=secret) >> np.uint64(11)
+    return values.astype(np.float64) / float(1 << 53)
 
 
 def hash_order(fps: np.ndarray, *context: object) -> np.ndarray:

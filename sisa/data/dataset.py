@@ -295,7 +295,7 @@ def split_rule(setting: str, has_groups: bool) -> str:
 
 
 def split_train_test(
-    ds: Dataset, seed: int, test_fraction: float, rule: str = "id"
+    ds: Dataset, seed: int, test_fraction: float, rule: str = "id", secret: bytes | None = None
 ) -> tuple[Dataset, Dataset]:
     """Split by a keyed hash of each ID (or group, ``rule``), so a point's side never
     depends on other points.
@@ -303,13 +303,16 @@ def split_train_test(
     Each side keeps the original relative order; either side may be empty.
     """
     keys = ds.groups if rule == "group" else ds.ids
-    is_test = split_mask(keys, seed, test_fraction, rule)  # [n]
+    is_test = split_mask(keys, seed, test_fraction, rule, secret)  # [n]
     return ds.take(~is_test), ds.take(is_test)
 
 
-def split_mask(ids: np.ndarray, seed: int, test_fraction: float, rule: str = "id") -> np.ndarray:
+def split_mask(
+    ids: np.ndarray, seed: int, test_fraction: float, rule: str = "id", secret: bytes | None = None
+) -> np.ndarray:
     """[n] bool: which points are held out, each by a keyed hash of its key alone: its ID,
-    or under the ``group`` rule its group (so ``ids`` are then the groups)."""
+    or under the ``group`` rule its group (so ``ids`` are then the groups); ``secret`` is
+    the store's placement key (``sisa.data.partition.assign``)."""
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if rule not in ("id", "group"):
@@ -317,4 +320,4 @@ def split_mask(ids: np.ndarray, seed: int, test_fraction: float, rule: str = "id
     if ids is None:
         raise DataError("the group split needs groups; the data has none")
     context = "test-split" if rule == "id" else "test-split-group"
-    return unit_interval(fingerprints(ids), seed, context) < test_fraction
+    return unit_interval(fingerprints(ids), seed, context, secret=secret) < test_fraction

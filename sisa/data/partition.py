@@ -67,24 +67,28 @@ def _spread(
     shards: int,
     slices: int,
     tag: tuple[str, ...],
+    secret: bytes | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(shard, slice) in [0, shards) x [0, slices) by the strategy's keyed hash. [n] -> [n], [n]."""
+    s = {"secret": secret}
     if strategy == "uniform":
-        return bucket(fps, shards, seed, "shard", *tag), bucket(fps, slices, seed, "slice", *tag)
+        return bucket(fps, shards, seed, "shard", *tag, **s), bucket(
+            fps, slices, seed, "slice", *tag, **s
+        )
     if strategy == "stratified":
         shard = np.empty(len(fps), dtype=np.int64)
         slice_ = np.empty(len(fps), dtype=np.int64)
         for label in np.unique(labels).tolist():
             rows = labels == label
-            shard[rows] = bucket(fps[rows], shards, seed, "shard", "class", label, *tag)
-            slice_[rows] = bucket(fps[rows], slices, seed, "slice", "class", label, *tag)
+            shard[rows] = bucket(fps[rows], shards, seed, "shard", "class", label, *tag, **s)
+            slice_[rows] = bucket(fps[rows], slices, seed, "slice", "class", label, *tag, **s)
         return shard, slice_
     if strategy == "group":
         if groups is None:
             raise ValueError("sisa.sharding = 'group' needs data with groups (a 'group' column)")
         gfps = fingerprints(groups)
-        return bucket(gfps, shards, seed, "shard", "group", *tag), bucket(
-            gfps, slices, seed, "slice", "group", *tag
+        return bucket(gfps, shards, seed, "shard", "group", *tag, **s), bucket(
+            gfps, slices, seed, "slice", "group", *tag, **s
         )
     raise ValueError(f"sisa.sharding: unknown strategy {strategy!r}; use one of {STRATEGIES}")
 
@@ -115,15 +119,18 @@ def assign(
     slices: int,
     risk: np.ndarray | None = None,
     tiers: Tiers | None = None,
+    secret: bytes | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (shard, slice) per point, both [n] int64, slices 0-based.
 
     ``risk`` ([n] in [0, 1]) matters only with ``tiers``; without them every point is
-    placed by the strategy over all shards and slices.
+    placed by the strategy over all shards and slices. With a ``secret`` (a store keyed
+    by its key store: ``SisaStore.placement_key``) the hashes are keyed by it, so that the
+    seed alone does not tell where an ID would be.
     """
     fps = fingerprints(ids)
     if tiers is None:
-        return _spread(strategy, fps, labels, groups, seed, shards, slices, ())
+        return _spread(strategy, fps, labels, groups, seed, shards, slices, (), secret)
     if risk is None:
         raise ValueError(
             "sisa.deletion_risk is set but the data holds no risk values (a 'risk' column)"
@@ -143,15 +150,18 @@ def assign(
             continue
         sub = None if groups is None else groups[rows]
         k, r = _spread(
-            strategy, fps[rows], labels[rows], sub, seed, k_count, r_count, ("tier", tag)
+            strategy, fps[rows], labels[rows], sub, seed, k_count, r_count, ("tier", tag), secret
         )
         shard[rows], slice_[rows] = k + k0, r + r0
     return shard, slice_
 
 
-def place(cfg: SisaConfig, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def place(
+    cfg: SisaConfig, arrays: Mapping[str, np.ndarray], secret: bytes | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``assign`` under a config, for data arrays as stored: ``ids``, ``y``, and optional
-    ``groups`` and ``risk`` (other arrays, such as features, are ignored)."""
+    ``groups`` and ``risk`` (other arrays, such as features, are ignored); ``secret`` is
+    the store's placement key."""
     return assign(
         arrays["ids"],
         arrays["y"],
@@ -162,6 +172,7 @@ def place(cfg: SisaConfig, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray
         slices=cfg.slices,
         risk=arrays.get("risk"),
         tiers=risk_tiers(cfg),
+        secret=secret,
     )
 
 

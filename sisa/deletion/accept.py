@@ -184,7 +184,8 @@ def plan_forget(
         arrays = parts[part]
         to_remove[part] = arrays["ids"][rows].tolist()
         if part != TEST_PART:
-            _, slice_of = place(config.sisa, {k: v[rows] for k, v in arrays.items()})
+            subset = {k: v[rows] for k, v in arrays.items()}
+            _, slice_of = place(config.sisa, subset, store.placement_key())
             slices[part] = slice_of.tolist()
     return ForgetPlan(
         to_remove=to_remove,

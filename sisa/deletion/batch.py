@@ -179,7 +179,8 @@ def _retrain(
             resources = config.resources.for_data()
             run_jobs(executor, run_test_data_job, [test], resources=resources, units=0, desc="")
             continue
-        _, slice_of = place(config.sisa, {k: v[drop] for k, v in small.items()})
+        kept = {k: v[drop] for k, v in small.items()}
+        _, slice_of = place(config.sisa, kept, store.placement_key())
         start = int(slice_of.min()) + 1
         jobs.append(
             ShardJob(

@@ -145,7 +145,7 @@ def plan_batch(store: SisaStore, requests: list[Request]) -> BatchPlan:
         if part == TEST_PART:
             test_removed = int(drop.sum())
             continue
-        _, slice_of = place(config.sisa, arrays)
+        _, slice_of = place(config.sisa, arrays, store.placement_key())
         start = int(slice_of[drop].min()) + 1
         counts = np.bincount(slice_of[~drop], minlength=config.sisa.slices).tolist()
         shards.append(

@@ -453,7 +453,7 @@ class _Audit:
             self.flag("pending deletion", rel, f"{pending} point(s) of open requests", "warning")
         if shard is None:
             return None
-        return place(self.config.sisa, arrays)[1], fingerprints(ids)
+        return place(self.config.sisa, arrays, self.store.placement_key())[1], fingerprints(ids)
 
     def check_stages(self, prefix: str, stages: list[StageRef], live: dict, slice_of, fps) -> None:
         if len(stages) != self.config.sisa.slices:

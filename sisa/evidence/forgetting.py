@@ -74,7 +74,11 @@ def _forgotten_rows(
     config = store.config()
     dataset = _source_dataset(store, source)
     train, test = split_train_test(
-        dataset, config.sisa.seed, config.data.test_fraction, store.split_rule()
+        dataset,
+        config.sisa.seed,
+        config.data.test_fraction,
+        store.split_rule(),
+        store.placement_key(),
     )
     wanted = np.unique(as_id_array(list(ids)))  # no cast to the data's width: no truncation
     if (wanted.dtype.kind == "U") != (train.ids.dtype.kind == "U"):
@@ -131,7 +135,7 @@ def _reference(store: SisaStore, folder: Path, executor: Executor | None, source
     # not sealed, so it leaves no keys behind in the store's key store
     tree["storage"] = {}
     url = str(folder / "reference")
-    train(build_config(tree), url, executor=executor)
+    train(build_config(tree), url, executor=executor, placement_like=store)
     return url
 
 

@@ -134,6 +134,7 @@ class SisaStore:
         self._keys: Sealing | None = None  # the key store, once the record is read
         self._keeps_versions: bool | None = None  # the bucket's versioning, read once
         self._hash_key: tuple[bytes | None] | None = None  # ``id_hash_key``, read once
+        self._placement: tuple[bytes | None] | None = None  # ``placement_key``, read once
         # the lease token of the writer using this store (``sisa.store.fencing``): heads
         # are committed under it, and a head under a newer one stops this writer
         self.fence: int | None = None
@@ -233,10 +234,20 @@ class SisaStore:
             raise StoreStateError(f"{self.url} holds no training config")
         return build_config(intent["config"])
 
-    def write_intent(self, config: Config, info: dict[str, Any], salt: bytes | None = None) -> None:
+    def write_intent(
+        self,
+        config: Config,
+        info: dict[str, Any],
+        salt: bytes | None = None,
+        placement_key: bytes | None = None,
+    ) -> None:
         """Write the training record; ``salt`` carries an overwritten store's salt over,
-        so its tombstones and receipts keep meaning the same IDs."""
+        so its tombstones and receipts keep meaning the same IDs. ``placement_key`` makes
+        a store place its points as another store does (a from-scratch reference of a
+        store with a key store; kept in the record, so only for a private, temporary one)."""
         body = {"config": config.stored(), "training_hash": config.training_hash()}
+        if placement_key is not None:
+            body["placement_key"] = placement_key.hex()
         if config.storage.key_store is None:
             body["salt"] = salt.hex() if salt is not None else secrets.token_hex(16)
         else:  # the salt is a secret of the key store: the store holds only its name, and
@@ -247,10 +258,12 @@ class SisaStore:
             keys.require_owner()  # the scope is this store's, for good
             salt = keys.keys.create(key_id(scope, SALT_FOLDER, part), salt)
             body |= {"key_scope": scope, "salt_key": part, "keyed_hashes": True}
+            if placement_key is None:  # and so is placement (``placement_key``)
+                body["keyed_placement"] = True
             if "data_hash" in info:  # keyed: the store alone cannot confirm a guessed source
                 info = info | {"data_hash": _keyed(salt, info["data_hash"])}
         write_doc(self.fs, CONFIG_DOC, body | info)
-        self._sealing_read, self._hash_key = False, None
+        self._sealing_read, self._hash_key, self._placement = False, None, None
 
     def write_meta(self, body: dict[str, Any]) -> None:
         write_doc(self.fs, STORE_DOC, body)
@@ -265,6 +278,21 @@ class SisaStore:
                 return None
             self._hash_key = (self.salt() if intent.get("keyed_hashes") else None,)
         return self._hash_key[0]
+
+    def placement_key(self) -> bytes | None:
+        """The secret that keys where points go (shard, slice, held out or not): for a store
+        created with a key store, derived from its salt, so that the seed in the record
+        alone does not tell where an ID would be (``sisa.data.partition.assign``); None
+        for the others, and for stores that key their hashes but were placed before."""
+        if self._placement is None:
+            intent = self.intent()
+            key = None
+            if intent is not None and "placement_key" in intent:
+                key = bytes.fromhex(intent["placement_key"])
+            elif intent is not None and intent.get("keyed_placement"):
+                key = hmac.new(self.salt(), b"sisa-placement-v1", hashlib.sha256).digest()
+            self._placement = (key,)
+        return self._placement[0]
 
     def record_hash(self, digest: str) -> str:
         """``digest`` as the record keeps it: keyed by ``id_hash_key`` where there is one."""
@@ -449,7 +477,7 @@ class SisaStore:
         replace_doc(self.fs, CONFIG_DOC, body)
         if self.keeps_versions():
             self.fs.delete_versions(CONFIG_DOC, noncurrent=True)
-        self._sealing_read, self._hash_key = False, None
+        self._sealing_read, self._hash_key, self._placement = False, None, None
 
     def noncurrent_versions(self, prefix: str = "") -> list[tuple[str, str]]:
         """(path, version ID) of every version the bucket kept below ``prefix``."""
@@ -504,7 +532,7 @@ class SisaStore:
             self.fs.delete_tree(rel)
         if keys is not None:  # the record is gone: its salt goes too (the caller kept it)
             keys.shred(SALT_FOLDER)
-        self._sealing_read, self._hash_key = False, None
+        self._sealing_read, self._hash_key, self._placement = False, None, None
 
     def has_history(self) -> bool:
         """Whether any deletion request was ever recorded here."""

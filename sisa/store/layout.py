@@ -11,6 +11,7 @@ test/g000001.json              head of the held-out test data; test/g000001/data
 tombstones/g000005.json        salted hashes of every deleted ID and group
 journal/r000000007.json        deletion request 7: salted hashes, shard and slice of each
 batches/b000000007.json        the plan of the batch that processes requests up to 7
+batches/g000004.json           the batch log: the newest plan and its receipts, fenced
 serving/g000012.json           the checkpoint each shard serves (rolled back while pending)
 receipts/r000000007.json       receipt of request 7, chained to receipt 6 by hash
 locks/process/l000000004.json  lease of the one process that retrains (its fencing token)

@@ -46,6 +46,7 @@ class IngestJob:
     # data passed to ``train`` in memory (``sisa.data.memory``), read instead of data.source
     dataset: Dataset | None = None
     trusted: tuple[str, ...] = ()  # factories the caller's own config names (the backbone)
+    placement_key: bytes | None = None  # place points as the store it came from does
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,14 +90,15 @@ def run_ingest_job(job: IngestJob, progress: Progress) -> Ingested:
         if intent is not None
         else split_rule(config.data.split, index.groups is not None)
     )
-    part_of = _parts(config, risked, rule)  # [n] TEST_PART or shard
     data_hash = index.content_hash  # every stored column, not only the IDs
     kept_salt = check_existing(store, config, index, data_hash, job.overwrite)
     if store.intent() is None:
         info = _intent_info(index, data_hash, rule)
         if backbone is not None:  # what serving feeds the backbone
             info |= {"raw_shape": list(raw.feature_shape), "raw_dtype": str(raw.x_dtype)}
-        store.write_intent(config, info, salt=kept_salt)
+        store.write_intent(config, info, salt=kept_salt, placement_key=job.placement_key)
+    # placed once the record is written: it holds what keys the placement
+    part_of = _parts(config, risked, rule, store.placement_key())  # [n] TEST_PART or shard
 
     writers, refs = {}, {}
     for part in [TEST_PART, *range(config.sisa.shards)]:
@@ -174,13 +176,15 @@ def source_location(source: str) -> str:
     return resolve_source(source)
 
 
-def _parts(config: Config, index: SourceIndex, rule: str = "id") -> np.ndarray:
+def _parts(
+    config: Config, index: SourceIndex, rule: str = "id", secret: bytes | None = None
+) -> np.ndarray:
     """Each point's part: the test side by a keyed hash of its ID (or of its group, under
-    the ``group`` rule), else its shard."""
+    the ``group`` rule), else its shard; ``secret`` is the store's placement key."""
     keys = index.groups if rule == "group" else index.ids
-    is_test = split_mask(keys, config.sisa.seed, config.data.test_fraction, rule)  # [n] bool
+    is_test = split_mask(keys, config.sisa.seed, config.data.test_fraction, rule, secret)  # [n]
     train = np.flatnonzero(~is_test)  # [t]
-    shard_of, _ = place(config.sisa, _arrays(index, train))
+    shard_of, _ = place(config.sisa, _arrays(index, train), secret)
     part_of = np.full(len(index), TEST_PART, dtype=np.int64)  # [n]
     part_of[train] = shard_of
     return part_of

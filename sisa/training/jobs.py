@@ -238,7 +238,7 @@ def load_shard_data(store: SisaStore, config: Config, shard: int, ref: DataRef) 
     from sisa.training.trainer import ShardData
 
     arrays = store.read_data(ref)
-    shard_of, slice_of = place(config.sisa, arrays)
+    shard_of, slice_of = place(config.sisa, arrays, store.placement_key())
     if len(shard_of) and not np.all(shard_of == shard):
         raise RuntimeError(f"data of shard {shard} holds points of other shards; refusing")
     return ShardData(

@@ -162,6 +162,7 @@ def train(
     overwrite: bool = False,
     data: object = None,
     ids: Sequence[object] | None = None,
+    placement_like: SisaStore | None = None,
 ) -> TrainReport:
     """Train every shard slice by slice into ``store`` (a ``SisaStore`` or a URL).
 
@@ -170,6 +171,10 @@ def train(
     DataFrame (read by the column mapping), or a map-style torch dataset with ``ids``
     (one per index; the order never matters, points are keyed by ID). They are streamed
     into the store like a file, and the store records ``data.source = "in-memory"``.
+
+    ``placement_like`` places the points as that store does: a from-scratch reference of
+    a store whose placement is keyed by its key store (``SisaStore.placement_key``). The
+    key is then kept in this store's record, so make it a private, temporary one.
     """
     started = time.perf_counter()
     preflight(executor, config.resources)  # no GPU where one is asked: before any write
@@ -209,6 +214,7 @@ def train(
         overwrite=overwrite,
         dataset=in_memory,
         trusted=tuple(n for n in (config.model.backbone,) if n is not None),  # the caller's
+        placement_key=None if placement_like is None else placement_like.placement_key(),
     )
     (ingested,) = run_jobs(
         executor,

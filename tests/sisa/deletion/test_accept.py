@@ -27,7 +27,7 @@ def layout(url):
     ids, shards, slices = [], [], []
     for k in range(cfg.sisa.shards):
         arrays = store.read_data(store.shard_head(k).data, features=False)
-        _, slice_of = place(cfg.sisa, arrays)
+        _, slice_of = place(cfg.sisa, arrays, store.placement_key())
         ids += arrays["ids"].tolist()
         shards += [k] * len(slice_of)
         slices += slice_of.tolist()

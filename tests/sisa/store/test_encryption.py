@@ -43,14 +43,15 @@ def encrypted(keys: Path, **more) -> dict:
 
 @pytest.fixture
 def stores(tmp_path, kek):
-    """make(name, encrypt, drop): a store trained on digits, sealed or not."""
+    """make(name, encrypt, drop, like): a store trained on digits, sealed or not; ``like``
+    names a sealed store whose placement (keyed by its key store) it shares."""
 
-    def make(name="store", encrypt=True, drop=frozenset(), groups=False, **overrides):
+    def make(name="store", encrypt=True, drop=frozenset(), groups=False, like=None, **overrides):
         source = write_digits_npz(tmp_path / f"{name}.npz", drop=set(drop), groups=groups)
         sealing = encrypted(tmp_path / "keys") if encrypt else {}
         cfg = tiny_config(**{"data.source": str(source)} | sealing | overrides)
         url = str(tmp_path / name)
-        train(cfg, url)
+        train(cfg, url, placement_like=None if like is None else SisaStore(like))
         return url
 
     return make
@@ -66,7 +67,8 @@ def live_keys(tmp_path: Path) -> list[Path]:
 
 
 def test_training_seals_every_artifact_and_gives_the_plaintext_bits(stores, tmp_path):
-    sealed, plain = stores("sealed"), stores("plain", encrypt=False)
+    sealed = stores("sealed")
+    plain = stores("plain", encrypt=False, like=sealed)
     assert weights_by_shard(sealed) == weights_by_shard(plain)
     a, b = SisaStore(sealed), SisaStore(plain)
     for k in range(3):
@@ -92,7 +94,7 @@ def test_forgetting_shreds_the_purged_artifacts_so_an_old_copy_never_opens(store
     ids, shards, slices = layout(url)
     gone = [int(ids[(shards == 1) & (slices == 0)][0]), int(ids[(shards == 2) & (slices == 2)][0])]
     forget(url, gone)
-    assert_equals_scratch(stores, url, gone)  # the scratch store is sealed too
+    assert_equals_scratch(stores, url, gone, like=url)  # sealed too, placed alike
     after = {p.name for p in live_keys(tmp_path)}
     assert len(after) == len(before) + 14  # the scratch store's, and as many as were shredded
     old = SisaStore(str(backup))
@@ -107,7 +109,8 @@ def test_forgetting_shreds_the_purged_artifacts_so_an_old_copy_never_opens(store
 
 
 def test_serving_and_evaluation_read_a_sealed_store(stores):
-    sealed, plain = stores("sealed"), stores("plain", encrypt=False)
+    sealed = stores("sealed")
+    plain = stores("plain", encrypt=False, like=sealed)
     got, want = (
         Predictor(sealed).predict(ROWS, probabilities=True),
         Predictor(plain).predict(ROWS, probabilities=True),
@@ -240,10 +243,16 @@ def test_a_deleted_id_and_a_never_present_one_look_alike_to_the_store(stores, tm
     forget(url, [deleted])
     cfg = store.config().sisa
 
-    def placed(i: int) -> tuple[int, int]:
+    def placed(i: int) -> tuple[int, int]:  # by the seed in the record: what anyone can do
         shard, slice_ = place(cfg, {"ids": np.array([i]), "y": np.array([0])})
         return int(shard[0]), int(slice_[0])
 
+    # the placement is keyed by the key store's secret: the seed alone tells nothing of
+    # where an ID is (chance is 1 in 9 here; unkeyed, every point would agree)
+    guessed = place(cfg, {"ids": ids, "y": np.zeros(len(ids), dtype=np.int64)})
+    agree = float(np.mean((guessed[0] == shards) & (guessed[1] == slices)))
+    assert agree < 0.25, agree
+    assert store.placement_key() is not None and store.intent()["keyed_placement"] is True
     never = next(i for i in range(10_000, 100_000) if placed(i) == placed(deleted))
     assert never not in set(ids.tolist())
     intent = store.intent()
