@@ -412,8 +412,9 @@ class SisaStore:
         """Delete everything under ``prefix`` that its latest head does not reference.
 
         Returns the URLs of deleted files. Safe to repeat: after a crash mid-sweep the
-        next sweep finishes the job. Fenced by generation (``sisa.store.fencing``): what
-        belongs to generations after the head read is a newer writer's, and stays.
+        next sweep finishes the job. Fenced by generation (``sisa.store.fencing``): head
+        documents from the head read on, and files of generations more than one past it,
+        may be a newer writer's, and stay.
         """
         head = self.latest_head(prefix)
         keep, live = self._referenced(prefix, head)
@@ -423,7 +424,9 @@ class SisaStore:
             if head is None or place is None:
                 return True
             generation, is_head = place
-            return generation < head.generation or (generation == head.generation and not is_head)
+            # a newer holder fenced this chain at one past the head read, at the earliest,
+            # and writes its files only after that: one past it is a failed attempt's
+            return generation < head.generation if is_head else generation <= head.generation + 1
 
         # the keys first: then no copy of what goes opens again
         self._shred(prefix, live, only=lambda folder: ours(f"{folder}/"))

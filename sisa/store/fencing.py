@@ -20,11 +20,12 @@ is the sequence of its generations, and the newest generation is what readers re
    a later generation after reading one under the newer token: both fail. Its artifacts
    (data and checkpoints) go to folders of generations the new holder never writes to,
    are referenced by no head, so never read, and are swept.
-4. **Deletes are fenced by generation.** A sweep removes only what lies in generations up
-   to the head it read, unreferenced by that head, and head documents before it. A newer
-   holder's generations are all later, and what it references of earlier ones that head
-   references too; so a stalled sweep that wakes up deletes nothing the newer holder
-   uses. Data keys are shredded under the same rule.
+4. **Deletes are fenced by generation.** A sweep removes only head documents before the
+   head it read, and unreferenced files of generations up to one past it (where a failed
+   attempt leaves them). A newer holder fenced the chain at one past that head at the
+   earliest, writes its files only in later generations, and references of earlier ones
+   only what that head references; so a stalled sweep that wakes up deletes nothing the
+   newer holder uses. Data keys are shredded under the same rule.
 5. **Documents derived from a chain are copies.** Batch plans and receipts are committed
    in the batch log first; their files are written from it afterwards, byte for byte the
    same whoever writes them (``sisa.deletion.batch_log``).

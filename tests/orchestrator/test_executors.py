@@ -414,8 +414,10 @@ def test_a_sealed_store_trains_and_forgets_on_ray_with_the_kek_in_a_file(
     monkeypatch.delenv("SISA_STORAGE__KEK", raising=False)
     sealed = sealed_with_kek_file(tmp_path)
     local, remote = str(tmp_path / "local"), str(tmp_path / "ray")
-    train(tiny_config(), local, executor=InProcessExecutor(progress=False))
     train(tiny_config(**sealed), remote, executor=RayExecutor(progress=False))
+    # placed alike: the key store keys the sealed store's placement
+    inline = InProcessExecutor(progress=False)
+    train(tiny_config(), local, executor=inline, placement_like=SisaStore(remote))
     assert weights(local) == weights(remote)
     forget(local, [5, 105], executor=InProcessExecutor(progress=False))
     forget(remote, [5, 105], executor=RayExecutor(progress=False))
