@@ -101,7 +101,7 @@ def _run(
 ) -> BatchReport | None:
     started = time.perf_counter()
     purged = store.sweep_all()  # finish a purge that a crash cut short
-    written = batch_log.copy_out(store)  # and the files of a commit it cut short
+    batch_log.copy_out(store, receipts=False)  # the plan's file, if a crash cut it short
     journal = Journal(store)
     plan = unfinished_batch(store, journal)
     resumed = plan is not None
@@ -140,7 +140,7 @@ def _run(
             receipts.build(store, r, plan, state, actual) for r in requests if r.seq not in done
         ]
         batch_log.commit_receipts(store, plan.to_body(), receipts.link(store, bodies))
-    written += batch_log.copy_out(store)
+    written = batch_log.copy_out(store)
     return BatchReport(
         plan=plan,
         results=results,

@@ -57,9 +57,9 @@ def _commit(store: SisaStore, body: dict[str, Any]) -> Head:
     return committed
 
 
-def copy_out(store: SisaStore) -> list[dict[str, Any]]:
-    """Write the files of the newest generation that are missing; returns the receipts
-    written now, in order."""
+def copy_out(store: SisaStore, receipts: bool = True) -> list[dict[str, Any]]:
+    """Write the files of the newest generation that are missing (its plan only, unless
+    ``receipts``); returns the receipts written now, in order."""
     head = newest(store)
     if head is None:
         return []
@@ -69,7 +69,7 @@ def copy_out(store: SisaStore) -> list[dict[str, Any]]:
         _copy(store, batch_path(plan["through"]), plan)
     issued = {n for n in store.names(RECEIPTS) if REQUEST_NAME.match(n)}
     written = []
-    for body in head.body.get("receipts", []):
+    for body in head.body.get("receipts", []) if receipts else []:
         rel = receipt_path(body["seq"])
         if rel.split("/")[-1] in issued:
             continue
