@@ -38,6 +38,7 @@ from sisa.config import build_config
 from sisa.deletion.accept import accept, forget
 from sisa.deletion.batch import process
 from sisa.serving.predictor import Predictor
+from sisa.store.artifacts import SisaStore
 from sisa.training.train import train
 from sisa.training.trainer import configure
 from storage.keys import Sealing
@@ -126,14 +127,19 @@ def run(suite: str) -> Report:
             "key_store": _bytes(root / "keys"),
             "keys": len(list((root / "keys").rglob("*.key"))),
         }
-        victims = np.random.default_rng(0).choice(
-            training_layout(str(urls["plain"])).ids, s["deletions"], replace=False
-        )
         forget_s: dict[str, list[float]] = {k: [] for k in kinds}
-        copies = {}  # stores of their own: a copy of a sealed store may not purge its keys
-        for kind, keys in (("plain", None), ("sealed", root / "keys-forget")):
-            copies[kind] = root / f"{kind}-forget"
-            train(build_config({}, _config(s, keys)), str(copies[kind]), executor=QUIET)
+        # stores of their own (a copy of a sealed store may not purge its keys), placed
+        # alike: the sealed store's placement is keyed by its key store, and the plaintext
+        # one takes the same key, so each deletion retrains the same slices in both
+        copies = {k: root / f"{k}-forget" for k in ("sealed", "plain")}
+        sealed_config = build_config({}, _config(s, root / "keys-forget"))
+        train(sealed_config, str(copies["sealed"]), executor=QUIET)
+        like = SisaStore(str(copies["sealed"]))
+        train(build_config({}, _config(s, None)), str(copies["plain"]), executor=QUIET,
+              placement_like=like)  # fmt: skip
+        victims = np.random.default_rng(0).choice(
+            training_layout(str(copies["plain"])).ids, s["deletions"], replace=False
+        )
         for victim in victims.tolist():
             for kind, url in copies.items():
                 started = time.perf_counter()
@@ -212,7 +218,9 @@ def markdown(f: dict[str, Any]) -> str:
             f"Synthetic Purchase, N = {s['n']:,}, S = {s['shards']}, R = {s['slices']}, "
             f"{s['epochs']:g} epochs, an MLP [128], Adam, in process on 1 torch thread. The "
             'sealed store (`storage.encryption = "aes-256-gcm"`) keeps its keys in a folder '
-            f"beside it. 1-minute load average {lb:.2f} at the start, {la:.2f} at the end.",
+            "beside it, and its placement is keyed by them (training pays for that too). "
+            "The two stores that forget are placed alike, so each deletion retrains the same "
+            f"slices in both. 1-minute load average {lb:.2f} at the start, {la:.2f} at the end.",
             table,
             f"The key store holds {b['keys']} data keys ({b['key_store']:,} bytes): one per "
             "artifact, the key of the store's ID hashes, and its KEK's public ID.",

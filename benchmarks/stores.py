@@ -72,6 +72,6 @@ def training_layout(url: str, columns: Sequence[str] = ()) -> Layout:
     return Layout(
         np.concatenate([p["ids"] for p in parts]),
         np.concatenate([np.full(len(p["ids"]), k) for k, p in enumerate(parts)]),
-        np.concatenate([place(cfg, p)[1] for p in parts]),
+        np.concatenate([place(cfg, p, store.placement_key())[1] for p in parts]),
         {c: np.concatenate([p[c] for p in parts]) for c in columns},
     )
