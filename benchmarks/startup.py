@@ -99,7 +99,7 @@ def training_points(url: str) -> list[tuple[int, int, int]]:
     points = []
     for shard in range(cfg.shards):
         arrays = store.read_data(store.shard_head(shard).data, features=False)
-        _, slice_of = place(cfg, arrays)
+        _, slice_of = place(cfg, arrays, store.placement_key())
         points += [(int(i), shard, int(s)) for i, s in zip(arrays["ids"], slice_of, strict=True)]
     return points
 

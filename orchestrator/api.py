@@ -16,13 +16,14 @@ its scripts from a CDN, so the OpenAPI JSON is the documentation.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any, Protocol
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from orchestrator.api_guards import Admission, BodyLimit, Gate, Limits, token_matches
@@ -40,6 +41,7 @@ from orchestrator.api_schema import (
     forget_request,
     predict_request,
 )
+from orchestrator.metrics import CONTENT_TYPE, PredictTimer, ServingMetrics
 from sisa.config import ServingConfig
 from sisa.serving.ensemble import InputError, NoModelError, check_features
 from sisa.serving.predictor import LabelsOnlyError, Prediction, StaleStateError
@@ -173,8 +175,10 @@ def build_app(
     settings: ServingConfig,
     token_sha256: bytes | None,
     limits: Limits | None = None,
+    metrics: ServingMetrics | None = None,
 ) -> FastAPI:
-    """The app; its ``state.gate`` counts the requests in flight and drains them."""
+    """The app; its ``state.gate`` counts the requests in flight and drains them. With
+    ``metrics``, ``GET /metrics`` serves them and every prediction is timed."""
     limits = limits or Limits()
     app = FastAPI(
         title="sisa",
@@ -190,7 +194,9 @@ def build_app(
         idle_s=limits.body_idle_s,
         total_s=limits.body_total_s,
     )
-    app.add_middleware(Admission, gate=app.state.gate)  # outermost: refuses before reading
+    app.add_middleware(Admission, gate=app.state.gate)  # refuses before reading
+    if metrics is not None:  # outermost: times refusals too
+        app.add_middleware(PredictTimer, metrics=metrics)
     authorised = Depends(_token_checker(token_sha256))
     width = int(np.prod(backend.input_shape))
 
@@ -226,7 +232,7 @@ def build_app(
     async def _known(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse(*error_body(err))
 
-    async def predict(body: Any) -> dict[str, Any]:
+    async def predict(body: Any, http: Request) -> dict[str, Any]:
         """Labels of the aggregated ensemble (class indices and the original label values
         beside them), and with ``probabilities`` its scores, one column per class."""
         if len(body.rows) > settings.max_rows:
@@ -234,7 +240,9 @@ def build_app(
         if body.probabilities and settings.output == "labels":
             raise LabelsOnlyError("this server releases labels only (serving.output)")
         x = check_features(body.rows, backend.input_shape)  # [n, *f] float32
-        return await backend.predict(x, body.probabilities)
+        answer = await backend.predict(x, body.probabilities)
+        http.state.rows = len(x)  # counted by the metrics once it is answered
+        return answer
 
     # the bodies' models are built for this store (its row width, its ID type, whether it
     # has groups), so they are no names FastAPI could resolve from the (postponed)
@@ -303,6 +311,19 @@ def build_app(
     async def status() -> dict[str, Any]:
         """The ensemble in use, the checkpoint each shard serves, and pending requests."""
         return await backend.status()
+
+    if metrics is not None:
+
+        @app.get(
+            "/metrics",
+            response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+        )
+        async def metrics_text() -> PlainTextResponse:
+            """Prometheus metrics: this process's prediction latency and rows, and the
+            store's deletion figures, read from the store (``orchestrator.metrics``)."""
+            body = await asyncio.to_thread(metrics.text)  # reads the store
+            return PlainTextResponse(body, media_type=CONTENT_TYPE)
 
     @app.get(
         "/healthz",

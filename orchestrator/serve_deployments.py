@@ -49,6 +49,7 @@ from orchestrator.api import (
 )
 from orchestrator.api_guards import Limits
 from orchestrator.executors import InProcessExecutor
+from orchestrator.metrics import ServingMetrics
 from orchestrator.service import DeletionService
 from sisa.config import ServingConfig
 from sisa.deletion.accept import UnknownIDError, accept
@@ -183,7 +184,8 @@ class ApiDeployment:
         self.acknowledged = max(Journal(SisaStore(url, storage_options)).seqs(), default=0)
 
     def __serve_build_asgi_app__(self) -> Any:
-        app = build_app(self, self.settings, self.token_sha256, self.limits)
+        metrics = ServingMetrics(self.url, self.options)  # this replica's own latencies
+        app = build_app(self, self.settings, self.token_sha256, self.limits, metrics)
         self.gate = app.state.gate
         return app
 

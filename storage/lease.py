@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 _HELD: set[str] = set()  # nonces of the leases this process holds now
 _RECORD = re.compile(r"^l([0-9]{9})\.json\Z")
-_OWNED = re.compile(r"^l([0-9]{9})\.(json|beat|done)\Z")
+_OWNED = re.compile(r"^l([0-9]{9})\.(json|beat|done|fenced)\Z")
 
 
 class LeaseHeldError(StorageError):
@@ -124,12 +124,25 @@ class Lease:
 
     def superseded(self) -> bool:
         """Whether a newer holder has taken the lease over from this one."""
-        return self.token is not None and self.store.exists(self._rel(self.token + 1))
+        return self.token is not None and self.newest() > self.token
 
     def holder(self) -> dict[str, Any] | None:
-        """The newest holder's record with its latest heartbeat, or None when it let go."""
+        """The newest holder's record with its latest heartbeat, or None when it let go
+        (or a live holder of the single-file lease that versions before tokens wrote)."""
         number = self.newest()
-        return self._holder(number) if number else None
+        held = self._holder(number) if number else None
+        return held if held is not None else self._legacy()
+
+    def _legacy(self) -> dict[str, Any] | None:
+        """A live holder of ``<folder>.json``, the lease before fencing tokens: a process
+        of an older version, which must finish before this one starts."""
+        try:
+            body = json.loads(self.store.read_bytes(f"{self.folder}.json"))
+        except (FileNotFoundError, ValueError):
+            return None
+        if not isinstance(body, dict) or self._stale(body | {"nonce": None}):
+            return None
+        return body
 
     def _holder(self, number: int) -> dict[str, Any] | None:
         if self.store.exists(self._rel(number, "done")):
@@ -157,11 +170,9 @@ class Lease:
     def _let_go(self, holder: dict[str, Any]) -> bool:
         """The holder is this process, and it released the lease (the ``.done`` is missing
         because the store was out when it tried)."""
-        pid = holder.get("pid")
         return (
             self._same_machine(holder)
-            and pid == os.getpid()
-            and holder.get("started") == _start_time(os.getpid())
+            and self._this_process(holder)
             and holder.get("nonce") not in _HELD
         )
 
@@ -180,6 +191,27 @@ class Lease:
     @staticmethod
     def _this_process(holder: dict[str, Any]) -> bool:
         return holder["pid"] == os.getpid() and holder.get("started") == _start_time(os.getpid())
+
+    def _must_fence(self, number: int, holder: dict[str, Any] | None) -> bool:
+        """Whether taking over from holder ``number`` (``holder``: its record, None if it
+        let go) means fencing: it, or its workers, could still write; or it owed a fence
+        and never recorded one done (``fenced``), however it ended: the holder it took
+        over from may be writing still."""
+        if holder is not None and self._may_write(holder):
+            return True
+        if not number or self.store.exists(self._rel(number, "fenced")):
+            return False
+        try:
+            record = json.loads(self.store.read_bytes(self._rel(number)))
+        except (FileNotFoundError, ValueError):
+            return True  # pruned under us, or torn: nothing says it fenced
+        return not isinstance(record, dict) or record.get("owes_fence") is not False
+
+    def fenced(self) -> None:
+        """Record that this holder fenced what it owed (``fence_needed``): a successor need
+        not fence again for the holder before it, whatever becomes of this one."""
+        assert self.token is not None
+        self.store.write_bytes(self._rel(self.token, "fenced"), b"{}")
 
     def _may_write(self, holder: dict[str, Any]) -> bool:
         """Whether a taken-over holder, or its workers, could still write to the store."""
@@ -201,6 +233,7 @@ class Lease:
             "nonce": self.nonce,
             "token": number,
             "remote": self.remote,
+            "owes_fence": self.fence_needed,
             "heartbeat": time.time(),
         }
         return json.dumps(record, sort_keys=True).encode()
@@ -212,7 +245,10 @@ class Lease:
         while True:
             number = self.newest()
             holder = self._holder(number) if number else None
-            if holder is not None and not self._stale(holder):
+            legacy = self._legacy()
+            if legacy is not None:
+                holder = legacy  # its pid and host name the holder in the error below
+            if holder is not None and (legacy is not None or not self._stale(holder)):
                 if time.monotonic() >= deadline:
                     raise LeaseHeldError(
                         f"{self.store.url_of(self.folder)} is held by pid {holder.get('pid')} "
@@ -220,6 +256,9 @@ class Lease:
                     )
                 time.sleep(poll)
                 continue
+            # the record says whether this holder owes a fence, so that a successor finishes
+            # one it could not (``_must_fence``)
+            self.fence_needed = self._must_fence(number, holder)
             # Held from before the create: another thread of this process that reads the
             # record in the instant after it lands must not judge it let go (``_let_go``).
             _HELD.add(self.nonce)
@@ -234,7 +273,6 @@ class Lease:
                 _HELD.discard(self.nonce)
                 raise
             self.token, self.broke = number + 1, holder
-            self.fence_needed = holder is not None and self._may_write(holder)
             break
         self._prune(self.token - 1)
         self._stop.clear()

@@ -165,8 +165,8 @@ def cmd_process(args: argparse.Namespace) -> None:
     if args.follow:
         _follow(args, executor)
         return
-    if args.window is not None or args.deadline is not None:
-        raise CLIError("--window and --deadline apply to --follow")
+    if args.window is not None or args.deadline is not None or args.metrics_port is not None:
+        raise CLIError("--window, --deadline and --metrics-port apply to --follow")
     reports = []
     with _resumable("process"):
         while (report := process(args.store, args.storage_options, executor=executor)) is not None:
@@ -198,12 +198,31 @@ def _follow(args: argparse.Namespace, executor: Any) -> None:
             (print_json(report_dict(r)) if args.json else print_batch(r)) or sys.stdout.flush()
         ),  # one report per batch, as it ends, even into a pipe
     )
+    if args.metrics_port is not None:
+        _serve_metrics(args)
     print(
         f"processing deletions for {args.store} (window {service.window}s, "
         f"deadline {service.deadline}s); Ctrl-C to stop",
         file=sys.stderr,
     )
     service.run(threading.Event())
+
+
+def _serve_metrics(args: argparse.Namespace) -> None:
+    """The store's deletion figures on ``--metrics-port``, in a thread of this process."""
+    from prometheus_client import start_http_server
+
+    from orchestrator.metrics import store_registry
+
+    if not 0 <= args.metrics_port <= 65535:
+        raise CLIError(f"--metrics-port must be 0..65535, not {args.metrics_port}")
+    registry = store_registry(args.store, args.storage_options)
+    try:
+        server, _ = start_http_server(args.metrics_port, args.metrics_host, registry)
+    except OSError as err:
+        raise CLIError(f"--metrics-port {args.metrics_port}: {err.strerror or err}") from None
+    host, port = server.server_address[:2]
+    print(f"metrics on http://{host}:{port}/metrics", file=sys.stderr, flush=True)
 
 
 def _warn_damaged(store_url: str, storage_options: dict[str, Any] | None) -> None:
@@ -218,7 +237,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """Exit 1 when the audit fails, so a scheduled audit can alert."""
     from sisa import audit
 
-    report = audit(args.store, args.storage_options, expect_head=args.expect_head)
+    report = audit(
+        args.store, args.storage_options, expect_head=args.expect_head, record=not args.no_record
+    )
     if args.json:
         print_json(report.to_dict())
     else:

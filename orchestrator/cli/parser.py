@@ -69,12 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="with --follow: give up after this many failed attempts in a row",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="with --follow: serve the store's deletion metrics (Prometheus) on this port",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics bind to (default 127.0.0.1: this machine only)",
+    )
     p.add_argument("--json", action="store_true")
     _store_args(p)
     _exec_args(p)
 
     p = sub.add_parser("audit", help="verify the receipt chain and scan the store")
     p.add_argument("--expect-head", help="receipt chain head hash you recorded earlier")
+    p.add_argument(
+        "--no-record",
+        action="store_true",
+        help="do not keep the verdict in the store (metrics and the dashboard read the last)",
+    )
     p.add_argument("--json", action="store_true")
     _store_args(p)
 

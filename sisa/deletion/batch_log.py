@@ -51,10 +51,7 @@ def commit_receipts(store: SisaStore, plan: dict[str, Any], receipts: list[dict[
 
 
 def _commit(store: SisaStore, body: dict[str, Any]) -> Head:
-    head = newest(store)
-    committed = store.commit_head(BATCHES, 0 if head is None else head.generation + 1, body)
-    store.prune_heads(BATCHES, committed.generation)
-    return committed
+    return store.commit_next(BATCHES, body, keep=1)
 
 
 def copy_out(store: SisaStore, receipts: bool = True) -> list[dict[str, Any]]:

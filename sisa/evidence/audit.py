@@ -45,7 +45,9 @@ checks. Findings never name a raw ID: they give counts.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -61,6 +63,7 @@ from sisa.ids import fingerprint_set_hash, fingerprints, id_candidates, salted_h
 from sisa.store.artifacts import Head, SisaStore, StorageOptions, open_store
 from sisa.store.journal import Journal, Request
 from sisa.store.layout import (
+    AUDITS,
     CONFIG_DOC,
     HEAD_NAME,
     IDS_FILE,
@@ -80,9 +83,10 @@ from sisa.store.layout import (
 )
 from sisa.store.records import DataRef, StageRef
 from sisa.store.tombstones import legacy_groups
-from storage import MANIFEST, TEMP_PREFIX, StorageError
+from storage import MANIFEST, TEMP_PREFIX, DocumentExistsError, StorageError
 from storage.crypto import is_sealed
 
+log = logging.getLogger(__name__)
 TOMBS = TOMBSTONES + "/"
 _INT = re.compile(r"^(-?[1-9][0-9]{0,17}|0)\Z")  # an integer as str() writes it, within int64
 
@@ -120,11 +124,53 @@ def audit(
     storage_options: StorageOptions = None,
     *,
     expect_head: str | None = None,
+    record: bool = True,
 ) -> AuditReport:
-    """Check the claims of the module docstring on ``store`` (a ``SisaStore`` or a URL)."""
+    """Check the claims of the module docstring on ``store`` (a ``SisaStore`` or a URL).
+
+    With ``record``, the verdict is kept in the store (``audits/``), where metrics and the
+    dashboard read the last one: whether it passed, when, how many findings of which
+    kinds, and the receipt chain's head. Paths and details stay in the report."""
     store = open_store(store, storage_options)
     store.require_trained()
-    return _Audit(store=store).run(expect_head)
+    report = _Audit(store=store).run(expect_head)
+    if record:
+        _record(store, report)
+    return report
+
+
+KEEP_AUDITS = 2  # a reader that listed just before a write still finds the one it chose
+
+
+def _record(store: SisaStore, report: AuditReport) -> None:
+    """Keep the verdict as the newest generation of ``audits/``; a store that cannot be
+    written to now (read-only credentials, an outage) keeps its last one, with a warning."""
+    body = {
+        "ok": report.ok,
+        "at": time.time(),
+        "violations": len(report.violations) + len(report.chain.problems),
+        "warnings": len(report.findings) - len(report.violations),
+        "kinds": sorted(
+            {f.kind for f in report.findings}
+            | ({"broken receipt chain"} if report.chain.problems else set())
+        ),
+        "chain": {"ok": report.chain.ok, "length": report.chain.length, "head": report.chain.head},
+    }
+    try:
+        for _ in range(8):  # another audit may take the same generation: take the next
+            try:
+                store.commit_next(AUDITS, body, keep=KEEP_AUDITS)
+            except DocumentExistsError:
+                continue
+            return
+    except (StorageError, OSError) as err:
+        log.warning("could not record the audit in %s: %s", store.url, err)
+
+
+def last_audit(store: SisaStore) -> dict[str, Any] | None:
+    """The newest recorded audit verdict (``audit(record=True)``), or None."""
+    head = store.latest_head(AUDITS)
+    return None if head is None else head.body
 
 
 @dataclass(kw_only=True)
@@ -159,11 +205,12 @@ class _Audit:
                     self.read_json(rel)
             elif name.startswith(TEMP_PREFIX):
                 self.flag("temp file", rel, "left by an interrupted write", "warning")
-            elif rel.startswith(f"{PROCESS_LOCK}/"):  # the lease, and its past holders
+            elif rel.startswith(f"{PROCESS_LOCK}/") or rel == f"{PROCESS_LOCK}.json":
+                # the lease, its past holders, and the file of an older version's lease
                 if not lease_seen and self.store.lease(PROCESS_LOCK, 600).holder() is not None:
                     self.flag("store in use", PROCESS_LOCK, "findings may be transient", "warning")
                 lease_seen = True
-            elif top == LOCKS:  # a lease of an older version, or a node's disk probe
+            elif top == LOCKS:  # a node's disk probe
                 self.flag("store in use", rel, "findings may be transient", "warning")
             elif rel.endswith(".json"):
                 self.read_json(rel)

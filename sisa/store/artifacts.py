@@ -397,16 +397,33 @@ class SisaStore:
         head must be the one before ``generation``, and written under no newer token."""
         body = {k: v for k, v in body.items() if k not in ("generation", fencing.FENCE)}
         body["generation"] = generation
-        if self.fence is not None and fencing.fenced(prefix):
+        fenced = self.fence is not None and fencing.fenced(prefix)
+        if fenced:
             latest = self.latest_head(prefix)  # FencedError if a newer holder wrote it
-            if latest is not None and latest.generation >= generation:
+            expected = 0 if latest is None else latest.generation + 1
+            if generation != expected:
                 raise DocumentExistsError(
-                    f"{self.fs.url_of(prefix)} is at generation {latest.generation} already; "
-                    f"generation {generation} was planned from an older head"
+                    f"{self.fs.url_of(prefix)} is at generation "
+                    f"{'none' if latest is None else latest.generation}; generation "
+                    f"{generation} was planned from another head"
                 )
             body[fencing.FENCE] = self.fence
-        write_doc(self.fs, head_path(prefix, generation), body)
+        try:
+            write_doc(self.fs, head_path(prefix, generation), body)
+        except DocumentExistsError:
+            if fenced:  # lost the create to a newer holder's fence: say so
+                self.latest_head(prefix)
+            raise
         return Head(generation, body)
+
+    def commit_next(self, prefix: str, body: dict[str, Any], keep: int | None = None) -> Head:
+        """Commit ``body`` as the generation after the newest (0 for the first); with
+        ``keep``, delete all but the newest ``keep`` head documents afterwards."""
+        latest = self.latest_head(prefix)
+        head = self.commit_head(prefix, 0 if latest is None else latest.generation + 1, body)
+        if keep is not None:
+            self.prune_heads(prefix, head.generation - keep + 1)
+        return head
 
     def sweep(self, prefix: str) -> list[str]:
         """Delete everything under ``prefix`` that its latest head does not reference.
@@ -430,13 +447,17 @@ class SisaStore:
 
         # the keys first: then no copy of what goes opens again
         self._shred(prefix, live, only=lambda folder: ours(f"{folder}/"))
+        # only the files a committed artifact consists of stay
+        return self._delete(prefix, [r for r in self.fs.walk(prefix) if r not in keep and ours(r)])
+
+    def _delete(self, prefix: str, rels: list[str]) -> list[str]:
+        """Delete ``rels`` under ``prefix``, and what a bucket that keeps versions kept of
+        them (sealed: their keys are gone already); returns their URLs."""
         deleted = []
         versions = self.keeps_versions()
-        for rel in self.fs.walk(prefix):
-            if rel in keep or not ours(rel):  # only the files a committed artifact consists of
-                continue
+        for rel in rels:
             self.fs.delete(rel)
-            if versions:  # and what the bucket kept of it (sealed: its key is gone)
+            if versions:
                 self.fs.delete_versions(rel)
             deleted.append(self.fs.url_of(rel))
             crash_point("mid-sweep")
@@ -466,13 +487,7 @@ class SisaStore:
             self.fence = fence
         folder = gen_dir(prefix, generation)
         self._shred(folder, live)
-        deleted = []
-        for rel in self.fs.walk(folder):
-            if rel not in keep:
-                self.fs.delete(rel)
-                deleted.append(self.fs.url_of(rel))
-        self.fs.prune_empty_dirs(prefix)
-        return deleted
+        return self._delete(prefix, [rel for rel in self.fs.walk(folder) if rel not in keep])
 
     def replace_record(self, body: dict[str, Any]) -> None:
         """Rewrite the training record in one atomic write (``sisa.store.rekey`` only),
@@ -503,9 +518,13 @@ class SisaStore:
         except (StorageError, FileNotFoundError):
             return None
 
+    def shard_prefixes(self) -> list[str]:
+        """The prefix of every shard the store holds."""
+        return [f"{SHARDS}/{name}" for name in self.fs.listdir(SHARDS) if name.isdigit()]
+
     def sweep_all(self) -> list[str]:
         """Sweep every shard and the test data: finishes a purge a crash interrupted."""
-        prefixes = [f"{SHARDS}/{name}" for name in self.fs.listdir(SHARDS)] + [TEST_PREFIX]
+        prefixes = [*self.shard_prefixes(), TEST_PREFIX]
         return [url for prefix in prefixes for url in self.sweep(prefix)]
 
     def foreign_files(self) -> list[str]:

@@ -31,7 +31,8 @@ is the sequence of its generations, and the newest generation is what readers re
    same whoever writes them (``sisa.deletion.batch_log``).
 
 Serving documents are not fenced: they are a pure function of the journal and the heads,
-written by any acceptance as well, and each writer retries on a lost race.
+written by any acceptance as well, and each writer retries on a lost race. Nor are audit
+verdicts, which any reader of the store may record.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sisa.store.layout import BATCHES, SERVING, SHARDS, TEST_PREFIX, TOMBSTONES
-from storage import StorageError
+from sisa.store.layout import AUDITS, BATCHES, SERVING, TEST_PREFIX, TOMBSTONES
+from storage import DocumentExistsError, StorageError
 
 if TYPE_CHECKING:
     from sisa.store.artifacts import Head, SisaStore
@@ -60,8 +61,8 @@ class FencedError(StorageError):
 
 
 def fenced(prefix: str) -> bool:
-    """Whether a chain is fenced: every one but the serving state's."""
-    return prefix != SERVING
+    """Whether a chain is fenced: every one but the serving state's and the audits'."""
+    return prefix not in (SERVING, AUDITS)
 
 
 def token_of(head: Head) -> int:
@@ -93,8 +94,7 @@ def generation_of(prefix: str, rel: str) -> tuple[int, bool] | None:
 
 def chains(store: SisaStore) -> list[str]:
     """Every fenced chain of the store."""
-    shards = [f"{SHARDS}/{name}" for name in store.names(SHARDS) if name.isdigit()]
-    return [*shards, TEST_PREFIX, TOMBSTONES, BATCHES]
+    return [*store.shard_prefixes(), TEST_PREFIX, TOMBSTONES, BATCHES]
 
 
 def fence_chains(store: SisaStore) -> list[str]:
@@ -103,12 +103,17 @@ def fence_chains(store: SisaStore) -> list[str]:
     assert store.fence is not None, "only a holder of the lease fences"
     fenced_now = []
     for prefix in chains(store):
-        head = store.latest_head(prefix)
-        if head is None and prefix not in EMPTY:
-            continue  # no held-out data: nothing there to write either
-        body: dict[str, Any] = dict(EMPTY[prefix]) if head is None else dict(head.body)
-        store.commit_head(prefix, 0 if head is None else head.generation + 1, body)
-        fenced_now.append(prefix)
+        while True:  # a copy of the head it read: a late commit that lands first is kept
+            head = store.latest_head(prefix)
+            if head is None and prefix not in EMPTY:
+                break  # no held-out data: nothing there to write either
+            body = dict(EMPTY[prefix]) if head is None else dict(head.body)
+            try:
+                store.commit_head(prefix, 0 if head is None else head.generation + 1, body)
+            except DocumentExistsError:
+                continue
+            fenced_now.append(prefix)
+            break
     return fenced_now
 
 
@@ -121,6 +126,7 @@ def holding(store: SisaStore, lease: Lease, wait: float = 0.0) -> Iterator[Lease
         try:
             if lease.fence_needed:
                 fence_chains(store)
+                lease.fenced()  # else the next holder fences, however this one ends
             yield lease
         finally:
             store.fence = None

@@ -14,6 +14,7 @@ batches/b000000007.json        the plan of the batch that processes requests up 
 batches/g000004.json           the batch log: the newest plan and its receipts, fenced
 serving/g000012.json           the checkpoint each shard serves (rolled back while pending)
 receipts/r000000007.json       receipt of request 7, chained to receipt 6 by hash
+audits/g000003.json            the last audit's verdict (metrics and the dashboard read it)
 locks/process/l000000004.json  lease of the one process that retrains (its fencing token)
 ```
 
@@ -40,6 +41,7 @@ BATCHES = "batches"  # the plan of each batch of requests, written before it run
 SERVING = "serving"  # which checkpoint of each shard predictions use
 RECEIPTS = "receipts"  # one per processed request, chained by hash
 LOCKS = "locks"
+AUDITS = "audits"  # the verdicts of the last audits
 SALT_FOLDER = "salt"  # in an encrypted store's key store: the key of its ID hashes
 PROCESS_LOCK = f"{LOCKS}/process"  # the lease of the one process that retrains
 OWN_PATHS = (
@@ -53,6 +55,7 @@ OWN_PATHS = (
     SERVING,
     RECEIPTS,
     LOCKS,
+    AUDITS,
 )  # all a store ever writes; fmt: skip
 WEIGHTS, STATE = "weights.safetensors", "state.pt"
 STAGE_FILES = (MANIFEST, WEIGHTS, STATE)

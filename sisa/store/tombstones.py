@@ -63,7 +63,7 @@ def drop_tombstoned_groups(store: SisaStore, groups: set[str], record: dict[str,
 
 
 def _commit(store: SisaStore, current: Head, body: dict[str, Any]) -> Head:
-    head = store.commit_head(TOMBSTONES, current.generation + 1, body)
+    head = store.commit_head(TOMBSTONES, current.generation + 1, body)  # the one it read
     store.prune_heads(TOMBSTONES, head.generation)
     return head
 

@@ -25,6 +25,7 @@ from sisa.data.risk import with_risk
 from sisa.data.sources import InMemorySource, SourceIndex, open_source
 from sisa.ids import id_set_hash, salted_hashes
 from sisa.store.artifacts import SisaStore, StoreStateError
+from sisa.store.fencing import holding
 from sisa.store.layout import PROCESS_LOCK, TEST_PART, TEST_PREFIX, data_dir, part_prefix
 from sisa.training.backbone import Backbone, load_backbone
 from sisa.training.jobs import Progress, ShardJob
@@ -265,7 +266,7 @@ def check_existing(
         _refuse_weaker_storage(store, config)
         salt = store.salt()
         if store.atomic_create:  # not while a deletion batch runs
-            with store.lease(PROCESS_LOCK, store.config().deletion.lease_s):
+            with holding(store, store.lease(PROCESS_LOCK, store.config().deletion.lease_s)):
                 store.delete_training()
         else:
             store.delete_training()

@@ -61,7 +61,8 @@ class TrainReport:
 def prepare(config: Config, data: object = None) -> tuple[Dataset, Dataset, np.ndarray]:
     """Load, validate and split the data (``config``'s source, or ``data`` in memory) and
     lay out the shards, in memory; writes nothing. ``train`` streams the same split and
-    layout into the store instead."""
+    layout into a store without a key store instead (one with a key store places by a
+    secret of its own: ``SisaStore.placement_key``)."""
     if data is not None:
         dataset = as_dataset(data, config.data)
     else:

@@ -52,6 +52,7 @@ def write_holder(store: Store, number: int = 1, raw: bytes | None = None, **fiel
         "started": None,
         "nonce": "f" * 16,
         "remote": False,
+        "owes_fence": False,
         "heartbeat": time.time(),
     } | fields
     data = json.dumps(body).encode() if raw is None else raw
@@ -375,3 +376,57 @@ def test_a_holder_in_another_container_with_the_same_host_name_is_not_judged_by_
     write_holder(store, machine="another-boot/pid:[1]", pid=2**22 - 1)  # no such pid here
     with pytest.raises(LeaseHeldError):
         Lease(store, FOLDER, ttl=60).acquire()
+
+
+def test_superseded_holds_after_the_records_between_are_pruned(lease_store):
+    first = Lease(lease_store, FOLDER, ttl=0.2).acquire()
+    first._stop.set()  # it stalls
+    time.sleep(0.3)
+    for _ in range(3):  # three holders after it: the records of 1 and 2 are pruned
+        Lease(lease_store, FOLDER, ttl=0.2).acquire().release()
+    assert not lease_store.exists(f"{FOLDER}/l000000002.json")
+    assert first.superseded()
+    first.release()
+
+
+@pytest.mark.parametrize("ended", ["released", "killed", "fenced"])
+def test_a_holder_that_owed_a_fence_and_never_finished_it_is_fenced_again(lease_store, ended):
+    """B took over from a holder that may still write, so it owed a fence; whether B
+    then failed (it let go) or was killed, C fences unless B recorded it done."""
+    store_folder = FOLDER
+    late = Lease(lease_store, store_folder, ttl=600)
+
+    def write(n: int, **fields: object) -> None:
+        body = {"host": "elsewhere.invalid", "pid": 1, "nonce": "a" * 16, "remote": False}
+        body |= {"heartbeat": time.time() - 10**6} | fields
+        lease_store.write_bytes(f"{store_folder}/l{n:09d}.json", json.dumps(body).encode())
+
+    write(1, owes_fence=False)  # A: stalled long ago
+    b = Lease(lease_store, store_folder, ttl=600).acquire()
+    assert b.fence_needed
+    if ended == "fenced":
+        b.fenced()
+    b._stop.set()
+    if ended in ("released", "fenced"):
+        b.release()
+    else:  # SIGKILLed: dead on this host, in process, so nothing of its own can write
+        body = json.loads(lease_store.read_bytes(f"{store_folder}/l000000002.json"))
+        here = {"host": socket.gethostname(), "pid": dead_pid(), "heartbeat": time.time()}
+        write(2, owes_fence=body["owes_fence"], nonce=body["nonce"], **here)
+    c = late.acquire()
+    assert c.fence_needed == (ended != "fenced"), ended
+    c.release()
+
+
+def test_the_single_file_lease_of_an_older_version_is_respected(lease_store):
+    """A process of a version before fencing tokens holds ``locks/process.json``."""
+    old = {"host": "elsewhere.invalid", "pid": 1, "token": "f" * 16, "heartbeat": time.time()}
+    lease_store.write_bytes(f"{FOLDER}.json", json.dumps(old).encode())
+    with pytest.raises(LeaseHeldError, match="elsewhere.invalid"):
+        Lease(lease_store, FOLDER, ttl=60).acquire()
+    assert Lease(lease_store, FOLDER).holder()["host"] == "elsewhere.invalid"
+    old["heartbeat"] = time.time() - 61  # stale: a crashed old holder blocks nothing
+    lease_store.write_bytes(f"{FOLDER}.json", json.dumps(old).encode())
+    lease = Lease(lease_store, FOLDER, ttl=60).acquire()
+    assert lease.token == 1
+    lease.release()

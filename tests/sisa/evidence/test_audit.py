@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
 
 from sisa.deletion import receipts
 from sisa.deletion.accept import accept, forget
-from sisa.evidence.audit import audit
+from sisa.evidence.audit import audit, last_audit
 from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal
 from sisa.store.layout import SERVING, WEIGHTS, gen_dir, receipt_path, request_path, shard_prefix
@@ -81,12 +82,13 @@ def kinds(report, severity="violation"):
 
 def test_a_clean_store_after_several_forgets_audits_ok(forgotten):
     url, _ = forgotten
+    files = len(SisaStore(url).fs.walk())
     report = audit(url)
     assert report.ok and report.chain.ok
     assert report.findings == []
     assert report.chain.length == report.requests == 3 and report.open_requests == 0
     assert report.chain.head == receipts.digest(receipts.read(SisaStore(url), 3))
-    assert report.scanned_files == len(SisaStore(url).fs.walk())
+    assert report.scanned_files == files  # every file there was
     as_dict = json.loads(json.dumps(report.to_dict()))
     assert as_dict["ok"] and as_dict["chain"]["head"] == report.chain.head
     assert audit(url, expect_head=report.chain.head).ok
@@ -342,3 +344,27 @@ def test_a_forgotten_group_named_in_metadata_is_caught(tmp_path):
     assert [(f.kind, f.path) for f in report.violations] == [
         ("raw deleted ID in a document", "batches/who.json")
     ]
+
+
+def test_an_audit_records_its_verdict_for_metrics_and_the_dashboard(forgotten):
+    url, _ = forgotten
+    store = SisaStore(url)
+    assert last_audit(store) is None
+    before = sorted(store.fs.walk())
+    audit(url, record=False)
+    assert sorted(store.fs.walk()) == before  # asked not to: nothing written
+    started = time.time()
+    passed = audit(url)
+    verdict = last_audit(store)
+    assert verdict["ok"] is True and verdict["at"] >= started
+    assert verdict["chain"] == {"ok": True, "length": 3, "head": passed.chain.head}
+    assert verdict["violations"] == verdict["warnings"] == 0 and verdict["kinds"] == []
+    forge(url, "receipts/r000000002.json", lambda body: body.update(reason="edited"))
+    failed = audit(url)
+    verdict = last_audit(store)
+    assert not failed.ok and verdict["ok"] is False and verdict["violations"] >= 1
+    assert "broken receipt chain" in verdict["kinds"] and verdict["chain"]["ok"] is False
+    assert all("/" not in kind for kind in verdict["kinds"])
+    for _ in range(3):
+        audit(url)
+    assert len(store.names("audits")) == 2  # the newest two are kept

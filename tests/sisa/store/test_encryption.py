@@ -441,7 +441,7 @@ def layout_of(url: str, options: dict):
         arrays = store.read_data(store.shard_head(k).data, features=False)
         ids += arrays["ids"].tolist()
         shards += [k] * len(arrays["ids"])
-        slices += place(cfg.sisa, arrays)[1].tolist()
+        slices += place(cfg.sisa, arrays, store.placement_key())[1].tolist()
     return np.array(ids), np.array(shards), np.array(slices)
 
 

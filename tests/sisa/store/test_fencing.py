@@ -7,7 +7,6 @@ pauses a real process with SIGSTOP."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
@@ -21,20 +20,19 @@ from sisa.evidence.verify import verify
 from sisa.serving.ensemble import Ensemble
 from sisa.store.artifacts import SisaStore
 from sisa.store.fencing import FENCE, FencedError, chains, fence_chains
-from sisa.store.layout import BATCHES, PROCESS_LOCK, TOMBSTONES, head_path, shard_prefix
+from sisa.store.layout import BATCHES, TOMBSTONES, head_path, shard_prefix
 from sisa.training.train import train
 from storage import DocumentExistsError, StorageError, write_doc
 from tests.conftest import sealed_with_kek_file, tiny_config
 from tests.sisa.deletion.test_batch import pick
+from tests.storage.test_lease import write_holder
 
 
 def stalled_holder(url: str, token: int = 1, **fields) -> None:
     """The lease record of a holder on another host whose heartbeat stopped long ago: it
     may only be slow, so whoever takes the lease over must fence."""
-    body = {"host": "elsewhere.invalid", "pid": 1, "nonce": "0" * 16, "remote": False}
-    body |= {"token": token, "heartbeat": time.time() - 10**6} | fields
-    rel = f"{PROCESS_LOCK}/l{token:09d}.json"
-    SisaStore(url).fs.write_bytes(rel, json.dumps(body).encode())
+    stalled = {"host": "elsewhere.invalid", "pid": 1, "nonce": "0" * 16, "token": token}
+    write_holder(SisaStore(url).fs, token, **stalled | {"heartbeat": time.time() - 10**6} | fields)
 
 
 def heads(url: str) -> dict[str, tuple[int, dict]]:
@@ -157,3 +155,60 @@ def test_plans_and_receipts_are_copies_of_the_batch_log(url):
     with pytest.raises(StorageError, match="differs from what the batch log committed"):
         batch_log._copy(store, "receipts/r000000002.json", {"seq": 2})
     assert audit(url).ok
+
+
+def test_a_fence_cut_short_is_finished_by_the_next_holder(url, monkeypatch):
+    """B owed a fence (it took over from a stalled holder) and failed half way: C, the
+    next holder, fences again, although B let go of the lease cleanly."""
+    import sisa.store.fencing as fencing_module
+
+    accept(url, pick(url, 0, 1))
+    stalled_holder(url, token=1)
+    whole = fencing_module.fence_chains
+
+    def half(store):
+        prefix = chains(store)[0]  # one chain fenced, the others not
+        head = store.latest_head(prefix)
+        store.commit_head(prefix, head.generation + 1, dict(head.body))
+        raise StorageError("the object store went away")
+
+    monkeypatch.setattr(fencing_module, "fence_chains", half)
+    with pytest.raises(StorageError, match="went away"):
+        process(url)
+    monkeypatch.setattr(fencing_module, "fence_chains", whole)
+    process(url)
+    assert all(body[FENCE] == 3 for _, body in heads(url).values())
+    stale = SisaStore(url)
+    stale.fence = 1
+    with pytest.raises(FencedError):
+        stale.tombstones()
+    assert verify(url).identical
+
+
+def test_a_create_lost_to_a_fence_says_fenced(url, monkeypatch):
+    """The stale holder checked the newest head, then stalled; the fence's copy took the
+    generation: its create fails, and it is told why."""
+    prefix = shard_prefix(0)
+    stale = SisaStore(url)
+    stale.fence = 1
+    seen = stale.latest_head(prefix)
+    newer = SisaStore(url)
+    newer.fence = 2
+    fence_chains(newer)
+    reads = iter([seen])  # the check still sees the head it read before the fence
+    real = SisaStore.latest_head
+    monkeypatch.setattr(stale, "latest_head", lambda p: next(reads, None) or real(stale, p))
+    with pytest.raises(FencedError):
+        stale.commit_head(prefix, seen.generation + 1, seen.body)
+
+
+def test_a_store_that_keyed_its_hashes_before_keyed_placement_keeps_its_placement(tmp_path):
+    """Stores made with a key store before placement was keyed record no
+    ``keyed_placement``: they go on placing by the seed, as they were trained."""
+    url = str(tmp_path / "s")
+    train(tiny_config(**sealed_with_kek_file(tmp_path)), url)
+    store = SisaStore(url)
+    assert store.placement_key() is not None
+    record = {k: v for k, v in store.intent().items() if k != "keyed_placement"}
+    store.replace_record(record)
+    assert SisaStore(url).placement_key() is None and SisaStore(url).id_hash_key() is not None
