@@ -164,6 +164,7 @@ def test_the_server_times_every_prediction_by_outcome_and_counts_rows(server, ur
     assert not re.search(r"\bid=|request=", page.text)  # outcomes are the only labels
 
 
+@pytest.mark.slow  # a follower in a process of its own
 def test_process_follow_serves_the_deletion_metrics_on_loopback(url):
     env = {k: v for k, v in os.environ.items() if k != "SISA_CRASH_AT"}
     argv = ["-m", "orchestrator.cli", "process", "--store", url, "--follow", "--no-progress"]

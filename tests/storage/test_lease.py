@@ -152,6 +152,7 @@ def test_lease_of_a_sigkilled_process_is_broken_at_once(tmp_path):
         lease.release()
 
 
+@pytest.mark.slow  # seconds of waiting for a lease to go stale
 def test_a_holder_paused_past_its_lease_is_taken_over_and_touches_nothing_after(tmp_path):
     """SIGSTOP freezes the holder and its heartbeat; the lease is taken over once the
     heartbeat is ``ttl`` old. Resumed, the old holder learns it was superseded, and its
