@@ -41,6 +41,7 @@ from orchestrator.api_schema import (
     forget_request,
     predict_request,
 )
+from orchestrator.dashboard import add_dashboard
 from orchestrator.metrics import CONTENT_TYPE, PredictTimer, ServingMetrics
 from sisa.config import ServingConfig
 from sisa.serving.ensemble import InputError, NoModelError, check_features
@@ -70,6 +71,7 @@ class Backend(Protocol):
     async def request(self, request_id: str) -> dict[str, Any]: ...
     async def status(self) -> dict[str, Any]: ...
     async def health(self) -> dict[str, Any]: ...
+    async def overview(self) -> dict[str, Any]: ...  # the dashboard's data
 
 
 STATE_ONLY = ("id", "seq", "state")  # what GET /requests/{id} tells without the token
@@ -176,9 +178,11 @@ def build_app(
     token_sha256: bytes | None,
     limits: Limits | None = None,
     metrics: ServingMetrics | None = None,
+    read_sha256: bytes | None = None,
 ) -> FastAPI:
     """The app; its ``state.gate`` counts the requests in flight and drains them. With
-    ``metrics``, ``GET /metrics`` serves them and every prediction is timed."""
+    ``metrics``, ``GET /metrics`` serves them and every prediction is timed; with
+    ``read_sha256`` (``serving.read_token``'s digest) the dashboard shows its data."""
     limits = limits or Limits()
     app = FastAPI(
         title="sisa",
@@ -198,6 +202,7 @@ def build_app(
     if metrics is not None:  # outermost: times refusals too
         app.add_middleware(PredictTimer, metrics=metrics)
     authorised = Depends(_token_checker(token_sha256))
+    add_dashboard(app, backend, read_sha256, token_sha256)
     width = int(np.prod(backend.input_shape))
 
     @app.exception_handler(RequestValidationError)

@@ -80,12 +80,13 @@ def build_application(
         if settings.retrain == "background"
         else None
     )
-    digest = (
-        hashlib.sha256(settings.token.get_secret_value().encode()).digest()
-        if settings.token is not None
-        else None
+    digest, read = (
+        None if secret is None else hashlib.sha256(secret.get_secret_value().encode()).digest()
+        for secret in (settings.token, settings.read_token)
     )
-    return ApiDeployment.bind(url, storage_options, public, digest, ensemble, retrainer, limits)
+    return ApiDeployment.bind(
+        url, storage_options, public, digest, ensemble, retrainer, limits, read
+    )
 
 
 LOGGING = {"enable_access_log": False, "log_level": "WARNING"}

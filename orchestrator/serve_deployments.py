@@ -55,6 +55,7 @@ from sisa.config import ServingConfig
 from sisa.deletion.accept import UnknownIDError, accept
 from sisa.deletion.batch import BatchReport
 from sisa.deletion.lifecycle import request_status
+from sisa.deletion.overview import overview
 from sisa.ids import typed_ids
 from sisa.serving.ensemble import served_input_shape
 from sisa.serving.predictor import Predictor
@@ -170,11 +171,12 @@ class ApiDeployment:
         ensemble: DeploymentHandle,
         retrainer: DeploymentHandle | None,
         limits: Limits | None = None,
+        read_sha256: bytes | None = None,
     ) -> None:
         self.url, self.options = url, storage_options
         self.limits = limits or Limits()
         self.settings = ServingConfig.model_validate(settings)
-        self.token_sha256 = token_sha256
+        self.token_sha256, self.read_sha256 = token_sha256, read_sha256
         self.ensemble, self.retrainer = ensemble, retrainer
         intent = SisaStore(url, storage_options).intent() or {}
         self.input_shape = served_input_shape(intent)  # raw rows in "head" mode
@@ -185,7 +187,9 @@ class ApiDeployment:
 
     def __serve_build_asgi_app__(self) -> Any:
         metrics = ServingMetrics(self.url, self.options)  # this replica's own latencies
-        app = build_app(self, self.settings, self.token_sha256, self.limits, metrics)
+        app = build_app(
+            self, self.settings, self.token_sha256, self.limits, metrics, self.read_sha256
+        )
         self.gate = app.state.gate
         return app
 
@@ -247,6 +251,9 @@ class ApiDeployment:
     async def request(self, request_id: str) -> dict[str, Any]:
         status = await asyncio.to_thread(request_status, self._store(), request_id)
         return status.to_dict()
+
+    async def overview(self) -> dict[str, Any]:
+        return await asyncio.to_thread(overview, self._store())
 
     async def _ensemble_status(self) -> dict[str, Any]:
         try:

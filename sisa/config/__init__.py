@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "SISA_"
-SECRETS = {"serving.token", "storage.kek"}
+SECRETS = {"serving.token", "serving.read_token", "storage.kek"}
 RISK_SETTINGS = ("deletion_risk", "risk_threshold", "risky_shard_fraction", "risky_slice_fraction")
 
 

@@ -309,6 +309,10 @@ class ServingConfig(_Section):
     """Bearer token that POST /forget requires, at least 16 characters; without one,
     deletion over HTTP is refused. Prefer the environment (``SISA_SERVING__TOKEN``) to a
     file; it is never written anywhere."""
+    read_token: SecretStr | None = Field(None, exclude=True)
+    """Bearer token of the compliance dashboard (GET /dashboard), at least 16 characters,
+    other than ``token``: it reads the deletion state and can change nothing. Without
+    one the dashboard is off. Prefer the environment (``SISA_SERVING__READ_TOKEN``)."""
     output: Literal["probabilities", "labels"] = "probabilities"
     """The most /predict reveals. ``labels`` withholds probabilities, which leak the most
     to membership inference."""
@@ -333,7 +337,7 @@ class ServingConfig(_Section):
     replicas: int = Field(1, ge=1, le=64)
     """Replicas of the ensemble deployment, each holding every shard model."""
 
-    @field_validator("token")
+    @field_validator("token", "read_token")
     @classmethod
     def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
@@ -341,3 +345,10 @@ class ServingConfig(_Section):
         if value is not None and not all(33 <= ord(c) < 127 for c in value.get_secret_value()):
             raise ValueError("must be printable ASCII without spaces (it travels in a header)")
         return value
+
+    @model_validator(mode="after")
+    def _tokens_apart(self) -> ServingConfig:
+        both = self.token is not None and self.read_token is not None
+        if both and self.token.get_secret_value() == self.read_token.get_secret_value():
+            raise ValueError("read_token must differ from token: the dashboard's cannot forget")
+        return self

@@ -8,10 +8,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from sisa.evidence.audit import audit
 from sisa.store.artifacts import SisaStore
 from sisa.training.train import train
 from tests.conftest import tiny_config
+from tests.orchestrator.local_app import InProcessBackend, serving
 from tests.sisa.deletion.test_batch import pick
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,51 +96,16 @@ def test_every_replica_reports_what_any_process_did(url):
     assert a["sisa_requests_pending"] == b["sisa_requests_pending"] == 1
 
 
-class _Backend:
-    """The API's backend, in process: predictions of the store's ``Predictor``."""
-
-    id_kind, group_kind = "int", None
-
-    def __init__(self, url: str) -> None:
-        from sisa.serving.predictor import Predictor
-
-        self.predictor = Predictor(url)
-        self.input_shape = self.predictor.snapshot.ensemble.input_shape
-
-    async def predict(self, x: np.ndarray, probabilities: bool) -> dict:
-        from orchestrator.api import prediction_body
-
-        return prediction_body(self.predictor.predict(x, probabilities=probabilities))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(url):
-    """The real app (``build_app``) on uvicorn on 127.0.0.1, in a thread."""
-    import uvicorn
-
+    """The real app on 127.0.0.1, with metrics, over an in-process backend."""
     from orchestrator.api import build_app
     from sisa.config import ServingConfig
 
-    backend = _Backend(url)
+    backend = InProcessBackend(url)
     app = build_app(backend, ServingConfig(), None, metrics=ServingMetrics(url))
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", backend
-    running.should_exit = True
-    thread.join(10)
+    with serving(app) as base:
+        yield base, backend
 
 
 def test_the_server_times_every_prediction_by_outcome_and_counts_rows(server, url):

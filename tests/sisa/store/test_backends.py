@@ -14,7 +14,8 @@ from sisa.training.train import train
 from tests.conftest import tiny_config
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
+# s3 (a moto server) in the slow lane: CI runs it, the development lane keeps under 3 min
+@pytest.fixture(params=["memory", "file", pytest.param("s3", marks=pytest.mark.slow)])
 def backend(request, tmp_path):
     if request.param == "memory":
         return f"memory://sisa-{uuid.uuid4().hex}", None

@@ -1,0 +1,93 @@
+"""The serving app (``orchestrator.api.build_app``) over an in-process backend, on a real
+uvicorn server on 127.0.0.1 in a thread: real HTTP, without a Ray cluster. The backend
+calls what ``sisa serve``'s ingress calls (``Predictor``, ``accept``, ``request_status``,
+``overview``), in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+
+class InProcessBackend:
+    """A ``Backend`` of ``build_app`` that runs everything in this process."""
+
+    def __init__(self, url: str) -> None:
+        from sisa.serving.predictor import Predictor
+        from sisa.store.artifacts import SisaStore
+
+        self.url = url
+        self.predictor = Predictor(url)
+        self.input_shape = self.predictor.snapshot.ensemble.input_shape
+        intent = SisaStore(url).intent() or {}
+        self.id_kind, self.group_kind = intent["id_kind"], intent.get("group_kind")
+
+    async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]:
+        from orchestrator.api import prediction_body
+
+        self.predictor.refresh()
+        return prediction_body(self.predictor.predict(x, probabilities=probabilities))
+
+    async def forget(self, ids: list[Any] | None, group: Any, reason: str | None) -> dict:
+        from orchestrator.api import RejectedRequest
+        from sisa.deletion.accept import accept
+
+        try:
+            accepted = await asyncio.to_thread(accept, self.url, ids, group=group, reason=reason)
+        except (ValueError, TypeError) as err:  # as the ingress: 422, nothing journaled
+            raise RejectedRequest(str(err)) from None
+        return {
+            "request_id": accepted.request_id,
+            "state": "compliant" if accepted.request_id else "nothing to do",
+            "removed": len(accepted.removed),
+            "removed_from_test": len(accepted.removed_from_test),
+            "already_deleted": accepted.already_deleted,
+            "earlier_requests": accepted.earlier_requests,
+            "rolled_back": accepted.rolled_back,
+            "compliance_ms": accepted.compliance_seconds * 1000,
+            "model": None,
+        }
+
+    async def request(self, request_id: str) -> dict[str, Any]:
+        from sisa.deletion.lifecycle import request_status
+
+        return (await asyncio.to_thread(request_status, self.url, request_id)).to_dict()
+
+    async def overview(self) -> dict[str, Any]:
+        from sisa.deletion.overview import overview
+
+        return await asyncio.to_thread(overview, self.url)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Run ``app`` on 127.0.0.1 until the block ends; yields its base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
