@@ -36,6 +36,7 @@ requests = pytest.importorskip("requests")
 pytest.importorskip("ray.serve")
 
 TOKEN = "test-token-0123456789abcdef"
+READ_TOKEN = "read-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROWS = np.random.default_rng(11).random((8, 64)).astype(np.float32)
 GUARDS = {"body_idle_s": 2.0, "body_total_s": 4.0, "per_client": 8}  # main's Limits
@@ -104,7 +105,13 @@ def apps(ray_cluster, trusted_backbone, tmp_path_factory):
     sealed_url = train_sealed_store(root)
     port = free_port()
     main_cfg = build_config(
-        {}, {"serving.port": port, "serving.token": TOKEN, "serving.poll_s": 0.2}
+        {},
+        {
+            "serving.port": port,
+            "serving.token": TOKEN,
+            "serving.read_token": READ_TOKEN,
+            "serving.poll_s": 0.2,
+        },
     )
     strict_cfg = build_config(
         {},
@@ -686,3 +693,31 @@ def test_a_gpu_store_is_served_only_by_replicas_that_reserve_a_gpu():
     with pytest.raises(ValueError, match="background retrainer would get no GPU"):
         replica_gpus(no_share, serving(num_gpus=1))
     assert replica_gpus(no_share, serving(num_gpus=1, retrain="external")) == (1.0, 0.0)
+
+
+def test_metrics_and_the_dashboard_through_serve(apps, http):
+    """The ingress replica serves its own latencies and the store's figures, and the
+    dashboard's data behind the read token."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, url = apps["main"]
+    assert predict(http, base).status_code == 200
+    page = http.get(f"{base}/metrics")
+    assert page.status_code == 200
+    found = {s.name: s for f in text_string_to_metric_families(page.text) for s in f.samples}
+    ok = [
+        s
+        for f in text_string_to_metric_families(page.text)
+        for s in f.samples
+        if s.name == "sisa_predict_seconds_count" and s.labels == {"outcome": "ok"}
+    ]
+    assert ok and ok[0].value >= 1
+    assert found["sisa_requests_pending"].value == len(Journal(SisaStore(url)).open_requests())
+    assert found["sisa_deadline_seconds"].value == SisaStore(url).config().deletion.deadline_s
+    data = f"{base}/dashboard/data"
+    assert http.get(data, headers=AUTH).status_code == 401  # the token that can forget
+    shown = http.get(data, headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    assert shown.status_code == 200 and shown.json()["shards"] == 3
+    dashboard = http.get(f"{base}/dashboard")
+    assert dashboard.status_code == 200
+    assert "script-src 'self'" in dashboard.headers["content-security-policy"]
