@@ -23,9 +23,10 @@ from typing import Annotated, Any, Protocol
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from orchestrator import bulk
 from orchestrator.api_guards import Admission, BodyLimit, Gate, Limits, token_matches
 from orchestrator.api_schema import (
     GUARDED,
@@ -110,18 +111,25 @@ PREDICTION_ERRORS: dict[type[Exception], int] = {
 UNAVAILABLE = "the model store cannot be read right now; retry shortly"
 
 
-def prediction_body(out: Prediction) -> dict[str, Any]:
+def prediction_body(out: Prediction, arrays: bool = False) -> dict[str, Any]:
     """A ``Prediction`` as the /predict body (``PredictResponse``): class indices, the
-    original label values beside them, the class names, and the scores if any."""
+    original label values beside them, the class names, and the scores if any; with
+    ``arrays``, the rows as numpy arrays (``as_json`` makes them lists), which travel
+    from a replica much faster than lists and encode as npy or Arrow directly."""
     body: dict[str, Any] = {
-        "labels": out.labels.tolist(),
+        "labels": out.labels if arrays else out.labels.tolist(),
         "label_names": list(out.label_names),
         "classes": list(out.classes),
         "model": {"version": out.version, "through": out.through},
     }
     if out.probabilities is not None:
-        body["probabilities"] = out.probabilities.tolist()
+        body["probabilities"] = out.probabilities if arrays else out.probabilities.tolist()
     return body
+
+
+def as_json(body: dict[str, Any]) -> dict[str, Any]:
+    """A prediction body with its rows as lists."""
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in body.items()}
 
 
 def _first_line(err: BaseException) -> str:
@@ -192,6 +200,7 @@ def build_app(
         redoc_url=None,
     )
     app.state.gate = Gate(limits.per_client, token_sha256)
+    app.add_middleware(bulk.BinaryBodies)  # inside the body limit: the same bounds
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
@@ -237,27 +246,66 @@ def build_app(
     async def _known(_: Request, err: Exception) -> JSONResponse:
         return JSONResponse(*error_body(err))
 
-    async def predict(body: Any, http: Request) -> dict[str, Any]:
-        """Labels of the aggregated ensemble (class indices and the original label values
-        beside them), and with ``probabilities`` its scores, one column per class."""
-        if len(body.rows) > settings.max_rows:
+    async def answer(rows: Any, probabilities: bool, http: Request) -> Any:
+        """The checks and the answer of every /predict, whatever the body's format."""
+        if len(rows) > settings.max_rows:
             raise HTTPException(413, f"more than {settings.max_rows} rows (serving.max_rows)")
-        if body.probabilities and settings.output == "labels":
+        if probabilities and settings.output == "labels":
             raise LabelsOnlyError("this server releases labels only (serving.output)")
-        x = check_features(body.rows, backend.input_shape)  # [n, *f] float32
-        answer = await backend.predict(x, body.probabilities)
+        x = check_features(rows, backend.input_shape)  # [n, *f] float32
+        body = await backend.predict(x, probabilities)
         http.state.rows = len(x)  # counted by the metrics once it is answered
-        return answer
+        kind = bulk.accepted(http.headers.get("accept"))
+        if kind == bulk.JSON:
+            return as_json(body)
+        data, headers = await asyncio.to_thread(bulk.encode, body, kind)
+        return Response(data, media_type=kind, headers=headers)
+
+    async def predict(body: Any, http: Request) -> Any:
+        """Labels of the aggregated ensemble (class indices and the original label values
+        beside them), and with ``probabilities`` its scores, one column per class. The
+        body may also be npy or Arrow IPC, and the answer is in the format ``Accept``
+        names (``orchestrator.bulk``)."""
+        return await answer(body.rows, body.probabilities, http)
+
+    @app.post(bulk.BINARY_PATH, include_in_schema=False)
+    async def predict_binary(http: Request, probabilities: str = "false") -> Any:
+        """A /predict whose body is npy or Arrow IPC (``bulk.BinaryBodies`` routes it)."""
+        if probabilities not in ("true", "false"):
+            return JSONResponse(invalid("must be true or false", ["query", "probabilities"]), 422)
+        kind = bulk.media_type(http.headers.get("content-type"))
+        try:
+            rows = await asyncio.to_thread(bulk.decode, await http.body(), kind)
+        except bulk.UndecodableBody as err:
+            return JSONResponse({"detail": _first_line(err)}, 400)
+        return await answer(rows, probabilities == "true", http)
 
     # the bodies' models are built for this store (its row width, its ID type, whether it
     # has groups), so they are no names FastAPI could resolve from the (postponed)
     # annotations: each endpoint is given its class before it is routed
     predict.__annotations__["body"] = predict_request(width, settings.max_rows)
+    binary = {"schema": {"type": "string", "format": "binary"}}
     app.post(
         "/predict",
         response_model=PredictResponse,
         response_model_exclude_none=True,
-        responses={**WITH_BODY, 403: _error("probabilities from a labels-only server")},
+        responses={
+            **WITH_BODY,
+            200: {"content": {bulk.NPY: binary, bulk.ARROW: binary}},
+            403: _error("probabilities from a labels-only server"),
+        },
+        openapi_extra={
+            "requestBody": {"content": {bulk.NPY: binary, bulk.ARROW: binary}},
+            "parameters": [
+                {
+                    "name": "probabilities",
+                    "in": "query",
+                    "required": False,
+                    "description": "with an npy or Arrow body: also return the scores",
+                    "schema": {"type": "string", "enum": ["true", "false"]},
+                }
+            ],
+        },
     )(predict)
 
     async def forget(body: Any, _: None = authorised) -> Any:
