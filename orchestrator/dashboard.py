@@ -3,7 +3,7 @@ terminal (``GET /dashboard``).
 
 - The page, its script and its style are static files of this package, served by the
   app itself: no build step, no CDN, nothing from another origin.
-- Its data (``GET /dashboard/data``, ``sisa.deletion.overview``) needs the bearer token
+- Its data (``GET /dashboard/data``, ``sisa.evidence.overview``) needs the bearer token
   ``serving.read_token``, which can read and do nothing else. The token that can forget
   is refused there, so nobody is asked to paste it into a page. The page keeps the token
   in memory only: a login form, never the URL, a cookie or storage.
@@ -77,7 +77,7 @@ def add_dashboard(
         },
     )
     async def data(request: Request) -> JSONResponse:
-        """The dashboard's data (``sisa.deletion.overview``): every request's state, age,
+        """The dashboard's data (``sisa.evidence.overview``): every request's state, age,
         deadline and receipt, the last audit, shards rolled back, deletions per day.
         Needs ``Authorization: Bearer <serving.read_token>``."""
         if read_sha256 is None:

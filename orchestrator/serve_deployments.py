@@ -55,7 +55,7 @@ from sisa.config import ServingConfig
 from sisa.deletion.accept import UnknownIDError, accept
 from sisa.deletion.batch import BatchReport
 from sisa.deletion.lifecycle import request_status
-from sisa.deletion.overview import overview
+from sisa.evidence.overview import overview
 from sisa.ids import typed_ids
 from sisa.serving.ensemble import served_input_shape
 from sisa.serving.predictor import Predictor

@@ -61,7 +61,7 @@ class InProcessBackend:
         return (await asyncio.to_thread(request_status, self.url, request_id)).to_dict()
 
     async def overview(self) -> dict[str, Any]:
-        from sisa.deletion.overview import overview
+        from sisa.evidence.overview import overview
 
         return await asyncio.to_thread(overview, self.url)
 
