@@ -57,6 +57,7 @@ BENCHMARKS = (
     "recipe",
     "backbones",
     "encryption",
+    "bulk",
     "gpu",
 )
 

@@ -186,7 +186,8 @@ class ApiDeployment:
         self.acknowledged = max(Journal(SisaStore(url, storage_options)).seqs(), default=0)
 
     def __serve_build_asgi_app__(self) -> Any:
-        metrics = ServingMetrics(self.url, self.options)  # this replica's own latencies
+        # this replica's own latencies, and the store's figures
+        metrics = ServingMetrics(self.url, self.options) if self.settings.metrics else None
         app = build_app(
             self, self.settings, self.token_sha256, self.limits, metrics, self.read_sha256
         )

@@ -313,6 +313,8 @@ class ServingConfig(_Section):
     """Bearer token of the compliance dashboard (GET /dashboard), at least 16 characters,
     other than ``token``: it reads the deletion state and can change nothing. Without
     one the dashboard is off. Prefer the environment (``SISA_SERVING__READ_TOKEN``)."""
+    metrics: bool = True
+    """Serve GET /metrics (Prometheus) and time every prediction for it."""
     output: Literal["probabilities", "labels"] = "probabilities"
     """The most /predict reveals. ``labels`` withholds probabilities, which leak the most
     to membership inference."""
