@@ -34,6 +34,9 @@ DATA_DEPENDENT = [
     ("POST /forget", 422, "one line of printable text"),  # Unicode categories
     ("POST /predict", 422, "non-finite scores"),  # finite rows the models overflow on
     ("GET /requests/{request_id}", 404, ""),  # any text may name a request
+    # the fuzzer sends the token that can forget, which the dashboard's data refuses
+    ("GET /dashboard/data", 401, "serving.read_token"),
+    ("GET /dashboard/data", 403, "serving.read_token"),  # a server without one
 ]
 
 
@@ -102,6 +105,8 @@ OPERATIONS = [
     "GET /requests/{request_id}",
     "GET /status",
     "GET /healthz",
+    "GET /metrics",
+    "GET /dashboard/data",
 ]
 # operations without a body or a constrained parameter have no invalid input to send
 CASES = [(label, "positive") for label in OPERATIONS] + [
