@@ -163,6 +163,13 @@ def _arrow_answer(body: dict[str, Any]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def route_path(scope: dict) -> str:
+    """The request's path within the app: without the prefix it is mounted under (Ray
+    Serve's ``route_prefix`` arrives as ``root_path``)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 class BinaryBodies:
     """ASGI middleware: routes a ``POST /predict`` whose body is npy or Arrow to the
     app's binary endpoint (``BINARY_PATH``); JSON bodies go on to the validated route.
@@ -172,10 +179,13 @@ class BinaryBodies:
         self.app, self.path = app, path
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope.get("path") == self.path:
+        if scope["type"] == "http":
+            path, root = route_path(scope), scope.get("root_path", "")
             headers = dict(scope.get("headers") or [])
-            if media_type(headers.get(b"content-type", b"").decode("latin-1")) in BINARY:
-                scope = scope | {"path": BINARY_PATH, "raw_path": BINARY_PATH.encode()}
-        elif scope["type"] == "http" and scope.get("path") == BINARY_PATH:
-            scope = scope | {"path": "/not-found"}  # only reachable through /predict
+            kind = media_type(headers.get(b"content-type", b"").decode("latin-1"))
+            if path == self.path and kind in BINARY:
+                routed = root + BINARY_PATH
+                scope = scope | {"path": routed, "raw_path": routed.encode()}
+            elif path == BINARY_PATH:  # only reachable through /predict
+                scope = scope | {"path": root + "/not-found", "raw_path": b"/not-found"}
         await self.app(scope, receive, send)

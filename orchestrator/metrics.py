@@ -31,6 +31,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from orchestrator.bulk import route_path
 from sisa.deletion import compliance, receipts
 from sisa.evidence.audit import last_audit
 from sisa.store.artifacts import SisaStore
@@ -172,7 +173,7 @@ class PredictTimer:
         self.app, self.metrics, self.path = app, metrics, path
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") != self.path:
+        if scope["type"] != "http" or route_path(scope) != self.path:
             await self.app(scope, receive, send)
             return
         started, status = time.perf_counter(), [500]
