@@ -31,7 +31,7 @@ import requests
 from benchmarks.common import load_average
 from benchmarks.http_load import JSON as JSON_HEADERS
 from benchmarks.http_load import body_of
-from benchmarks.http_servers import LIMITS, MAX_ROWS, free_port
+from benchmarks.http_servers import LIMITS, MAX_ROWS, serve_cluster
 from benchmarks.report import Report, markdown_table, ms, percentiles, times
 from benchmarks.stores import train_store
 from orchestrator.bulk import ARROW, NPY
@@ -172,10 +172,7 @@ def one_row(urls: dict[str, str], row: np.ndarray) -> dict[str, Any]:
 
 
 def run(suite: str) -> Report:
-    import ray
-    from ray import serve
-
-    from orchestrator.serve import LOGGING, start
+    from orchestrator.serve import start
 
     before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,16 +182,7 @@ def run(suite: str) -> Report:
         test_x = test_x.reshape(len(test_x), -1).astype(np.float32)
         rows = np.resize(test_x, (MAX_ROWS, test_x.shape[1]))  # [4096, 600]
         predictor = Predictor(url)
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            object_store_memory=160 * 1024 * 1024,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-        try:
-            port = free_port()
-            serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=LOGGING)
+        with serve_cluster(160) as port:
             servers = {}
             for name, on in (("metrics on", True), ("metrics off", False)):
                 settings = build_config(
@@ -210,9 +198,6 @@ def run(suite: str) -> Report:
             bulk = throughput(base, rows, predictor)
             latency = one_row({n: f"{s.url}/predict" for n, s in servers.items()}, rows[:1])
             metrics_page = requests.get(f"{base}/metrics", timeout=60).text
-        finally:
-            serve.shutdown()
-            ray.shutdown()
     figures = {
         "store": PURCHASE | {"train_s": train_s, "features": int(rows.shape[1])},
         "batch": MAX_ROWS,

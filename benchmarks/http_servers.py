@@ -15,11 +15,13 @@ so that the largest batch the benchmark sends is accepted (they change nothing e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -138,3 +140,27 @@ if __name__ == "__main__":  # the uvicorn reference, started by ``start_plain``
     if len(sys.argv) != 4 or sys.argv[1] != "--plain-server":
         sys.exit("usage: python -m benchmarks.http_servers --plain-server URL PORT")
     serve_plain(sys.argv[2], int(sys.argv[3]))
+
+
+@contextlib.contextmanager
+def serve_cluster(object_store_mb: int) -> Iterator[int]:
+    """A local Ray cluster of 2 CPUs with Serve's proxy on a free loopback port (yielded),
+    both shut down when the block ends."""
+    import ray
+
+    from orchestrator.serve import LOGGING
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=object_store_mb * 1024 * 1024,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    try:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=LOGGING)
+        yield port
+    finally:
+        serve.shutdown()
+        ray.shutdown()

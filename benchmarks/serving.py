@@ -65,7 +65,7 @@ from benchmarks.http_load import (
     throughput,
     while_retraining,
 )
-from benchmarks.http_servers import LIMITS, MAX_ROWS, Constant, Echo, free_port, start_plain
+from benchmarks.http_servers import LIMITS, MAX_ROWS, Constant, Echo, serve_cluster, start_plain
 from benchmarks.report import Report, ms
 from benchmarks.serving_report import reading, render
 from benchmarks.stores import train_store
@@ -228,10 +228,7 @@ def bench_store(name: str, url: str, port: int, token: str, sizes: Sizes) -> dic
 
 
 def run(suite: str) -> Report:
-    import ray
     from ray import serve
-
-    from orchestrator.serve import LOGGING
 
     sizes = SIZES[suite]
     before = load_average()
@@ -244,23 +241,11 @@ def run(suite: str) -> Report:
         for name, overrides in sizes.stores.items():
             urls[name], train_s[name] = train_store(root, name, overrides)
             print(f"[{name}] trained in {train_s[name]:.1f} s", flush=True)
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            object_store_memory=80 * 1024 * 1024,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-        try:
-            port = free_port()
-            serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=LOGGING)
+        with serve_cluster(80) as port:
             serve.run(Echo.bind(), name="bench-echo", route_prefix="/_echo")
             serve.run(Echo.bind(Constant.bind()), name="bench-hop", route_prefix="/_hop")
             for name, url in urls.items():
                 results[name] = bench_store(name, url, port, token, sizes)
-        finally:
-            serve.shutdown()
-            ray.shutdown()
     figures: dict[str, Any] = {
         "goal_s": GOAL_S,
         "overrides": sizes.stores,

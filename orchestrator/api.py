@@ -132,6 +132,21 @@ def as_json(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in body.items()}
 
 
+def accepted_body(accepted: Any, state: str, model: dict[str, Any] | None) -> dict[str, Any]:
+    """An ``accept`` result as the /forget body (``ForgetResponse``)."""
+    return {
+        "request_id": accepted.request_id,
+        "state": state if accepted.request_id else "nothing to do",
+        "removed": len(accepted.removed),
+        "removed_from_test": len(accepted.removed_from_test),
+        "already_deleted": accepted.already_deleted,
+        "earlier_requests": accepted.earlier_requests,
+        "rolled_back": accepted.rolled_back,
+        "compliance_ms": accepted.compliance_seconds * 1000,
+        "model": model,
+    }
+
+
 def _first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0]
 

@@ -42,6 +42,7 @@ from orchestrator.api import (
     PREDICTION_ERRORS,
     PredictionFailed,
     RejectedRequest,
+    accepted_body,
     build_app,
     error_body,
     prediction_body,
@@ -237,17 +238,7 @@ class ApiDeployment:
         except Exception as err:  # noqa: BLE001 - journaled: predictions refresh or answer 503
             log.warning("journaled request %d, but the ensemble did not refresh: %s", seq, err)
             state = "accepted"
-        return {
-            "request_id": accepted.request_id,
-            "state": state if accepted.request_id else "nothing to do",
-            "removed": len(accepted.removed),
-            "removed_from_test": len(accepted.removed_from_test),
-            "already_deleted": accepted.already_deleted,
-            "earlier_requests": accepted.earlier_requests,
-            "rolled_back": accepted.rolled_back,
-            "compliance_ms": accepted.compliance_seconds * 1000,
-            "model": model,
-        }
+        return accepted_body(accepted, state, model)
 
     async def request(self, request_id: str) -> dict[str, Any]:
         status = await asyncio.to_thread(request_status, self._store(), request_id)

@@ -36,24 +36,14 @@ class InProcessBackend:
         return prediction_body(self.predictor.predict(x, probabilities=probabilities))
 
     async def forget(self, ids: list[Any] | None, group: Any, reason: str | None) -> dict:
-        from orchestrator.api import RejectedRequest
+        from orchestrator.api import RejectedRequest, accepted_body
         from sisa.deletion.accept import accept
 
         try:
             accepted = await asyncio.to_thread(accept, self.url, ids, group=group, reason=reason)
         except (ValueError, TypeError) as err:  # as the ingress: 422, nothing journaled
             raise RejectedRequest(str(err)) from None
-        return {
-            "request_id": accepted.request_id,
-            "state": "compliant" if accepted.request_id else "nothing to do",
-            "removed": len(accepted.removed),
-            "removed_from_test": len(accepted.removed_from_test),
-            "already_deleted": accepted.already_deleted,
-            "earlier_requests": accepted.earlier_requests,
-            "rolled_back": accepted.rolled_back,
-            "compliance_ms": accepted.compliance_seconds * 1000,
-            "model": None,
-        }
+        return accepted_body(accepted, "compliant", None)
 
     async def request(self, request_id: str) -> dict[str, Any]:
         from sisa.deletion.lifecycle import request_status

@@ -22,8 +22,6 @@ import requests
 from sisa.config import ServingConfig
 from sisa.deletion.batch import process
 from sisa.store.artifacts import SisaStore
-from sisa.training.train import train
-from tests.conftest import tiny_config
 from tests.orchestrator.local_app import InProcessBackend, serving
 from tests.sisa.deletion.test_batch import pick
 
@@ -31,19 +29,6 @@ FORGET, READ = "f" * 8 + "forget-token", "r" * 8 + "read-token-x"
 SCRIPTED = (  # no digit: a reason may not name an ID of the store
     "<img src=x onerror=\"window.__ran='img'\"><script>window.__ran='tag'</script>&amp; \"q\""
 )
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    url = str(tmp_path_factory.mktemp("base") / "base")
-    train(tiny_config(**{"sisa.slices": 4}), url)
-    return url
-
-
-@pytest.fixture
-def url(base, tmp_path):
-    shutil.copytree(base, tmp_path / "s")
-    return str(tmp_path / "s")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,26 +23,10 @@ from sisa.deletion.accept import accept
 from sisa.deletion.batch import process
 from sisa.evidence.audit import audit
 from sisa.store.artifacts import SisaStore
-from sisa.training.train import train
-from tests.conftest import tiny_config
 from tests.orchestrator.local_app import InProcessBackend, serving
 from tests.sisa.deletion.test_batch import pick
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A store trained once per module (3 shards x 4 slices); never modify it."""
-    url = str(tmp_path_factory.mktemp("base") / "base")
-    train(tiny_config(**{"sisa.slices": 4}), url)
-    return url
-
-
-@pytest.fixture
-def url(base, tmp_path):
-    shutil.copytree(base, tmp_path / "s")
-    return str(tmp_path / "s")
 
 
 def samples(text: str) -> dict[str, float]:

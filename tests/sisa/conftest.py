@@ -1,25 +1,6 @@
-"""Fixtures of the sisa tests: one tiny four-slice store per module, copied per test."""
+"""Fixtures of the sisa tests: one tiny four-slice store per module, copied per test
+(``tests.store_fixtures``)."""
 
-from __future__ import annotations
+from tests.store_fixtures import base, url
 
-import shutil
-
-import pytest
-
-from sisa.training.train import train
-from tests.conftest import tiny_config
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A store trained once per module (3 shards x 4 slices); never modify it."""
-    url = str(tmp_path_factory.mktemp("base") / "base")
-    train(tiny_config(**{"sisa.slices": 4}), url)
-    return url
-
-
-@pytest.fixture
-def url(base, tmp_path):
-    """A private copy of ``base`` for one test."""
-    shutil.copytree(base, tmp_path / "s")
-    return str(tmp_path / "s")
+__all__ = ["base", "url"]
