@@ -33,6 +33,7 @@ from benchmarks.http_load import JSON as JSON_HEADERS
 from benchmarks.http_load import body_of
 from benchmarks.http_servers import LIMITS, MAX_ROWS, serve_cluster
 from benchmarks.report import Report, markdown_table, ms, percentiles, times
+from benchmarks.serving import PURCHASE as SERVED_PURCHASE
 from benchmarks.stores import train_store
 from orchestrator.bulk import ARROW, NPY
 from sisa.config import build_config
@@ -41,13 +42,7 @@ from sisa.store.artifacts import SisaStore
 from sisa.store.layout import TEST_PREFIX
 
 SUITES = ("full",)
-PURCHASE: dict[str, Any] = {
-    "data.source": "synthetic-purchase",
-    "data.n": 20_000,
-    "sisa.shards": 20,
-    "sisa.slices": 10,
-    "sisa.epochs": 4,
-}
+PURCHASE = SERVED_PURCHASE  # the serving benchmark's store
 GOAL = 0.80  # binary bodies at this share of the in-process rate, or more
 DURATION_S = 10.0  # per throughput cell
 ONE_ROW = 1_500  # one-row requests per server, in blocks of BLOCK
