@@ -281,6 +281,8 @@ def build_app(
         beside them), and with ``probabilities`` its scores, one column per class. The
         body may also be npy or Arrow IPC, and the answer is in the format ``Accept``
         names (``orchestrator.bulk``)."""
+        if http.query_params.get("probabilities", "false") not in ("true", "false"):
+            return JSONResponse(invalid("must be true or false", ["query", "probabilities"]), 422)
         return await answer(body.rows, body.probabilities, http)
 
     @app.post(bulk.BINARY_PATH, include_in_schema=False)

@@ -46,14 +46,21 @@ def read_features(
     if suffix in (".csv", ".parquet"):
         text = csv_text_columns(data)  # categories as text, as training reads them
         frame = pd.read_csv(file, dtype=text) if suffix == ".csv" else pd.read_parquet(file)
-        ids = frame[data.id_column].to_numpy() if data.id_column in frame.columns else None
-        try:
-            if data.text_column is not None:
-                return ids, text_features(frame, data)  # [n, max_length] int32 token IDs
-            return ids, table_features(frame, data).astype(np.float32)
-        except DataError as err:
-            raise ValueError(f"{path}: {err}") from None
+        return frame_features(frame, data, path)
     raise ValueError(f"{path}: unsupported input type {suffix!r}; use .npz, .csv or .parquet")
+
+
+def frame_features(
+    frame: pd.DataFrame, data: DataConfig, where: str
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """(ids or None, features) of a table by the store's column mapping (``read_features``)."""
+    ids = frame[data.id_column].to_numpy() if data.id_column in frame.columns else None
+    try:
+        if data.text_column is not None:
+            return ids, text_features(frame, data)  # [n, max_length] int32 token IDs
+        return ids, table_features(frame, data).astype(np.float32)
+    except DataError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def write_predictions(
@@ -62,9 +69,24 @@ def write_predictions(
     scores: np.ndarray,
     classes: list[str | int] | None = None,
 ) -> None:
-    """Write, per row, the ID when known, the predicted class index, its original label
-    value, its score, and every class's score under the class's name; CSV (default) or
-    JSON. A class named like a fixed column gets ``p_`` before its name."""
+    """Write ``predictions_frame`` as CSV (default), JSON or Parquet (by ``path``)."""
+    frame = predictions_frame(ids, scores, classes)
+    if path is None:
+        frame.to_csv(sys.stdout, index=False)
+    elif path.endswith(".json"):
+        Path(path).write_text(json.dumps(frame.to_dict(orient="records"), default=str))
+    elif path.endswith(".parquet"):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def predictions_frame(
+    ids: np.ndarray | None, scores: np.ndarray, classes: list[str | int] | None = None
+) -> pd.DataFrame:
+    """Per row: the ID when known, the predicted class index, its original label value,
+    its score, and every class's score under the class's name. A class named like a fixed
+    column gets ``p_`` before its name."""
     pred = scores.argmax(axis=1)
     names = list(range(scores.shape[1])) if classes is None else list(classes)
     frame = pd.DataFrame(
@@ -81,9 +103,4 @@ def write_predictions(
         ].round(6)
     if ids is not None:
         frame.insert(0, "id", ids)
-    if path is None:
-        frame.to_csv(sys.stdout, index=False)
-    elif path.endswith(".json"):
-        Path(path).write_text(json.dumps(frame.to_dict(orient="records"), default=str))
-    else:
-        frame.to_csv(path, index=False)
+    return frame

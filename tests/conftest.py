@@ -21,6 +21,7 @@ SLOW_FILES = (
     "tests/orchestrator/test_multinode.py",
     "tests/orchestrator/test_crash_recovery.py",
     "tests/orchestrator/test_fencing.py",  # holders paused past their lease
+    "tests/orchestrator/test_scoring.py",  # Ray Data
     "tests/orchestrator/test_executors.py",
     "tests/orchestrator/test_serve.py",
     "tests/orchestrator/test_serve_inputs.py",

@@ -284,8 +284,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from orchestrator.io import read_features, write_predictions
     from sisa import Ensemble, SisaStore
 
-    if args.output and not args.output.endswith((".csv", ".json")):
-        raise CLIError(f"{args.output}: predictions are written as .csv or .json")
+    if args.executor == "ray":
+        from orchestrator.scoring import score_on_ray
+
+        if not args.output:
+            raise CLIError("--executor ray writes Parquet files into a folder: give --output")
+        rows = score_on_ray(
+            args.store, args.storage_options, args.input, args.output, address=args.ray_address
+        )
+        print(f"scored {rows} rows into {args.output}", file=sys.stderr)
+        return
+    if args.output and not args.output.endswith((".csv", ".json", ".parquet")):
+        raise CLIError(f"{args.output}: predictions are written as .csv, .json or .parquet")
     store = SisaStore(args.store, args.storage_options)
     ids, X = read_features(args.input, store.config().data)  # the store's column mapping
     ensemble = Ensemble.load(store)

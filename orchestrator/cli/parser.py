@@ -119,8 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict with the aggregated ensemble")
     p.add_argument("--input", required=True, help=".npz (X[, ids]), .csv or .parquet")
-    p.add_argument("--output", help="write .csv or .json here (default: CSV to stdout)")
+    p.add_argument(
+        "--output",
+        help="write .csv, .json or .parquet here (default: CSV to stdout); with "
+        "--executor ray, a folder of Parquet files",
+    )
     _store_args(p)
+    _exec_args(p)
 
     p = sub.add_parser("status", help="shards, generations and weights of a store")
     p.add_argument("--json", action="store_true")

@@ -171,3 +171,10 @@ def test_the_binary_route_is_documented_beside_json(base):
     assert {"application/json", NPY, ARROW} <= set(operation["requestBody"]["content"])
     assert {NPY, ARROW} <= set(operation["responses"]["200"]["content"])
     assert "/predict.binary" not in schema["paths"]
+
+
+def test_a_json_body_with_a_bad_probabilities_query_is_refused(base, rows):
+    answer = requests.post(
+        f"{base}/predict?probabilities=", json={"rows": rows[:1].tolist()}, timeout=60
+    )
+    assert answer.status_code == 422 and "probabilities" in answer.text
