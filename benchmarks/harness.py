@@ -58,6 +58,7 @@ BENCHMARKS = (
     "backbones",
     "encryption",
     "bulk",
+    "scoring",
     "gpu",
 )
 
