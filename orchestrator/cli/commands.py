@@ -167,6 +167,8 @@ def cmd_process(args: argparse.Namespace) -> None:
         return
     if args.window is not None or args.deadline is not None or args.metrics_port is not None:
         raise CLIError("--window, --deadline and --metrics-port apply to --follow")
+    if args.log_format != "text":
+        raise CLIError("--log-format applies to --follow")
     reports = []
     with _resumable("process"):
         while (report := process(args.store, args.storage_options, executor=executor)) is not None:
@@ -186,7 +188,16 @@ def _follow(args: argparse.Namespace, executor: Any) -> None:
     interrupted."""
     import threading
 
+    from orchestrator import logs
     from orchestrator.service import DeletionService
+
+    logs.setup(args.log_format)
+
+    def reported(report: Any) -> None:  # one report per batch, as it ends, even into a pipe
+        if args.log_format == "json":
+            logs.batch_event(report)
+        (print_json(report_dict(report)) if args.json else print_batch(report))
+        sys.stdout.flush()
 
     service = DeletionService(
         args.store,
@@ -194,18 +205,26 @@ def _follow(args: argparse.Namespace, executor: Any) -> None:
         executor,
         window=args.window,
         deadline=args.deadline,
-        on_batch=lambda r: (
-            (print_json(report_dict(r)) if args.json else print_batch(r)) or sys.stdout.flush()
-        ),  # one report per batch, as it ends, even into a pipe
+        on_batch=reported,
+        on_error=logs.failure_event,  # then retried, with back-off
+        max_errors=args.max_errors,
     )
     if args.metrics_port is not None:
         _serve_metrics(args)
-    print(
-        f"processing deletions for {args.store} (window {service.window}s, "
-        f"deadline {service.deadline}s); Ctrl-C to stop",
-        file=sys.stderr,
-    )
-    service.run(threading.Event())
+    if args.log_format == "json":
+        logs.event("following", store=args.store, window_s=service.window,
+                   deadline_s=service.deadline, metrics=args.metrics_port)  # fmt: skip
+    else:
+        print(
+            f"processing deletions for {args.store} (window {service.window}s, "
+            f"deadline {service.deadline}s); Ctrl-C to stop",
+            file=sys.stderr,
+        )
+    try:
+        service.run(threading.Event())
+    finally:
+        if args.log_format == "json":
+            logs.event("stopped", store=args.store, outcome="stopped")
 
 
 def _serve_metrics(args: argparse.Namespace) -> None:

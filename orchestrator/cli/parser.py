@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --follow: give up after this many failed attempts in a row",
     )
     p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="with --follow: events on stderr as text, or as one JSON object per line",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         help="with --follow: serve the store's deletion metrics (Prometheus) on this port",
