@@ -129,7 +129,7 @@ def test_evaluate_gives_the_evidence_that_forgotten_points_are_forgotten(tmp_pat
         (["status", "--store", "/etc/passwd"], "Not a directory"),
         (
             ["predict", "--store", "{store}", "--input", "x.npz", "--output", "o.txt"],
-            ".csv or .json",
+            ".csv, .json or .parquet",
         ),
     ],
 )
