@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,3 +82,39 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(argv: list[str], **env: str) -> Any:
+    """A Python process of the project, stdout and stderr piped, without an inherited
+    ``SISA_CRASH_AT``; ``env`` adds variables."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "SISA_CRASH_AT"}
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=base | env,
+        cwd=ROOT,
+    )
+
+
+@contextlib.contextmanager
+def following(url: str, *options: str) -> Iterator[Any]:
+    """``sisa process --follow`` on ``url`` in a process of its own, interrupted (SIGINT,
+    as Ctrl-C) when the block ends."""
+    import signal
+
+    argv = ["-m", "orchestrator.cli", "process", "--store", url, "--follow", "--no-progress"]
+    follow = spawn([*argv, *options])
+    try:
+        yield follow
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(30)

@@ -19,8 +19,6 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from sisa.store.fencing import FENCE, chains
 from sisa.store.layout import BATCHES, RECEIPTS, SERVING
 from sisa.training.train import train
 from tests.conftest import tiny_config, write_digits_npz
+from tests.orchestrator.local_app import spawn
 from tests.sisa.deletion.test_accept import layout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,15 +93,7 @@ def test_a_holder_paused_past_its_lease_changes_nothing_readers_see(base, tmp_pa
     first = [int(ids[(shards == 0) & (slices == 1)][0]), int(ids[(shards == 1) & (slices == 2)][0])]
     accept(str(url), first)
     accept(str(url), [int(ids[(shards == 2) & (slices == 0)][0])])
-    env = {k: v for k, v in os.environ.items() if k != "SISA_CRASH_AT"} | {STOP_ENV: f"{point}#1"}
-    holder = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(url)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    holder = spawn(["-c", DRIVER, str(url)], **{STOP_ENV: f"{point}#1"})
     try:
         deadline = time.monotonic() + 120
         while not stopped(holder.pid):

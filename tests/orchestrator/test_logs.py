@@ -4,10 +4,6 @@ event on stderr, with request IDs, batch numbers, durations and outcomes, and no
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import pytest
 
 from orchestrator import logs
 from sisa.deletion.accept import accept
+from tests.orchestrator.local_app import following
 from tests.sisa.deletion.test_batch import pick
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,18 +52,8 @@ def test_a_follower_that_keeps_failing_reports_each_failure_and_gives_up(url, ca
 
 @pytest.mark.slow  # a follower in a process of its own
 def test_process_follow_writes_one_json_object_per_event(url):
-    env = {k: v for k, v in os.environ.items() if k != "SISA_CRASH_AT"}
-    argv = ["-m", "orchestrator.cli", "process", "--store", url, "--follow", "--no-progress"]
-    follow = subprocess.Popen(
-        [sys.executable, *argv, "--window", "0.1", "--log-format", "json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
     victims = pick(url, 1, 1)
-    try:
+    with following(url, "--window", "0.1", "--log-format", "json") as follow:
         first = json.loads(follow.stderr.readline())
         assert first["event"] == "following" and first["store"] == url
         request_id = accept(url, victims).request_id
@@ -78,9 +65,6 @@ def test_process_follow_writes_one_json_object_per_event(url):
             if event["event"] == "batch":
                 break
             assert time.monotonic() < deadline
-    finally:
-        follow.send_signal(signal.SIGINT)
-        follow.wait(30)
     assert event["batch"] == 1 and event["requests"] == [request_id]
     assert event["outcome"] == "purged" and event["seconds"] > 0 and event["shards"] == [1]
     assert set(event) <= logs.FIELDS | {"time", "level", "event"}

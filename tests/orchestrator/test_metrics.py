@@ -4,11 +4,7 @@ from a real server on loopback and from ``process --follow --metrics-port``."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +19,7 @@ from sisa.deletion.accept import accept
 from sisa.deletion.batch import process
 from sisa.evidence.audit import audit
 from sisa.store.artifacts import SisaStore
-from tests.orchestrator.local_app import InProcessBackend, serving
+from tests.orchestrator.local_app import InProcessBackend, following, serving
 from tests.sisa.deletion.test_batch import pick
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,17 +109,7 @@ def test_the_server_times_every_prediction_by_outcome_and_counts_rows(server, ur
 
 @pytest.mark.slow  # a follower in a process of its own
 def test_process_follow_serves_the_deletion_metrics_on_loopback(url):
-    env = {k: v for k, v in os.environ.items() if k != "SISA_CRASH_AT"}
-    argv = ["-m", "orchestrator.cli", "process", "--store", url, "--follow", "--no-progress"]
-    follow = subprocess.Popen(
-        [sys.executable, *argv, "--window", "0.1", "--metrics-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    try:
+    with following(url, "--window", "0.1", "--metrics-port", "0") as follow:
         line = follow.stderr.readline()
         match = re.search(r"metrics on http://(127\.0\.0\.1):(\d+)/metrics", line)
         assert match, line + follow.stderr.read() if follow.poll() is not None else line
@@ -137,9 +123,6 @@ def test_process_follow_serves_the_deletion_metrics_on_loopback(url):
             assert time.monotonic() < deadline, got
             time.sleep(0.2)
         assert got["sisa_requests_pending"] == 0 and got["sisa_samples_retrained_total"] > 0
-    finally:
-        follow.send_signal(signal.SIGINT)
-        follow.wait(30)
 
 
 def test_metrics_port_goes_with_follow(url, capsys):
@@ -147,3 +130,13 @@ def test_metrics_port_goes_with_follow(url, capsys):
 
     assert main(["process", "--store", url, "--metrics-port", "9"]) == 2
     assert "--metrics-port apply to --follow" in capsys.readouterr().err
+
+
+def test_without_metrics_the_server_serves_no_metrics_page(url):
+    """An app built without metrics (the ingress under ``serving.metrics = false``)."""
+    from orchestrator.api import build_app
+    from sisa.config import ServingConfig
+
+    app = build_app(InProcessBackend(url), ServingConfig(metrics=False), None)
+    with serving(app) as base:
+        assert requests.get(f"{base}/metrics", timeout=30).status_code == 404
