@@ -58,10 +58,10 @@ class StoreCollector(Collector):
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url, self.options = url, storage_options
-        self._receipts: dict[int, tuple[float, int, float, int] | None] = {}
+        self._receipts: dict[int, tuple[float, int, float, int]] = {}
         self._lock = threading.Lock()  # scrapes may come in parallel
 
-    def _receipt(self, store: SisaStore, seq: int) -> tuple[float, int, float, int] | None:
+    def _receipt(self, store: SisaStore, seq: int) -> tuple[float, int, float, int]:
         """(time to compliance, batch through, batch compute seconds, batch samples)."""
         if seq not in self._receipts:
             body = receipts.read(store, seq)
@@ -99,7 +99,7 @@ class StoreCollector(Collector):
             "The store's deadline from acceptance to purge (deletion.deadline_s).",
             value=config.deletion.deadline_s,
         )
-        done = [r for seq in journal.receipted() if (r := self._receipt(store, seq)) is not None]
+        done = [self._receipt(store, seq) for seq in journal.receipted()]
         batches = {through: (seconds, samples) for _, through, seconds, samples in done}
         yield _histogram(
             "sisa_time_to_compliance_seconds",
