@@ -1,10 +1,14 @@
 """Events of the long-running commands, as text or as one JSON object per line.
 
-``--log-format json`` on ``process --follow`` writes each event to stderr as one JSON
-object: ``{"time", "level", "event", ...}`` with the event's own fields (request IDs,
-batch numbers, durations, outcomes). Fields name requests by their IDs and points only by
-counts: an event never carries a raw ID, and ``event`` refuses a field it does not know,
-so nothing new slips in unreviewed.
+``--log-format json`` on ``process --follow`` and ``serve`` writes each event to stderr
+as one JSON object: ``{"time", "level", "event", ...}`` with the event's own fields
+(request IDs, batch numbers, durations, outcomes). Fields name requests by their IDs and
+points only by counts: an event never carries a raw ID, and ``event`` refuses a field it
+does not know, so nothing new slips in unreviewed.
+
+``sisa serve`` runs its deployments in Ray's processes: they send their events through
+an ``EventRelay`` (a Ray queue) to the ``sisa serve`` process, which writes them. So its
+stderr is one stream, in one format, and Ray's own forwarding of worker output stays off.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -21,7 +26,8 @@ FIELDS = frozenset(
     {
         "store", "window_s", "deadline_s", "metrics", "batch", "requests", "shards",
         "samples", "compute_seconds", "seconds", "resumed", "purged_files", "outcome",
-        "error", "detail",
+        "error", "detail", "url", "forget", "retrain", "request", "points", "rows",
+        "status", "logger",
     }
 )  # fmt: skip
 
@@ -34,9 +40,12 @@ class JsonLines(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
-            "event": getattr(record, "event", record.getMessage()),
+            "event": getattr(record, "event", "log"),
         }
-        return json.dumps(body | getattr(record, "fields", {}), default=str, sort_keys=False)
+        fields = getattr(record, "fields", None)
+        if fields is None:  # a warning of the process itself, through the root logger
+            fields = {"logger": record.name, "detail": record.getMessage()}
+        return json.dumps(body | fields, default=str, sort_keys=False)
 
 
 class Text(logging.Formatter):
@@ -48,42 +57,146 @@ class Text(logging.Formatter):
         return f"sisa: {getattr(record, 'event', record.getMessage())} {pairs}".rstrip()
 
 
+class Stderr(logging.StreamHandler):
+    """A handler on ``sys.stderr`` as it is at each record, not as it was when made."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def setup(fmt: str) -> None:
-    """Send the events to stderr in ``fmt`` (``text`` or ``json``)."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send the events to stderr in ``fmt`` (``text`` or ``json``). In JSON, the process's
+    own warnings (through the root logger) are JSON lines too: stderr stays parseable."""
+    handler = Stderr()
     handler.setFormatter(JsonLines() if fmt == "json" else Text())
     EVENTS.handlers[:] = [handler]
     EVENTS.setLevel(logging.INFO)
     EVENTS.propagate = False
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, Stderr)]
+    if fmt == "json":
+        root.addHandler(handler)
+
+
+def checked(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields``, once each is known to be ID-free; else a programming error."""
+    unknown = set(fields) - FIELDS
+    if unknown:
+        raise ValueError(f"event {name!r}: fields {sorted(unknown)} are not known to be ID-free")
+    return fields
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event; a field outside ``FIELDS`` is a programming error."""
-    unknown = set(fields) - FIELDS
-    if unknown:
-        raise ValueError(f"event {name!r}: fields {sorted(unknown)} are not known to be ID-free")
-    EVENTS.log(level, name, extra={"event": name, "fields": fields})
+    EVENTS.log(level, name, extra={"event": name, "fields": checked(name, fields)})
 
 
-def batch_event(report: Any) -> None:
+def batch_fields(report: Any) -> dict[str, Any]:
     """A processed batch: its number, requests, shards, cost and outcome."""
-    event(
-        "batch",
-        batch=report.plan.through,
-        requests=[r["request"] for r in report.receipts],
-        shards=sorted(s.shard for s in report.plan.shards),
-        samples=report.samples,
-        compute_seconds=round(report.compute_seconds, 4),
-        seconds=round(report.seconds, 4),
-        resumed=report.resumed,
-        purged_files=len(report.purged),
-        outcome="purged",
-    )
+    return {
+        "batch": report.plan.through,
+        "requests": [r["request"] for r in report.receipts],
+        "shards": sorted(s.shard for s in report.plan.shards),
+        "samples": report.samples,
+        "compute_seconds": round(report.compute_seconds, 4),
+        "seconds": round(report.seconds, 4),
+        "resumed": report.resumed,
+        "purged_files": len(report.purged),
+        "outcome": "purged",
+    }
 
 
-def failure_event(err: BaseException) -> None:
+def failure_fields(err: BaseException) -> dict[str, Any]:
     """A batch that failed and will be retried; the detail is the error's first line (a
     store path or a reason: processing names points by salted hash only)."""
     detail = (str(err).splitlines() or [""])[0][:500]
-    event("batch_failed", logging.WARNING, error=type(err).__name__, detail=detail,
-          outcome="retrying")  # fmt: skip
+    return {"error": type(err).__name__, "detail": detail, "outcome": "retrying"}
+
+
+def batch_event(report: Any) -> None:
+    event("batch", **batch_fields(report))
+
+
+def failure_event(err: BaseException) -> None:
+    event("batch_failed", logging.WARNING, **failure_fields(err))
+
+
+class EventRelay:
+    """Events from Ray's processes to the one that writes them, through a Ray queue.
+
+    It pickles (the queue is an actor handle), so deployments are given it at bind time.
+    ``emit`` never blocks and never fails its caller: a full queue (the writer stalled)
+    or a gone one (the writer stopped) drops the event, and the replica's own log says so.
+    """
+
+    MAXSIZE = 10_000
+    POLL_S = 0.25
+
+    def __init__(self) -> None:
+        from ray.util.queue import Queue
+
+        self.queue = Queue(self.MAXSIZE, actor_options={"num_cpus": 0})
+
+    @staticmethod
+    def _item(name: str, level: int, fields: dict[str, Any]) -> dict[str, Any]:
+        return {"event": name, "level": level, "time": time.time(),
+                "fields": checked(name, fields)}  # fmt: skip
+
+    async def emit(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
+        """From a replica's event loop."""
+        item = self._item(name, level, fields)
+        try:
+            await self.queue.put_async(item, block=False)
+        except Exception as err:  # noqa: BLE001 - logging never fails a request
+            logging.getLogger(__name__).warning("event %s dropped: %r", name, err)
+
+    def emit_now(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
+        """From a thread (the retrainer's callbacks)."""
+        item = self._item(name, level, fields)
+        try:
+            self.queue.put(item, block=False)
+        except Exception as err:  # noqa: BLE001 - logging never fails a batch
+            logging.getLogger(__name__).warning("event %s dropped: %r", name, err)
+
+    def write(self, item: dict[str, Any]) -> None:
+        """Log one relayed event here, at the time it happened there."""
+        record = EVENTS.makeRecord(
+            EVENTS.name, item["level"], "(relayed)", 0, item["event"], None, None,
+            extra={"event": item["event"], "fields": item["fields"]},
+        )  # fmt: skip
+        record.created = item["time"]
+        record.msecs = (item["time"] % 1) * 1000
+        EVENTS.handle(record)
+
+    def pump(self, stop: threading.Event) -> threading.Thread:
+        """Write the events as they come, until ``stop``; then what is left."""
+
+        def run() -> None:
+            from ray.util.queue import Empty
+
+            while not stop.is_set():
+                try:
+                    self.write(self.queue.get(timeout=self.POLL_S))
+                except Empty:
+                    continue
+                except Exception:  # noqa: BLE001 - the cluster went: nothing more comes
+                    return
+            self.flush()
+
+        thread = threading.Thread(target=run, name="sisa-events", daemon=True)
+        thread.start()
+        return thread
+
+    def flush(self) -> None:
+        """Write every event still queued."""
+        try:
+            while not self.queue.empty():
+                for item in self.queue.get_nowait_batch(self.queue.qsize()):
+                    self.write(item)
+        except Exception:  # noqa: BLE001 - the cluster went: nothing more comes
+            return

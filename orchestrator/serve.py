@@ -21,6 +21,7 @@ from ray import serve
 
 from orchestrator.api_guards import Limits
 from orchestrator.executors import require_a_node_that_fits, with_trust
+from orchestrator.logs import EventRelay
 from orchestrator.serve_deployments import (
     ApiDeployment,
     EnsembleDeployment,
@@ -61,9 +62,11 @@ def build_application(
     storage_options: dict[str, Any] | None,
     settings: ServingConfig,
     limits: Limits | None = None,
+    events: EventRelay | None = None,
 ) -> serve.Application:
     """The application, bound to a trained store; fails here if the store is not trained
-    or its models need a GPU the settings do not reserve."""
+    or its models need a GPU the settings do not reserve. With ``events``, the ingress
+    and the retrainer send their events there (``orchestrator.logs``)."""
     store = SisaStore(url, storage_options)
     store.require_trained()
     ensemble_gpus, retrainer_gpus = replica_gpus(store.config().resources, settings)
@@ -76,7 +79,7 @@ def build_application(
     retrainer = (
         RetrainerDeployment.options(
             ray_actor_options=with_trust({"num_cpus": 0, "num_gpus": retrainer_gpus})
-        ).bind(url, storage_options, ensemble)
+        ).bind(url, storage_options, ensemble, events)
         if settings.retrain == "background"
         else None
     )
@@ -85,7 +88,7 @@ def build_application(
         for secret in (settings.token, settings.read_token)
     )
     return ApiDeployment.bind(
-        url, storage_options, public, digest, ensemble, retrainer, limits, read
+        url, storage_options, public, digest, ensemble, retrainer, limits, read, events
     )
 
 
@@ -118,7 +121,8 @@ class Server:
 
     def stop(self) -> None:
         """Delete the application (Serve drains its replicas); the cluster stays."""
-        serve.delete(self.name)
+        with _serve_quiet():  # "Deleting app": said at INFO, on Serve's own handler
+            serve.delete(self.name)
 
 
 @contextlib.contextmanager
@@ -161,6 +165,7 @@ def start(
     name: str = APP_NAME,
     route_prefix: str = "/",
     limits: Limits | None = None,
+    events: EventRelay | None = None,
 ) -> Server:
     """Start Serve's HTTP proxy on ``settings.host:port`` (127.0.0.1 by default) and run
     the application under ``route_prefix``; returns once it answers (``serve.run`` waits
@@ -169,7 +174,7 @@ def start(
     Serve has one proxy per cluster: if it already runs, every application started on
     the cluster must name its host and port, or this raises ``ValueError``."""
     limits = limits or Limits()
-    app = build_application(url, storage_options, settings, limits)
+    app = build_application(url, storage_options, settings, limits, events)
     gpus = replica_gpus(SisaStore(url, storage_options).config().resources, settings)
     require_a_node_that_fits(settings.num_cpus, gpus[0], ("serving", "ensemble replica"))
     if gpus[1]:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator import logs
 from orchestrator.api_guards import Limits
 from sisa.config import ServingConfig
 
@@ -42,8 +43,9 @@ LOCAL_CLUSTER_ENV = {
 LOOPBACK = ("127.0.0.1", "::1")
 
 
-def init_ray(address: str | None) -> None:
-    """Join the cluster at ``address``, or start one of our own on loopback only."""
+def init_ray(address: str | None, log_to_driver: bool = True) -> None:
+    """Join the cluster at ``address``, or start one of our own on loopback only.
+    Without ``log_to_driver``, what Ray's workers print stays in Ray's log files."""
     if address is None:
         os.environ.update(LOCAL_CLUSTER_ENV)  # Ray's processes inherit it
         constants = sys.modules.get("ray._private.ray_constants")
@@ -51,7 +53,12 @@ def init_ray(address: str | None) -> None:
             constants.ENABLE_RAY_CLUSTER = False
     import ray
 
-    ray.init(address=address, include_dashboard=False, configure_logging=False)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=log_to_driver,
+    )
     if address is None:
         ip = ray.util.get_node_ip_address()
         if ip not in LOOPBACK:
@@ -72,9 +79,12 @@ def _private_token_file() -> None:
         pass
 
 
-def stop_server(server: Any, own_cluster: bool) -> None:
+def stop_server(
+    server: Any, own_cluster: bool, before_shutdown: Callable[[], None] = lambda: None
+) -> None:
     """Drain ``server`` (a ``orchestrator.serve.Server`` or None), then stop: the whole
-    cluster if it is our own, else only the application."""
+    cluster if it is our own, else only the application; ``before_shutdown`` runs while
+    the cluster still answers."""
     import ray
 
     if server is not None:
@@ -86,6 +96,7 @@ def stop_server(server: Any, own_cluster: bool) -> None:
             server.stop()
         except Exception as err:  # noqa: BLE001 - disconnect all the same
             log.warning("could not delete application %s: %s", server.name, err)
+    before_shutdown()
     ray.shutdown()
 
 
@@ -97,24 +108,37 @@ def run_server(
     *,
     on_ready: Callable[[Any], None] = lambda _: None,
     limits: Limits | None = None,
+    log_format: str = "text",
 ) -> None:
     """Serve ``store`` until SIGINT or SIGTERM, then drain and stop.
 
     Both signals are handled, also where SIGINT arrives ignored (a shell's background
-    job); the previous handlers are restored once stopped."""
-    stop = threading.Event()
+    job); the previous handlers are restored once stopped. The deployments' events
+    (``orchestrator.logs``) are written to stderr here, in ``log_format``; in JSON, Ray
+    forwards no worker output, so every line there is an event."""
+    stop, written = threading.Event(), threading.Event()
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     server = None
-    init_ray(ray_address)
+    logs.setup(log_format)
+    init_ray(ray_address, log_to_driver=log_format == "text")
+    pump: threading.Thread | None = None
+
+    def write_the_rest() -> None:
+        written.set()
+        if pump is not None:
+            pump.join(timeout=10)
+
     try:
         from orchestrator.serve import start
 
-        server = start(store, storage_options, settings, limits=limits)
+        events = logs.EventRelay()
+        pump = events.pump(written)
+        server = start(store, storage_options, settings, limits=limits, events=events)
         for signum in previous:
             signal.signal(signum, lambda *_: stop.set())
         on_ready(server)
         stop.wait()
     finally:
-        stop_server(server, own_cluster=ray_address is None)
+        stop_server(server, own_cluster=ray_address is None, before_shutdown=write_the_rest)
         for signum, handler in previous.items():
             signal.signal(signum, handler)

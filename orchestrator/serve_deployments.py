@@ -38,6 +38,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from orchestrator import logs
 from orchestrator.api import (
     PREDICTION_ERRORS,
     PredictionFailed,
@@ -50,6 +51,7 @@ from orchestrator.api import (
 )
 from orchestrator.api_guards import Limits
 from orchestrator.executors import InProcessExecutor
+from orchestrator.logs import EventRelay
 from orchestrator.metrics import ServingMetrics
 from orchestrator.service import DeletionService
 from sisa.config import ServingConfig
@@ -64,6 +66,10 @@ from sisa.store.artifacts import SisaStore
 from sisa.store.journal import Journal, parse_request_id
 
 log = logging.getLogger(__name__)
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 4)
 
 
 def _model(version: str, through: int) -> dict[str, Any]:
@@ -109,9 +115,13 @@ class RetrainerDeployment:
     """Retrains and purges for accepted requests, in the background."""
 
     def __init__(
-        self, url: str, storage_options: dict[str, Any] | None, ensemble: DeploymentHandle
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None,
+        ensemble: DeploymentHandle,
+        events: EventRelay | None = None,
     ) -> None:
-        self.ensemble = ensemble
+        self.ensemble, self.events = ensemble, events
         self.last_error: str | None = None
         self.service = DeletionService(
             url,
@@ -124,6 +134,8 @@ class RetrainerDeployment:
 
     def _committed(self, report: BatchReport) -> None:
         self.last_error = None
+        if self.events is not None:
+            self.events.emit_now("batch", **logs.batch_fields(report))
         try:
             self.ensemble.refresh.remote().result()  # serve the retrained models now
         except Exception as err:  # noqa: BLE001 - the ensemble's poll will catch up
@@ -132,6 +144,8 @@ class RetrainerDeployment:
     def _failed(self, err: BaseException) -> None:
         self.last_error = f"{type(err).__name__}: {err}"
         log.warning("deletion batch failed, will retry: %s", err)
+        if self.events is not None:
+            self.events.emit_now("batch_failed", logging.WARNING, **logs.failure_fields(err))
 
     def status(self) -> dict[str, Any]:
         decision = self.service.last_decision
@@ -173,8 +187,9 @@ class ApiDeployment:
         retrainer: DeploymentHandle | None,
         limits: Limits | None = None,
         read_sha256: bytes | None = None,
+        events: EventRelay | None = None,
     ) -> None:
-        self.url, self.options = url, storage_options
+        self.url, self.options, self.events = url, storage_options, events
         self.limits = limits or Limits()
         self.settings = ServingConfig.model_validate(settings)
         self.token_sha256, self.read_sha256 = token_sha256, read_sha256
@@ -203,17 +218,53 @@ class ApiDeployment:
     def _store(self) -> SisaStore:
         return SisaStore(self.url, self.options)
 
+    async def _emit(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
+        if self.events is not None:
+            await self.events.emit(name, level, **fields)
+
     async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]:
+        started = time.perf_counter()
         try:
             body = await self.ensemble.predict.remote(x, probabilities, self.acknowledged)
         except Exception as err:  # noqa: BLE001 - e.g. the replica died; Serve restarts it
             log.warning("ensemble unavailable: %s", err)
-            raise PredictionFailed(*unavailable()) from None
+            body = {"error": unavailable()}
         if "error" in body:
+            content, status, _ = body["error"]
+            if status >= 500:  # the server's failure, not the client's: operators see it
+                await self._emit(
+                    "predict_failed",
+                    logging.WARNING,
+                    status=status,
+                    detail=content["detail"],  # the server's own words, never the rows'
+                    rows=len(x),
+                    seconds=_since(started),
+                    outcome="failed",
+                )
             raise PredictionFailed(*body["error"])
         return body
 
     async def forget(self, ids: list[Any] | None, group: Any, reason: str | None) -> dict:
+        """Journal a request; its event names it by request ID and counts, never by the
+        IDs it names (nor by the refusal's message, which may quote one)."""
+        started = time.perf_counter()
+        try:
+            body = await self._forget(ids, group, reason)
+        except RejectedRequest:
+            await self._emit("forget", request=None, seconds=_since(started), outcome="rejected")
+            raise
+        await self._emit(
+            "forget",
+            request=body["request_id"],
+            requests=body["earlier_requests"],
+            points=body["removed"],
+            shards=body["rolled_back"],
+            seconds=_since(started),
+            outcome=body["state"].replace(" ", "_"),
+        )
+        return body
+
+    async def _forget(self, ids: list[Any] | None, group: Any, reason: str | None) -> dict:
         try:
             typed = typed_ids(ids, self.id_kind) if ids is not None else None
             if group is not None:

@@ -393,16 +393,32 @@ def cmd_serve(args: argparse.Namespace) -> None:
     SisaStore(args.store, args.storage_options).require_trained()
     # Ray's processes inherit this environment; the ingress gets the token's digest only
     os.environ.pop("SISA_SERVING__TOKEN", None)
+    from orchestrator import logs
     from orchestrator.serve_cluster import run_server
 
     def ready(server: Any) -> None:
-        print_serving(args.store, server, settings)
+        if args.log_format == "text":
+            print_serving(args.store, server, settings)
+            return
+        logs.event("serving", store=args.store, url=server.url, retrain=settings.retrain,
+                   forget=settings.token is not None,
+                   metrics=f"{server.url}/metrics" if settings.metrics else None)  # fmt: skip
 
     # until SIGINT or SIGTERM, then drains and stops (orchestrator.serve_cluster); an
     # interrupt during start-up ends here too, run_server having stopped what it started
     with contextlib.suppress(KeyboardInterrupt):
-        run_server(args.store, args.storage_options, settings, args.ray_address, on_ready=ready)
-    print("sisa: server stopped", file=sys.stderr)
+        run_server(
+            args.store,
+            args.storage_options,
+            settings,
+            args.ray_address,
+            on_ready=ready,
+            log_format=args.log_format,
+        )
+    if args.log_format == "json":
+        logs.event("stopped", store=args.store, outcome="stopped")
+    else:
+        print("sisa: server stopped", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="TCP port (default 8000)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: local)")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="events (requests, batches, failures) on stderr as text, or one JSON object a line",
+    )
     _store_args(p)
 
     p = sub.add_parser("demo", help="train on digits, forget, compare with retraining, verify")

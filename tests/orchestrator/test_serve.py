@@ -10,6 +10,7 @@ encrypted store whose replicas read the key-encryption key from ``storage.kek_fi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -95,6 +96,7 @@ def apps(ray_cluster, trusted_backbone, tmp_path_factory):
     from ray import serve
 
     from orchestrator.api_guards import Limits
+    from orchestrator.logs import EventRelay
     from orchestrator.serve import start
 
     root = tmp_path_factory.mktemp("serve")
@@ -126,7 +128,15 @@ def apps(ray_cluster, trusted_backbone, tmp_path_factory):
     )
     try:
         main = start(main_url, None, main_cfg.serving, limits=Limits(**GUARDS))
-        strict = start(strict_url, None, strict_cfg.serving, name="strict", route_prefix="/strict")
+        strict_events = EventRelay()  # its events, as 'sisa serve' would write them
+        strict = start(
+            strict_url,
+            None,
+            strict_cfg.serving,
+            name="strict",
+            route_prefix="/strict",
+            events=strict_events,
+        )
         head_cfg = build_config(
             {}, {"serving.port": port, "serving.retrain": "external", "serving.num_cpus": 0.25}
         )
@@ -138,6 +148,7 @@ def apps(ray_cluster, trusted_backbone, tmp_path_factory):
             "head": (head.url, head_url),
             "sealed": (sealed.url, sealed_url),
             "port": port,
+            "strict_events": strict_events,
         }
     finally:
         serve.shutdown()
@@ -584,6 +595,10 @@ def test_no_live_shard_gives_503_until_an_external_retrain_commits(apps, http):
     )
     assert "waits for a retrain" in refused.json()["detail"]
     assert refused.headers["Retry-After"] == "1"
+    failed = apps["strict_events"].queue.get(timeout=30)  # the ingress's event of it
+    assert failed["event"] == "predict_failed" and failed["level"] == logging.WARNING
+    assert failed["fields"] == failed["fields"] | {"status": 503, "rows": 2, "outcome": "failed"}
+    assert "waits for a retrain" in failed["fields"]["detail"] and failed["fields"]["seconds"] > 0
     assert http.get(f"{base}/healthz").status_code == 200  # the server itself is fine
     process(url)  # as 'sisa process' would
     answer = wait_for(lambda: (r := predict(http, base, rows=ROWS[:2])).ok and r.json())
