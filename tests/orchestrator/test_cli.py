@@ -245,6 +245,7 @@ def test_killed_training_resumes_to_the_same_bits(store, tmp_path, point):
         assert "shard 0 after stage" in resumed
 
 
+@pytest.mark.slow  # two real processes, one killed
 def test_killed_forget_is_completed_by_the_next_call(tmp_path):
     url = tmp_path / "s"
     assert _sisa("train", "--store", url, "--no-progress", *TINY_ARGS).returncode == 0

@@ -101,6 +101,7 @@ def test_only_a_real_crash_is_called_a_crash(url):
     assert [r["state"] for r in done] == ["purged"]
 
 
+@pytest.mark.slow  # real processes, each importing torch
 def test_a_factory_module_beside_the_user_needs_pythonpath_and_says_so(tmp_path):
     (tmp_path / "myfactory.py").write_text(
         "from torch import nn\n\n\ndef build(input_shape, num_classes):\n"
