@@ -13,6 +13,7 @@ stderr is one stream, in one format, and Ray's own forwarding of worker output s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -67,6 +68,18 @@ class Stderr(logging.StreamHandler):
     @stream.setter
     def stream(self, _: Any) -> None:
         pass
+
+
+def adopt(*names: str) -> None:
+    """In JSON, loggers that write to stderr through handlers of their own (Ray's, Serve's)
+    write through ours instead, so every line stays one JSON object; in text, as they were."""
+    handler = EVENTS.handlers[0] if EVENTS.handlers else None
+    if handler is None or not isinstance(handler.formatter, JsonLines):
+        return
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
 
 
 def setup(fmt: str) -> None:
@@ -130,38 +143,57 @@ class EventRelay:
     """Events from Ray's processes to the one that writes them, through a Ray queue.
 
     It pickles (the queue is an actor handle), so deployments are given it at bind time.
-    ``emit`` never blocks and never fails its caller: a full queue (the writer stalled)
-    or a gone one (the writer stopped) drops the event, and the replica's own log says so.
+    Sending never fails its caller and never holds it up: a replica's request goes on
+    while a task of its own sends the event, and the retrainer's thread waits
+    ``SEND_S`` at most. A full queue (the writer stalled) or a gone one (the writer
+    stopped) drops the event, and the sender's own log (Ray's log files) says so.
     """
 
     MAXSIZE = 10_000
-    POLL_S = 0.25
+    POLL_S = 0.25  # the writer's wait for the next event, between looks at its stop flag
+    SEND_S = 1.0  # the longest a send waits on the queue before it drops the event
 
-    def __init__(self) -> None:
+    def __init__(self, maxsize: int = MAXSIZE) -> None:
         from ray.util.queue import Queue
 
-        self.queue = Queue(self.MAXSIZE, actor_options={"num_cpus": 0})
+        self.queue = Queue(maxsize, actor_options={"num_cpus": 0})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"queue": self.queue}  # not the sends in flight
 
     @staticmethod
     def _item(name: str, level: int, fields: dict[str, Any]) -> dict[str, Any]:
         return {"event": name, "level": level, "time": time.time(),
                 "fields": checked(name, fields)}  # fmt: skip
 
-    async def emit(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
-        """From a replica's event loop."""
-        item = self._item(name, level, fields)
+    def emit(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
+        """From a replica's event loop; returns at once."""
         try:
-            await self.queue.put_async(item, block=False)
+            task = asyncio.get_running_loop().create_task(
+                self._send(self._item(name, level, fields))
+            )
         except Exception as err:  # noqa: BLE001 - logging never fails a request
-            logging.getLogger(__name__).warning("event %s dropped: %r", name, err)
+            _dropped(name, err)
+            return
+        sending = self.__dict__.setdefault("_sending", set())  # held until sent
+        sending.add(task)
+        task.add_done_callback(sending.discard)
+
+    async def _send(self, item: dict[str, Any]) -> None:
+        try:
+            await asyncio.wait_for(self.queue.put_async(item, block=False), self.SEND_S)
+        except Exception as err:  # noqa: BLE001 - full, gone or stalled: dropped
+            _dropped(item["event"], err)
 
     def emit_now(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
-        """From a thread (the retrainer's callbacks)."""
-        item = self._item(name, level, fields)
+        """From a thread (the retrainer's callbacks); waits ``SEND_S`` at most."""
+        import ray
+
         try:
-            self.queue.put(item, block=False)
+            item = self._item(name, level, fields)
+            ray.get(self.queue.actor.put_nowait.remote(item), timeout=self.SEND_S)
         except Exception as err:  # noqa: BLE001 - logging never fails a batch
-            logging.getLogger(__name__).warning("event %s dropped: %r", name, err)
+            _dropped(name, err)
 
     def write(self, item: dict[str, Any]) -> None:
         """Log one relayed event here, at the time it happened there."""
@@ -174,19 +206,23 @@ class EventRelay:
         EVENTS.handle(record)
 
     def pump(self, stop: threading.Event) -> threading.Thread:
-        """Write the events as they come, until ``stop``; then what is left."""
+        """Write the events as they come, until ``stop``; then what is left. It never
+        calls Ray once Ray is shut down (a call would start a new Ray instance)."""
+        import ray
 
         def run() -> None:
             from ray.util.queue import Empty
 
-            while not stop.is_set():
+            while not stop.is_set() and ray.is_initialized():
                 try:
                     self.write(self.queue.get(timeout=self.POLL_S))
                 except Empty:
                     continue
-                except Exception:  # noqa: BLE001 - the cluster went: nothing more comes
+                except Exception as err:  # noqa: BLE001 - the queue is gone
+                    logging.getLogger(__name__).warning("events no longer relayed: %s", err)
                     return
-            self.flush()
+            if ray.is_initialized():
+                self.flush()
 
         thread = threading.Thread(target=run, name="sisa-events", daemon=True)
         thread.start()
@@ -198,5 +234,9 @@ class EventRelay:
             while not self.queue.empty():
                 for item in self.queue.get_nowait_batch(self.queue.qsize()):
                     self.write(item)
-        except Exception:  # noqa: BLE001 - the cluster went: nothing more comes
-            return
+        except Exception as err:  # noqa: BLE001 - the queue is gone
+            logging.getLogger(__name__).warning("events still queued are lost: %s", err)
+
+
+def _dropped(name: str, err: BaseException) -> None:
+    logging.getLogger(__name__).warning("event %s dropped: %r", name, err)

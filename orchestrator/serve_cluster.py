@@ -41,6 +41,7 @@ LOCAL_CLUSTER_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
 }
 LOOPBACK = ("127.0.0.1", "::1")
+RAY_LOGGERS = ("ray", "ray.serve")  # each with a stderr handler of its own
 
 
 def init_ray(address: str | None, log_to_driver: bool = True) -> None:
@@ -121,12 +122,17 @@ def run_server(
     server = None
     logs.setup(log_format)
     init_ray(ray_address, log_to_driver=log_format == "text")
+    logs.adopt(*RAY_LOGGERS)
     pump: threading.Thread | None = None
 
     def write_the_rest() -> None:
+        # after the drain: a retrain still running is stopped with the cluster, so its
+        # event never comes (the next 'sisa process' resumes its batch)
         written.set()
         if pump is not None:
             pump.join(timeout=10)
+            if pump.is_alive():
+                log.warning("stopping before every event was written")
 
     try:
         from orchestrator.serve import start
@@ -134,6 +140,7 @@ def run_server(
         events = logs.EventRelay()
         pump = events.pump(written)
         server = start(store, storage_options, settings, limits=limits, events=events)
+        logs.adopt(*RAY_LOGGERS)  # Serve sets its driver-side handler up as it starts
         for signum in previous:
             signal.signal(signum, lambda *_: stop.set())
         on_ready(server)

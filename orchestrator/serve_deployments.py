@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -134,8 +135,7 @@ class RetrainerDeployment:
 
     def _committed(self, report: BatchReport) -> None:
         self.last_error = None
-        if self.events is not None:
-            self.events.emit_now("batch", **logs.batch_fields(report))
+        self._emit(lambda: ("batch", logging.INFO, logs.batch_fields(report)))
         try:
             self.ensemble.refresh.remote().result()  # serve the retrained models now
         except Exception as err:  # noqa: BLE001 - the ensemble's poll will catch up
@@ -144,8 +144,18 @@ class RetrainerDeployment:
     def _failed(self, err: BaseException) -> None:
         self.last_error = f"{type(err).__name__}: {err}"
         log.warning("deletion batch failed, will retry: %s", err)
-        if self.events is not None:
-            self.events.emit_now("batch_failed", logging.WARNING, **logs.failure_fields(err))
+        self._emit(lambda: ("batch_failed", logging.WARNING, logs.failure_fields(err)))
+
+    def _emit(self, make: Callable[[], tuple[str, int, dict[str, Any]]]) -> None:
+        """Send the event ``make`` builds; nothing here may fail a batch."""
+        if self.events is None:
+            return
+        try:
+            name, level, fields = make()
+        except Exception as err:  # noqa: BLE001 - a report it could not read: no event
+            log.warning("no event for this batch: %r", err)
+            return
+        self.events.emit_now(name, level, **fields)
 
     def status(self) -> dict[str, Any]:
         decision = self.service.last_decision
@@ -218,9 +228,9 @@ class ApiDeployment:
     def _store(self) -> SisaStore:
         return SisaStore(self.url, self.options)
 
-    async def _emit(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
-        if self.events is not None:
-            await self.events.emit(name, level, **fields)
+    def _emit(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
+        if self.events is not None:  # sent aside: the request never waits on it
+            self.events.emit(name, level, **fields)
 
     async def predict(self, x: np.ndarray, probabilities: bool) -> dict[str, Any]:
         started = time.perf_counter()
@@ -232,7 +242,7 @@ class ApiDeployment:
         if "error" in body:
             content, status, _ = body["error"]
             if status >= 500:  # the server's failure, not the client's: operators see it
-                await self._emit(
+                self._emit(
                     "predict_failed",
                     logging.WARNING,
                     status=status,
@@ -251,9 +261,13 @@ class ApiDeployment:
         try:
             body = await self._forget(ids, group, reason)
         except RejectedRequest:
-            await self._emit("forget", request=None, seconds=_since(started), outcome="rejected")
+            self._emit("forget", request=None, seconds=_since(started), outcome="rejected")
             raise
-        await self._emit(
+        except Exception as err:
+            self._emit("forget", logging.WARNING, request=None, error=type(err).__name__,
+                       seconds=_since(started), outcome="failed")  # fmt: skip
+            raise
+        self._emit(
             "forget",
             request=body["request_id"],
             requests=body["earlier_requests"],

@@ -8,8 +8,10 @@ one-line ``sisa: error: ...`` and exit code 2, an interrupt in 130.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from orchestrator.cli.commands import COMMANDS
 from orchestrator.cli.inputs import CLIError
@@ -25,13 +27,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("sisa: interrupted", file=sys.stderr)
+        _say(args, "interrupted", "sisa: interrupted")
         return EXIT_INTERRUPTED
     except USER_ERRORS as err:  # one line for the user, not a traceback
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"sisa: error: {message}", file=sys.stderr)
+        _say(args, "error", f"sisa: error: {message}", error=type(err).__name__, detail=message)
         return EXIT_ERROR
     return int(code or 0)
+
+
+def _say(args: Any, event: str, text: str, **fields: Any) -> None:
+    """The last line: text, or an event where stderr carries JSON (``--log-format``)."""
+    if getattr(args, "log_format", "text") != "json":
+        print(text, file=sys.stderr)
+        return
+    from orchestrator import logs
+
+    logs.setup("json")
+    logs.event(event, logging.ERROR if fields else logging.INFO, outcome="stopped", **fields)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -52,10 +52,13 @@ def test_an_untrained_store_is_refused(tmp_path, capsys):
 
 
 def serve_process(store: str, cluster, *flags: str) -> subprocess.Popen:
-    """``sisa serve`` in a process of its own, joined to the session's cluster."""
+    """``sisa serve`` in a process of its own, joined to the session's cluster, or with a
+    cluster of its own when ``cluster`` is None."""
     env = dict(os.environ, SISA_SERVING__TOKEN=TOKEN, PYTHONPATH=str(ROOT))
-    address = cluster.get_runtime_context().gcs_address
-    argv = ["serve", "--store", store, "--ray-address", address, *flags]
+    env.pop("RAY_ADDRESS", None)
+    argv = ["serve", "--store", store, *flags]
+    if cluster is not None:
+        argv += ["--ray-address", cluster.get_runtime_context().gcs_address]
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", *argv],
         stdout=subprocess.PIPE,
@@ -124,18 +127,18 @@ def named_store(tmp_path_factory):
 
 @pytest.mark.ray
 @pytest.mark.timeout(600)
-def test_serve_writes_one_json_object_per_event_and_never_a_raw_id(named_store, ray_cluster):
+def test_serve_writes_one_json_object_per_event_and_never_a_raw_id(named_store):
     """Forgets (accepted and refused), the retrain that follows and the stop, each one
     JSON line on stderr, with request IDs, batch numbers, durations and outcomes; the IDs
-    forgotten, and the unknown one the refusal named, appear in none."""
+    forgotten, and the unknown one the refusal named, appear in none. The server starts a
+    Ray cluster of its own, whose start-up says nothing but JSON either."""
     requests = pytest.importorskip("requests")
-    from ray import serve
 
     store = named_store
     ids, shards, slices = layout(store)
     victims = [str(ids[(shards == s) & (slices == 1)][0]) for s in (0, 2)]
     port, unknown = free_port(), "patient-99999"
-    proc = serve_process(store, ray_cluster, "--port", str(port), "--log-format", "json")
+    proc = serve_process(store, None, "--port", str(port), "--log-format", "json")
     events = []
 
     def next_event() -> dict:
@@ -157,7 +160,6 @@ def test_serve_writes_one_json_object_per_event_and_never_a_raw_id(named_store, 
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=180)
-        serve.shutdown()
     events += [json.loads(line) for line in err.splitlines()]
     assert proc.returncode == 0 and out == ""
     by_name: dict[str, list[dict]] = {}

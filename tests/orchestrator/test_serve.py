@@ -595,8 +595,10 @@ def test_no_live_shard_gives_503_until_an_external_retrain_commits(apps, http):
     )
     assert "waits for a retrain" in refused.json()["detail"]
     assert refused.headers["Retry-After"] == "1"
-    failed = apps["strict_events"].queue.get(timeout=30)  # the ingress's event of it
-    assert failed["event"] == "predict_failed" and failed["level"] == logging.WARNING
+    events = apps["strict_events"].queue
+    while (failed := events.get(timeout=30))["event"] != "predict_failed":  # the ingress's
+        pass
+    assert failed["level"] == logging.WARNING
     assert failed["fields"] == failed["fields"] | {"status": 503, "rows": 2, "outcome": "failed"}
     assert "waits for a retrain" in failed["fields"]["detail"] and failed["fields"]["seconds"] > 0
     assert http.get(f"{base}/healthz").status_code == 200  # the server itself is fine
