@@ -92,6 +92,7 @@ def test_import_sisa_imports_neither_torch_nor_sklearn():
     assert got == {"imported": [], "store": "sisa.store.artifacts", "shards": 2}
 
 
+@pytest.mark.slow  # imports every module
 def test_every_public_name_resolves_to_its_definition():
     got = fresh(
         """
@@ -138,6 +139,7 @@ def test_a_submodule_imported_first_does_not_hide_the_function():
     assert got == [True, True]
 
 
+@pytest.mark.slow  # a process per command
 def test_commands_that_train_nothing_import_neither_torch_nor_sklearn(store):
     first, second, third = training_ids(store)
     for argv in (

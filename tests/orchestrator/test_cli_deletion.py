@@ -607,6 +607,7 @@ def test_path_like_string_ids_are_forgotten_inside_the_store(tmp_path, capsys):
     assert verify(url).identical
 
 
+@pytest.mark.slow  # real processes
 def test_forget_in_a_real_process(tmp_path):
     """The request ID is the first line, printed before any retraining; a process killed
     while holding the processing lease does not block the next one."""

@@ -340,6 +340,7 @@ class Follow:
         return self.proc.returncode, self.proc.stderr.read()
 
 
+@pytest.mark.slow  # a real follower process
 def test_process_follow_from_the_command_line(trained):
     """``sisa process --follow`` serves until interrupted, printing a report per batch."""
     url = trained()
