@@ -14,6 +14,7 @@ stderr is one stream, in one format, and Ray's own forwarding of worker output s
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -72,14 +73,17 @@ class Stderr(logging.StreamHandler):
 
 def adopt(*names: str) -> None:
     """In JSON, loggers that write to stderr through handlers of their own (Ray's, Serve's)
-    write through ours instead, so every line stays one JSON object; in text, as they were."""
-    handler = EVENTS.handlers[0] if EVENTS.handlers else None
-    if handler is None or not isinstance(handler.formatter, JsonLines):
-        return
+    pass their warnings to the root logger instead, which writes them as JSON lines; in
+    text, they stay as they were. Each is a package that sets its logger up as it is
+    imported, so it is imported first; ``ray.init(configure_logging=False)`` then clears
+    the handlers of Ray's logger again and leaves it propagating, so this may come before."""
+    if not any(isinstance(h, Stderr) for h in logging.getLogger().handlers):
+        return  # text: nothing of ours on the root logger
     for name in names:
+        importlib.import_module(name)
         logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.propagate = False
+        logger.handlers[:] = []
+        logger.propagate = True
 
 
 def setup(fmt: str) -> None:
@@ -93,7 +97,10 @@ def setup(fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, Stderr)]
     if fmt == "json":
-        root.addHandler(handler)
+        warnings = Stderr()
+        warnings.setLevel(logging.WARNING)  # others' INFO lines stay out, as in text
+        warnings.setFormatter(JsonLines())
+        root.addHandler(warnings)
 
 
 def checked(name: str, fields: dict[str, Any]) -> dict[str, Any]:

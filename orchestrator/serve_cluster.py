@@ -121,8 +121,8 @@ def run_server(
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     server = None
     logs.setup(log_format)
+    logs.adopt(*RAY_LOGGERS)  # before Ray starts: its start-up warnings are JSON too
     init_ray(ray_address, log_to_driver=log_format == "text")
-    logs.adopt(*RAY_LOGGERS)
     pump: threading.Thread | None = None
 
     def write_the_rest() -> None:

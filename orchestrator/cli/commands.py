@@ -211,6 +211,9 @@ def _follow(args: argparse.Namespace, executor: Any) -> None:
     )
     if args.metrics_port is not None:
         _serve_metrics(args)
+    if args.log_format == "json" and hasattr(executor, "init_kwargs"):
+        executor.init_kwargs["configure_logging"] = False  # Ray adds no handler of its own
+        logs.adopt("ray")  # and its warnings are JSON lines
     if args.log_format == "json":
         logs.event("following", store=args.store, window_s=service.window,
                    deadline_s=service.deadline, metrics=args.metrics_port)  # fmt: skip

@@ -58,9 +58,15 @@ def test_a_follower_that_keeps_failing_reports_each_failure_and_gives_up(url, ca
 
 
 @pytest.mark.slow  # a follower in a process of its own
-def test_process_follow_writes_one_json_object_per_event(url):
+@pytest.mark.parametrize(
+    "executor",
+    ["local", pytest.param("ray", marks=pytest.mark.ray)],  # ray: a cluster of its own
+)
+def test_process_follow_writes_one_json_object_per_event(url, executor, monkeypatch):
     victims = pick(url, 1, 1)
-    with following(url, "--window", "0.1", "--log-format", "json") as follow:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    options = ("--window", "0.1", "--log-format", "json", "--executor", executor)
+    with following(url, *options) as follow:
         first = json.loads(follow.stderr.readline())
         assert first["event"] == "following" and first["store"] == url
         request_id = accept(url, victims).request_id
