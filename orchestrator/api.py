@@ -147,6 +147,13 @@ def accepted_body(accepted: Any, state: str, model: dict[str, Any] | None) -> di
     }
 
 
+def _bad_flag(probabilities: str) -> JSONResponse | None:
+    """422 for a ``?probabilities=`` other than ``true`` or ``false``, whatever the body."""
+    if probabilities in ("true", "false"):
+        return None
+    return JSONResponse(invalid("must be true or false", ["query", "probabilities"]), 422)
+
+
 def _first_line(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0]
 
@@ -281,15 +288,15 @@ def build_app(
         beside them), and with ``probabilities`` its scores, one column per class. The
         body may also be npy or Arrow IPC, and the answer is in the format ``Accept``
         names (``orchestrator.bulk``)."""
-        if http.query_params.get("probabilities", "false") not in ("true", "false"):
-            return JSONResponse(invalid("must be true or false", ["query", "probabilities"]), 422)
+        if (refused := _bad_flag(http.query_params.get("probabilities", "false"))) is not None:
+            return refused
         return await answer(body.rows, body.probabilities, http)
 
     @app.post(bulk.BINARY_PATH, include_in_schema=False)
     async def predict_binary(http: Request, probabilities: str = "false") -> Any:
         """A /predict whose body is npy or Arrow IPC (``bulk.BinaryBodies`` routes it)."""
-        if probabilities not in ("true", "false"):
-            return JSONResponse(invalid("must be true or false", ["query", "probabilities"]), 422)
+        if (refused := _bad_flag(probabilities)) is not None:
+            return refused
         kind = bulk.media_type(http.headers.get("content-type"))
         try:
             rows = await asyncio.to_thread(bulk.decode, await http.body(), kind)

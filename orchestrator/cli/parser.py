@@ -69,12 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="with --follow: give up after this many failed attempts in a row",
     )
-    p.add_argument(
-        "--log-format",
-        choices=["text", "json"],
-        default="text",
-        help="with --follow: events on stderr as text, or as one JSON object per line",
-    )
+    _log_format_arg(p, "with --follow: events on stderr as text, or one JSON object a line")
     p.add_argument(
         "--metrics-port",
         type=int,
@@ -175,18 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="TCP port (default 8000)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: local)")
-    p.add_argument(
-        "--log-format",
-        choices=["text", "json"],
-        default="text",
-        help="events (requests, batches, failures) on stderr as text, or one JSON object a line",
-    )
+    _log_format_arg(p, "events (requests, batches, failures) on stderr as text, or JSON lines")
     _store_args(p)
 
     p = sub.add_parser("demo", help="train on digits, forget, compare with retraining, verify")
     p.add_argument("--store", default=None, help="keep the demo store here (default: temp dir)")
     p.add_argument("--forget", type=int, default=5, help="how many points to forget")
     return parser
+
+
+def _log_format_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--log-format``, as the long-running commands take it (``orchestrator.logs``)."""
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help=help_text)
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
